@@ -1,0 +1,234 @@
+// Package agent is the follower side of headcount: a follower (or the leader)
+// embeds an Agent to publish its live instance count and state to NATS.
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/headcount-dev/headcount/fleet"
+)
+
+// Config identifies the member and says how often it reports.
+type Config struct {
+	Subjects  fleet.Subjects // default prefix "headcount"
+	Service   string
+	Follower  string
+	Role      fleet.Role // default follower
+	Control   string     // host:port of the control API
+	Streaming string     // host:port of the streaming API
+	Capacity  int64      // optional weight for least-loaded placement
+	Pod       string     // optional Kubernetes pod name
+	Namespace string     // optional Kubernetes namespace
+	// Heartbeat is the report period when nothing changes (default 1 s).
+	Heartbeat time.Duration
+	// TTL tells the views when to forget a silent member (default 3 × Heartbeat).
+	TTL time.Duration
+	// Coalesce bounds how often changes are published (default 50 ms).
+	Coalesce time.Duration
+	Logger   *slog.Logger
+}
+
+// Agent publishes a member's reports: on change (coalesced), on a heartbeat,
+// and whenever a router, scaler or adapter calls the roll.
+type Agent struct {
+	nc      *nats.Conn
+	cfg     Config
+	subject string
+	subs    []*nats.Subscription
+	kick    chan struct{}
+	stop    chan struct{}
+	stopped chan struct{}
+
+	mu        sync.Mutex
+	report    fleet.Report // seq is the last one published
+	published bool
+	closed    bool
+}
+
+// New validates cfg, publishes a "starting" report with a fresh incarnation
+// and starts reporting.
+func New(nc *nats.Conn, cfg Config) (*Agent, error) {
+	if cfg.Subjects.Prefix == "" {
+		cfg.Subjects.Prefix = fleet.DefaultPrefix
+	}
+	if cfg.Role == "" {
+		cfg.Role = fleet.RoleFollower
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = time.Second
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 3 * cfg.Heartbeat
+	}
+	if cfg.Coalesce <= 0 {
+		cfg.Coalesce = 50 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Agent{
+		nc:      nc,
+		cfg:     cfg,
+		subject: cfg.Subjects.Report(cfg.Service, cfg.Follower),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		report: fleet.Report{
+			V: fleet.Version, Service: cfg.Service, Follower: cfg.Follower,
+			Incarnation: uuid.NewString(), Role: cfg.Role, State: fleet.StateStarting,
+			Control: cfg.Control, Streaming: cfg.Streaming, Capacity: cfg.Capacity,
+			TTLMillis: cfg.TTL.Milliseconds(), Pod: cfg.Pod, Namespace: cfg.Namespace,
+		},
+	}
+	if err := a.report.Validate(fleet.AddressPolicy{}); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	for _, subj := range []string{cfg.Subjects.RollCall(cfg.Service), cfg.Subjects.RollCall("")} {
+		sub, err := nc.Subscribe(subj, func(*nats.Msg) { a.publish() })
+		if err != nil {
+			a.unsubscribe()
+			return nil, err
+		}
+		a.subs = append(a.subs, sub)
+	}
+	if err := a.publish(); err != nil {
+		a.unsubscribe()
+		return nil, err
+	}
+	go a.run()
+	return a, nil
+}
+
+// Incarnation identifies this process's registration.
+func (a *Agent) Incarnation() string { return a.report.Incarnation }
+
+// Report returns the last report published or about to be.
+func (a *Agent) Report() fleet.Report {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.report
+}
+
+// Add counts n new instances (n may be negative: see Done).
+func (a *Agent) Add(n int64) {
+	a.change(func(r *fleet.Report) {
+		r.Instances = max(r.Instances+n, 0)
+		if n > 0 {
+			r.Created += n
+		}
+	})
+}
+
+// Done counts n instances destroyed.
+func (a *Agent) Done(n int64) { a.Add(-n) }
+
+// Set sets the live count; a rise counts as creations.
+func (a *Agent) Set(n int64) {
+	a.change(func(r *fleet.Report) {
+		n = max(n, 0)
+		if n > r.Instances {
+			r.Created += n - r.Instances
+		}
+		r.Instances = n
+	})
+}
+
+// Ready makes the member eligible for new instances.
+func (a *Agent) Ready() { a.setState(fleet.StateReady) }
+
+// Drain stops new placements; open instances keep being served and counted.
+func (a *Agent) Drain() { a.setState(fleet.StateDraining) }
+
+func (a *Agent) setState(s fleet.State) { a.change(func(r *fleet.Report) { r.State = s }) }
+
+func (a *Agent) change(f func(*fleet.Report)) {
+	a.mu.Lock()
+	if !a.closed {
+		f(&a.report)
+	}
+	a.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Close publishes "gone", so the views drop the member at once, and stops.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.report.State = fleet.StateGone
+	a.mu.Unlock()
+	close(a.stop)
+	<-a.stopped
+	a.unsubscribe()
+	err := a.publish()
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return a.nc.Flush()
+}
+
+func (a *Agent) unsubscribe() {
+	for _, s := range a.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// run publishes changes at most once per Coalesce, and a heartbeat when idle.
+func (a *Agent) run() {
+	defer close(a.stopped)
+	heartbeat := time.NewTicker(a.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-heartbeat.C:
+		case <-a.kick:
+			if wait := a.cfg.Coalesce - time.Since(last); wait > 0 {
+				select {
+				case <-a.stop:
+					return
+				case <-time.After(wait):
+				}
+			}
+		}
+		if err := a.publish(); err != nil {
+			a.cfg.Logger.Warn("report not published", "subject", a.subject, "err", err)
+		}
+		last = time.Now()
+		heartbeat.Reset(a.cfg.Heartbeat)
+	}
+}
+
+// publish sends the current report with the next seq.
+func (a *Agent) publish() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return errors.New("agent closed")
+	}
+	a.report.Seq++
+	data, err := json.Marshal(a.report)
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return a.nc.Publish(a.subject, data)
+}

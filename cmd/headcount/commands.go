@@ -1,0 +1,8 @@
+package main
+
+import "github.com/spf13/cobra"
+
+// commands lists the subcommands; each lives in its own file.
+func commands(g *global) []*cobra.Command {
+	return []*cobra.Command{}
+}

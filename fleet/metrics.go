@@ -1,0 +1,55 @@
+package fleet
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Collector exports a view's figures and a watcher's message counts to
+// Prometheus, read at scrape time so nothing is counted twice.
+type Collector struct {
+	view    *View
+	watcher *Watcher
+
+	followers, instances, demand, leaders, dropped, applied *prometheus.Desc
+}
+
+// NewCollector describes view and (if not nil) watcher under the headcount_ namespace.
+func NewCollector(view *View, watcher *Watcher) *Collector {
+	return &Collector{
+		view: view, watcher: watcher,
+		followers: prometheus.NewDesc("headcount_followers", "Followers in the view, by state.", []string{"service", "state"}, nil),
+		instances: prometheus.NewDesc("headcount_instances", "Live resource instances on ready and draining followers.", []string{"service"}, nil),
+		demand:    prometheus.NewDesc("headcount_demand", "Creations held by routers because no follower is ready.", []string{"service"}, nil),
+		leaders:   prometheus.NewDesc("headcount_leaders", "Leaders in the view.", []string{"service"}, nil),
+		dropped:   prometheus.NewDesc("headcount_messages_dropped_total", "NATS messages dropped by validation, by reason.", []string{"reason"}, nil),
+		applied:   prometheus.NewDesc("headcount_messages_applied_total", "NATS messages applied to the view, by kind.", []string{"kind"}, nil),
+	}
+}
+
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.followers, c.instances, c.demand, c.leaders, c.dropped, c.applied} {
+		ch <- d
+	}
+}
+
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, s := range c.view.Services() {
+		t := c.view.Totals(s)
+		gauge(c.followers, float64(t.Starting), s, string(StateStarting))
+		gauge(c.followers, float64(t.Ready), s, string(StateReady))
+		gauge(c.followers, float64(t.Draining), s, string(StateDraining))
+		gauge(c.instances, float64(t.Instances), s)
+		gauge(c.demand, float64(t.Demand), s)
+		gauge(c.leaders, float64(t.Leaders), s)
+	}
+	if c.watcher == nil {
+		return
+	}
+	for reason, n := range c.watcher.Drops() {
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), reason)
+	}
+	for kind, n := range c.watcher.Applied() {
+		ch <- prometheus.MustNewConstMetric(c.applied, prometheus.CounterValue, float64(n), kind)
+	}
+}
