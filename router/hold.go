@@ -1,0 +1,130 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/headcount-dev/headcount/fleet"
+)
+
+// Why a held creation was not placed.
+var (
+	errHoldFull    = errors.New("too many creations are waiting for a follower")
+	errHoldTimeout = errors.New("no follower became ready in time")
+	errClosing     = errors.New("router is shutting down")
+)
+
+// holdQueue parks creations while no follower is ready: bounded in size and
+// time, released in arrival order as soon as the view has a ready follower.
+type holdQueue struct {
+	max     int
+	timeout time.Duration
+	changed chan struct{} // kicks the demand publisher
+
+	mu      sync.Mutex
+	waiters []chan struct{}
+	closed  chan struct{}
+}
+
+func newHoldQueue(max int, timeout time.Duration) *holdQueue {
+	return &holdQueue{max: max, timeout: timeout, changed: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+// wait holds until try succeeds, the deadline passes, ctx ends or the queue
+// closes. try is called again after every release, since another router or
+// a follower's departure may have changed the view meanwhile.
+func (h *holdQueue) wait(ctx context.Context, try func() (fleet.Member, bool)) (fleet.Member, error) {
+	deadline := time.NewTimer(h.timeout)
+	defer deadline.Stop()
+	for {
+		w, err := h.push()
+		if err != nil {
+			return fleet.Member{}, err
+		}
+		// A follower may have become ready between the caller's try and push.
+		if m, ok := try(); ok {
+			h.remove(w)
+			return m, nil
+		}
+		select {
+		case <-w:
+			if m, ok := try(); ok {
+				return m, nil
+			}
+		case <-deadline.C:
+			h.remove(w)
+			return fleet.Member{}, errHoldTimeout
+		case <-ctx.Done():
+			h.remove(w)
+			return fleet.Member{}, ctx.Err()
+		case <-h.closed:
+			return fleet.Member{}, errClosing
+		}
+	}
+}
+
+func (h *holdQueue) push() (chan struct{}, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.closed:
+		return nil, errClosing
+	default:
+	}
+	if len(h.waiters) >= h.max {
+		return nil, errHoldFull
+	}
+	w := make(chan struct{})
+	h.waiters = append(h.waiters, w)
+	h.kick()
+	return w, nil
+}
+
+func (h *holdQueue) remove(w chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i := slices.Index(h.waiters, w); i >= 0 {
+		h.waiters = slices.Delete(h.waiters, i, i+1)
+		h.kick()
+	}
+}
+
+// release wakes every waiter, oldest first.
+func (h *holdQueue) release() {
+	h.mu.Lock()
+	ws := h.waiters
+	h.waiters = nil
+	h.kick()
+	h.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+}
+
+func (h *holdQueue) len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.waiters)
+}
+
+func (h *holdQueue) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.closed:
+	default:
+		close(h.closed)
+		h.waiters = nil
+		h.kick()
+	}
+}
+
+func (h *holdQueue) kick() {
+	select {
+	case h.changed <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,73 @@
+package router
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Error reasons: the label of headcount_router_errors_total.
+const (
+	reasonNotFound      = "not_found"
+	reasonMethod        = "method_not_allowed"
+	reasonMalformed     = "malformed_id"
+	reasonTooLarge      = "body_too_large"
+	reasonBadBody       = "bad_body"
+	reasonUnknownOwner  = "unknown_follower"
+	reasonOwnerGone     = "owner_gone"
+	reasonNoLeader      = "no_leader"
+	reasonNoFollower    = "no_follower"
+	reasonRefused       = "upstream_refused"
+	reasonUpstream      = "upstream_error"
+	reasonClientGone    = "client_canceled"
+	reasonHoldFull      = "hold_queue_full"
+	reasonHoldTimeout   = "hold_timeout"
+	reasonShuttingDown  = "shutting_down"
+	reasonNotReady      = "not_ready"
+	reasonFollowerError = "follower_error"
+)
+
+// metrics are the router's own series; the fleet's (followers by state,
+// instances, demand, NATS drops) come from fleet.Collector.
+type metrics struct {
+	placements *prometheus.CounterVec   // follower
+	latency    *prometheus.HistogramVec // route, code
+	retries    prometheus.Counter
+	errors     *prometheus.CounterVec // reason
+	holds      *prometheus.CounterVec // outcome
+}
+
+func newMetrics(reg prometheus.Registerer, service string, held func() int) (*metrics, error) {
+	labels := prometheus.Labels{"service": service}
+	m := &metrics{
+		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_placements_total", ConstLabels: labels,
+			Help: "Resource instances this router placed, by follower.",
+		}, []string{"follower"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "headcount_router_response_seconds", ConstLabels: labels,
+			Help:    "Time from request to response headers (a stream's first byte), by route and status code.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route", "code"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headcount_router_retries_total", ConstLabels: labels,
+			Help: "Creations retried on another follower after a refused connection.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_errors_total", ConstLabels: labels,
+			Help: "Requests the router answered with an error itself, by reason.",
+		}, []string{"reason"}),
+		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_held_total", ConstLabels: labels,
+			Help: "Creations held because no follower was ready, by outcome.",
+		}, []string{"outcome"}),
+	}
+	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "headcount_router_held_requests", ConstLabels: labels,
+		Help: "Creations waiting now for a ready follower.",
+	}, func() float64 { return float64(held()) })
+	for _, c := range []prometheus.Collector{m.placements, m.latency, m.retries, m.errors, m.holds, gauge} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
