@@ -1,0 +1,326 @@
+// Package demo is a small Skip-compatible leader and follower, so headcount
+// runs end to end without Node. It serves Skip's HTTP API (control and
+// streaming ports) with one resource, "collection": params {"name": "<c>"}
+// stream input collection <c> of the leader. Followers mirror the leader over
+// that same protocol and report their live instances through package agent.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/headcount-dev/headcount/agent"
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/ops"
+)
+
+// Config configures a leader or a follower.
+type Config struct {
+	Service         string         // default "demo"
+	ID              string         // member id, DNS-1123 label (required)
+	NATS            *nats.Conn     // required: reports through agent
+	Subjects        fleet.Subjects // default prefix "headcount"
+	LeaderControl   string         // followers: leader's control host:port
+	LeaderStreaming string         // followers: leader's streaming host:port
+	ResourcePrefix  string         // SKIP_RESOURCE_PREFIX; followers default to ID
+	InstanceTTL     time.Duration  // destroy delay after the subscriber leaves (default 30s)
+	Heartbeat       time.Duration  // agent heartbeat (default 1s)
+	Advertise       string         // optional host to advertise instead of the listener's
+	Logger          *slog.Logger
+	Pod             string // optional Kubernetes pod name, reported to the fleet
+	Namespace       string // optional Kubernetes namespace, reported to the fleet
+
+	keepAlive time.Duration // SSE keep-alive period (15 s); tests shorten it
+}
+
+const (
+	defaultKeepAlive = 15 * time.Second
+	createTimeout    = 10 * time.Second // a follower waits this long for the leader's init
+)
+
+func (c *Config) defaults(role fleet.Role) error {
+	if c.Service == "" {
+		c.Service = "demo"
+	}
+	if c.Subjects.Prefix == "" {
+		c.Subjects.Prefix = fleet.DefaultPrefix
+	}
+	if c.InstanceTTL <= 0 {
+		c.InstanceTTL = 30 * time.Second
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = time.Second
+	}
+	if c.keepAlive <= 0 {
+		c.keepAlive = defaultKeepAlive
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if role == fleet.RoleFollower && c.ResourcePrefix == "" {
+		c.ResourcePrefix = c.ID
+	}
+	switch {
+	case !fleet.ValidName(c.Service):
+		return fmt.Errorf("service %q is not a DNS-1123 label", c.Service)
+	case !fleet.ValidName(c.ID):
+		return fmt.Errorf("id %q is not a DNS-1123 label", c.ID)
+	case c.NATS == nil:
+		return errors.New("a NATS connection is required")
+	case strings.Contains(c.ResourcePrefix, "/"):
+		return fmt.Errorf("resource prefix %q must not contain '/'", c.ResourcePrefix)
+	case role == fleet.RoleFollower && (c.LeaderControl == "" || c.LeaderStreaming == ""):
+		return errors.New("a follower needs the leader's control and streaming addresses")
+	}
+	return nil
+}
+
+// Server is a running leader or follower.
+type Server struct {
+	cfg       Config
+	role      fleet.Role
+	log       *slog.Logger
+	agent     *agent.Agent
+	metrics   *metrics
+	instances *registry
+	store     *store       // leader only
+	client    *http.Client // follower only: talks to the leader
+
+	control, streaming     *http.Server
+	controlLn, streamingLn net.Listener
+	serving                sync.WaitGroup
+
+	ctx    context.Context // cancelled when the server stops: ends streams and mirrors
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	ready    bool // follower: the leader answered
+	draining bool
+	stopOnce sync.Once
+}
+
+// StartLeader serves a leader on already-bound listeners until Shutdown or
+// Kill; it returns once registered.
+func StartLeader(cfg Config, control, streaming net.Listener) (*Server, error) {
+	return start(cfg, fleet.RoleLeader, control, streaming)
+}
+
+// StartFollower serves a follower on already-bound listeners until Shutdown
+// or Kill; it returns once registered and becomes ready once the leader answers.
+func StartFollower(cfg Config, control, streaming net.Listener) (*Server, error) {
+	return start(cfg, fleet.RoleFollower, control, streaming)
+}
+
+func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Server, error) {
+	if err := cfg.defaults(role); err != nil {
+		return nil, fmt.Errorf("demo %s: %w", role, err)
+	}
+	controlAddr, err := advertised(cfg.Advertise, control)
+	if err != nil {
+		return nil, err
+	}
+	streamingAddr, err := advertised(cfg.Advertise, streaming)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, role: role, controlLn: control, streamingLn: streaming,
+		log: cfg.Logger.With("service", cfg.Service, "id", cfg.ID, "role", role)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	reg := ops.NewRegistry()
+	s.metrics = newMetrics(reg)
+	open := s.openMirror
+	if role == fleet.RoleLeader {
+		s.store = newStore()
+		open = s.store.open
+	} else {
+		s.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	s.instances = newRegistry(cfg.InstanceTTL, open, s.created, s.destroyed)
+
+	checks := &ops.Checks{}
+	checks.Add("state", s.readyErr)
+	s.control = s.httpServer(s.controlMux(reg, checks))
+	s.streaming = s.httpServer(s.streamingMux())
+	s.serve(s.control, control)
+	s.serve(s.streaming, streaming)
+
+	s.agent, err = agent.New(cfg.NATS, agent.Config{
+		Subjects: cfg.Subjects, Service: cfg.Service, Follower: cfg.ID, Role: role,
+		Control: controlAddr, Streaming: streamingAddr, Heartbeat: cfg.Heartbeat,
+		Pod: cfg.Pod, Namespace: cfg.Namespace, Logger: s.log,
+	})
+	if err != nil {
+		s.stop()
+		return nil, fmt.Errorf("demo %s: %w", role, err)
+	}
+	if role == fleet.RoleLeader {
+		s.markReady()
+	} else {
+		go s.awaitLeader()
+	}
+	s.log.Info("demo started", "control", controlAddr, "streaming", streamingAddr)
+	return s, nil
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+func (s *Server) serve(srv *http.Server, ln net.Listener) {
+	s.serving.Go(func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
+		}
+	})
+}
+
+// ControlAddr is the control listener's address.
+func (s *Server) ControlAddr() string { return s.controlLn.Addr().String() }
+
+// StreamingAddr is the streaming listener's address.
+func (s *Server) StreamingAddr() string { return s.streamingLn.Addr().String() }
+
+// Agent is the member's reporter on NATS.
+func (s *Server) Agent() *agent.Agent { return s.agent }
+
+func (s *Server) created() {
+	s.metrics.instances.Inc()
+	s.metrics.created.Inc()
+	s.agent.Add(1)
+}
+
+func (s *Server) destroyed() {
+	s.metrics.instances.Dec()
+	s.agent.Done(1)
+}
+
+// markReady makes the member placeable unless it is already draining.
+func (s *Server) markReady() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.draining {
+		s.ready = true
+		s.agent.Ready()
+	}
+}
+
+// Drain stops taking placements: the fleet sees "draining", /readyz fails
+// and new creations get 503; open instances keep being served.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.draining {
+		s.draining = true
+		s.agent.Drain()
+	}
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+func (s *Server) readyErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.draining:
+		return errors.New("draining")
+	case !s.ready:
+		return errors.New("leader not reached yet")
+	}
+	return nil
+}
+
+// Shutdown drains, waits for the instances to go (or ctx), publishes "gone"
+// and stops serving.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Drain()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.instances.count() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+	if n := s.instances.count(); n > 0 {
+		s.log.Warn("stopping with live instances", "instances", n)
+	}
+	err := s.agent.Close()
+	s.stop()
+	return err
+}
+
+// Kill stops abruptly, as a crash would: listeners and connections closed,
+// no "gone" (the fleet forgets the member when its reports stop).
+func (s *Server) Kill() {
+	s.agent.Abandon()
+	s.stopOnce.Do(func() {
+		s.cancel()
+		_ = s.control.Close()
+		_ = s.streaming.Close()
+		s.serving.Wait()
+	})
+}
+
+// stop ends streams and mirrors, then closes the listeners gracefully.
+func (s *Server) stop() {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, srv := range []*http.Server{s.control, s.streaming} {
+			if err := srv.Shutdown(ctx); err != nil {
+				_ = srv.Close()
+			}
+		}
+		s.serving.Wait()
+		s.log.Info("demo stopped")
+	})
+}
+
+// advertised is the host:port others reach ln at: host when given, else the
+// listener's IP, or this machine's first non-loopback IP when it listens on
+// every interface.
+func advertised(host string, ln net.Listener) (string, error) {
+	lnHost, port, err := net.SplitHostPort(ln.Addr().String())
+	if err != nil {
+		return "", err
+	}
+	if host == "" {
+		host = lnHost
+		if ip := net.ParseIP(lnHost); ip == nil || ip.IsUnspecified() {
+			host = outboundIP()
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func outboundIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.IsGlobalUnicast() {
+				return n.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
