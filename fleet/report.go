@@ -206,11 +206,11 @@ func DecodeReport(data []byte, service, follower string, policy AddressPolicy) (
 	if err := decode(data, &r); err != nil {
 		return Report{}, err
 	}
-	if r.Service != service || r.Follower != follower {
-		return Report{}, invalid(ReasonSubject, "body names %s/%s, subject %s/%s", r.Service, r.Follower, service, follower)
-	}
 	if err := r.Validate(policy); err != nil {
 		return Report{}, err
+	}
+	if r.Service != service || r.Follower != follower {
+		return Report{}, invalid(ReasonSubject, "body names %s/%s, subject %s/%s", r.Service, r.Follower, service, follower)
 	}
 	return r, nil
 }
