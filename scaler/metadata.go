@@ -1,0 +1,62 @@
+package scaler
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/headcount-dev/headcount/fleet"
+)
+
+// Metadata keys of a ScaledObject trigger. KEDA also passes its own keys
+// (scalerAddress, …): unknown keys are ignored.
+const (
+	KeyService    = "service"
+	KeyTarget     = "targetInstancesPerReplica"
+	KeyActivation = "activationInstances"
+)
+
+// maxTarget keeps targets meaningful: fleet.MaxInstances per follower.
+const maxTarget = fleet.MaxInstances
+
+// trigger is one ScaledObject trigger's parsed metadata.
+type trigger struct {
+	service    string
+	target     float64
+	activation float64
+}
+
+// parseMetadata validates md; its errors are InvalidArgument statuses that
+// name the field and the accepted form, for KEDA's events and logs.
+func parseMetadata(md map[string]string) (trigger, error) {
+	var t trigger
+	t.service = md[KeyService]
+	if !fleet.ValidName(t.service) {
+		return trigger{}, badField(KeyService, md[KeyService], "required, a DNS-1123 label (lowercase letters, digits and '-', at most 63)")
+	}
+	var err error
+	raw, ok := md[KeyTarget]
+	if !ok {
+		return trigger{}, badField(KeyTarget, "", fmt.Sprintf("required, a number > 0 and ≤ %d, e.g. \"100\"", maxTarget))
+	}
+	if t.target, err = strconv.ParseFloat(raw, 64); err != nil || !(t.target > 0) || t.target > maxTarget {
+		return trigger{}, badField(KeyTarget, raw, fmt.Sprintf("a number > 0 and ≤ %d, e.g. \"100\"", maxTarget))
+	}
+	if raw, ok := md[KeyActivation]; ok {
+		if t.activation, err = strconv.ParseFloat(raw, 64); err != nil || !(t.activation >= 0) || math.IsInf(t.activation, 0) {
+			return trigger{}, badField(KeyActivation, raw, "optional, a number ≥ 0 (default \"0\")")
+		}
+	}
+	return t, nil
+}
+
+func badField(key, value, want string) error {
+	return status.Errorf(codes.InvalidArgument, "metadata %s=%q: want %s", key, value, want)
+}
+
+// metricName is the one metric of a service; KEDA prefixes it with the
+// trigger index.
+func (t trigger) metricName() string { return "headcount-" + t.service }

@@ -1,0 +1,108 @@
+package scaler
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// ServerConfig shapes the gRPC server KEDA talks to.
+type ServerConfig struct {
+	// TLS, when set, serves TLS (mTLS when it requires client certificates).
+	TLS *tls.Config
+	// MaxConnectionAge closes connections after about this long (0 = never),
+	// so that KEDA's pooled connection spreads over scaler replicas as they
+	// come and go; MaxConnectionAgeGrace bounds the RPCs still open then.
+	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
+	// KeepaliveTime pings idle connections (default 30 s) so that
+	// middleboxes keep the long-lived StreamIsActive open and dead peers are
+	// found; KeepaliveTimeout waits for the answer (default 10 s).
+	KeepaliveTime, KeepaliveTimeout time.Duration
+}
+
+// Server is the scaler's gRPC server: the external scaler, the health service
+// (SERVING once the scaler is ready) and server reflection.
+type Server struct {
+	scaler *Scaler
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// NewServer builds the gRPC server for s.
+func NewServer(s *Scaler, cfg ServerConfig) *Server {
+	if cfg.KeepaliveTime <= 0 {
+		cfg.KeepaliveTime = 30 * time.Second
+	}
+	if cfg.KeepaliveTimeout <= 0 {
+		cfg.KeepaliveTimeout = 10 * time.Second
+	}
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge:      cfg.MaxConnectionAge,
+			MaxConnectionAgeGrace: cfg.MaxConnectionAgeGrace,
+			Time:                  cfg.KeepaliveTime,
+			Timeout:               cfg.KeepaliveTimeout,
+		}),
+		// Let clients ping too (KEDA may), without letting them flood.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	srv := &Server{scaler: s, grpc: grpc.NewServer(opts...), health: health.NewServer()}
+	externalscaler.RegisterExternalScalerServer(srv.grpc, s)
+	healthpb.RegisterHealthServer(srv.grpc, srv.health)
+	reflection.Register(srv.grpc)
+	srv.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	return srv
+}
+
+func (srv *Server) setHealth(st healthpb.HealthCheckResponse_ServingStatus) {
+	srv.health.SetServingStatus("", st)
+	srv.health.SetServingStatus(externalscaler.ExternalScaler_ServiceDesc.ServiceName, st)
+}
+
+// Serve serves ln until ctx is done, then stops gracefully: health turns
+// NOT_SERVING, open streams end cleanly (KEDA reopens them elsewhere), and
+// unary calls get up to grace to finish.
+func (srv *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.grpc.Serve(ln) }()
+	settled := srv.scaler.Settled()
+	for done := false; !done; {
+		select {
+		case err := <-errc:
+			return err
+		case <-settled:
+			srv.setHealth(healthpb.HealthCheckResponse_SERVING)
+			settled = nil
+		case <-ctx.Done():
+			done = true
+		}
+	}
+	srv.health.Shutdown()
+	srv.scaler.EndStreams()
+	stopped := make(chan struct{})
+	go func() {
+		srv.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(grace):
+		slog.Warn("grace period over, closing remaining gRPC connections", "addr", ln.Addr().String())
+		srv.grpc.Stop()
+		<-stopped
+	}
+	return <-errc
+}
