@@ -1,0 +1,288 @@
+package router_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/agent"
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/router"
+)
+
+const svc = "svc"
+
+// member is a small Skip-like follower (or leader) on two real HTTP
+// listeners, registered on NATS through agent. Writes to the leader reach
+// the followers' open streams through the shared hub, as Skip's mirroring would.
+type member struct {
+	id                   string
+	nc                   *nats.Conn // its own, so that a kill silences its reports
+	agent                *agent.Agent
+	control, streaming   *httptest.Server
+	hub                  *hub
+	bare                 bool         // answer creations with "<uuid>", as without SKIP_RESOURCE_PREFIX
+	requests             atomic.Int64 // every request received, on both ports
+	created, deleted     atomic.Int64
+	mu                   sync.Mutex
+	instances            map[string]bool
+	killOnce, closeAgent sync.Once
+}
+
+// hub carries the leader's writes to every open stream.
+type hub struct {
+	mu   sync.Mutex
+	subs map[chan string]bool
+}
+
+func newHub() *hub { return &hub{subs: map[chan string]bool{}} }
+
+func (h *hub) publish(msg string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.subs {
+		select {
+		case c <- msg:
+		default:
+		}
+	}
+}
+
+func (h *hub) subscribe() (chan string, func()) {
+	c := make(chan string, 16)
+	h.mu.Lock()
+	h.subs[c] = true
+	h.mu.Unlock()
+	return c, func() { h.mu.Lock(); delete(h.subs, c); h.mu.Unlock() }
+}
+
+type memberOpt func(*member, *agent.Config)
+
+func leader(m *member, c *agent.Config) { c.Role = fleet.RoleLeader }
+func bare(m *member, _ *agent.Config)   { m.bare = true }
+
+// startMember starts id on two loopback listeners, registers it and marks it ready.
+func startMember(t *testing.T, url string, h *hub, id string, opts ...memberOpt) *member {
+	t.Helper()
+	m := &member{id: id, hub: h, instances: map[string]bool{}, nc: natsembed.Connect(t, url)}
+	m.control = httptest.NewServer(m.count(m.controlMux()))
+	m.streaming = httptest.NewServer(m.count(m.streamingMux()))
+	cfg := agent.Config{
+		Service: svc, Follower: id,
+		Control:   m.control.Listener.Addr().String(),
+		Streaming: m.streaming.Listener.Addr().String(),
+		Heartbeat: 100 * time.Millisecond, Coalesce: 10 * time.Millisecond,
+	}
+	for _, o := range opts {
+		o(m, &cfg)
+	}
+	a, err := agent.New(m.nc, cfg)
+	require.NoError(t, err)
+	m.agent = a
+	a.Ready()
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *member) count(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.requests.Add(1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (m *member) controlMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/streams/{resource}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		id := uuid.NewString()
+		m.mu.Lock()
+		m.instances[id] = true
+		m.mu.Unlock()
+		m.created.Add(1)
+		m.agent.Add(1)
+		w.WriteHeader(http.StatusCreated)
+		if m.bare {
+			_, _ = io.WriteString(w, id)
+			return
+		}
+		_, _ = io.WriteString(w, m.id+"/"+id)
+	})
+	mux.HandleFunc("DELETE /v1/streams/{uuid}", func(w http.ResponseWriter, r *http.Request) {
+		m.mu.Lock()
+		ok := m.instances[r.PathValue("uuid")]
+		delete(m.instances, r.PathValue("uuid"))
+		m.mu.Unlock()
+		if !ok {
+			http.Error(w, "unknown instance", http.StatusNotFound)
+			return
+		}
+		m.deleted.Add(1)
+		m.agent.Done(1)
+	})
+	mux.HandleFunc("POST /v1/snapshot/{resource...}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"follower":%q,"resource":%q}`, m.id, r.PathValue("resource"))
+	})
+	mux.HandleFunc("PATCH /v1/inputs/{collection}", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		m.hub.publish(string(body))
+	})
+	return mux
+}
+
+func (m *member) streamingMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/streams/{uuid}", func(w http.ResponseWriter, r *http.Request) {
+		m.mu.Lock()
+		ok := m.instances[r.PathValue("uuid")]
+		m.mu.Unlock()
+		if !ok {
+			http.Error(w, "unknown instance", http.StatusNotFound)
+			return
+		}
+		updates, unsubscribe := m.hub.subscribe()
+		defer unsubscribe()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: init\nid: 1\ndata: {\"follower\":%q}\n\n", m.id)
+		http.NewResponseController(w).Flush()
+		for seq := 2; ; seq++ {
+			select {
+			case <-r.Context().Done():
+				return
+			case u := <-updates:
+				fmt.Fprintf(w, "event: update\nid: %d\ndata: %s\n\n", seq, u)
+				http.NewResponseController(w).Flush()
+			}
+		}
+	})
+	return mux
+}
+
+// kill stops answering and reporting at once without deregistering, like a
+// crashed process.
+func (m *member) kill() {
+	m.killOnce.Do(func() {
+		m.nc.Close()
+		for _, s := range []*httptest.Server{m.control, m.streaming} {
+			s.CloseClientConnections()
+			s.Close()
+		}
+	})
+}
+
+func (m *member) stop() {
+	m.closeAgent.Do(func() { _ = m.agent.Close() })
+	m.kill()
+}
+
+// testRouter is a router on two real loopback listeners.
+type testRouter struct {
+	*router.Router
+	streaming, control *httptest.Server
+}
+
+func startRouter(t *testing.T, url, id string, mutate ...func(*router.Config)) *testRouter {
+	t.Helper()
+	nc := natsembed.Connect(t, url)
+	cfg := router.Config{Service: svc, ID: id, HoldTimeout: 10 * time.Second, CompatPrefix: "/streams"}
+	for _, f := range mutate {
+		f(&cfg)
+	}
+	rt, err := router.New(nc, cfg)
+	require.NoError(t, err)
+	tr := &testRouter{Router: rt, streaming: httptest.NewServer(rt.Streaming()), control: httptest.NewServer(rt.Control())}
+	t.Cleanup(func() {
+		tr.streaming.CloseClientConnections()
+		tr.streaming.Close()
+		tr.control.Close()
+		rt.Close()
+	})
+	return tr
+}
+
+// waitReady waits until the router sees n ready followers.
+func (tr *testRouter) waitReady(t *testing.T, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return tr.View().Totals(svc).Ready == n }, 10*time.Second, 5*time.Millisecond,
+		"router never saw %d ready followers", n)
+}
+
+// create posts a creation and returns the instance id.
+func (tr *testRouter) create(t *testing.T) string {
+	t.Helper()
+	code, body, _ := do(t, http.MethodPost, tr.control.URL+"/v1/streams/posts", `{"limit":10}`)
+	require.Equal(t, http.StatusCreated, code, body)
+	return body
+}
+
+// do sends one request and returns status, body and headers.
+func do(t *testing.T, method, url, body string) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(data), resp.Header
+}
+
+// sse is an open event stream.
+type sse struct {
+	resp *http.Response
+	r    *bufio.Reader
+}
+
+func openStream(t *testing.T, url string) *sse {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = resp.Body.Close() })
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return &sse{resp: resp, r: bufio.NewReader(resp.Body)}
+}
+
+// next reads one event and returns its name and data.
+func (s *sse) next(t *testing.T) (event, data string) {
+	t.Helper()
+	for {
+		line, err := s.r.ReadString('\n')
+		require.NoError(t, err)
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case line == "" && event != "":
+			return event, data
+		case strings.HasPrefix(line, "event: "):
+			event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+}
+
+// closedAddr returns a loopback address nobody listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
