@@ -1,0 +1,213 @@
+package demo
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsembed"
+)
+
+const wait = 10 * time.Second // generous: the machine is shared
+
+func testNATS(t *testing.T) *nats.Conn {
+	t.Helper()
+	return natsembed.Connect(t, natsembed.Test(t))
+}
+
+// do sends one request and returns the status and body.
+func do(t *testing.T, method, url, body string, header ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// create makes an instance of collection on s and returns its id as s answered it.
+func create(t *testing.T, s *Server, collection string) string {
+	t.Helper()
+	code, body := do(t, http.MethodPost, "http://"+s.ControlAddr()+"/v1/streams/collection", `{"name":"`+collection+`"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create %s: %d %s", collection, code, body)
+	}
+	return body
+}
+
+func write(t *testing.T, leader *Server, collection, body string) {
+	t.Helper()
+	if code, resp := do(t, http.MethodPatch, "http://"+leader.ControlAddr()+"/v1/inputs/"+collection, body); code != http.StatusOK {
+		t.Fatalf("write %s: %d %s", collection, code, resp)
+	}
+}
+
+type sseEvent struct{ kind, id, data string }
+
+// stream is an open SSE subscription read by a real HTTP client.
+type stream struct {
+	resp   *http.Response
+	events chan sseEvent
+}
+
+// subscribe opens the stream of id and fails unless it answers 200.
+func subscribe(t *testing.T, s *Server, id string) *stream {
+	t.Helper()
+	resp := get(t, "http://"+s.StreamingAddr()+"/v1/streams/"+id)
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("subscribe %s: %d %s", id, resp.StatusCode, b)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	st := &stream{resp: resp, events: make(chan sseEvent, 100)}
+	go func() {
+		defer close(st.events)
+		r := newSSEReader(resp.Body, nil)
+		for {
+			kind, id, data, err := r.next()
+			if err != nil {
+				return
+			}
+			st.events <- sseEvent{kind, id, string(data)}
+		}
+	}()
+	t.Cleanup(st.close)
+	return st
+}
+
+func get(t *testing.T, url string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func (st *stream) close() { _ = st.resp.Body.Close() }
+
+// next returns the next event, failing after wait or when the stream ends.
+func (st *stream) next(t *testing.T) sseEvent {
+	t.Helper()
+	select {
+	case ev, ok := <-st.events:
+		if !ok {
+			t.Fatal("stream ended")
+		}
+		return ev
+	case <-time.After(wait):
+		t.Fatal("no event")
+	}
+	return sseEvent{}
+}
+
+// expect reads the next event and checks its kind and data.
+func (st *stream) expect(t *testing.T, kind, data string) sseEvent {
+	t.Helper()
+	ev := st.next(t)
+	if ev.kind != kind || ev.data != data {
+		t.Fatalf("got %s %s, want %s %s", ev.kind, ev.data, kind, data)
+	}
+	return ev
+}
+
+// ended waits for the stream to close.
+func (st *stream) ended(t *testing.T) {
+	t.Helper()
+	select {
+	case ev, ok := <-st.events:
+		if ok {
+			t.Fatalf("unexpected event %+v", ev)
+		}
+	case <-time.After(wait):
+		t.Fatal("stream still open")
+	}
+}
+
+// reports follows the reports one member publishes on NATS.
+type reports struct {
+	mu   sync.Mutex
+	last []fleet.Report
+}
+
+func watchReports(t *testing.T, nc *nats.Conn, service, id string) *reports {
+	t.Helper()
+	r := &reports{}
+	sub, err := nc.Subscribe(fleet.Subjects{Prefix: fleet.DefaultPrefix}.Report(service, id), func(m *nats.Msg) {
+		var rep fleet.Report
+		if json.Unmarshal(m.Data, &rep) == nil {
+			r.mu.Lock()
+			r.last = append(r.last, rep)
+			r.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// waitFor waits until the latest report satisfies ok.
+func (r *reports) waitFor(t *testing.T, what string, ok func(fleet.Report) bool) fleet.Report {
+	t.Helper()
+	var last fleet.Report
+	eventually(t, what, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.last) == 0 {
+			return false
+		}
+		last = r.last[len(r.last)-1]
+		return ok(last)
+	})
+	return last
+}
+
+func (r *reports) all() []fleet.Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]fleet.Report(nil), r.last...)
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
