@@ -9,5 +9,8 @@ func commands(g *global) []*cobra.Command {
 		followerCmd(g),
 		routerCmd(g),
 		scalerCmd(g),
+		sidecarCmd(g),
+		upCmd(g),
+		statusCmd(g),
 	}
 }
