@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -323,4 +324,21 @@ func outboundIP() string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+// HostnameID derives a DNS-1123 label from the hostname (in Kubernetes, the
+// pod name): a follower's default id.
+func HostnameID() string {
+	h, _ := os.Hostname()
+	id := []byte(strings.ToLower(h))
+	for i, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			id[i] = '-'
+		}
+	}
+	label := strings.Trim(string(id[:min(len(id), 63)]), "-")
+	if label == "" {
+		return "follower"
+	}
+	return label
 }

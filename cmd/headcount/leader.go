@@ -1,15 +1,88 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/headcount-dev/headcount/demo"
 )
 
 func leaderCmd(g *global) *cobra.Command {
-	return &cobra.Command{
+	f := &demoFlags{}
+	cmd := &cobra.Command{
 		Use:   "leader",
-		Short: "not built yet",
-		RunE:  func(*cobra.Command, []string) error { return errors.New("leader: not built yet") },
+		Short: "Run the demo Skip-compatible leader: holds the input collections",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.run(cmd, g, "leader", demo.StartLeader)
+		},
 	}
+	f.register(cmd, "leader")
+	return cmd
+}
+
+// demoFlags are the flags the demo leader and follower share.
+type demoFlags struct {
+	cfg           demo.Config
+	controlAddr   string
+	streamingAddr string
+	drainTimeout  time.Duration
+}
+
+func (f *demoFlags) register(cmd *cobra.Command, defaultID string) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.cfg.Service, "service", "demo", "service name (DNS-1123 label)")
+	fs.StringVar(&f.cfg.ID, "id", defaultID, "member id (DNS-1123 label)")
+	fs.StringVar(&f.controlAddr, "control-addr", ":8081", "control API listen address")
+	fs.StringVar(&f.streamingAddr, "streaming-addr", ":8080", "streaming (SSE) API listen address")
+	fs.StringVar(&f.cfg.ResourcePrefix, "resource-prefix", "", "instance ids are <prefix>/<uuid> (default $SKIP_RESOURCE_PREFIX, else the id for a follower)")
+	fs.DurationVar(&f.cfg.InstanceTTL, "instance-ttl", 30*time.Second, "destroy an instance this long after its subscriber leaves")
+	fs.DurationVar(&f.cfg.Heartbeat, "heartbeat", time.Second, "report heartbeat period on NATS")
+	fs.StringVar(&f.cfg.Advertise, "advertise", "", "host to advertise to the fleet (default: the listen IP, or the first non-loopback IP)")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 25*time.Second, "on SIGTERM, how long to wait for instances to go before stopping")
+	fs.StringVar(&f.cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
+	fs.StringVar(&f.cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
+}
+
+// run serves until the command's context ends (SIGTERM), then drains.
+func (f *demoFlags) run(cmd *cobra.Command, g *global, role string, start func(demo.Config, net.Listener, net.Listener) (*demo.Server, error)) error {
+	if !cmd.Flags().Changed("resource-prefix") {
+		f.cfg.ResourcePrefix = os.Getenv("SKIP_RESOURCE_PREFIX")
+	}
+	subjects, err := g.subjects()
+	if err != nil {
+		return err
+	}
+	nc, err := g.connect("headcount-" + role + "-" + f.cfg.ID)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	control, err := net.Listen("tcp", f.controlAddr)
+	if err != nil {
+		return fmt.Errorf("--control-addr: %w", err)
+	}
+	streaming, err := net.Listen("tcp", f.streamingAddr)
+	if err != nil {
+		_ = control.Close()
+		return fmt.Errorf("--streaming-addr: %w", err)
+	}
+	f.cfg.NATS, f.cfg.Subjects, f.cfg.Logger = nc, subjects, slog.Default()
+	s, err := start(f.cfg, control, streaming)
+	if err != nil {
+		_ = control.Close()
+		_ = streaming.Close()
+		return err
+	}
+	<-cmd.Context().Done()
+	slog.Info("draining", "timeout", f.drainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
+	defer cancel()
+	return s.Shutdown(ctx)
 }
