@@ -25,59 +25,29 @@ import (
 
 const svc = "svc"
 
-// member is a small Skip-like follower (or leader) on two real HTTP
-// listeners, registered on NATS through agent. Writes to the leader reach
-// the followers' open streams through the shared hub, as Skip's mirroring would.
+// member is a minimal Skip-like follower (or leader) on two real HTTP
+// listeners, registered on NATS through agent, that counts every request it
+// receives: the demo (demo_test.go) covers behaviour, this covers what must
+// never reach a follower, and followers without SKIP_RESOURCE_PREFIX.
 type member struct {
-	id                   string
-	nc                   *nats.Conn // its own, so that a kill silences its reports
-	agent                *agent.Agent
-	control, streaming   *httptest.Server
-	hub                  *hub
-	bare                 bool         // answer creations with "<uuid>", as without SKIP_RESOURCE_PREFIX
-	requests             atomic.Int64 // every request received, on both ports
-	created, deleted     atomic.Int64
-	mu                   sync.Mutex
-	instances            map[string]bool
-	killOnce, closeAgent sync.Once
-}
-
-// hub carries the leader's writes to every open stream.
-type hub struct {
-	mu   sync.Mutex
-	subs map[chan string]bool
-}
-
-func newHub() *hub { return &hub{subs: map[chan string]bool{}} }
-
-func (h *hub) publish(msg string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for c := range h.subs {
-		select {
-		case c <- msg:
-		default:
-		}
-	}
-}
-
-func (h *hub) subscribe() (chan string, func()) {
-	c := make(chan string, 16)
-	h.mu.Lock()
-	h.subs[c] = true
-	h.mu.Unlock()
-	return c, func() { h.mu.Lock(); delete(h.subs, c); h.mu.Unlock() }
+	id                 string
+	agent              *agent.Agent
+	control, streaming *httptest.Server
+	bare               bool         // answer creations with "<uuid>", as without SKIP_RESOURCE_PREFIX
+	requests           atomic.Int64 // every request received, on both ports
+	mu                 sync.Mutex
+	instances          map[string]bool
 }
 
 type memberOpt func(*member, *agent.Config)
 
-func leader(m *member, c *agent.Config) { c.Role = fleet.RoleLeader }
+func leader(_ *member, c *agent.Config) { c.Role = fleet.RoleLeader }
 func bare(m *member, _ *agent.Config)   { m.bare = true }
 
 // startMember starts id on two loopback listeners, registers it and marks it ready.
-func startMember(t *testing.T, url string, h *hub, id string, opts ...memberOpt) *member {
+func startMember(t *testing.T, nc *nats.Conn, id string, opts ...memberOpt) *member {
 	t.Helper()
-	m := &member{id: id, hub: h, instances: map[string]bool{}, nc: natsembed.Connect(t, url)}
+	m := &member{id: id, instances: map[string]bool{}}
 	m.control = httptest.NewServer(m.count(m.controlMux()))
 	m.streaming = httptest.NewServer(m.count(m.streamingMux()))
 	cfg := agent.Config{
@@ -89,11 +59,17 @@ func startMember(t *testing.T, url string, h *hub, id string, opts ...memberOpt)
 	for _, o := range opts {
 		o(m, &cfg)
 	}
-	a, err := agent.New(m.nc, cfg)
+	a, err := agent.New(nc, cfg)
 	require.NoError(t, err)
 	m.agent = a
 	a.Ready()
-	t.Cleanup(m.stop)
+	t.Cleanup(func() {
+		_ = a.Close()
+		for _, s := range []*httptest.Server{m.control, m.streaming} {
+			s.CloseClientConnections()
+			s.Close()
+		}
+	})
 	return m
 }
 
@@ -107,38 +83,19 @@ func (m *member) count(h http.Handler) http.Handler {
 func (m *member) controlMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/streams/{resource}", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
 		id := uuid.NewString()
 		m.mu.Lock()
 		m.instances[id] = true
 		m.mu.Unlock()
-		m.created.Add(1)
 		m.agent.Add(1)
 		w.WriteHeader(http.StatusCreated)
-		if m.bare {
-			_, _ = io.WriteString(w, id)
-			return
+		if !m.bare {
+			id = m.id + "/" + id
 		}
-		_, _ = io.WriteString(w, m.id+"/"+id)
-	})
-	mux.HandleFunc("DELETE /v1/streams/{uuid}", func(w http.ResponseWriter, r *http.Request) {
-		m.mu.Lock()
-		ok := m.instances[r.PathValue("uuid")]
-		delete(m.instances, r.PathValue("uuid"))
-		m.mu.Unlock()
-		if !ok {
-			http.Error(w, "unknown instance", http.StatusNotFound)
-			return
-		}
-		m.deleted.Add(1)
-		m.agent.Done(1)
+		_, _ = io.WriteString(w, id)
 	})
 	mux.HandleFunc("POST /v1/snapshot/{resource...}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"follower":%q,"resource":%q}`, m.id, r.PathValue("resource"))
-	})
-	mux.HandleFunc("PATCH /v1/inputs/{collection}", func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		m.hub.publish(string(body))
 	})
 	return mux
 }
@@ -153,39 +110,12 @@ func (m *member) streamingMux() http.Handler {
 			http.Error(w, "unknown instance", http.StatusNotFound)
 			return
 		}
-		updates, unsubscribe := m.hub.subscribe()
-		defer unsubscribe()
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "event: init\nid: 1\ndata: {\"follower\":%q}\n\n", m.id)
 		http.NewResponseController(w).Flush()
-		for seq := 2; ; seq++ {
-			select {
-			case <-r.Context().Done():
-				return
-			case u := <-updates:
-				fmt.Fprintf(w, "event: update\nid: %d\ndata: %s\n\n", seq, u)
-				http.NewResponseController(w).Flush()
-			}
-		}
+		<-r.Context().Done()
 	})
 	return mux
-}
-
-// kill stops answering and reporting at once without deregistering, like a
-// crashed process.
-func (m *member) kill() {
-	m.killOnce.Do(func() {
-		m.nc.Close()
-		for _, s := range []*httptest.Server{m.control, m.streaming} {
-			s.CloseClientConnections()
-			s.Close()
-		}
-	})
-}
-
-func (m *member) stop() {
-	m.closeAgent.Do(func() { _ = m.agent.Close() })
-	m.kill()
 }
 
 // testRouter is a router on two real loopback listeners.
@@ -223,7 +153,7 @@ func (tr *testRouter) waitReady(t *testing.T, n int) {
 // create posts a creation and returns the instance id.
 func (tr *testRouter) create(t *testing.T) string {
 	t.Helper()
-	code, body, _ := do(t, http.MethodPost, tr.control.URL+"/v1/streams/posts", `{"limit":10}`)
+	code, body, _ := do(t, http.MethodPost, tr.control.URL+"/v1/streams/collection", createBody)
 	require.Equal(t, http.StatusCreated, code, body)
 	return body
 }

@@ -248,19 +248,28 @@ func (rt *Router) publishDemand(ctx context.Context) {
 }
 
 // remember keeps the ids of recent followers so that a departed owner's
-// instances answer 410 Gone, not 404; it copies the view only after changes.
+// instances answer 410 Gone, not 404. Copying the view costs O(members), so
+// it happens at once when the member count changes (someone joined), and
+// otherwise at most every second after changes.
 func (rt *Router) remember(ctx context.Context) {
-	tick := time.NewTicker(500 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	var members int
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			if rt.known.dirty.Swap(false) {
-				for _, m := range rt.view.Members(rt.cfg.Service) {
-					rt.known.note(m.Follower, now)
-				}
+			t := rt.view.Totals(rt.cfg.Service)
+			n := t.Starting + t.Ready + t.Draining + t.Leaders
+			if n == members && (now.Sub(last) < time.Second || !rt.known.dirty.Load()) {
+				continue
+			}
+			rt.known.dirty.Store(false)
+			members, last = n, now
+			for _, m := range rt.view.Members(rt.cfg.Service) {
+				rt.known.note(m.Follower, now)
 			}
 			rt.known.forget(now.Add(-rt.cfg.ForgetAfter))
 		}
