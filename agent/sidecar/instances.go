@@ -1,0 +1,138 @@
+package sidecar
+
+import (
+	"sync"
+	"time"
+)
+
+// Events that change the count; they label the events metric.
+const (
+	eventCreated   = "created"   // 201 to POST /v1/streams/:resource
+	eventDeleted   = "deleted"   // 2xx to DELETE of a known instance
+	eventCollected = "collected" // subscriber left and did not come back within the TTL
+	eventVanished  = "vanished"  // the follower answered 404 for a known instance
+	eventUnparsed  = "unparsed"  // a 201 whose body is not an instance id: not counted
+)
+
+// table holds the live instances of one follower and applies the counting
+// rule (docs/sidecar.md). add reports every change of the count, under the
+// table's lock so that the count published always equals len(byKey).
+type table struct {
+	ttl   time.Duration
+	add   func(delta int64)
+	event func(kind string)
+
+	mu    sync.Mutex
+	byKey map[string]*instance
+}
+
+type instance struct {
+	subscribers int
+	collect     *time.Timer // set while nobody is subscribed after someone was
+}
+
+func newTable(ttl time.Duration, add func(int64), event func(string)) *table {
+	return &table{ttl: ttl, add: add, event: event, byKey: map[string]*instance{}}
+}
+
+// created counts a new instance. Skip never collects an instance that was
+// never subscribed, so neither does the table: no timer starts here.
+func (t *table) created(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.byKey[key]; ok {
+		return // the same id twice: still one instance
+	}
+	t.byKey[key] = &instance{}
+	t.add(1)
+	t.event(eventCreated)
+}
+
+func (t *table) has(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.byKey[key]
+	return ok
+}
+
+func (t *table) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byKey)
+}
+
+// subscribed records an SSE subscriber; a pending collection is called off,
+// as Skip clears its garbage mark on a new subscription.
+func (t *table) subscribed(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	inst, ok := t.byKey[key]
+	if !ok {
+		return
+	}
+	inst.subscribers++
+	if inst.collect != nil {
+		inst.collect.Stop()
+		inst.collect = nil
+	}
+}
+
+// unsubscribed records a subscriber leaving; the last one starts the TTL
+// after which Skip collects the instance.
+func (t *table) unsubscribed(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	inst, ok := t.byKey[key]
+	if !ok || inst.subscribers == 0 {
+		return
+	}
+	inst.subscribers--
+	if inst.subscribers == 0 {
+		inst.collect = time.AfterFunc(t.ttl, func() { t.collected(key, inst) })
+	}
+}
+
+func (t *table) collected(key string, inst *instance) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// The timer may fire just as it is stopped: only an instance that is
+	// still this one, still idle, and still waiting on this timer goes.
+	if t.byKey[key] != inst || inst.subscribers > 0 || inst.collect == nil {
+		return
+	}
+	t.removeLocked(key, inst, eventCollected)
+}
+
+// remove forgets a known instance for the given reason; it reports whether
+// the instance was known.
+func (t *table) remove(key, reason string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	inst, ok := t.byKey[key]
+	if ok {
+		t.removeLocked(key, inst, reason)
+	}
+	return ok
+}
+
+func (t *table) removeLocked(key string, inst *instance, reason string) {
+	if inst.collect != nil {
+		inst.collect.Stop()
+		inst.collect = nil
+	}
+	delete(t.byKey, key)
+	t.add(-1)
+	t.event(reason)
+}
+
+// stop cancels every pending collection: the sidecar is going away.
+func (t *table) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, inst := range t.byKey {
+		if inst.collect != nil {
+			inst.collect.Stop()
+			inst.collect = nil
+		}
+	}
+}

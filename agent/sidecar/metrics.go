@@ -1,0 +1,36 @@
+package sidecar
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	events   *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	healthy  prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, instances func() int) (*metrics, error) {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_sidecar_instance_events_total",
+			Help: "Instance count changes by cause: created, deleted, collected, vanished; unparsed 201 bodies are not counted.",
+		}, []string{"event"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_sidecar_requests_total",
+			Help: "Requests proxied to the follower, by API, route and status code (499: the client left first).",
+		}, []string{"api", "route", "code"}),
+		healthy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "headcount_sidecar_upstream_healthy",
+			Help: "1 while the follower's GET /v1/healthcheck answers 200.",
+		}),
+	}
+	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "headcount_sidecar_instances",
+		Help: "Live resource instances the sidecar counts on its follower.",
+	}, func() float64 { return float64(instances()) })
+	for _, c := range []prometheus.Collector{m.events, m.requests, m.healthy, live} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,220 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The two APIs of a Skip service and the routes the sidecar looks into.
+const (
+	apiControl   = "control"
+	apiStreaming = "streaming"
+
+	routeCreate = "create" // control: POST /v1/streams/:resource
+	routeDelete = "delete" // control: DELETE /v1/streams/:id
+	routeStream = "stream" // streaming: GET /v1/streams/:id
+	routeOther  = "other"  // everything else passes through untouched
+
+	streamsPath = "/v1/streams/"
+)
+
+// exchange is one proxied request: where it goes and what it means for the
+// count. It travels in the request context to the ReverseProxy hooks.
+type exchange struct {
+	api   string
+	route string
+	addr  string // upstream host:port
+	path  string // upstream path when the id's prefix is stripped; "" keeps the client's
+	id    ID     // for delete and stream, when known
+	known bool   // id is an instance the table counts
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(ctx context.Context) *exchange { return ctx.Value(exchangeKey{}).(*exchange) }
+
+func (s *Sidecar) newProxy() *httputil.ReverseProxy {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			ex := exchangeOf(pr.In.Context())
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = ex.addr
+			if ex.path != "" {
+				pr.Out.URL.Path, pr.Out.URL.RawPath = ex.path, ""
+			}
+			pr.SetXForwarded() // Out.Host stays the client's
+		},
+		Transport: &http.Transport{
+			DialContext:         dialer.DialContext,
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true, // bodies pass as the follower wrote them
+		},
+		FlushInterval:  -1, // SSE: every event leaves as soon as it arrives
+		ModifyResponse: s.observe,
+		ErrorHandler:   s.proxyError,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// handler proxies one API of the follower.
+func (s *Sidecar) handler(api, upstream string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ex := s.classify(api, upstream, r)
+		rec := &recorder{ResponseWriter: w}
+		if ex.route == routeCreate && s.draining.Load() {
+			rec.Header().Set("Retry-After", "1")
+			fail(rec, http.StatusServiceUnavailable, "draining", "this follower is draining: create the instance on another follower")
+		} else {
+			s.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+		}
+		code := rec.code
+		if code == 0 {
+			code = 499 // the client left before any answer (nginx's convention)
+		}
+		s.met.requests.WithLabelValues(api, ex.route, strconv.Itoa(code)).Inc()
+	})
+}
+
+// classify finds the routes that change the count. A known id given with its
+// prefix is sent to the follower as the bare key, the only form Skip routes.
+func (s *Sidecar) classify(api, upstream string, r *http.Request) *exchange {
+	ex := &exchange{api: api, route: routeOther, addr: upstream}
+	rest, ok := strings.CutPrefix(r.URL.Path, streamsPath)
+	if !ok || rest == "" {
+		return ex
+	}
+	switch {
+	case api == apiControl && r.Method == http.MethodPost && !strings.Contains(rest, "/"):
+		ex.route = routeCreate
+		return ex
+	case api == apiControl && r.Method == http.MethodDelete:
+		ex.route = routeDelete
+	case api == apiStreaming && r.Method == http.MethodGet:
+		ex.route = routeStream
+	default:
+		return ex
+	}
+	if id, ok := ParseID(rest); ok && s.table.has(id.Key) {
+		ex.id, ex.known = id, true
+		if id.Prefix != "" {
+			ex.path = streamsPath + id.Key
+		}
+	}
+	return ex
+}
+
+// observe applies the counting rule to the follower's answer.
+func (s *Sidecar) observe(resp *http.Response) error {
+	ex := exchangeOf(resp.Request.Context())
+	code := resp.StatusCode
+	switch {
+	case ex.route == routeCreate && code == http.StatusCreated:
+		return s.created(resp)
+	case !ex.known:
+	case code == http.StatusNotFound:
+		// The follower no longer has it (collected earlier than we thought, or
+		// restarted): stop counting it.
+		s.table.remove(ex.id.Key, eventVanished)
+	case ex.route == routeDelete && code >= 200 && code <= 299:
+		s.table.remove(ex.id.Key, eventDeleted)
+	case ex.route == routeStream && code == http.StatusOK:
+		key := ex.id.Key
+		s.table.subscribed(key)
+		resp.Body = &onClose{ReadCloser: resp.Body, f: func() { s.table.unsubscribed(key) }}
+	}
+	return nil
+}
+
+// created reads the instance id from a 201 and gives the body back intact.
+func (s *Sidecar) created(resp *http.Response) error {
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxID+3)) // room for a trailing newline
+	if err != nil {
+		_ = resp.Body.Close()
+		return err
+	}
+	resp.Body = readCloser{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	id, ok := ParseID(strings.TrimSpace(string(head)))
+	if !ok {
+		s.met.events.WithLabelValues(eventUnparsed).Inc()
+		s.log.Warn("201 from the follower without an instance id: not counted", "path", resp.Request.URL.Path, "body", strconv.Quote(string(head[:min(len(head), 80)])))
+		return nil
+	}
+	s.table.created(id.Key)
+	return nil
+}
+
+func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return // the client left; nobody to answer
+	}
+	ex := exchangeOf(r.Context())
+	s.log.Warn("follower did not answer", "api", ex.api, "addr", ex.addr, "method", r.Method, "path", r.URL.Path, "err", err)
+	fail(w, http.StatusBadGateway, "upstream_unavailable", "the follower's "+ex.api+" API at "+ex.addr+" did not answer")
+}
+
+// fail answers with a JSON error the sidecar produced itself, so that a
+// client can tell it from the follower's own answers.
+func fail(w http.ResponseWriter, code int, reason, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error  string `json:"error"`
+		Reason string `json:"reason"`
+	}{msg, reason})
+}
+
+// recorder keeps the status code for the metrics; Unwrap lets the
+// ReverseProxy flush SSE events through it.
+type recorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 && code >= 200 { // 1xx are interim
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// onClose runs f once when the stream's body is closed: the ReverseProxy
+// closes it when either side ends the stream.
+type onClose struct {
+	io.ReadCloser
+	once sync.Once
+	f    func()
+}
+
+func (c *onClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(c.f)
+	return err
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}

@@ -1,0 +1,253 @@
+// Package sidecar puts headcount's agent in front of an unmodified follower
+// (a Skip follower under Node, say): it proxies the follower's control and
+// streaming APIs, counts the resource instances it holds from the traffic,
+// takes readiness from the follower's healthcheck, publishes reports on NATS
+// as the follower's agent, and drains it on shutdown. docs/sidecar.md states
+// the counting rule.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/headcount-dev/headcount/agent"
+	"github.com/headcount-dev/headcount/fleet"
+)
+
+// Config says which follower the sidecar fronts and how it registers it.
+type Config struct {
+	NATS     *nats.Conn
+	Subjects fleet.Subjects
+	Service  string
+	ID       string     // the member id to register, a DNS-1123 label
+	Role     fleet.Role // default follower; a leader behind a sidecar registers as leader
+
+	UpstreamControl   string // the follower's control API, host:port
+	UpstreamStreaming string // the follower's streaming API, host:port
+	// Advertise is the host registered for the sidecar's listeners (default:
+	// the listener's IP, or the first global unicast IP on a wildcard listener).
+	Advertise string
+
+	// InstanceTTL is how long after its subscriber leaves an instance is
+	// counted as collected: Skip's collection delay (default 30 s).
+	InstanceTTL time.Duration
+	// HealthInterval is the period of GET /v1/healthcheck on the follower
+	// (default 1 s); it is also each check's timeout.
+	HealthInterval time.Duration
+	Heartbeat      time.Duration // report heartbeat (agent default when 0)
+	Capacity       int64
+	Pod            string
+	Namespace      string
+
+	Registry prometheus.Registerer // optional; metrics are registered here
+	Logger   *slog.Logger
+}
+
+// Sidecar is a running sidecar; Shutdown drains and stops it.
+type Sidecar struct {
+	cfg    Config
+	log    *slog.Logger
+	agent  *agent.Agent
+	table  *table
+	met    *metrics
+	proxy  *httputil.ReverseProxy
+	health *http.Client
+
+	servers  []*http.Server
+	serving  sync.WaitGroup
+	draining atomic.Bool
+	healthy  atomic.Pointer[error] // nil until the first check; then the last result
+
+	stopHealth chan struct{}
+	healthDone chan struct{}
+	shutdown   sync.Once
+}
+
+var errNotChecked = errors.New("follower healthcheck not answered yet")
+
+// Start serves the follower's control API on control and its streaming API on
+// streaming, registers the follower as "starting", and makes it ready once its
+// healthcheck answers 200.
+func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
+	if cfg.NATS == nil {
+		return nil, errors.New("sidecar: no NATS connection")
+	}
+	if cfg.UpstreamControl == "" || cfg.UpstreamStreaming == "" {
+		return nil, errors.New("sidecar: the follower's control and streaming addresses are both required")
+	}
+	for _, u := range []string{cfg.UpstreamControl, cfg.UpstreamStreaming} {
+		if _, _, err := net.SplitHostPort(u); err != nil {
+			return nil, fmt.Errorf("sidecar: upstream %q: want host:port: %w", u, err)
+		}
+	}
+	if cfg.InstanceTTL <= 0 {
+		cfg.InstanceTTL = 30 * time.Second
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &Sidecar{
+		cfg:        cfg,
+		log:        cfg.Logger.With("service", cfg.Service, "follower", cfg.ID),
+		health:     &http.Client{Timeout: cfg.HealthInterval},
+		stopHealth: make(chan struct{}),
+		healthDone: make(chan struct{}),
+	}
+	e := errNotChecked
+	s.healthy.Store(&e)
+	controlAddr, err := agent.Advertised(cfg.Advertise, control)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: control listener: %w", err)
+	}
+	streamingAddr, err := agent.Advertised(cfg.Advertise, streaming)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: streaming listener: %w", err)
+	}
+	if s.met, err = newMetrics(cfg.Registry, func() int { return s.table.len() }); err != nil {
+		return nil, fmt.Errorf("sidecar metrics: %w", err)
+	}
+	s.agent, err = agent.New(cfg.NATS, agent.Config{
+		Subjects: cfg.Subjects, Service: cfg.Service, Follower: cfg.ID, Role: cfg.Role,
+		Control: controlAddr, Streaming: streamingAddr, Capacity: cfg.Capacity,
+		Pod: cfg.Pod, Namespace: cfg.Namespace, Heartbeat: cfg.Heartbeat, Logger: s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: %w", err)
+	}
+	s.table = newTable(cfg.InstanceTTL, s.agent.Add, func(kind string) { s.met.events.WithLabelValues(kind).Inc() })
+	s.proxy = s.newProxy()
+	s.serve(control, s.handler(apiControl, cfg.UpstreamControl))
+	s.serve(streaming, s.handler(apiStreaming, cfg.UpstreamStreaming))
+	go s.watchHealth()
+	s.log.Info("sidecar started", "control", controlAddr, "streaming", streamingAddr,
+		"upstream_control", cfg.UpstreamControl, "upstream_streaming", cfg.UpstreamStreaming, "role", s.agent.Report().Role)
+	return s, nil
+}
+
+func (s *Sidecar) serve(ln net.Listener, h http.Handler) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.servers = append(s.servers, srv)
+	s.serving.Add(1)
+	go func() {
+		defer s.serving.Done()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}
+
+// Agent is the follower's agent: its last report tells what the fleet sees.
+func (s *Sidecar) Agent() *agent.Agent { return s.agent }
+
+// Instances is the live count the sidecar reports.
+func (s *Sidecar) Instances() int { return s.table.len() }
+
+// Ready reports why the follower should not receive traffic, if it should not:
+// for /readyz.
+func (s *Sidecar) Ready() error {
+	if s.draining.Load() {
+		return errors.New("draining")
+	}
+	return *s.healthy.Load()
+}
+
+// watchHealth polls the follower's healthcheck and moves the member between
+// "starting" and "ready" on every change.
+func (s *Sidecar) watchHealth() {
+	defer close(s.healthDone)
+	tick := time.NewTicker(s.cfg.HealthInterval)
+	defer tick.Stop()
+	var was error = errNotChecked
+	for {
+		err := s.check()
+		s.healthy.Store(&err)
+		switch {
+		case err == nil && was != nil:
+			s.met.healthy.Set(1)
+			s.agent.Ready()
+			s.log.Info("follower healthy: ready")
+		case err != nil && was == nil:
+			s.met.healthy.Set(0)
+			s.agent.Unready()
+			s.log.Warn("follower unhealthy: no new instances until it recovers", "err", err)
+		}
+		was = err
+		select {
+		case <-s.stopHealth:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Sidecar) check() error {
+	resp, err := s.health.Get("http://" + s.cfg.UpstreamControl + "/v1/healthcheck")
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /v1/healthcheck: %s", resp.Status)
+	}
+	return nil
+}
+
+// Shutdown drains: the member is published as "draining" (no new placements,
+// new creations get 503), open streams keep being proxied, and it waits until
+// the count reaches 0 or ctx ends. Then it publishes "gone" and stops the
+// listeners, cutting any stream still open.
+func (s *Sidecar) Shutdown(ctx context.Context) error {
+	var err error
+	s.shutdown.Do(func() {
+		close(s.stopHealth)
+		<-s.healthDone // so that no late check turns the member ready again
+		s.draining.Store(true)
+		s.agent.Drain()
+		s.log.Info("draining", "instances", s.table.len())
+		s.waitEmpty(ctx)
+		if n := s.table.len(); n > 0 {
+			s.log.Warn("drain time over with instances left", "instances", n)
+		}
+		err = s.agent.Close()
+		s.table.stop()
+		for _, srv := range s.servers {
+			_ = srv.Close()
+		}
+		s.serving.Wait()
+		s.log.Info("sidecar stopped")
+	})
+	return err
+}
+
+func (s *Sidecar) waitEmpty(ctx context.Context) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.table.len() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

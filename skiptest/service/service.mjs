@@ -1,0 +1,68 @@
+// A small Skip service for headcount's end-to-end test: one input collection
+// "posts" held by the leader, mirrored by every follower, and served to
+// clients through the "posts" resource. Plain ESM so Node runs it as is.
+//
+// Environment:
+//   SKIP_ROLE               leader | follower
+//   SKIP_CONTROL_PORT       control API port
+//   SKIP_STREAMING_PORT     streaming (SSE) API port
+//   SKIP_LEADER_HOST        follower only: the leader's host (default 127.0.0.1)
+//   SKIP_LEADER_CONTROL     follower only: the leader's control port
+//   SKIP_LEADER_STREAMING   follower only: the leader's streaming port
+//   SKIP_RESOURCE_PREFIX    read by @skipruntime/server itself: instance ids
+//                           become <prefix>/<uuid>
+import { runService } from "@skipruntime/server";
+import { asLeader, asFollower } from "@skipruntime/helpers";
+
+class PostsResource {
+  instantiate(collections) {
+    return collections.posts;
+  }
+}
+
+const service = {
+  initialData: { posts: [] },
+  resources: { posts: PostsResource },
+  createGraph(inputs) {
+    return { posts: inputs.posts };
+  },
+};
+
+function port(name) {
+  const v = Number.parseInt(process.env[name] ?? "", 10);
+  if (!Number.isInteger(v) || v <= 0 || v > 65535) {
+    console.error(`${name} must be a TCP port, got ${JSON.stringify(process.env[name])}`);
+    process.exit(2);
+  }
+  return v;
+}
+
+const role = process.env.SKIP_ROLE;
+let definition;
+if (role === "leader") {
+  definition = asLeader(service);
+} else if (role === "follower") {
+  definition = asFollower(service, {
+    leader: {
+      host: process.env.SKIP_LEADER_HOST ?? "127.0.0.1",
+      control_port: port("SKIP_LEADER_CONTROL"),
+      streaming_port: port("SKIP_LEADER_STREAMING"),
+    },
+    collections: ["posts"],
+  });
+} else {
+  console.error(`SKIP_ROLE must be leader or follower, got ${JSON.stringify(role)}`);
+  process.exit(2);
+}
+
+const server = await runService(definition, {
+  control_port: port("SKIP_CONTROL_PORT"),
+  streaming_port: port("SKIP_STREAMING_PORT"),
+});
+
+// SIGTERM (a drain's end) stops the service cleanly.
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.on(signal, () => {
+    server.close().finally(() => process.exit(0));
+  });
+}
