@@ -118,6 +118,25 @@ func TestDemoStreamUpdateDeleteKill(t *testing.T) {
 		assert.Contains(t, data, key)
 	}
 
+	// A client that leaves is propagated upstream: the instance takes a new
+	// subscriber (the demo, like Skip, answers 409 while one is attached).
+	id := r1.create(t)
+	first := openStream(t, r1.streaming.URL+"/v1/streams/"+id)
+	event, _ := first.next(t)
+	require.Equal(t, "init", event)
+	code, _, _ := do(t, http.MethodGet, r2.streaming.URL+"/v1/streams/"+id, "")
+	require.Equal(t, http.StatusConflict, code, "one subscriber per instance")
+	require.NoError(t, first.resp.Body.Close())
+	require.Eventually(t, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, r2.streaming.URL+"/v1/streams/"+id, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond, "the upstream subscription ended with the client's")
+
 	// DELETE through the other router reaches the owner, and only it.
 	other := r2.create(t)
 	owner := ownerOf(followers, other)
@@ -132,7 +151,7 @@ func TestDemoStreamUpdateDeleteKill(t *testing.T) {
 
 	// Killing the owner: 410 through either router, while the dead owner is
 	// still in the views (its dial is refused) and after they forgot it.
-	id := r1.create(t)
+	id = r1.create(t)
 	dead := ownerOf(followers, id)
 	dead.Kill()
 	for _, phase := range []string{"refused", "expired"} {

@@ -34,6 +34,7 @@ type member struct {
 	agent              *agent.Agent
 	control, streaming *httptest.Server
 	bare               bool         // answer creations with "<uuid>", as without SKIP_RESOURCE_PREFIX
+	unavailable        bool         // answer creations 503, as a follower draining before the views know
 	requests           atomic.Int64 // every request received, on both ports
 	mu                 sync.Mutex
 	instances          map[string]bool
@@ -41,11 +42,12 @@ type member struct {
 
 type memberOpt func(*member, *agent.Config)
 
-func leader(_ *member, c *agent.Config) { c.Role = fleet.RoleLeader }
-func bare(m *member, _ *agent.Config)   { m.bare = true }
+func leader(_ *member, c *agent.Config)      { c.Role = fleet.RoleLeader }
+func bare(m *member, _ *agent.Config)        { m.bare = true }
+func unavailable(m *member, _ *agent.Config) { m.unavailable = true }
 
 // startMember starts id on two loopback listeners, registers it and marks it ready.
-func startMember(t *testing.T, nc *nats.Conn, id string, opts ...memberOpt) *member {
+func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *member {
 	t.Helper()
 	m := &member{id: id, instances: map[string]bool{}}
 	m.control = httptest.NewServer(m.count(m.controlMux()))
@@ -83,6 +85,10 @@ func (m *member) count(h http.Handler) http.Handler {
 func (m *member) controlMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/streams/{resource}", func(w http.ResponseWriter, r *http.Request) {
+		if m.unavailable {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
 		id := uuid.NewString()
 		m.mu.Lock()
 		m.instances[id] = true
@@ -124,7 +130,7 @@ type testRouter struct {
 	streaming, control *httptest.Server
 }
 
-func startRouter(t *testing.T, url, id string, mutate ...func(*router.Config)) *testRouter {
+func startRouter(t testing.TB, url, id string, mutate ...func(*router.Config)) *testRouter {
 	t.Helper()
 	nc := natsembed.Connect(t, url)
 	cfg := router.Config{Service: svc, ID: id, HoldTimeout: 10 * time.Second, CompatPrefix: "/streams"}
@@ -144,14 +150,14 @@ func startRouter(t *testing.T, url, id string, mutate ...func(*router.Config)) *
 }
 
 // waitReady waits until the router sees n ready followers.
-func (tr *testRouter) waitReady(t *testing.T, n int) {
+func (tr *testRouter) waitReady(t testing.TB, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool { return tr.View().Totals(svc).Ready == n }, 10*time.Second, 5*time.Millisecond,
 		"router never saw %d ready followers", n)
 }
 
 // create posts a creation and returns the instance id.
-func (tr *testRouter) create(t *testing.T) string {
+func (tr *testRouter) create(t testing.TB) string {
 	t.Helper()
 	code, body, _ := do(t, http.MethodPost, tr.control.URL+"/v1/streams/collection", createBody)
 	require.Equal(t, http.StatusCreated, code, body)
@@ -159,7 +165,7 @@ func (tr *testRouter) create(t *testing.T) string {
 }
 
 // do sends one request and returns status, body and headers.
-func do(t *testing.T, method, url, body string) (int, string, http.Header) {
+func do(t testing.TB, method, url, body string) (int, string, http.Header) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	require.NoError(t, err)

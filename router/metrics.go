@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, service string, held func() int) (*me
 		}, []string{"route", "code"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "headcount_router_retries_total", ConstLabels: labels,
-			Help: "Creations retried on another follower after a refused connection.",
+			Help: "Creations and snapshots retried on another follower after a refused connection or a 503.",
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_router_errors_total", ConstLabels: labels,

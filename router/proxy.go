@@ -25,10 +25,10 @@ type attempt struct {
 	path   string       // upstream path; "" keeps the client's
 	member fleet.Member // the follower chosen for a placement
 	place  bool         // a placement: announce it when the follower says 2xx
-	retry  bool         // a refused dial is left to the caller, who retries elsewhere
+	retry  bool         // a refused dial or a 503 is left to the caller, who retries elsewhere
 	gone   bool         // a refused dial means the owner is gone: 410
 
-	refused bool // the dial failed and the caller may retry
+	refused bool // the dial failed or the follower was unavailable: the caller may retry
 	placed  bool // the follower accepted the placement
 }
 
@@ -90,8 +90,16 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 }
 
+// errUnavailable turns a follower's 503 into a retry: it did not take the
+// request (draining before the views knew, or its leader unreachable).
+var errUnavailable = errors.New("follower unavailable")
+
 func (rt *Router) modifyResponse(resp *http.Response) error {
 	a := attemptOf(resp.Request.Context())
+	if a.retry && resp.StatusCode == http.StatusServiceUnavailable {
+		a.refused = true
+		return errUnavailable
+	}
 	if !a.place || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil
 	}
@@ -139,6 +147,8 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		// The client left; nobody is there to answer.
 		rt.met.errors.WithLabelValues(reasonClientGone).Inc()
 		a.ex.status = 499 // nginx's convention, for the access log and histogram
+	case errors.Is(err, errUnavailable):
+		// The caller retries elsewhere; nothing was written.
 	case refused && a.retry:
 		a.refused = true
 	case refused && a.gone:

@@ -87,6 +87,32 @@ func TestBadRequestsNeverReachAFollower(t *testing.T) {
 	assert.Zero(t, lead.requests.Load())
 }
 
+func TestUnavailableFollowerIsRetriedElsewhere(t *testing.T) {
+	url := natsembed.Test(t)
+	nc := natsembed.Connect(t, url)
+	busy := startMember(t, nc, "follower-busy", unavailable)
+	startMember(t, nc, "follower-ok")
+	r := startRouter(t, url, "r-1")
+	r.waitReady(t, 2)
+	for range 10 {
+		id := r.create(t)
+		assert.True(t, strings.HasPrefix(id, "follower-ok/"), id)
+	}
+	assert.NotZero(t, busy.requests.Load(), "the busy follower was tried")
+	m, _ := r.View().Member(svc, busy.id)
+	assert.Zero(t, m.Pending, "its refusals were not counted as placements")
+
+	// Without another follower, the follower's 503 comes through.
+	solo := startRouter(t, url, "r-2", func(c *router.Config) { c.Retries = -1 })
+	solo.waitReady(t, 2)
+	codes := map[int]int{}
+	for range 10 {
+		code, _, _ := do(t, http.MethodPost, solo.control.URL+"/v1/streams/collection", createBody)
+		codes[code]++
+	}
+	assert.NotZero(t, codes[http.StatusServiceUnavailable], "%v", codes)
+}
+
 func TestWriteWithoutLeaderIs503(t *testing.T) {
 	url := natsembed.Test(t)
 	startMember(t, natsembed.Connect(t, url), "follower-a")

@@ -140,8 +140,8 @@ func (rt *Router) snapshot(w http.ResponseWriter, r *http.Request) {
 }
 
 // place sends a creation (counted) or a snapshot (not counted) to the least
-// loaded ready follower, holding it while there is none and trying the next
-// best after a refused connection, since nothing was sent.
+// loaded ready follower, holding it while there is none, and trying the next
+// best after a refused connection or a 503, since nothing was created.
 func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, count bool) {
 	var tried []string
 	exclude := func(f string) bool { return slices.Contains(tried, f) }
@@ -175,7 +175,7 @@ func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, cou
 			return
 		}
 		rt.met.retries.Inc()
-		rt.log.Warn("follower refused the connection, trying another", "follower", m.Follower, "addr", m.Control)
+		rt.log.Warn("follower refused the request, trying another", "follower", m.Follower, "addr", m.Control)
 		tried = append(tried, m.Follower)
 	}
 }
