@@ -1,0 +1,346 @@
+// Package local is the stand-in for Kubernetes that `headcount up` runs: a
+// supervisor that starts and stops follower processes to follow the replica
+// target, and the composition of the whole system on one machine.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/replicas"
+)
+
+// Spawn returns the processes of one follower, not started yet: they start
+// in order and stop in reverse order (a sidecar listed after its follower
+// drains before the follower stops).
+type Spawn func(id string) ([]*exec.Cmd, error)
+
+// SupervisorConfig says what to scale and how.
+type SupervisorConfig struct {
+	Service string
+	View    *fleet.View // the fleet as NATS shows it: live instances and loads
+	Policy  replicas.Policy
+	// ScaleDownWindow is how long the target must stay lower before
+	// followers are stopped (the HPA's downscale stabilization; default 30 s).
+	ScaleDownWindow time.Duration
+	// StopTimeout bounds a follower's drain: a process still running this long
+	// after SIGTERM is killed (default 60 s).
+	StopTimeout time.Duration
+	// Interval is the reconcile period (default 250 ms); Poke reconciles at once.
+	Interval time.Duration
+	Spawn    Spawn
+	IDPrefix string // follower ids are <prefix>-<n>; default "follower"
+	Logger   *slog.Logger
+}
+
+// Supervisor keeps as many followers running as the replica target asks:
+// it scales up at once, scales down after a stabilization window, always
+// stopping the least-loaded follower first, and restarts followers that crash.
+type Supervisor struct {
+	cfg  SupervisorConfig
+	poke chan struct{}
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	groups  map[string]*group
+	history []recommendation
+	target  int64
+}
+
+type recommendation struct {
+	at      time.Time
+	desired int64
+}
+
+// group is one follower's processes and their lifecycle.
+type group struct {
+	id       string
+	stop     chan struct{} // closed: drain and stop for good
+	stopping bool
+	restarts int
+	pids     []int
+}
+
+// ProcessState is what the supervisor knows of one follower's processes.
+type ProcessState struct {
+	ID       string `json:"id"`
+	PIDs     []int  `json:"pids,omitempty"`
+	Stopping bool   `json:"stopping,omitempty"`
+	Restarts int    `json:"restarts,omitempty"`
+}
+
+// NewSupervisor validates cfg.
+func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
+	if err := cfg.Policy.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Spawn == nil || cfg.View == nil || !fleet.ValidName(cfg.Service) {
+		return nil, errors.New("supervisor: a valid service, a view and a spawn function are required")
+	}
+	if cfg.ScaleDownWindow <= 0 {
+		cfg.ScaleDownWindow = 30 * time.Second
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 60 * time.Second
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 250 * time.Millisecond
+	}
+	if cfg.IDPrefix == "" {
+		cfg.IDPrefix = "follower"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Supervisor{cfg: cfg, poke: make(chan struct{}, 1), groups: map[string]*group{}}, nil
+}
+
+// Poke asks for a reconcile now (the fleet changed).
+func (s *Supervisor) Poke() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Target is the replica target of the last reconcile.
+func (s *Supervisor) Target() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.target
+}
+
+// Processes lists the followers the supervisor runs, by id.
+func (s *Supervisor) Processes() []ProcessState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ProcessState, 0, len(s.groups))
+	for _, g := range s.groups {
+		out = append(out, ProcessState{ID: g.id, PIDs: slices.Clone(g.pids), Stopping: g.stopping, Restarts: g.restarts})
+	}
+	slices.SortFunc(out, func(a, b ProcessState) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Run reconciles until ctx ends, then drains and stops every follower.
+func (s *Supervisor) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		s.reconcile(time.Now())
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for _, g := range s.groups {
+				s.stopGroup(g)
+			}
+			s.mu.Unlock()
+			s.wg.Wait()
+			return
+		case <-t.C:
+		case <-s.poke:
+		}
+	}
+}
+
+// reconcile applies the HPA's rule: scale up to the desired count at once;
+// scale down only to the highest recommendation of the last window.
+func (s *Supervisor) reconcile(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var active []*group
+	for _, g := range s.groups {
+		if !g.stopping {
+			active = append(active, g)
+		}
+	}
+	current := int64(len(active))
+	desired := s.cfg.Policy.Desired(current, s.cfg.View.Totals(s.cfg.Service).Live())
+	s.history = append(s.history, recommendation{now, desired})
+	cutoff := now.Add(-s.cfg.ScaleDownWindow)
+	for len(s.history) > 0 && s.history[0].at.Before(cutoff) {
+		s.history = s.history[1:]
+	}
+	target := desired
+	for _, r := range s.history {
+		target = max(target, r.desired)
+	}
+	if desired > current {
+		target = desired
+	}
+	if target != s.target {
+		s.cfg.Logger.Info("replica target", "service", s.cfg.Service, "target", target, "running", current,
+			"live", s.cfg.View.Totals(s.cfg.Service).Live())
+	}
+	s.target = target
+	for n := current; n < target; n++ {
+		s.startGroup(s.freeID())
+	}
+	if current > target {
+		for _, g := range s.leastLoaded(active)[:current-target] {
+			s.cfg.Logger.Info("scaling down: draining the least-loaded follower", "follower", g.id)
+			s.stopGroup(g)
+		}
+	}
+}
+
+// leastLoaded orders followers by load, those not ready (no instances to
+// lose) first.
+func (s *Supervisor) leastLoaded(groups []*group) []*group {
+	load := func(g *group) float64 {
+		m, ok := s.cfg.View.Member(s.cfg.Service, g.id)
+		if !ok || m.State != fleet.StateReady {
+			return -1
+		}
+		return m.Load()
+	}
+	out := slices.Clone(groups)
+	slices.SortStableFunc(out, func(a, b *group) int {
+		if la, lb := load(a), load(b); la != lb {
+			if la < lb {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(b.id, a.id) // the newest first among equals
+	})
+	return out
+}
+
+// freeID is the lowest <prefix>-<n> not used by a running or stopping follower.
+func (s *Supervisor) freeID() string {
+	for n := 1; ; n++ {
+		id := s.cfg.IDPrefix + "-" + strconv.Itoa(n)
+		if _, used := s.groups[id]; !used {
+			return id
+		}
+	}
+}
+
+func (s *Supervisor) startGroup(id string) {
+	g := &group{id: id, stop: make(chan struct{})}
+	s.groups[id] = g
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.keep(g)
+		s.mu.Lock()
+		delete(s.groups, id)
+		s.mu.Unlock()
+		s.Poke()
+	}()
+}
+
+// stopGroup asks g to drain and stop; call with s.mu held.
+func (s *Supervisor) stopGroup(g *group) {
+	if !g.stopping {
+		g.stopping = true
+		close(g.stop)
+	}
+}
+
+// keep runs g's processes, restarting them with backoff when one exits on
+// its own, until g is told to stop.
+func (s *Supervisor) keep(g *group) {
+	backoff := time.Second
+	for {
+		started := time.Now()
+		procs, err := s.launch(g)
+		if err != nil {
+			s.cfg.Logger.Error("follower did not start", "follower", g.id, "err", err)
+		} else {
+			select {
+			case <-g.stop:
+				s.terminate(procs)
+				s.cfg.Logger.Info("follower stopped", "follower", g.id)
+				return
+			case p := <-exitOfAny(procs):
+				s.cfg.Logger.Warn("follower process exited; restarting", "follower", g.id, "cmd", p.cmd.Path, "err", p.err)
+				s.kill(procs)
+			}
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		select {
+		case <-g.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		s.mu.Lock()
+		g.restarts++
+		s.mu.Unlock()
+	}
+}
+
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func (s *Supervisor) launch(g *group) ([]*process, error) {
+	cmds, err := s.cfg.Spawn(g.id)
+	if err != nil {
+		return nil, err
+	}
+	var procs []*process
+	var pids []int
+	for _, c := range cmds {
+		// Own process group: SIGTERM reaches a shell's children too; and die
+		// with the supervisor rather than linger.
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := c.Start(); err != nil {
+			s.kill(procs)
+			return nil, fmt.Errorf("%s: %w", c.Path, err)
+		}
+		p := &process{cmd: c, done: make(chan struct{})}
+		go func() { p.err = c.Wait(); close(p.done) }()
+		procs = append(procs, p)
+		pids = append(pids, c.Process.Pid)
+	}
+	s.mu.Lock()
+	g.pids = pids
+	s.mu.Unlock()
+	return procs, nil
+}
+
+func exitOfAny(procs []*process) <-chan *process {
+	out := make(chan *process, len(procs))
+	for _, p := range procs {
+		go func() { <-p.done; out <- p }()
+	}
+	return out
+}
+
+// terminate stops procs in reverse order: SIGTERM, then SIGKILL after StopTimeout.
+func (s *Supervisor) terminate(procs []*process) {
+	for _, p := range slices.Backward(procs) {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(s.cfg.StopTimeout):
+			s.cfg.Logger.Warn("follower did not drain in time; killing it", "pid", p.cmd.Process.Pid)
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+}
+
+func (s *Supervisor) kill(procs []*process) {
+	for _, p := range procs {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}

@@ -1,0 +1,134 @@
+package local
+
+import (
+	"context"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/replicas"
+)
+
+var t0 = time.Now()
+
+func report(id string, instances int64) fleet.Report {
+	return fleet.Report{
+		V: fleet.Version, Service: "svc", Follower: id, Incarnation: id, Role: fleet.RoleFollower,
+		State: fleet.StateReady, Control: "127.0.0.1:1", Streaming: "127.0.0.1:2",
+		Instances: instances, Seq: uint64(time.Since(t0)), TTLMillis: 600_000,
+	}
+}
+
+// sleepers spawns real processes that live until they are signalled.
+func sleepers(launches *atomic.Int32) Spawn {
+	return func(string) ([]*exec.Cmd, error) {
+		launches.Add(1)
+		return []*exec.Cmd{exec.Command("sleep", "60")}, nil
+	}
+}
+
+func run(t *testing.T, cfg SupervisorConfig) (*Supervisor, context.CancelFunc) {
+	t.Helper()
+	s, err := NewSupervisor(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	stop := func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("supervisor did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	return s, stop
+}
+
+func ids(s *Supervisor, stopping bool) []string {
+	var out []string
+	for _, p := range s.Processes() {
+		if p.Stopping == stopping {
+			out = append(out, p.ID)
+		}
+	}
+	return out
+}
+
+func TestSupervisorScalesUpAtOnceAndDownLeastLoadedFirst(t *testing.T) {
+	view := fleet.NewView()
+	var launches atomic.Int32
+	s, _ := run(t, SupervisorConfig{
+		Service: "svc", View: view, Spawn: sleepers(&launches),
+		Policy:          replicas.Policy{Target: 10, Min: 1, Max: 5},
+		ScaleDownWindow: 300 * time.Millisecond, Interval: 20 * time.Millisecond, StopTimeout: 5 * time.Second,
+	})
+	require.Eventually(t, func() bool { return len(ids(s, false)) == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	view.ApplyDemand("svc", fleet.Demand{Router: "r-1", Pending: 25, TTLMillis: 60_000}, time.Now())
+	s.Poke()
+	require.Eventually(t, func() bool { return len(ids(s, false)) == 3 }, 5*time.Second, 10*time.Millisecond, "ceil(25/10)")
+	require.Equal(t, []string{"follower-1", "follower-2", "follower-3"}, ids(s, false))
+
+	view.ApplyDemand("svc", fleet.Demand{Router: "r-1", Pending: 0}, time.Now())
+	view.Apply(report("follower-1", 1), time.Now())
+	view.Apply(report("follower-2", 8), time.Now())
+	view.Apply(report("follower-3", 0), time.Now())
+	s.Poke()
+	time.Sleep(100 * time.Millisecond)
+	require.Len(t, ids(s, false), 3, "the window holds the higher target for a while")
+	require.Eventually(t, func() bool { return len(s.Processes()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, []string{"follower-2"}, ids(s, false), "the most loaded follower stays")
+	require.Equal(t, int32(3), launches.Load())
+}
+
+func TestSupervisorRestartsACrashedFollower(t *testing.T) {
+	var launches atomic.Int32
+	s, _ := run(t, SupervisorConfig{
+		Service: "svc", View: fleet.NewView(), Policy: replicas.Policy{Target: 10, Min: 1, Max: 1},
+		Spawn: func(string) ([]*exec.Cmd, error) {
+			if launches.Add(1) == 1 {
+				return []*exec.Cmd{exec.Command("sh", "-c", "exit 3")}, nil // crashes
+			}
+			return []*exec.Cmd{exec.Command("sleep", "60")}, nil
+		},
+	})
+	require.Eventually(t, func() bool { return launches.Load() == 2 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		p := s.Processes()
+		return len(p) == 1 && p[0].ID == "follower-1" && p[0].Restarts == 1 && len(p[0].PIDs) == 1
+	}, 5*time.Second, 20*time.Millisecond, "same id, restarted once")
+}
+
+func TestSupervisorStopDrainsEveryProcessInReverseOrder(t *testing.T) {
+	var mu sync.Mutex
+	var cmds []*exec.Cmd
+	s, stop := run(t, SupervisorConfig{
+		Service: "svc", View: fleet.NewView(), Policy: replicas.Policy{Target: 10, Min: 2, Max: 2},
+		Spawn: func(string) ([]*exec.Cmd, error) {
+			// A follower and its sidecar; the sidecar ignores nothing.
+			app, sidecar := exec.Command("sleep", "60"), exec.Command("sleep", "60")
+			mu.Lock()
+			cmds = append(cmds, app, sidecar)
+			mu.Unlock()
+			return []*exec.Cmd{app, sidecar}, nil
+		},
+	})
+	require.Eventually(t, func() bool { return len(s.Processes()) == 2 && len(s.Processes()[1].PIDs) == 2 }, 5*time.Second, 10*time.Millisecond)
+	stop()
+	require.Empty(t, s.Processes())
+	mu.Lock()
+	defer mu.Unlock()
+	for _, c := range cmds {
+		require.NotNil(t, c.ProcessState, "every process was waited for")
+		ws := c.ProcessState.Sys().(syscall.WaitStatus)
+		require.Equal(t, syscall.SIGTERM, ws.Signal(), "stopped by SIGTERM, not killed")
+	}
+}
