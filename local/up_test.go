@@ -35,7 +35,7 @@ func buildHeadcount(t *testing.T) string {
 }
 
 type upProcess struct {
-	cmd                               *exec.Cmd
+	cmd                              *exec.Cmd
 	streaming, control, nats, scaler string
 }
 
