@@ -120,7 +120,7 @@ func prefixID(resp *http.Response, follower string) error {
 	if err != nil {
 		return err
 	}
-	if id := strings.TrimSpace(string(body)); len(body) <= limit && validUUID(id) {
+	if id := strings.TrimSpace(string(body)); len(body) <= limit && fleet.ValidInstanceKey(id) {
 		body = []byte(follower + "/" + id)
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))

@@ -110,7 +110,7 @@ func (rt *Router) destroy(w http.ResponseWriter, r *http.Request) {
 // owner finds the follower named by the instance id, or answers 400, 404 or 410.
 func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, bool) {
 	follower, id := r.PathValue("follower"), r.PathValue("uuid")
-	if !fleet.ValidName(follower) || !validUUID(id) {
+	if !fleet.ValidName(follower) || !fleet.ValidInstanceKey(id) {
 		rt.malformed(w, r)
 		return fleet.Member{}, false
 	}
@@ -240,19 +240,4 @@ func (rt *Router) body(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		return nil, false
 	}
 	return body, true
-}
-
-// validUUID accepts the second half of an instance id: Skip's UUIDs, and
-// any short token of letters, digits, '-' and '_' that a follower might use.
-func validUUID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
