@@ -271,7 +271,10 @@ func (rt *Router) remember(ctx context.Context) {
 			for _, m := range rt.view.Members(rt.cfg.Service) {
 				rt.known.note(m.Follower, now)
 			}
-			rt.known.forget(now.Add(-rt.cfg.ForgetAfter))
+			// A forgotten follower's series go too: pod names churn.
+			for _, f := range rt.known.forget(now.Add(-rt.cfg.ForgetAfter)) {
+				rt.met.placements.DeleteLabelValues(f)
+			}
 		}
 	}
 }
@@ -298,12 +301,15 @@ func (k *known) has(follower string) bool {
 	return ok
 }
 
-func (k *known) forget(before time.Time) {
+// forget drops the followers last seen before before, and returns them.
+func (k *known) forget(before time.Time) (gone []string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for f, t := range k.seen {
 		if t.Before(before) {
 			delete(k.seen, f)
+			gone = append(gone, f)
 		}
 	}
+	return gone
 }

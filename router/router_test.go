@@ -113,6 +113,27 @@ func TestUnavailableFollowerIsRetriedElsewhere(t *testing.T) {
 	assert.NotZero(t, codes[http.StatusServiceUnavailable], "%v", codes)
 }
 
+func TestDepartedFollowerIsForgottenAfterAWhile(t *testing.T) {
+	url := natsembed.Test(t)
+	f := startMember(t, natsembed.Connect(t, url), "follower-a")
+	r := startRouter(t, url, "r-1", func(c *router.Config) { c.ForgetAfter = 300 * time.Millisecond })
+	r.waitReady(t, 1)
+	id := r.create(t)
+	series := `headcount_router_placements_total{follower="follower-a",service="svc"} 1`
+	require.Contains(t, scrape(t, r), series)
+	require.NoError(t, f.agent.Close())
+	r.waitReady(t, 0)
+	code, _, _ := do(t, http.MethodGet, r.streaming.URL+"/v1/streams/"+id, "")
+	assert.Equal(t, http.StatusGone, code, "just departed")
+	// Another member's reports keep the view changing, which is when the router tidies up.
+	startMember(t, natsembed.Connect(t, url), "follower-b")
+	require.Eventually(t, func() bool {
+		code, _, _ := do(t, http.MethodGet, r.streaming.URL+"/v1/streams/"+id, "")
+		return code == http.StatusNotFound
+	}, 10*time.Second, 20*time.Millisecond, "forgotten")
+	assert.NotContains(t, scrape(t, r), series)
+}
+
 func TestWriteWithoutLeaderIs503(t *testing.T) {
 	url := natsembed.Test(t)
 	startMember(t, natsembed.Connect(t, url), "follower-a")
