@@ -75,6 +75,7 @@ type member struct {
 	r        Report
 	expires  time.Time
 	placed   int64
+	load     float64 // cached for the heap's comparisons
 	tiebreak uint64
 	index    int // in service.ready, or -1
 }
@@ -341,8 +342,6 @@ func (m *member) snapshot() Member {
 
 func (m *member) pending() int64 { return max(m.placed-m.r.Created, 0) }
 
-func (m *member) load() float64 { return load(m.r.Instances, m.pending(), m.r.Capacity) }
-
 // count adds (sign=+1) or removes (sign=-1) m's share of the totals.
 func (s *service) count(m *member, sign int) {
 	if m.r.Role == RoleLeader {
@@ -370,6 +369,7 @@ func (s *service) count(m *member, sign int) {
 // fresh random tiebreak on every change breaks ties between equal loads at random.
 func (s *service) reindex(m *member) {
 	placeable := m.r.Role == RoleFollower && m.r.State == StateReady
+	m.load = load(m.r.Instances, m.pending(), m.r.Capacity)
 	switch {
 	case placeable && m.index < 0:
 		m.tiebreak = rand.Uint64()
@@ -400,9 +400,8 @@ type loadHeap []*member
 
 func (h loadHeap) Len() int { return len(h) }
 func (h loadHeap) Less(i, j int) bool {
-	li, lj := h[i].load(), h[j].load()
-	if li != lj {
-		return li < lj
+	if h[i].load != h[j].load {
+		return h[i].load < h[j].load
 	}
 	return h[i].tiebreak < h[j].tiebreak
 }
