@@ -17,13 +17,13 @@ import (
 
 const wait = 10 * time.Second // generous: the machine is shared
 
-func testNATS(t *testing.T) *nats.Conn {
+func testNATS(t testing.TB) *nats.Conn {
 	t.Helper()
 	return natsembed.Connect(t, natsembed.Test(t))
 }
 
 // do sends one request and returns the status and body.
-func do(t *testing.T, method, url, body string, header ...string) (int, string) {
+func do(t testing.TB, method, url, body string, header ...string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -46,7 +46,7 @@ func do(t *testing.T, method, url, body string, header ...string) (int, string) 
 }
 
 // create makes an instance of collection on s and returns its id as s answered it.
-func create(t *testing.T, s *Server, collection string) string {
+func create(t testing.TB, s *Server, collection string) string {
 	t.Helper()
 	code, body := do(t, http.MethodPost, "http://"+s.ControlAddr()+"/v1/streams/collection", `{"name":"`+collection+`"}`)
 	if code != http.StatusCreated {
@@ -55,7 +55,7 @@ func create(t *testing.T, s *Server, collection string) string {
 	return body
 }
 
-func write(t *testing.T, leader *Server, collection, body string) {
+func write(t testing.TB, leader *Server, collection, body string) {
 	t.Helper()
 	if code, resp := do(t, http.MethodPatch, "http://"+leader.ControlAddr()+"/v1/inputs/"+collection, body); code != http.StatusOK {
 		t.Fatalf("write %s: %d %s", collection, code, resp)
@@ -71,7 +71,7 @@ type stream struct {
 }
 
 // subscribe opens the stream of id and fails unless it answers 200.
-func subscribe(t *testing.T, s *Server, id string) *stream {
+func subscribe(t testing.TB, s *Server, id string) *stream {
 	t.Helper()
 	resp := get(t, "http://"+s.StreamingAddr()+"/v1/streams/"+id)
 	if resp.StatusCode != http.StatusOK {
@@ -98,7 +98,7 @@ func subscribe(t *testing.T, s *Server, id string) *stream {
 	return st
 }
 
-func get(t *testing.T, url string) *http.Response {
+func get(t testing.TB, url string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -115,7 +115,7 @@ func get(t *testing.T, url string) *http.Response {
 func (st *stream) close() { _ = st.resp.Body.Close() }
 
 // next returns the next event, failing after wait or when the stream ends.
-func (st *stream) next(t *testing.T) sseEvent {
+func (st *stream) next(t testing.TB) sseEvent {
 	t.Helper()
 	select {
 	case ev, ok := <-st.events:
@@ -130,7 +130,7 @@ func (st *stream) next(t *testing.T) sseEvent {
 }
 
 // expect reads the next event and checks its kind and data.
-func (st *stream) expect(t *testing.T, kind, data string) sseEvent {
+func (st *stream) expect(t testing.TB, kind, data string) sseEvent {
 	t.Helper()
 	ev := st.next(t)
 	if ev.kind != kind || ev.data != data {
@@ -140,7 +140,7 @@ func (st *stream) expect(t *testing.T, kind, data string) sseEvent {
 }
 
 // ended waits for the stream to close.
-func (st *stream) ended(t *testing.T) {
+func (st *stream) ended(t testing.TB) {
 	t.Helper()
 	select {
 	case ev, ok := <-st.events:
@@ -158,7 +158,7 @@ type reports struct {
 	last []fleet.Report
 }
 
-func watchReports(t *testing.T, nc *nats.Conn, service, id string) *reports {
+func watchReports(t testing.TB, nc *nats.Conn, service, id string) *reports {
 	t.Helper()
 	r := &reports{}
 	sub, err := nc.Subscribe(fleet.Subjects{Prefix: fleet.DefaultPrefix}.Report(service, id), func(m *nats.Msg) {
@@ -180,7 +180,7 @@ func watchReports(t *testing.T, nc *nats.Conn, service, id string) *reports {
 }
 
 // waitFor waits until the latest report satisfies ok.
-func (r *reports) waitFor(t *testing.T, what string, ok func(fleet.Report) bool) fleet.Report {
+func (r *reports) waitFor(t testing.TB, what string, ok func(fleet.Report) bool) fleet.Report {
 	t.Helper()
 	var last fleet.Report
 	eventually(t, what, func() bool {
@@ -201,7 +201,7 @@ func (r *reports) all() []fleet.Report {
 	return append([]fleet.Report(nil), r.last...)
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for !cond() {
