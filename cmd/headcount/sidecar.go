@@ -93,7 +93,9 @@ func runSidecar(ctx context.Context, g *global, cfg sidecar.Config, listenContro
 	ops.Mount(mux, reg, checks)
 	opsCtx, stopOps := context.WithCancel(context.Background())
 	opsDone := make(chan error, 1)
-	go func() { opsDone <- ops.Serve(opsCtx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, listeners[2], time.Second) }()
+	go func() {
+		opsDone <- ops.Serve(opsCtx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, listeners[2], time.Second)
+	}()
 
 	opsFailed := false
 	select {

@@ -1,0 +1,224 @@
+package sidecar_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/agent/sidecar"
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsembed"
+)
+
+func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
+	f := newFixture(t, options{prefix: "f1"})
+	f.reports.waitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+
+	kept, deleted, watched := f.create(), f.create(), f.create()
+	require.True(t, strings.HasPrefix(kept, "f1/"), "the id passes through as the follower wrote it: %q", kept)
+	rep := f.reports.waitFor(t, "3 instances", func(r fleet.Report) bool { return r.Instances == 3 })
+	assert.Equal(t, int64(3), rep.Created)
+	assert.Equal(t, f.control, rep.Control, "the sidecar advertises its own listeners")
+	assert.Equal(t, f.stream, rep.Streaming)
+
+	// DELETE with the prefixed id reaches Skip as the bare uuid it routes.
+	code, _ := do(t, http.MethodDelete, f.control+"/v1/streams/"+deleted, "")
+	require.Equal(t, http.StatusOK, code)
+	assert.True(t, f.up.saw("DELETE /v1/streams/"+strings.TrimPrefix(deleted, "f1/")))
+	f.reports.waitInstances(t, 2)
+
+	// A subscriber through the sidecar gets init at once; when it leaves, the
+	// follower sees it leave, and the instance is collected after the TTL.
+	st, code := subscribe(t, f.stream, watched)
+	require.Equal(t, http.StatusOK, code)
+	kind, _ := st.next(t)
+	assert.Equal(t, "init", kind)
+	code, _ = do(t, http.MethodPatch, f.up.control+"/v1/inputs/posts", `[["k",[1]]]`)
+	require.Equal(t, http.StatusOK, code)
+	kind, data := st.next(t)
+	assert.Equal(t, "update", kind)
+	assert.Equal(t, `[["k",[1]]]`, data)
+	st.close()
+	require.Eventually(t, func() bool { return f.up.subscribers() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"the client's disconnect reaches the follower")
+	f.reports.waitInstances(t, 1)
+
+	// Skip never collects an instance nobody subscribed to: neither do we.
+	time.Sleep(3 * 300 * time.Millisecond)
+	assert.Equal(t, 1, f.sc.Instances())
+	assert.Equal(t, 1.0, eventCounter(t, f, "collected"))
+	assert.Equal(t, 1.0, eventCounter(t, f, "deleted"))
+	assert.Equal(t, 3.0, eventCounter(t, f, "created"))
+	last, _ := f.reports.last()
+	assert.Equal(t, int64(3), last.Created, "created never decreases")
+}
+
+func TestResubscribingWithinTheTTLKeepsTheInstance(t *testing.T) {
+	f := newFixture(t, options{ttl: time.Second})
+	id := f.create()
+	st, code := subscribe(t, f.stream, id)
+	require.Equal(t, http.StatusOK, code)
+	st.close()
+	require.Eventually(t, func() bool { return f.up.subscribers() == 0 }, 5*time.Second, 10*time.Millisecond)
+
+	time.Sleep(300 * time.Millisecond)
+	st, code = subscribe(t, f.stream, id)
+	require.Equal(t, http.StatusOK, code)
+	time.Sleep(1500 * time.Millisecond) // past the first TTL
+	assert.Equal(t, 1, f.sc.Instances(), "a subscriber came back in time")
+
+	// A second subscriber is refused by the follower and changes nothing.
+	_, code = subscribe(t, f.stream, id)
+	assert.Equal(t, http.StatusConflict, code)
+	assert.Equal(t, 1, f.sc.Instances())
+
+	st.close()
+	f.reports.waitInstances(t, 0)
+}
+
+func TestAnInstanceTheFollowerNoLongerHasIsUncounted(t *testing.T) {
+	f := newFixture(t, options{})
+	id := f.create()
+	f.reports.waitInstances(t, 1)
+	f.up.forget(id)
+	_, code := subscribe(t, f.stream, id)
+	assert.Equal(t, http.StatusNotFound, code)
+	f.reports.waitInstances(t, 0)
+	assert.Equal(t, 1.0, eventCounter(t, f, "vanished"))
+}
+
+func TestReadinessFollowsTheHealthcheck(t *testing.T) {
+	f := newFixture(t, options{})
+	f.up.unhealthy.Store(true)
+	f.reports.waitFor(t, "starting", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
+	require.Eventually(t, func() bool { return f.sc.Ready() != nil }, 5*time.Second, 10*time.Millisecond)
+
+	f.up.unhealthy.Store(false)
+	f.reports.waitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	require.Eventually(t, func() bool { return f.sc.Ready() == nil }, 5*time.Second, 10*time.Millisecond)
+
+	f.up.unhealthy.Store(true)
+	f.reports.waitFor(t, "starting again", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
+	assert.ErrorContains(t, f.sc.Ready(), "500")
+}
+
+func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
+	f := newFixture(t, options{})
+	id := f.create()
+	st, code := subscribe(t, f.stream, id)
+	require.Equal(t, http.StatusOK, code)
+	st.next(t) // init
+	f.reports.waitFor(t, "ready with 1", func(r fleet.Report) bool { return r.State == fleet.StateReady && r.Instances == 1 })
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- f.sc.Shutdown(ctx)
+	}()
+	f.reports.waitFor(t, "draining", func(r fleet.Report) bool { return r.State == fleet.StateDraining })
+	assert.ErrorContains(t, f.sc.Ready(), "draining")
+
+	// Open streams keep flowing; new instances go elsewhere.
+	code, _ = do(t, http.MethodPatch, f.up.control+"/v1/inputs/posts", `[["k",[2]]]`)
+	require.Equal(t, http.StatusOK, code)
+	kind, _ := st.next(t)
+	assert.Equal(t, "update", kind)
+	code, body := do(t, http.MethodPost, f.control+"/v1/streams/posts", "{}")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, `"reason":"draining"`)
+
+	st.close() // collected after the TTL: the drain is over
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain did not end after the last instance went")
+	}
+	f.reports.waitFor(t, "gone", func(r fleet.Report) bool { return r.State == fleet.StateGone })
+	assert.Equal(t, []fleet.State{fleet.StateStarting, fleet.StateReady, fleet.StateDraining, fleet.StateGone},
+		f.reports.states())
+}
+
+func TestDrainTimeoutStillDeregisters(t *testing.T) {
+	f := newFixture(t, options{})
+	f.create() // never subscribed: never collected
+	f.reports.waitInstances(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	require.NoError(t, f.sc.Shutdown(ctx))
+	rep := f.reports.waitFor(t, "gone", func(r fleet.Report) bool { return r.State == fleet.StateGone })
+	assert.Equal(t, int64(1), rep.Instances)
+}
+
+func TestEverythingElsePassesThroughUntouched(t *testing.T) {
+	f := newFixture(t, options{prefix: "f1"})
+
+	// Snapshots are one-off reads: not counted.
+	code, body := do(t, http.MethodPost, f.control+"/v1/snapshot/posts", "{}")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, `[["k",[1]]]`, body)
+
+	// Unknown ids go to the follower as they are, and its answer comes back.
+	_, code = subscribe(t, f.stream, "f1/00000000-0000-0000-0000-000000000000")
+	assert.Equal(t, http.StatusNotFound, code)
+	assert.True(t, f.up.saw("GET /v1/streams/f1/00000000-0000-0000-0000-000000000000"))
+	code, _ = do(t, http.MethodDelete, f.control+"/v1/streams/not-ours", "")
+	assert.Equal(t, http.StatusOK, code, "Skip answers 200 to any DELETE")
+	code, body = do(t, http.MethodGet, f.control+"/no/such/route", "")
+	assert.Equal(t, http.StatusNotFound, code)
+	assert.Contains(t, body, "404 page not found", "the follower's own 404")
+
+	// A 201 without an instance id reaches the client intact, uncounted.
+	code, body = do(t, http.MethodPost, f.control+"/v1/streams/garbage", "{}")
+	assert.Equal(t, http.StatusCreated, code)
+	assert.Equal(t, "<html>created?</html>", body)
+	assert.Equal(t, 1.0, eventCounter(t, f, "unparsed"))
+	assert.Equal(t, 0, f.sc.Instances())
+
+	// Requests are counted by route and code.
+	assert.Equal(t, 1.0, requestCounter(t, f, "streaming", "stream", "404"))
+}
+
+func TestUnreachableFollowerIsAClear502(t *testing.T) {
+	url := natsembed.Test(t)
+	var control, stream string
+	sc := startSidecar(t, sidecar.Config{
+		NATS: natsembed.Connect(t, url), Service: "svc", ID: "f1",
+		UpstreamControl: "127.0.0.1:1", UpstreamStreaming: "127.0.0.1:1",
+		HealthInterval: 50 * time.Millisecond,
+	}, &control, &stream)
+	code, body := do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
+	assert.Equal(t, http.StatusBadGateway, code)
+	assert.Contains(t, body, `"reason":"upstream_unavailable"`)
+	assert.Equal(t, 0, sc.Instances())
+	assert.Error(t, sc.Ready())
+	assert.Equal(t, fleet.StateStarting, sc.Agent().Report().State)
+}
+
+func TestBadConfigIsRefused(t *testing.T) {
+	nc := natsembed.Connect(t, natsembed.Test(t))
+	for name, cfg := range map[string]sidecar.Config{
+		"no upstream":  {NATS: nc, Service: "svc", ID: "f1", UpstreamControl: "127.0.0.1:1"},
+		"bad upstream": {NATS: nc, Service: "svc", ID: "f1", UpstreamControl: "nope", UpstreamStreaming: "127.0.0.1:1"},
+		"bad id":       {NATS: nc, Service: "svc", ID: "F_1", UpstreamControl: "127.0.0.1:1", UpstreamStreaming: "127.0.0.1:1"},
+		"no NATS":      {Service: "svc", ID: "f1", UpstreamControl: "127.0.0.1:1", UpstreamStreaming: "127.0.0.1:1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var c, s string
+			_, err := startOrErr(cfg, &c, &s)
+			assert.Error(t, err)
+		})
+	}
+}
+
+func TestLeaderBehindASidecarRegistersAsLeader(t *testing.T) {
+	f := newFixture(t, options{id: "leader", role: fleet.RoleLeader})
+	rep := f.reports.waitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	assert.Equal(t, fleet.RoleLeader, rep.Role)
+}

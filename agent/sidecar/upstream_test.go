@@ -1,0 +1,406 @@
+package sidecar_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/agent/sidecar"
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/ops"
+)
+
+// skipish is a small follower shaped like @skipruntime/server 0.0.15: ids are
+// "<prefix>/<uuid>", only the bare uuid is routed, DELETE answers 200 even for
+// unknown ids, one subscriber per instance (409 for a second), and an SSE
+// stream that DELETE ends. It serves real HTTP on 127.0.0.1:0.
+type skipish struct {
+	prefix    string
+	control   string
+	streaming string
+	unhealthy atomic.Bool
+
+	mu        sync.Mutex
+	instances map[string]*skipInstance
+	paths     []string // every path the control and streaming APIs saw
+}
+
+type skipInstance struct {
+	stream chan string   // events to the subscriber; nil when none
+	closed chan struct{} // closed by DELETE
+}
+
+func newSkipish(t testing.TB, prefix string) *skipish {
+	t.Helper()
+	u := &skipish{prefix: prefix, instances: map[string]*skipInstance{}}
+	control := http.NewServeMux()
+	control.HandleFunc("POST /v1/streams/{resource}", u.create)
+	control.HandleFunc("DELETE /v1/streams/{uuid}", u.delete)
+	control.HandleFunc("POST /v1/snapshot/{resource}", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `[["k",[1]]]`)
+	})
+	control.HandleFunc("PATCH /v1/inputs/{collection}", u.write)
+	control.HandleFunc("GET /v1/healthcheck", u.healthcheck)
+	streaming := http.NewServeMux()
+	streaming.HandleFunc("GET /v1/streams/{uuid}", u.subscribe)
+	streaming.HandleFunc("GET /v1/healthcheck", u.healthcheck)
+	u.control = serveHTTP(t, u.record(control))
+	u.streaming = serveHTTP(t, u.record(streaming))
+	return u
+}
+
+func serveHTTP(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+func (u *skipish) record(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.paths = append(u.paths, r.Method+" "+r.URL.Path)
+		u.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (u *skipish) saw(req string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, p := range u.paths {
+		if p == req {
+			return true
+		}
+	}
+	return false
+}
+
+func (u *skipish) create(w http.ResponseWriter, r *http.Request) {
+	if r.PathValue("resource") == "garbage" { // a 201 that is not an id
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "<html>created?</html>")
+		return
+	}
+	id := uuid.NewString()
+	u.mu.Lock()
+	u.instances[id] = &skipInstance{closed: make(chan struct{})}
+	u.mu.Unlock()
+	w.WriteHeader(http.StatusCreated)
+	if u.prefix != "" {
+		_, _ = io.WriteString(w, u.prefix+"/"+id)
+		return
+	}
+	_, _ = io.WriteString(w, id)
+}
+
+func (u *skipish) delete(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	if inst, ok := u.instances[r.PathValue("uuid")]; ok {
+		close(inst.closed)
+		delete(u.instances, r.PathValue("uuid"))
+	}
+	u.mu.Unlock()
+	_, _ = io.WriteString(w, "OK")
+}
+
+// forget drops an instance without telling anyone, as Skip's collection does.
+func (u *skipish) forget(key string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.instances, key)
+}
+
+func (u *skipish) subscribers() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, inst := range u.instances {
+		if inst.stream != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func (u *skipish) write(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	u.mu.Lock()
+	for _, inst := range u.instances {
+		if inst.stream != nil {
+			inst.stream <- string(body)
+		}
+	}
+	u.mu.Unlock()
+	_, _ = io.WriteString(w, "OK")
+}
+
+func (u *skipish) healthcheck(w http.ResponseWriter, _ *http.Request) {
+	if u.unhealthy.Load() {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	_, _ = io.WriteString(w, "OK")
+}
+
+func (u *skipish) subscribe(w http.ResponseWriter, r *http.Request) {
+	if !strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		w.WriteHeader(http.StatusNotAcceptable)
+		return
+	}
+	u.mu.Lock()
+	inst, ok := u.instances[r.PathValue("uuid")]
+	switch {
+	case !ok:
+		u.mu.Unlock()
+		http.Error(w, "Not Found", http.StatusNotFound)
+		return
+	case inst.stream != nil:
+		u.mu.Unlock()
+		http.Error(w, "Conflict", http.StatusConflict)
+		return
+	}
+	events := make(chan string, 16)
+	inst.stream = events
+	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		inst.stream = nil
+		u.mu.Unlock()
+	}()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, "event: init\nid: 1\ndata: []\n\n")
+	w.(http.Flusher).Flush()
+	for n := 2; ; n++ {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-inst.closed:
+			return
+		case data := <-events:
+			_, _ = fmt.Fprintf(w, "event: update\nid: %d\ndata: %s\n\n", n, data)
+			w.(http.Flusher).Flush()
+		}
+	}
+}
+
+// fixture is a sidecar in front of a skipish follower, on an embedded NATS.
+type fixture struct {
+	t        testing.TB
+	up       *skipish
+	sc       *sidecar.Sidecar
+	nc       *nats.Conn
+	reports  *reports
+	control  string // the sidecar's control listener
+	stream   string // the sidecar's streaming listener
+	registry *prometheus.Registry
+}
+
+type options struct {
+	id     string
+	prefix string
+	ttl    time.Duration
+	role   fleet.Role
+}
+
+func newFixture(t testing.TB, o options) *fixture {
+	t.Helper()
+	if o.id == "" {
+		o.id = "f1"
+	}
+	if o.ttl == 0 {
+		o.ttl = 300 * time.Millisecond
+	}
+	url := natsembed.Test(t)
+	f := &fixture{t: t, up: newSkipish(t, o.prefix), nc: natsembed.Connect(t, url)}
+	f.reports = watchReports(t, natsembed.Connect(t, url), "svc", o.id)
+	f.registry = ops.NewRegistry()
+	f.sc = startSidecar(t, sidecar.Config{
+		NATS: f.nc, Service: "svc", ID: o.id, Role: o.role,
+		UpstreamControl: f.up.control, UpstreamStreaming: f.up.streaming,
+		InstanceTTL: o.ttl, HealthInterval: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond,
+		Registry: f.registry,
+	}, &f.control, &f.stream)
+	return f
+}
+
+// startSidecar starts cfg on two loopback listeners whose addresses it
+// stores, and shuts it down without waiting when t ends.
+func startSidecar(t testing.TB, cfg sidecar.Config, control, stream *string) *sidecar.Sidecar {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler) // goroutines may log after t ends
+	}
+	lc, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ls, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	sc, err := sidecar.Start(cfg, lc, ls)
+	require.NoError(t, err)
+	*control, *stream = lc.Addr().String(), ls.Addr().String()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // no drain: the test is over
+		_ = sc.Shutdown(ctx)
+	})
+	return sc
+}
+
+// reports records every report one member publishes.
+type reports struct {
+	mu  sync.Mutex
+	all []fleet.Report
+}
+
+func watchReports(t testing.TB, nc *nats.Conn, service, id string) *reports {
+	t.Helper()
+	r := &reports{}
+	_, err := nc.Subscribe(fleet.Subjects{Prefix: fleet.DefaultPrefix}.Report(service, id), func(m *nats.Msg) {
+		var rep fleet.Report
+		if json.Unmarshal(m.Data, &rep) == nil {
+			r.mu.Lock()
+			r.all = append(r.all, rep)
+			r.mu.Unlock()
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	return r
+}
+
+func (r *reports) last() (fleet.Report, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.all) == 0 {
+		return fleet.Report{}, false
+	}
+	return r.all[len(r.all)-1], true
+}
+
+func (r *reports) states() []fleet.State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []fleet.State
+	for _, rep := range r.all {
+		if len(out) == 0 || out[len(out)-1] != rep.State {
+			out = append(out, rep.State)
+		}
+	}
+	return out
+}
+
+// waitFor waits up to 10 s for a report satisfying ok.
+func (r *reports) waitFor(t testing.TB, what string, ok func(fleet.Report) bool) fleet.Report {
+	t.Helper()
+	var got fleet.Report
+	require.Eventuallyf(t, func() bool {
+		var seen bool
+		got, seen = r.last()
+		return seen && ok(got)
+	}, 10*time.Second, 10*time.Millisecond, "no report with %s; last: %+v", what, got)
+	return got
+}
+
+func (r *reports) waitInstances(t testing.TB, n int64) {
+	t.Helper()
+	r.waitFor(t, fmt.Sprintf("instances=%d", n), func(rep fleet.Report) bool { return rep.Instances == n })
+}
+
+// do sends one request and returns its status and body.
+func do(t testing.TB, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(data)
+}
+
+func (f *fixture) create() string {
+	f.t.Helper()
+	code, id := do(f.t, http.MethodPost, f.control+"/v1/streams/posts", "{}")
+	require.Equal(f.t, http.StatusCreated, code, id)
+	return id
+}
+
+// sse is an open event stream.
+type sse struct {
+	resp *http.Response
+	r    *bufio.Reader
+}
+
+func subscribe(t testing.TB, addr, id string) (*sse, int) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/streams/"+id, nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	if resp.StatusCode != http.StatusOK {
+		_ = resp.Body.Close()
+		return nil, resp.StatusCode
+	}
+	s := &sse{resp: resp, r: bufio.NewReader(resp.Body)}
+	t.Cleanup(s.close)
+	return s, resp.StatusCode
+}
+
+func (s *sse) close() { _ = s.resp.Body.Close() }
+
+// next reads one event: its kind and data. It fails on a stream that ends.
+func (s *sse) next(t testing.TB) (string, string) {
+	t.Helper()
+	var kind, data string
+	for {
+		line, err := s.r.ReadString('\n')
+		require.NoError(t, err, "stream ended")
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case line == "" && kind != "":
+			return kind, data
+		case strings.HasPrefix(line, "event: "):
+			kind = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+}
+
+// ended reports whether the stream reaches its end within 5 s.
+func (s *sse) ended() bool {
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, s.r)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-time.After(5 * time.Second):
+		return false
+	}
+}
