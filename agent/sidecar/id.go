@@ -1,6 +1,10 @@
 package sidecar
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/headcount-dev/headcount/fleet"
+)
 
 // ID is a resource instance id as a Skip follower hands it out: "<uuid>", or
 // "<prefix>/<uuid>" when it runs with SKIP_RESOURCE_PREFIX. Skip itself only
@@ -20,15 +24,13 @@ func (id ID) String() string {
 // Bounds on what a follower may call an instance; anything else is not an
 // id this sidecar tracks.
 const (
-	maxKey    = 128
 	maxPrefix = 253
-	maxID     = maxPrefix + 1 + maxKey
+	maxID     = maxPrefix + 1 + fleet.MaxInstanceKey
 )
 
-// ParseID parses "<key>" or "<prefix>/<key>". The key is what Skip generates
-// (a UUID today; older runtimes used other url-safe ids), so it is checked
-// loosely: 1–128 of [A-Za-z0-9_-]. The prefix is any 1–253 visible ASCII
-// characters other than '/'.
+// ParseID parses "<key>" or "<prefix>/<key>". The key is checked as the
+// router checks it (fleet.ValidInstanceKey); the prefix is any 1–253 visible
+// ASCII characters other than '/'.
 func ParseID(s string) (ID, bool) {
 	if len(s) > maxID {
 		return ID{}, false
@@ -39,23 +41,10 @@ func ParseID(s string) (ID, bool) {
 	} else if !validPrefix(prefix) {
 		return ID{}, false
 	}
-	if !validKey(key) {
+	if !fleet.ValidInstanceKey(key) {
 		return ID{}, false
 	}
 	return ID{Prefix: prefix, Key: key}, true
-}
-
-func validKey(s string) bool {
-	if len(s) == 0 || len(s) > maxKey {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 func validPrefix(s string) bool {
