@@ -3,6 +3,7 @@ package demo
 import (
 	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -406,4 +407,36 @@ func TestKeepAliveComments(t *testing.T) {
 		}
 	}
 	t.Fatal("no keep-alive comment")
+}
+
+func TestStartRefusesBadConfig(t *testing.T) {
+	nc := testNATS(t)
+	for _, tc := range []struct {
+		name  string
+		start func(Config, net.Listener, net.Listener) (*Server, error)
+		cfg   Config
+	}{
+		{"no id", StartLeader, Config{NATS: nc}},
+		{"bad id", StartLeader, Config{ID: "Leader_1", NATS: nc}},
+		{"bad service", StartLeader, Config{Service: "a.b", ID: "leader", NATS: nc}},
+		{"no NATS", StartLeader, Config{ID: "leader"}},
+		{"prefix with a slash", StartLeader, Config{ID: "leader", NATS: nc, ResourcePrefix: "a/b"}},
+		{"follower without leader", StartFollower, Config{ID: "f-1", NATS: nc}},
+	} {
+		control, streaming := listen(t), listen(t)
+		if s, err := tc.start(tc.cfg, control, streaming); err == nil {
+			s.Kill()
+			t.Errorf("%s: started", tc.name)
+		}
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln
 }

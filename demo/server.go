@@ -143,9 +143,24 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 		s.store = newStore()
 		open = s.store.open
 	} else {
-		s.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		// Leader traffic stays inside the cluster: never through an HTTP proxy.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil
+		s.client = &http.Client{Transport: tr}
 	}
 	s.instances = newRegistry(cfg.InstanceTTL, open, s.created, s.destroyed)
+
+	// Registered before serving, so that every request finds the agent; the
+	// "starting" state keeps routers away until the ports answer.
+	s.agent, err = agent.New(cfg.NATS, agent.Config{
+		Subjects: cfg.Subjects, Service: cfg.Service, Follower: cfg.ID, Role: role,
+		Control: controlAddr, Streaming: streamingAddr, Heartbeat: cfg.Heartbeat,
+		Pod: cfg.Pod, Namespace: cfg.Namespace, Logger: s.log,
+	})
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("demo %s: %w", role, err)
+	}
 
 	checks := &ops.Checks{}
 	checks.Add("state", s.readyErr)
@@ -153,16 +168,6 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 	s.streaming = s.httpServer(s.streamingMux())
 	s.serve(s.control, control)
 	s.serve(s.streaming, streaming)
-
-	s.agent, err = agent.New(cfg.NATS, agent.Config{
-		Subjects: cfg.Subjects, Service: cfg.Service, Follower: cfg.ID, Role: role,
-		Control: controlAddr, Streaming: streamingAddr, Heartbeat: cfg.Heartbeat,
-		Pod: cfg.Pod, Namespace: cfg.Namespace, Logger: s.log,
-	})
-	if err != nil {
-		s.stop()
-		return nil, fmt.Errorf("demo %s: %w", role, err)
-	}
 	if role == fleet.RoleLeader {
 		s.markReady()
 	} else {
