@@ -160,15 +160,13 @@ func TestHealthAndOpsEndpoints(t *testing.T) {
 	}
 	create(t, f, "c")
 	write(t, leader, "c", `[["k",[1]]]`)
-	_, metrics := do(t, http.MethodGet, "http://"+f.ControlAddr()+"/metrics", "")
-	for _, want := range []string{"headcount_demo_instances 1", "headcount_demo_instances_created_total 1", "headcount_demo_subscribers 0"} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("follower metrics lack %q", want)
+	for name, want := range map[string]float64{"headcount_demo_instances": 1, "headcount_demo_instances_created_total": 1, "headcount_demo_subscribers": 0} {
+		if got := metric(t, f, name); got != want {
+			t.Errorf("follower %s = %v, want %v", name, got, want)
 		}
 	}
-	_, metrics = do(t, http.MethodGet, "http://"+leader.ControlAddr()+"/metrics", "")
-	if !strings.Contains(metrics, "headcount_demo_writes_total 1") {
-		t.Error("leader metrics lack the write")
+	if got := metric(t, leader, "headcount_demo_writes_total"); got != 1 {
+		t.Errorf("leader writes_total = %v, want 1", got)
 	}
 }
 
@@ -318,8 +316,7 @@ func TestMirrorReconnects(t *testing.T) {
 	// after (an update), subscribers see the same single update.
 	st.expect(t, "update", `[["a",[]],["b",[3]]]`)
 	eventually(t, "reconnect counted", func() bool {
-		_, m := do(t, http.MethodGet, "http://"+f.ControlAddr()+"/metrics", "")
-		return strings.Contains(m, "headcount_demo_mirror_reconnects_total 1")
+		return metric(t, f, "headcount_demo_mirror_reconnects_total") >= 1
 	})
 	code, body := do(t, http.MethodPost, "http://"+f.ControlAddr()+"/v1/snapshot/collection", `{"name":"c"}`)
 	if code != http.StatusOK || body != `[["b",[3]]]` {
@@ -439,4 +436,35 @@ func listen(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { _ = ln.Close() })
 	return ln
+}
+
+// A leader that goes away is retried with backoff; the follower's open
+// streams stay open meanwhile.
+func TestFollowerRetriesALostLeader(t *testing.T) {
+	nc := testNATS(t)
+	leader := TestLeader(t, nc, "hn")
+	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	st := subscribe(t, f, create(t, f, "c"))
+	st.expect(t, "init", `[]`)
+	leader.Kill()
+	eventually(t, "several reconnect attempts", func() bool {
+		return metric(t, f, "headcount_demo_mirror_reconnects_total") >= 3
+	})
+	select {
+	case ev, ok := <-st.events:
+		t.Fatalf("stream disturbed while the leader is away: %+v %v", ev, ok)
+	default:
+	}
+}
+
+// A leader stream silent for 4 keep-alive periods counts as lost.
+func TestSilentLeaderStreamIsDropped(t *testing.T) {
+	nc := testNATS(t)
+	leader := testServer(t, StartLeader, Config{Service: "hn", ID: "leader", NATS: nc, keepAlive: time.Hour})
+	f := testServer(t, StartFollower, Config{Service: "hn", ID: "follower-1", NATS: nc, keepAlive: 20 * time.Millisecond,
+		LeaderControl: leader.ControlAddr(), LeaderStreaming: leader.StreamingAddr()})
+	create(t, f, "c")
+	eventually(t, "silent stream dropped", func() bool {
+		return metric(t, f, "headcount_demo_mirror_reconnects_total") >= 1
+	})
 }

@@ -137,11 +137,11 @@ func (s *Server) follow(ctx context.Context, collection string, f *feed, b *back
 	defer s.deleteUpstream(id)
 
 	// The stream lives as long as ctx, unless the leader falls silent: it
-	// sends a keep-alive at least every 15 s (Skip: 30 s), so 4 periods of
+	// sends a keep-alive every period (Skip: every 30 s), so 4 periods of
 	// silence mean a dead connection.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	idle := 4 * max(s.cfg.keepAlive, defaultKeepAlive)
+	idle := 4 * s.cfg.keepAlive
 	watchdog := time.AfterFunc(idle, cancel)
 	defer watchdog.Stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.cfg.LeaderStreaming+"/v1/streams/"+id, nil)
