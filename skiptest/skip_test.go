@@ -1,0 +1,294 @@
+package skiptest_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/agent/sidecar"
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/router"
+	"github.com/headcount-dev/headcount/skiptest"
+)
+
+const service = "skipsvc"
+
+// The real Skip runtime, unmodified, as a leader and two followers under
+// Node, each behind a headcount sidecar, with a headcount router in front:
+// creation, SSE, writes to the leader reaching every follower's clients, and
+// the counts the sidecars publish.
+func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
+	if err := skiptest.Missing(); err != nil {
+		t.Skipf("\n\n*** SKIPPED: the real-Skip end-to-end test needs Node and npm: %v ***\n\n", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	dir, err := skiptest.CacheDir()
+	require.NoError(t, err)
+	require.NoError(t, skiptest.Install(ctx, dir), "installing %v@%s", skiptest.Packages, skiptest.Version)
+
+	url := natsembed.Test(t)
+	nc := natsembed.Connect(t, url)
+	view := fleet.NewView()
+	watcher, err := fleet.Watch(natsembed.Connect(t, url), view, fleet.WatchConfig{Services: []string{service}, Logger: quiet()})
+	require.NoError(t, err)
+	t.Cleanup(watcher.Close)
+
+	// The leader, behind a sidecar registering it as the leader: the router
+	// sends writes there.
+	leader := startSkip(ctx, t, dir, skiptest.Member{Leader: true})
+	leaderSC := startSidecar(t, nc, "leader", fleet.RoleLeader, leader)
+	followers := map[string]*sidecarAddrs{}
+	for _, id := range []string{"skip-f1", "skip-f2"} {
+		p := startSkip(ctx, t, dir, skiptest.Member{
+			LeaderControl: port(t, leader.Control), LeaderStreaming: port(t, leader.Streaming), Prefix: id,
+		})
+		followers[id] = startSidecar(t, nc, id, fleet.RoleFollower, p)
+	}
+	require.Eventually(t, func() bool {
+		tot := view.Totals(service)
+		return tot.Ready == 2 && tot.Leaders == 1
+	}, 30*time.Second, 20*time.Millisecond, "two ready followers and a leader registered: %+v", view.Totals(service))
+	_ = leaderSC
+
+	rt, err := router.New(nc, router.Config{Service: service, ID: "r-1", Logger: quiet()})
+	require.NoError(t, err)
+	t.Cleanup(rt.Close)
+	rtControl, rtStreaming := serve(t, rt.Control()), serve(t, rt.Streaming())
+
+	// Creations through the router land on both followers, least loaded first,
+	// with Skip's own "<prefix>/<uuid>" ids.
+	var ids []string
+	perFollower := map[string]int{}
+	for range 4 {
+		code, id := do(t, http.MethodPost, rtControl+"/v1/streams/posts", "{}")
+		require.Equal(t, http.StatusCreated, code, id)
+		owner, _, ok := strings.Cut(id, "/")
+		require.True(t, ok, "id %q has no prefix", id)
+		require.Contains(t, followers, owner)
+		perFollower[owner]++
+		ids = append(ids, id)
+	}
+	require.Len(t, perFollower, 2, "both followers got instances: %v", perFollower)
+
+	// And one straight through a sidecar.
+	code, direct := do(t, http.MethodPost, followers["skip-f1"].control+"/v1/streams/posts", "{}")
+	require.Equal(t, http.StatusCreated, code, direct)
+	require.True(t, strings.HasPrefix(direct, "skip-f1/"), direct)
+	perFollower["skip-f1"]++
+
+	waitCounts(t, view, perFollower)
+
+	// SSE through the router: init at once.
+	var streams []*sse
+	for _, id := range ids {
+		st := subscribe(t, rtStreaming, id)
+		kind, _ := st.next(t)
+		require.Equal(t, "init", kind, id)
+		streams = append(streams, st)
+	}
+	// A write to the leader, through the router, reaches every client of
+	// every follower.
+	code, body := do(t, http.MethodPatch, rtControl+"/v1/inputs/posts", `[["p1",[{"title":"hello from the leader"}]]]`)
+	require.Equal(t, http.StatusOK, code, body)
+	for i, st := range streams {
+		kind, data := st.next(t)
+		assert.Equal(t, "update", kind, ids[i])
+		assert.Contains(t, data, "hello from the leader", ids[i])
+	}
+
+	// DELETE through the router: the owner's sidecar counts it down at once.
+	code, body = do(t, http.MethodDelete, rtControl+"/v1/streams/"+direct, "")
+	require.Equal(t, http.StatusOK, code, body)
+	perFollower["skip-f1"]--
+	waitCounts(t, view, perFollower)
+
+	// A client that leaves: the sidecar counts the instance collected after
+	// its TTL (Skip's 30 s, shortened here for the test's sake).
+	streams[0].close()
+	owner, _, _ := strings.Cut(ids[0], "/")
+	perFollower[owner]--
+	waitCounts(t, view, perFollower)
+	assert.Equal(t, int64(3), view.Totals(service).Instances)
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func startSkip(ctx context.Context, t *testing.T, dir string, m skiptest.Member) *skiptest.Process {
+	t.Helper()
+	m.Control, m.Streaming = freePort(t), freePort(t)
+	p, err := skiptest.Start(ctx, dir, m)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Logf("skip on %s: %v", p.Control, err)
+		}
+		if t.Failed() {
+			t.Logf("skip on %s wrote:\n%s", p.Control, p.Output())
+		}
+	})
+	return p
+}
+
+type sidecarAddrs struct{ control, streaming string }
+
+// startSidecar puts a sidecar in front of p on loopback listeners.
+func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *skiptest.Process) *sidecarAddrs {
+	t.Helper()
+	lc, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ls, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	sc, err := sidecar.Start(sidecar.Config{
+		NATS: nc, Service: service, ID: id, Role: role,
+		UpstreamControl: p.Control, UpstreamStreaming: p.Streaming,
+		InstanceTTL: 2 * time.Second, HealthInterval: 100 * time.Millisecond, Heartbeat: 200 * time.Millisecond,
+		Logger: quiet(),
+	}, lc, ls)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = sc.Shutdown(ctx)
+	})
+	return &sidecarAddrs{control: lc.Addr().String(), streaming: ls.Addr().String()}
+}
+
+// waitCounts waits until the fleet view has each follower's count.
+func waitCounts(t *testing.T, view *fleet.View, want map[string]int) {
+	t.Helper()
+	var total int64
+	for _, n := range want {
+		total += int64(n)
+	}
+	got := func() string {
+		var b strings.Builder
+		for _, m := range view.Members(service) {
+			fmt.Fprintf(&b, "%s=%d ", m.Follower, m.Instances)
+		}
+		return b.String()
+	}
+	require.Eventually(t, func() bool {
+		for id, n := range want {
+			if m, ok := view.Member(service, id); !ok || m.Instances != int64(n) {
+				return false
+			}
+		}
+		return view.Totals(service).Instances == total
+	}, 15*time.Second, 20*time.Millisecond, "want %v (total %d); the view has %s", want, total, got())
+}
+
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	p, err := skiptest.FreePort()
+	require.NoError(t, err)
+	return p
+}
+
+func port(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	n, err := net.LookupPort("tcp", p)
+	require.NoError(t, err)
+	return n
+}
+
+func do(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(data)
+}
+
+type sse struct {
+	resp *http.Response
+	r    *bufio.Reader
+}
+
+func subscribe(t *testing.T, addr, id string) *sse {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/streams/"+id, nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		t.Fatalf("GET /v1/streams/%s: %s %s", id, resp.Status, body)
+	}
+	s := &sse{resp: resp, r: bufio.NewReader(resp.Body)}
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *sse) close() { _ = s.resp.Body.Close() }
+
+// next reads one event, waiting at most 20 s for it.
+func (s *sse) next(t *testing.T) (kind, data string) {
+	t.Helper()
+	type event struct {
+		kind, data string
+		err        error
+	}
+	got := make(chan event, 1)
+	go func() {
+		var e event
+		for {
+			line, err := s.r.ReadString('\n')
+			if err != nil {
+				e.err = err
+				got <- e
+				return
+			}
+			line = strings.TrimRight(line, "\n")
+			switch {
+			case line == "" && e.kind != "":
+				got <- e
+				return
+			case strings.HasPrefix(line, "event: "):
+				e.kind = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				e.data = strings.TrimPrefix(line, "data: ")
+			}
+		}
+	}()
+	select {
+	case e := <-got:
+		require.NoError(t, e.err, "stream ended")
+		return e.kind, e.data
+	case <-time.After(20 * time.Second):
+		s.close()
+		t.Fatal("no event within 20 s")
+		return "", ""
+	}
+}
