@@ -71,10 +71,15 @@ func (f *feed) sync(entries []entry, watermark string, init bool) {
 
 func (f *feed) applyLocked(entries []entry, watermark string, replace bool) {
 	var changed []string
-	seen := map[string]struct{}{}
+	var seen map[string]struct{} // keys of a replacing init
+	if replace {
+		seen = make(map[string]struct{}, len(entries))
+	}
 	for _, e := range entries {
 		k := string(e.key)
-		seen[k] = struct{}{}
+		if replace {
+			seen[k] = struct{}{}
+		}
 		old, ok := f.entries[k]
 		switch {
 		case len(e.values) == 0:
