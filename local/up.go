@@ -250,7 +250,8 @@ func (cfg UpConfig) behindSidecar(id, role, cmdline string, env []string, natsUR
 		"--id", id, "--role", role, "--service", cfg.Service, "--nats-url", natsURL, "--prefix", cfg.Subjects.Prefix,
 		"--listen-control", "127.0.0.1:0", "--listen-streaming", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0",
 		"--upstream-control", "127.0.0.1:"+ports[0], "--upstream-streaming", "127.0.0.1:"+ports[1],
-		"--drain-timeout", cfg.DrainTimeout.String(), "--log-level", cfg.ChildLogLevel)
+		"--instance-ttl", cfg.InstanceTTL.String(), "--drain-timeout", cfg.DrainTimeout.String(),
+		"--log-level", cfg.ChildLogLevel)
 	sidecar.Env = childEnv(nil)
 	sidecar.Stdout, sidecar.Stderr = os.Stderr, os.Stderr
 	return []*exec.Cmd{app, sidecar}, nil
