@@ -32,6 +32,15 @@ type entry struct {
 // canonical re-encodes one JSON value so that equal values have equal bytes:
 // object keys sorted, no insignificant space, numbers kept as written.
 func canonical(raw []byte) ([]byte, error) {
+	v, err := decodeValue(raw)
+	if err != nil {
+		return nil, err
+	}
+	return newCanonicalizer().encode(v)
+}
+
+// decodeValue decodes exactly one JSON value, numbers kept as json.Number.
+func decodeValue(raw []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
@@ -41,38 +50,54 @@ func canonical(raw []byte) ([]byte, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("trailing data after the JSON value")
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	return v, nil
+}
+
+// canonicalizer encodes decoded values canonically, reusing one buffer.
+type canonicalizer struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+func newCanonicalizer() *canonicalizer {
+	c := &canonicalizer{}
+	c.enc = json.NewEncoder(&c.buf)
+	c.enc.SetEscapeHTML(false)
+	return c
+}
+
+func (c *canonicalizer) encode(v any) ([]byte, error) {
+	c.buf.Reset()
+	if err := c.enc.Encode(v); err != nil {
 		return nil, err
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return bytes.Clone(bytes.TrimSuffix(c.buf.Bytes(), []byte("\n"))), nil
 }
 
 // parseEntries decodes Skip's collection update body: [[key, [values...]], ...].
 func parseEntries(body []byte) ([]entry, error) {
-	var raw []json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
+	v, err := decodeValue(body)
+	raw, ok := v.([]any)
+	if err != nil || !ok {
 		return nil, errors.New("want a JSON array of [key, [values...]] entries")
 	}
+	c := newCanonicalizer()
 	out := make([]entry, 0, len(raw))
 	for i, r := range raw {
-		var pair []json.RawMessage
-		if err := json.Unmarshal(r, &pair); err != nil || len(pair) != 2 {
+		pair, ok := r.([]any)
+		if !ok || len(pair) != 2 {
 			return nil, fmt.Errorf("entry %d: want [key, [values...]]", i)
 		}
-		key, err := canonical(pair[0])
-		if err != nil {
-			return nil, fmt.Errorf("entry %d: key: %w", i, err)
-		}
-		var vals []json.RawMessage
-		if err := json.Unmarshal(pair[1], &vals); err != nil || vals == nil {
+		vals, ok := pair[1].([]any)
+		if !ok {
 			return nil, fmt.Errorf("entry %d: values must be a JSON array", i)
 		}
-		e := entry{key: key, values: make([][]byte, len(vals))}
+		e := entry{values: make([][]byte, len(vals))}
+		if e.key, err = c.encode(pair[0]); err != nil {
+			return nil, fmt.Errorf("entry %d: key: %w", i, err)
+		}
 		for j, v := range vals {
-			if e.values[j], err = canonical(v); err != nil {
+			if e.values[j], err = c.encode(v); err != nil {
 				return nil, fmt.Errorf("entry %d: value %d: %w", i, j, err)
 			}
 		}
