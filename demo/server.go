@@ -125,11 +125,11 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 	if err := cfg.defaults(role); err != nil {
 		return nil, fmt.Errorf("demo %s: %w", role, err)
 	}
-	controlAddr, err := advertised(cfg.Advertise, control)
+	controlAddr, err := agent.Advertised(cfg.Advertise, control)
 	if err != nil {
 		return nil, err
 	}
-	streamingAddr, err := advertised(cfg.Advertise, streaming)
+	streamingAddr, err := agent.Advertised(cfg.Advertise, streaming)
 	if err != nil {
 		return nil, err
 	}
@@ -300,35 +300,6 @@ func (s *Server) stop() {
 		s.serving.Wait()
 		s.log.Info("demo stopped")
 	})
-}
-
-// advertised is the host:port others reach ln at: host when given, else the
-// listener's IP, or this machine's first non-loopback IP when it listens on
-// every interface.
-func advertised(host string, ln net.Listener) (string, error) {
-	lnHost, port, err := net.SplitHostPort(ln.Addr().String())
-	if err != nil {
-		return "", err
-	}
-	if host == "" {
-		host = lnHost
-		if ip := net.ParseIP(lnHost); ip == nil || ip.IsUnspecified() {
-			host = outboundIP()
-		}
-	}
-	return net.JoinHostPort(host, port), nil
-}
-
-func outboundIP() string {
-	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && n.IP.IsGlobalUnicast() {
-				return n.IP.String()
-			}
-		}
-	}
-	return "127.0.0.1"
 }
 
 // HostnameID derives a DNS-1123 label from the hostname (in Kubernetes, the
