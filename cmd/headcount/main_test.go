@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEveryFlagHasAnEnvironmentEquivalent(t *testing.T) {
+	t.Setenv("HEADCOUNT_LOG_LEVEL", "debug")
+	t.Setenv("HEADCOUNT_TARGET", "25")
+	t.Setenv("HEADCOUNT_PLAN", "starter")
+	root := newRoot()
+	var seen []string
+	up, _, err := root.Find([]string{"up"})
+	require.NoError(t, err)
+	up.RunE = func(cmd *cobra.Command, _ []string) error {
+		cmd.Flags().VisitAll(func(f *pflag.Flag) { seen = append(seen, f.Name+"="+f.Value.String()) })
+		return nil
+	}
+	root.SetArgs([]string{"up", "--plan", "enterprise"})
+	require.NoError(t, root.ExecuteContext(context.Background()))
+	require.Contains(t, seen, "target=25", "from HEADCOUNT_TARGET")
+	require.Contains(t, seen, "plan=enterprise", "the command line wins over HEADCOUNT_PLAN")
+	require.Contains(t, seen, "log-level=debug", "global flags too")
+}
+
+func TestBadEnvironmentValueIsAClearError(t *testing.T) {
+	t.Setenv("HEADCOUNT_TARGET", "lots")
+	root := newRoot()
+	root.SetArgs([]string{"status"})
+	err := root.ExecuteContext(context.Background())
+	require.ErrorContains(t, err, "HEADCOUNT_TARGET")
+}
+
+func TestBadFlagsAreRefusedBeforeAnythingStarts(t *testing.T) {
+	for _, args := range [][]string{
+		{"up", "--plan", "platinum"},
+		{"up", "--target", "0"},
+		{"up", "--min", "5", "--max", "2"},
+		{"status", "--log-level", "loud"},
+		{"status", "--log-format", "xml"},
+		{"status", "--prefix", "a.*"},
+	} {
+		root := newRoot()
+		root.SetArgs(args)
+		root.SetOut(&bytes.Buffer{})
+		err := root.ExecuteContext(context.Background())
+		require.Error(t, err, strings.Join(args, " "))
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	require.Equal(t, "HEADCOUNT_NATS_URL", envName("nats-url"))
+	require.Equal(t, "HEADCOUNT_SCALE_DOWN_WINDOW", envName("scale-down-window"))
+}
