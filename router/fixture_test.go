@@ -35,6 +35,7 @@ type member struct {
 	control, streaming *httptest.Server
 	bare               bool         // answer creations with "<uuid>", as without SKIP_RESOURCE_PREFIX
 	unavailable        bool         // answer creations 503, as a follower draining before the views know
+	hung               bool         // never answer creations
 	requests           atomic.Int64 // every request received, on both ports
 	mu                 sync.Mutex
 	instances          map[string]bool
@@ -45,6 +46,7 @@ type memberOpt func(*member, *agent.Config)
 func leader(_ *member, c *agent.Config)      { c.Role = fleet.RoleLeader }
 func bare(m *member, _ *agent.Config)        { m.bare = true }
 func unavailable(m *member, _ *agent.Config) { m.unavailable = true }
+func hung(m *member, _ *agent.Config)        { m.hung = true }
 
 // startMember starts id on two loopback listeners, registers it and marks it ready.
 func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *member {
@@ -85,7 +87,13 @@ func (m *member) count(h http.Handler) http.Handler {
 func (m *member) controlMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/streams/{resource}", func(w http.ResponseWriter, r *http.Request) {
-		if m.unavailable {
+		switch {
+		case m.hung:
+			// Reading the body first lets the server notice the connection close.
+			_, _ = io.Copy(io.Discard, r.Body)
+			<-r.Context().Done()
+			return
+		case m.unavailable:
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}

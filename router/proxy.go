@@ -55,10 +55,11 @@ func (rt *Router) newProxy() *httputil.ReverseProxy {
 				}
 				return c, nil
 			},
-			MaxIdleConns:        1024,
-			MaxIdleConnsPerHost: 256,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true, // pass bodies through as the follower sent them
+			ResponseHeaderTimeout: rt.cfg.HeaderTimeout,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+			DisableCompression:    true, // pass bodies through as the follower sent them
 		},
 		FlushInterval:  -1, // SSE: every event goes out as soon as it arrives
 		ModifyResponse: rt.modifyResponse,

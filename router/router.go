@@ -40,8 +40,11 @@ type Config struct {
 	// connection; default 2, negative for none.
 	Retries     int
 	DialTimeout time.Duration // default 2 s
-	RetryAfter  time.Duration // advertised on 503 answers; default 1 s
-	DemandTTL   time.Duration // ttl of the demand events published while holding; default 3 s
+	// HeaderTimeout bounds the wait for an upstream's response headers, so a
+	// hung follower cannot hold requests forever; default 30 s.
+	HeaderTimeout time.Duration
+	RetryAfter    time.Duration // advertised on 503 answers; default 1 s
+	DemandTTL     time.Duration // ttl of the demand events published while holding; default 3 s
 	// ForgetAfter is how long a follower that left is remembered, so that
 	// its instance ids get 410 Gone rather than 404; default 10 min.
 	ForgetAfter time.Duration
@@ -74,6 +77,7 @@ func (c *Config) defaults() error {
 	setDefault(&c.HoldQueue, 1000)
 	setDefault(&c.Retries, 2)
 	setDefault(&c.DialTimeout, 2*time.Second)
+	setDefault(&c.HeaderTimeout, 30*time.Second)
 	setDefault(&c.RetryAfter, time.Second)
 	setDefault(&c.DemandTTL, 3*time.Second)
 	setDefault(&c.ForgetAfter, 10*time.Minute)

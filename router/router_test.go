@@ -134,6 +134,19 @@ func TestDepartedFollowerIsForgottenAfterAWhile(t *testing.T) {
 	assert.NotContains(t, scrape(t, r), series)
 }
 
+func TestHungFollowerIs502AfterTheHeaderTimeout(t *testing.T) {
+	url := natsembed.Test(t)
+	f := startMember(t, natsembed.Connect(t, url), "follower-a", hung)
+	r := startRouter(t, url, "r-1", func(c *router.Config) { c.HeaderTimeout = 200 * time.Millisecond })
+	r.waitReady(t, 1)
+	code, body, _ := do(t, http.MethodPost, r.control.URL+"/v1/streams/collection", createBody)
+	assert.Equal(t, http.StatusBadGateway, code, body)
+	assert.Contains(t, body, `"reason":"upstream_error"`)
+	assert.Equal(t, int64(1), f.requests.Load(), "sent once: it may have been processed, so not retried")
+	m, _ := r.View().Member(svc, f.id)
+	assert.Zero(t, m.Pending)
+}
+
 func TestWriteWithoutLeaderIs503(t *testing.T) {
 	url := natsembed.Test(t)
 	startMember(t, natsembed.Connect(t, url), "follower-a")

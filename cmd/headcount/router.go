@@ -96,6 +96,7 @@ func routerCmd(g *global) *cobra.Command {
 	f.IntVar(&cfg.HoldQueue, "hold-queue", 1000, "how many creations may wait for a ready follower at once")
 	f.IntVar(&cfg.Retries, "retries", 2, "other followers a creation tries after a refused connection (negative: none)")
 	f.DurationVar(&cfg.DialTimeout, "dial-timeout", 2*time.Second, "connection timeout to followers and the leader")
+	f.DurationVar(&cfg.HeaderTimeout, "upstream-header-timeout", 30*time.Second, "how long an upstream may take to send response headers (502 after)")
 	f.DurationVar(&cfg.RetryAfter, "retry-after", time.Second, "Retry-After advertised on 503 answers")
 	f.DurationVar(&cfg.DemandTTL, "demand-ttl", 3*time.Second, "ttl of the demand events published while creations are held")
 	f.DurationVar(&cfg.ForgetAfter, "forget-after", 10*time.Minute, "how long a departed follower's instances answer 410 rather than 404")
