@@ -1,13 +1,12 @@
 package skiptest_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +72,7 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	var ids []string
 	perFollower := map[string]int{}
 	for range 4 {
-		code, id := do(t, http.MethodPost, rtControl+"/v1/streams/posts", "{}")
+		code, id := skiptest.Do(t, http.MethodPost, rtControl+"/v1/streams/posts", "{}")
 		require.Equal(t, http.StatusCreated, code, id)
 		owner, _, ok := strings.Cut(id, "/")
 		require.True(t, ok, "id %q has no prefix", id)
@@ -84,7 +83,7 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	require.Len(t, perFollower, 2, "both followers got instances: %v", perFollower)
 
 	// And one straight through a sidecar.
-	code, direct := do(t, http.MethodPost, followers["skip-f1"].control+"/v1/streams/posts", "{}")
+	code, direct := skiptest.Do(t, http.MethodPost, followers["skip-f1"].control+"/v1/streams/posts", "{}")
 	require.Equal(t, http.StatusCreated, code, direct)
 	require.True(t, strings.HasPrefix(direct, "skip-f1/"), direct)
 	perFollower["skip-f1"]++
@@ -92,32 +91,34 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	waitCounts(t, view, perFollower)
 
 	// SSE through the router: init at once.
-	var streams []*sse
+	var streams []*skiptest.Stream
 	for _, id := range ids {
-		st := subscribe(t, rtStreaming, id)
-		kind, _ := st.next(t)
+		st, code := skiptest.Subscribe(t, rtStreaming, id)
+		require.Equal(t, http.StatusOK, code, id)
+		kind := st.Next(t).Kind
 		require.Equal(t, "init", kind, id)
 		streams = append(streams, st)
 	}
 	// A write to the leader, through the router, reaches every client of
 	// every follower.
-	code, body := do(t, http.MethodPatch, rtControl+"/v1/inputs/posts", `[["p1",[{"title":"hello from the leader"}]]]`)
+	code, body := skiptest.Do(t, http.MethodPatch, rtControl+"/v1/inputs/posts", `[["p1",[{"title":"hello from the leader"}]]]`)
 	require.Equal(t, http.StatusOK, code, body)
 	for i, st := range streams {
-		kind, data := st.next(t)
+		ev := st.Next(t)
+		kind, data := ev.Kind, ev.Data
 		assert.Equal(t, "update", kind, ids[i])
 		assert.Contains(t, data, "hello from the leader", ids[i])
 	}
 
 	// DELETE through the router: the owner's sidecar counts it down at once.
-	code, body = do(t, http.MethodDelete, rtControl+"/v1/streams/"+direct, "")
+	code, body = skiptest.Do(t, http.MethodDelete, rtControl+"/v1/streams/"+direct, "")
 	require.Equal(t, http.StatusOK, code, body)
 	perFollower["skip-f1"]--
 	waitCounts(t, view, perFollower)
 
 	// A client that leaves: the sidecar counts the instance collected after
 	// its TTL (Skip's 30 s, shortened here for the test's sake).
-	streams[0].close()
+	streams[0].Close()
 	owner, _, _ := strings.Cut(ids[0], "/")
 	perFollower[owner]--
 	waitCounts(t, view, perFollower)
@@ -190,14 +191,11 @@ func waitCounts(t *testing.T, view *fleet.View, want map[string]int) {
 	}, 15*time.Second, 20*time.Millisecond, "want %v (total %d); the view has %s", want, total, got())
 }
 
+// serve serves h on 127.0.0.1:0 until t ends, open streams included.
 func serve(t *testing.T, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+	return srv.Listener.Addr().String()
 }
 
 func freePort(t *testing.T) int {
@@ -214,81 +212,4 @@ func port(t *testing.T, addr string) int {
 	n, err := net.LookupPort("tcp", p)
 	require.NoError(t, err)
 	return n
-}
-
-func do(t *testing.T, method, url, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, "http://"+url, strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(data)
-}
-
-type sse struct {
-	resp *http.Response
-	r    *bufio.Reader
-}
-
-func subscribe(t *testing.T, addr, id string) *sse {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/streams/"+id, nil)
-	require.NoError(t, err)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		t.Fatalf("GET /v1/streams/%s: %s %s", id, resp.Status, body)
-	}
-	s := &sse{resp: resp, r: bufio.NewReader(resp.Body)}
-	t.Cleanup(s.close)
-	return s
-}
-
-func (s *sse) close() { _ = s.resp.Body.Close() }
-
-// next reads one event, waiting at most 20 s for it.
-func (s *sse) next(t *testing.T) (kind, data string) {
-	t.Helper()
-	type event struct {
-		kind, data string
-		err        error
-	}
-	got := make(chan event, 1)
-	go func() {
-		var e event
-		for {
-			line, err := s.r.ReadString('\n')
-			if err != nil {
-				e.err = err
-				got <- e
-				return
-			}
-			line = strings.TrimRight(line, "\n")
-			switch {
-			case line == "" && e.kind != "":
-				got <- e
-				return
-			case strings.HasPrefix(line, "event: "):
-				e.kind = strings.TrimPrefix(line, "event: ")
-			case strings.HasPrefix(line, "data: "):
-				e.data = strings.TrimPrefix(line, "data: ")
-			}
-		}
-	}()
-	select {
-	case e := <-got:
-		require.NoError(t, e.err, "stream ended")
-		return e.kind, e.data
-	case <-time.After(20 * time.Second):
-		s.close()
-		t.Fatal("no event within 20 s")
-		return "", ""
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/skiptest"
 )
 
 // The demo follower counts its own instances through its embedded agent: a
@@ -32,30 +33,31 @@ func TestSidecarAgreesWithTheDemoFollowersOwnCount(t *testing.T) {
 
 	var ids []string
 	for range 3 {
-		code, id := do(t, http.MethodPost, control+"/v1/streams/collection", `{"name":"posts"}`)
+		code, id := skiptest.Do(t, http.MethodPost, control+"/v1/streams/collection", `{"name":"posts"}`)
 		require.Equal(t, http.StatusCreated, code, id)
 		ids = append(ids, id)
 	}
 	// The demo collects instances nobody ever subscribed to (Skip does not):
 	// subscribe to all, so that both rules apply alike.
-	var streams []*sse
+	var streams []*skiptest.Stream
 	for _, id := range ids {
-		st, code := subscribe(t, stream, id)
+		st, code := skiptest.Subscribe(t, stream, id)
 		require.Equal(t, http.StatusOK, code)
-		kind, _ := st.next(t)
+		kind := st.Next(t).Kind
 		require.Equal(t, "init", kind)
 		streams = append(streams, st)
 	}
 	st := streams[0]
-	code, body := do(t, http.MethodPatch, leader.ControlAddr()+"/v1/inputs/posts", `[["a",["hello"]]]`)
+	code, body := skiptest.Do(t, http.MethodPatch, leader.ControlAddr()+"/v1/inputs/posts", `[["a",["hello"]]]`)
 	require.Equal(t, http.StatusOK, code, body)
-	kind, data := st.next(t)
+	ev := st.Next(t)
+	kind, data := ev.Kind, ev.Data
 	assert.Equal(t, "update", kind)
 	assert.Contains(t, data, "hello")
 
-	code, _ = do(t, http.MethodDelete, control+"/v1/streams/"+ids[1], "")
+	code, _ = skiptest.Do(t, http.MethodDelete, control+"/v1/streams/"+ids[1], "")
 	require.Equal(t, http.StatusOK, code)
-	assert.True(t, streams[1].ended(), "DELETE ends the instance's stream")
+	assert.True(t, streams[1].Ended(), "DELETE ends the instance's stream")
 	agree := func(n int64) {
 		t.Helper()
 		scReports.waitInstances(t, n)
@@ -63,9 +65,9 @@ func TestSidecarAgreesWithTheDemoFollowersOwnCount(t *testing.T) {
 			"the demo's own count is %d, want %d", follower.Agent().Report().Instances, n)
 	}
 	agree(2)
-	streams[2].close() // both collect it after their 1 s TTL
+	streams[2].Close() // both collect it after their 1 s TTL
 	agree(1)
-	st.close()
+	st.Close()
 	agree(0)
 	assert.Equal(t, 0, sc.Instances())
 }

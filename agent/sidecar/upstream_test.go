@@ -1,7 +1,6 @@
 package sidecar_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +24,7 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/ops"
+	"github.com/headcount-dev/headcount/skiptest"
 )
 
 // skipish is a small follower shaped like @skipruntime/server 0.0.15: ids are
@@ -65,14 +66,11 @@ func newSkipish(t testing.TB, prefix string) *skipish {
 	return u
 }
 
+// serveHTTP serves h on 127.0.0.1:0 until t ends, open streams included.
 func serveHTTP(t testing.TB, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+	return srv.Listener.Addr().String()
 }
 
 func (u *skipish) record(h http.Handler) http.Handler {
@@ -326,81 +324,9 @@ func (r *reports) waitInstances(t testing.TB, n int64) {
 	r.waitFor(t, fmt.Sprintf("instances=%d", n), func(rep fleet.Report) bool { return rep.Instances == n })
 }
 
-// do sends one request and returns its status and body.
-func do(t testing.TB, method, url, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, "http://"+url, strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(data)
-}
-
 func (f *fixture) create() string {
 	f.t.Helper()
-	code, id := do(f.t, http.MethodPost, f.control+"/v1/streams/posts", "{}")
+	code, id := skiptest.Do(f.t, http.MethodPost, f.control+"/v1/streams/posts", "{}")
 	require.Equal(f.t, http.StatusCreated, code, id)
 	return id
-}
-
-// sse is an open event stream.
-type sse struct {
-	resp *http.Response
-	r    *bufio.Reader
-}
-
-func subscribe(t testing.TB, addr, id string) (*sse, int) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/streams/"+id, nil)
-	require.NoError(t, err)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	if resp.StatusCode != http.StatusOK {
-		_ = resp.Body.Close()
-		return nil, resp.StatusCode
-	}
-	s := &sse{resp: resp, r: bufio.NewReader(resp.Body)}
-	t.Cleanup(s.close)
-	return s, resp.StatusCode
-}
-
-func (s *sse) close() { _ = s.resp.Body.Close() }
-
-// next reads one event: its kind and data. It fails on a stream that ends.
-func (s *sse) next(t testing.TB) (string, string) {
-	t.Helper()
-	var kind, data string
-	for {
-		line, err := s.r.ReadString('\n')
-		require.NoError(t, err, "stream ended")
-		line = strings.TrimRight(line, "\n")
-		switch {
-		case line == "" && kind != "":
-			return kind, data
-		case strings.HasPrefix(line, "event: "):
-			kind = strings.TrimPrefix(line, "event: ")
-		case strings.HasPrefix(line, "data: "):
-			data = strings.TrimPrefix(line, "data: ")
-		}
-	}
-}
-
-// ended reports whether the stream reaches its end within 5 s.
-func (s *sse) ended() bool {
-	done := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, s.r)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		return err == nil
-	case <-time.After(5 * time.Second):
-		return false
-	}
 }

@@ -1,0 +1,123 @@
+package skiptest
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Do sends one request to a Skip API at addr (host:port + path) and returns
+// its status and body; it fails t on a transport error.
+func Do(t testing.TB, method, addr, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, addr, err)
+	}
+	return resp.StatusCode, string(data)
+}
+
+// Stream is an open SSE subscription to a resource instance.
+type Stream struct {
+	resp   *http.Response
+	events chan Event
+}
+
+// Event is one server-sent event: init or update.
+type Event struct {
+	Kind, Data string
+}
+
+// Subscribe opens GET /v1/streams/<id> on a streaming API. It returns the
+// stream on 200, else nil and the status; the stream is closed when t ends.
+func Subscribe(t testing.TB, addr, id string) (*Stream, int) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/streams/"+id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/streams/%s: %v", id, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		_ = resp.Body.Close()
+		return nil, resp.StatusCode
+	}
+	s := &Stream{resp: resp, events: make(chan Event, 64)}
+	go s.read()
+	t.Cleanup(s.Close)
+	return s, resp.StatusCode
+}
+
+// read parses events until the stream ends, then closes s.events.
+func (s *Stream) read() {
+	defer close(s.events)
+	r := bufio.NewReader(s.resp.Body)
+	var e Event
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case line == "" && e.Kind != "":
+			s.events <- e
+			e = Event{}
+		case strings.HasPrefix(line, "event: "):
+			e.Kind = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			e.Data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+}
+
+// Next waits up to 20 s for the next event; it fails t if the stream ends
+// or stays silent.
+func (s *Stream) Next(t testing.TB) Event {
+	t.Helper()
+	select {
+	case e, ok := <-s.events:
+		if !ok {
+			t.Fatal("the stream ended")
+		}
+		return e
+	case <-time.After(20 * time.Second):
+		t.Fatal("no event within 20 s")
+		return Event{}
+	}
+}
+
+// Ended reports whether the stream ends within 5 s, skipping any event
+// still unread.
+func (s *Stream) Ended() bool {
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-s.events:
+			if !ok {
+				return true
+			}
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// Close leaves the stream, as a client going away.
+func (s *Stream) Close() { _ = s.resp.Body.Close() }
