@@ -120,7 +120,10 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: streaming listener: %w", err)
 	}
-	if s.met, err = newMetrics(cfg.Registry, func() int { return s.table.len() }); err != nil {
+	// The table counts through the agent and the metrics, made just below,
+	// before any request can reach it.
+	s.table = newTable(cfg.InstanceTTL, func(d int64) { s.agent.Add(d) }, func(kind string) { s.met.events.WithLabelValues(kind).Inc() })
+	if s.met, err = newMetrics(cfg.Registry, s.table.len); err != nil {
 		return nil, fmt.Errorf("sidecar metrics: %w", err)
 	}
 	s.agent, err = agent.New(cfg.NATS, agent.Config{
@@ -131,7 +134,6 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
-	s.table = newTable(cfg.InstanceTTL, s.agent.Add, func(kind string) { s.met.events.WithLabelValues(kind).Inc() })
 	s.proxy = s.newProxy()
 	s.serve(control, s.handler(apiControl, cfg.UpstreamControl))
 	s.serve(streaming, s.handler(apiStreaming, cfg.UpstreamStreaming))
