@@ -67,7 +67,7 @@ type Sidecar struct {
 	servers  []*http.Server
 	serving  sync.WaitGroup
 	draining atomic.Bool
-	healthy  atomic.Pointer[error] // nil until the first check; then the last result
+	healthy  atomic.Pointer[error] // the last check's result; errNotChecked before the first
 
 	stopHealth chan struct{}
 	healthDone chan struct{}
@@ -78,7 +78,7 @@ var errNotChecked = errors.New("follower healthcheck not answered yet")
 
 // Start serves the follower's control API on control and its streaming API on
 // streaming, registers the follower as "starting", and makes it ready once its
-// healthcheck answers 200.
+// healthcheck answers 200. On error the listeners are left to the caller.
 func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("sidecar: no NATS connection")
