@@ -20,7 +20,7 @@ import (
 // named by the instance id's prefix, /v1/streams/<follower>/<uuid>. The
 // followers are listed statically rather than registered through the runtime API.
 var haproxyConfig = template.Must(template.New("haproxy").Parse(`global
-    maxconn 50000
+    maxconn 8000
 
 defaults
     mode http
@@ -28,6 +28,9 @@ defaults
     timeout client 1m
     timeout server 1m
     timeout tunnel 1h
+{{- if .NoDelay}}
+    option http-no-delay
+{{- end}}
 
 frontend control
     bind {{.Control}}
@@ -59,6 +62,7 @@ type haproxyMember struct{ ID, Control, Streaming string }
 type haproxyParams struct {
 	Control, Streaming, Leader string
 	Followers                  []haproxyMember
+	NoDelay                    bool
 }
 
 // haproxy is a running HAProxy process.
@@ -86,7 +90,7 @@ func ensureHAProxy(bin string, out io.Writer) (string, error) {
 	return exec.LookPath(bin)
 }
 
-func startHAProxy(bin, dir string, s *stack) (*haproxy, error) {
+func startHAProxy(bin, dir string, s *stack, noDelay bool) (*haproxy, error) {
 	control, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -95,7 +99,7 @@ func startHAProxy(bin, dir string, s *stack) (*haproxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := haproxyParams{Control: control, Streaming: streaming, Leader: s.leader.ControlAddr()}
+	p := haproxyParams{Control: control, Streaming: streaming, Leader: s.leader.ControlAddr(), NoDelay: noDelay}
 	for _, f := range s.followers {
 		p.Followers = append(p.Followers, haproxyMember{ID: f.Agent().Report().Follower,
 			Control: f.ControlAddr(), Streaming: f.StreamingAddr()})

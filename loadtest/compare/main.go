@@ -13,17 +13,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
 type config struct {
 	k6, scripts, haproxy, out, cpuProfile string
+	scenarios, targets                   set
+	haproxyNoDelay                       bool
 	runs, followers, routers              int
 	duration                              time.Duration
 	vus, rate, clients, writeRate         int
@@ -39,6 +43,10 @@ func main() {
 	flag.StringVar(&c.haproxy, "haproxy", "haproxy", "haproxy binary; Debian's package is installed when missing")
 	flag.StringVar(&c.out, "out", "", "directory for k6 summaries, logs and haproxy.cfg (default .cache/loadtest/<time>)")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the stack (routers, followers, leader, NATS) to this file")
+	c.scenarios, c.targets = set{}, set{}
+	flag.Var(c.scenarios, "scenarios", "comma-separated subset of throughput,latency,fanout,balance (default all)")
+	flag.Var(c.targets, "targets", "comma-separated subset of direct,router,haproxy (default all)")
+	flag.BoolVar(&c.haproxyNoDelay, "haproxy-no-delay", false, "add 'option http-no-delay' to HAProxy (Skip's example has not)")
 	flag.IntVar(&c.runs, "runs", 1, "repeat everything this many times and print medians")
 	flag.IntVar(&c.followers, "followers", 3, "demo followers")
 	flag.IntVar(&c.routers, "routers", 3, "router replicas for the balance scenario (the others use one)")
@@ -107,6 +115,14 @@ func run(c config, w io.Writer) error {
 // figures are one run's results, keyed "<figure>/<target>".
 type figures map[string]float64
 
+// get is a figure, NaN when it was not measured.
+func (f figures) get(key string) float64 {
+	if v, ok := f[key]; ok {
+		return v
+	}
+	return math.NaN()
+}
+
 // target is where k6 sends its traffic.
 type target struct {
 	name                      string
@@ -128,7 +144,7 @@ func runOnce(c config, run int, haproxyBin string, w io.Writer) (figures, error)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	h, err := startHAProxy(haproxyBin, dir, s)
+	h, err := startHAProxy(haproxyBin, dir, s, c.haproxyNoDelay)
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +167,9 @@ func runOnce(c config, run int, haproxyBin string, w io.Writer) (figures, error)
 	f := figures{}
 	ctx := context.Background()
 	for _, t := range rotate(targets) {
+		if !c.targets.has(t.name) {
+			continue
+		}
 		for _, sc := range []struct {
 			name, script string
 			env          map[string]string
@@ -171,6 +190,9 @@ func runOnce(c config, run int, haproxyBin string, w io.Writer) (figures, error)
 					f["update_p99/"+t.name] = sum.stat("sse_event_latency", "p(99)")
 				}},
 		} {
+			if !c.scenarios.has(sc.name) {
+				continue
+			}
 			sum, err := k.measure(ctx, s, sc.name+"-"+t.name, sc.script, merge(t.env(), sc.env), nil)
 			if err != nil {
 				return nil, err
@@ -193,12 +215,15 @@ func runOnce(c config, run int, haproxyBin string, w io.Writer) (figures, error)
 		"MAX_VUS": "2000", "HOLD_MIN_MS": strconv.Itoa(c.holdMinMs),
 		"HOLD_ALPHA": strconv.FormatFloat(c.holdAlpha, 'f', -1, 64), "HOLD_MAX_MS": strconv.Itoa(c.holdMaxMs),
 		"P99_CREATE_MS": "1000"}
-	for _, t := range rotate([]target{replicas, proxied})[:2] {
+	for _, t := range rotate([]target{replicas, proxied}) {
+		if !c.scenarios.has("balance") || !c.targets.has(t.name) {
+			continue
+		}
 		var b balance
 		sum, err := k.measure(ctx, s, "balance-"+t.name, "streams.js", merge(t.env(), balanceEnv),
 			func(elapsed time.Duration) {
 				// The first third is ramp-up: live instances have not reached steady state.
-				if elapsed > c.duration/3 {
+				if elapsed > c.duration/3 && elapsed < c.duration {
 					b.sample(s.instances())
 				}
 			})
@@ -212,11 +237,17 @@ func runOnce(c config, run int, haproxyBin string, w io.Writer) (figures, error)
 	return f, nil
 }
 
+// idleTimeout bounds the wait for the previous scenario's instances to go.
+// Through HAProxy it is long: HAProxy keeps the follower side of a stream
+// whose client closed until a write fails, that is until the next SSE
+// keep-alive (15 s) and the one after, and then the instance TTL.
+const idleTimeout = 60 * time.Second
+
 // measure waits for the followers to be empty, then runs k6, calling sample
 // every 100 ms while it runs (when not nil).
 func (k k6) measure(ctx context.Context, s *stack, label, script string, env map[string]string,
 	sample func(elapsed time.Duration)) (summary, error) {
-	if err := s.awaitIdle(ctx, 30*time.Second); err != nil {
+	if err := s.awaitIdle(ctx, idleTimeout); err != nil {
 		return summary{}, fmt.Errorf("before %s: %w", label, err)
 	}
 	stop := make(chan struct{})
@@ -269,6 +300,20 @@ func (b *balance) mean() float64 {
 	}
 	return b.sum / float64(b.n)
 }
+
+// set is a flag of comma-separated names; empty means all.
+type set map[string]bool
+
+func (s set) String() string { return strings.Join(slices.Sorted(maps.Keys(s)), ",") }
+
+func (s set) Set(v string) error {
+	for name := range strings.SplitSeq(v, ",") {
+		s[strings.TrimSpace(name)] = true
+	}
+	return nil
+}
+
+func (s set) has(name string) bool { return len(s) == 0 || s[name] }
 
 func merge(a, b map[string]string) map[string]string {
 	out := make(map[string]string, len(a)+len(b))
@@ -331,30 +376,30 @@ var goals = []struct {
 	ok    func(float64) bool
 	unit  string
 }{
-	{"creations/s router ÷ haproxy ≥ 0.9", func(f figures) float64 { return f["throughput/router"] / f["throughput/haproxy"] },
+	{"creations/s router ÷ haproxy ≥ 0.9", func(f figures) float64 { return f.get("throughput/router") / f.get("throughput/haproxy") },
 		func(v float64) bool { return v >= 0.9 }, "×"},
-	{"create p99 router − direct ≤ 1 ms", func(f figures) float64 { return f["create_p99/router"] - f["create_p99/direct"] },
+	{"create p99 router − direct ≤ 1 ms", func(f figures) float64 { return f.get("create_p99/router") - f.get("create_p99/direct") },
 		func(v float64) bool { return v <= 1 }, "ms"},
-	{"balance max÷mean, routers ≤ 1.05", func(f figures) float64 { return f["balance/router"] },
+	{"balance max÷mean, routers ≤ 1.05", func(f figures) float64 { return f.get("balance/router") },
 		func(v float64) bool { return v <= 1.05 }, "×"},
-	{"write→update p99 router − direct ≤ 5 ms", func(f figures) float64 { return f["update_p99/router"] - f["update_p99/direct"] },
+	{"write→update p99 router − direct ≤ 5 ms", func(f figures) float64 { return f.get("update_p99/router") - f.get("update_p99/direct") },
 		func(v float64) bool { return v <= 5 }, "ms"},
 }
 
 func printTable(w io.Writer, f figures) {
 	fmt.Fprintf(w, "%-28s %10s %10s %10s %16s %15s\n", "", "direct", "router", "haproxy", "router÷haproxy", "router−direct")
 	for _, r := range rows {
-		d, rt, h := f[r.key+"/direct"], f[r.key+"/router"], f[r.key+"/haproxy"]
-		if _, ok := f[r.key+"/direct"]; !ok {
-			d = math.NaN()
-		}
+		d, rt, h := f.get(r.key+"/direct"), f.get(r.key+"/router"), f.get(r.key+"/haproxy")
 		fmt.Fprintf(w, "%-28s %10s %10s %10s %16s %15s\n", r.label, num(d), num(rt), num(h), num(rt/h), num(rt-d))
 	}
 	fmt.Fprintln(w)
 	for _, g := range goals {
 		v := g.value(f)
 		verdict := "MISSED"
-		if g.ok(v) {
+		switch {
+		case math.IsNaN(v):
+			verdict = "not measured"
+		case g.ok(v):
 			verdict = "met"
 		}
 		fmt.Fprintf(w, "%-42s %8s %-2s  %s\n", g.label, num(v), g.unit, verdict)
