@@ -26,8 +26,8 @@ import (
 
 type config struct {
 	k6, scripts, haproxy, out, cpuProfile string
-	scenarios, targets                   set
-	haproxyNoDelay                       bool
+	scenarios, targets                    set
+	haproxyNoDelay                        bool
 	runs, followers, routers              int
 	duration                              time.Duration
 	vus, rate, clients, writeRate         int
