@@ -15,7 +15,7 @@ func (s *Scaler) Register(reg prometheus.Registerer) error {
 	}
 	return reg.Register(&collector{s: s,
 		live:        prometheus.NewDesc("headcount_scaler_live_instances", "Live instances KEDA is told: instances on ready and draining followers plus routers' demand.", []string{"service"}, nil),
-		desired:     prometheus.NewDesc("headcount_scaler_desired_replicas", "Replica target under each plan's bounds, for services whose target KEDA has sent.", []string{"service", "plan"}, nil),
+		desired:     prometheus.NewDesc("headcount_scaler_desired_replicas", "Replica target under each plan's bounds, for services in the view whose target KEDA has sent.", []string{"service", "plan"}, nil),
 		target:      prometheus.NewDesc("headcount_scaler_target_instances_per_replica", "Last targetInstancesPerReplica KEDA sent.", []string{"service"}, nil),
 		subscribers: prometheus.NewDesc("headcount_scaler_stream_subscribers", "Open StreamIsActive streams.", []string{"service"}, nil),
 	})
@@ -37,18 +37,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	for _, service := range c.s.view.Services() {
-		gauge(c.live, float64(c.s.view.Totals(service).Live()), service)
-	}
-	c.s.targets.Range(func(k, v any) bool {
-		service, target := k.(string), v.(float64)
 		t := c.s.view.Totals(service)
-		current := int64(t.Starting + t.Ready + t.Draining)
+		gauge(c.live, float64(t.Live()), service)
+		v, ok := c.s.targets.Load(service)
+		if !ok {
+			continue
+		}
+		target := v.(float64)
 		gauge(c.target, target, service)
+		current := int64(t.Starting + t.Ready + t.Draining)
 		for _, p := range replicas.Plans {
 			gauge(c.desired, float64(p.Policy(target, true).Desired(current, t.Live())), service, p.Name)
 		}
-		return true
-	})
+	}
 	for service, n := range c.s.streams.counts() {
 		gauge(c.subscribers, float64(n), service)
 	}

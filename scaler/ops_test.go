@@ -58,7 +58,7 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, err)
 
 	const want = `
-# HELP headcount_scaler_desired_replicas Replica target under each plan's bounds, for services whose target KEDA has sent.
+# HELP headcount_scaler_desired_replicas Replica target under each plan's bounds, for services in the view whose target KEDA has sent.
 # TYPE headcount_scaler_desired_replicas gauge
 headcount_scaler_desired_replicas{plan="enterprise",service="hackernews"} 3
 headcount_scaler_desired_replicas{plan="free",service="hackernews"} 1
