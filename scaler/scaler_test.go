@@ -157,3 +157,35 @@ func TestShutdownEndsStreamsCleanly(t *testing.T) {
 		t.Fatal("graceful stop did not return")
 	}
 }
+
+// Connections are recycled after their max age (to spread KEDA over scaler
+// replicas): unary calls carry on, a cut stream is reopened and answers at once.
+func TestMaxConnectionAge(t *testing.T) {
+	url := natsembed.Test(t)
+	_, addr, _ := serve(t, url, ServerConfig{MaxConnectionAge: 100 * time.Millisecond, MaxConnectionAgeGrace: 100 * time.Millisecond})
+	c, _ := dial(t, addr)
+	a := newAgent(t, url, "hackernews", "follower-1", fleet.RoleFollower, time.Second)
+	a.Ready()
+	a.Add(3)
+	r := ref("hackernews")
+	eventuallyLive(t, 3, r, c)
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		require.Equal(t, float64(3), liveOf(t, c, r))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	stream, err := c.StreamIsActive(ctx, r)
+	require.NoError(t, err)
+	res, err := stream.Recv()
+	require.NoError(t, err)
+	require.True(t, res.Result)
+	_, err = stream.Recv()
+	require.Error(t, err, "the stream ends with its connection")
+	require.NoError(t, ctx.Err(), "well before the test's deadline")
+	stream, err = c.StreamIsActive(ctx, r)
+	require.NoError(t, err)
+	res, err = stream.Recv()
+	require.NoError(t, err)
+	assert.True(t, res.Result)
+}
