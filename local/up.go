@@ -42,7 +42,10 @@ type UpConfig struct {
 	// Executable runs the demo followers (`<exe> follower …`); default this program.
 	Executable string
 	// FollowerCmd and LeaderCmd, when set, are shell commands run instead of
-	// the demo (e.g. a Skip service under Node), each behind a sidecar.
+	// the demo (e.g. a Skip service under Node), each behind a sidecar. They
+	// find their ports in SKIP_CONTROL_PORT and SKIP_STREAMING_PORT, a
+	// follower its leader in SKIP_LEADER_HOST, SKIP_LEADER_CONTROL and
+	// SKIP_LEADER_STREAMING, and SKIP_ROLE says which they are.
 	FollowerCmd, LeaderCmd string
 	// ChildLogLevel is passed to follower and sidecar processes.
 	ChildLogLevel string
@@ -139,6 +142,10 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		serverErrs <- scaler.NewServer(sc, scaler.ServerConfig{}).Serve(serveCtx, listeners["scaler"], 5*time.Second)
 	})
 
+	// Followers that start before their leader may crash (Skip's do).
+	if !waitFor(ctx, 60*time.Second, func() bool { _, ok := view.Leader(cfg.Service); return ok }) {
+		cfg.Logger.Warn("no ready leader after 60 s; starting the followers anyway", "service", cfg.Service)
+	}
 	cfg.printWelcome(natsURL, listeners)
 	supDone := make(chan struct{})
 	supCtx, stopSup := context.WithCancel(context.Background())
@@ -196,7 +203,7 @@ func (cfg UpConfig) startLeader(nc *nats.Conn, natsURL string) (control, streami
 		Service: cfg.Service, View: fleet.NewView(), IDPrefix: "leader",
 		Policy: replicas.Policy{Target: 1, Min: 1, Max: 1},
 		Spawn: func(id string) ([]*exec.Cmd, error) {
-			env := []string{"HEADCOUNT_ROLE=leader", "HEADCOUNT_CONTROL_PORT=" + ports[0], "HEADCOUNT_STREAMING_PORT=" + ports[1]}
+			env := []string{"SKIP_ROLE=leader", "SKIP_CONTROL_PORT=" + ports[0], "SKIP_STREAMING_PORT=" + ports[1]}
 			return cfg.behindSidecar(id, "leader", cfg.LeaderCmd, env, natsURL, ports)
 		},
 		StopTimeout: 10 * time.Second, Logger: cfg.Logger,
@@ -231,8 +238,11 @@ func (cfg UpConfig) followerSpawn(natsURL, leaderControl, leaderStreaming string
 		lh, lc, _ := strings.Cut(leaderControl, ":")
 		_, ls, _ := strings.Cut(leaderStreaming, ":")
 		env := []string{
-			"HEADCOUNT_ROLE=follower", "HEADCOUNT_CONTROL_PORT=" + ports[0], "HEADCOUNT_STREAMING_PORT=" + ports[1],
-			"HEADCOUNT_LEADER_HOST=" + lh, "HEADCOUNT_LEADER_CONTROL_PORT=" + lc, "HEADCOUNT_LEADER_STREAMING_PORT=" + ls,
+			"SKIP_ROLE=follower", "SKIP_CONTROL_PORT=" + ports[0], "SKIP_STREAMING_PORT=" + ports[1],
+			"SKIP_LEADER_HOST=" + lh, "SKIP_LEADER_CONTROL=" + lc, "SKIP_LEADER_STREAMING=" + ls,
+			// Routers find an instance's owner from this prefix of its id. The
+			// leader has none: Skip followers subscribe to its bare ids.
+			"SKIP_RESOURCE_PREFIX=" + id,
 		}
 		return cfg.behindSidecar(id, "follower", cfg.FollowerCmd, env, natsURL, ports)
 	}
@@ -241,8 +251,7 @@ func (cfg UpConfig) followerSpawn(natsURL, leaderControl, leaderStreaming string
 // behindSidecar runs shell command cmdline with its ports in the environment,
 // then a `headcount sidecar` in front of it that reports for it on NATS.
 func (cfg UpConfig) behindSidecar(id, role, cmdline string, env []string, natsURL string, ports []string) ([]*exec.Cmd, error) {
-	env = append(env, "HEADCOUNT_FOLLOWER_ID="+id, "HEADCOUNT_SERVICE="+cfg.Service,
-		"HEADCOUNT_NATS_URL="+natsURL, "SKIP_RESOURCE_PREFIX="+id)
+	env = append(env, "HEADCOUNT_FOLLOWER_ID="+id, "HEADCOUNT_SERVICE="+cfg.Service, "HEADCOUNT_NATS_URL="+natsURL)
 	app := exec.Command("/bin/sh", "-c", cmdline)
 	app.Env = childEnv(env)
 	app.Stdout, app.Stderr = os.Stderr, os.Stderr
@@ -293,6 +302,18 @@ func splitAddr(addr string) (string, int, error) {
 		return "", 0, errors.New("invalid port " + p)
 	}
 	return host, port, nil
+}
+
+// waitFor polls cond until it holds, ctx ends or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
 
 // cleanup runs deferred stops in reverse order.

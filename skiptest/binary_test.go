@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/skiptest"
 )
@@ -34,10 +35,7 @@ func TestSidecarBinaryDrainsARealSkipFollowerOnSIGTERM(t *testing.T) {
 	dir, err := skiptest.CacheDir()
 	require.NoError(t, err)
 	require.NoError(t, skiptest.Install(ctx, dir))
-	bin := filepath.Join(t.TempDir(), "headcount")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/headcount-dev/headcount/cmd/headcount")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := e2e.Binary(t)
 
 	url := natsembed.Test(t)
 	view := fleet.NewView()
@@ -74,10 +72,10 @@ func TestSidecarBinaryDrainsARealSkipFollowerOnSIGTERM(t *testing.T) {
 		code, _ := get(opsAddr + "/readyz")
 		return code == http.StatusOK
 	}, 30*time.Second, 50*time.Millisecond, "/readyz never 200")
-	code, id := skiptest.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
+	code, id := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
 	require.Equal(t, http.StatusCreated, code, id)
 	require.True(t, strings.HasPrefix(id, "bin-f1/"), id)
-	st, code := skiptest.Subscribe(t, streaming, id)
+	st, code := e2e.Subscribe(t, streaming, id)
 	require.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "init", st.Next(t).Kind)
 	member := func() fleet.Member { m, _ := view.Member(service, "bin-f1"); return m }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/skiptest"
@@ -72,7 +73,7 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	var ids []string
 	perFollower := map[string]int{}
 	for range 4 {
-		code, id := skiptest.Do(t, http.MethodPost, rtControl+"/v1/streams/posts", "{}")
+		code, id := e2e.Do(t, http.MethodPost, rtControl+"/v1/streams/posts", "{}")
 		require.Equal(t, http.StatusCreated, code, id)
 		owner, _, ok := strings.Cut(id, "/")
 		require.True(t, ok, "id %q has no prefix", id)
@@ -83,7 +84,7 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	require.Len(t, perFollower, 2, "both followers got instances: %v", perFollower)
 
 	// And one straight through a sidecar.
-	code, direct := skiptest.Do(t, http.MethodPost, followers["skip-f1"].control+"/v1/streams/posts", "{}")
+	code, direct := e2e.Do(t, http.MethodPost, followers["skip-f1"].control+"/v1/streams/posts", "{}")
 	require.Equal(t, http.StatusCreated, code, direct)
 	require.True(t, strings.HasPrefix(direct, "skip-f1/"), direct)
 	perFollower["skip-f1"]++
@@ -91,9 +92,9 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	waitCounts(t, view, perFollower)
 
 	// SSE through the router: init at once.
-	var streams []*skiptest.Stream
+	var streams []*e2e.Stream
 	for _, id := range ids {
-		st, code := skiptest.Subscribe(t, rtStreaming, id)
+		st, code := e2e.Subscribe(t, rtStreaming, id)
 		require.Equal(t, http.StatusOK, code, id)
 		kind := st.Next(t).Kind
 		require.Equal(t, "init", kind, id)
@@ -101,7 +102,7 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	}
 	// A write to the leader, through the router, reaches every client of
 	// every follower.
-	code, body := skiptest.Do(t, http.MethodPatch, rtControl+"/v1/inputs/posts", `[["p1",[{"title":"hello from the leader"}]]]`)
+	code, body := e2e.Do(t, http.MethodPatch, rtControl+"/v1/inputs/posts", `[["p1",[{"title":"hello from the leader"}]]]`)
 	require.Equal(t, http.StatusOK, code, body)
 	for i, st := range streams {
 		ev := st.Next(t)
@@ -111,7 +112,7 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	}
 
 	// DELETE through the router: the owner's sidecar counts it down at once.
-	code, body = skiptest.Do(t, http.MethodDelete, rtControl+"/v1/streams/"+direct, "")
+	code, body = e2e.Do(t, http.MethodDelete, rtControl+"/v1/streams/"+direct, "")
 	require.Equal(t, http.StatusOK, code, body)
 	perFollower["skip-f1"]--
 	waitCounts(t, view, perFollower)

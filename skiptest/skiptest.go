@@ -28,9 +28,9 @@ const Version = "0.0.15"
 // runtime needs no native build.
 var Packages = []string{"@skipruntime/server", "@skipruntime/helpers", "@skipruntime/wasm"}
 
-// serviceFile is the Skip service (service/service.mjs), copied next to the
+// ServiceFile is the Skip service (service/service.mjs), copied next to the
 // installed node_modules so that Node resolves its imports there.
-const serviceFile = "headcount-skiptest-service.mjs"
+const ServiceFile = "headcount-skiptest-service.mjs"
 
 //go:embed service/service.mjs
 var serviceJS []byte
@@ -87,7 +87,7 @@ func Install(ctx context.Context, dir string) error {
 			return fmt.Errorf("npm install left no %v at %s in %s", Packages, Version, dir)
 		}
 	}
-	return os.WriteFile(filepath.Join(dir, serviceFile), serviceJS, 0o644)
+	return os.WriteFile(filepath.Join(dir, ServiceFile), serviceJS, 0o644)
 }
 
 func installed(dir string) bool {
@@ -129,7 +129,7 @@ func Start(ctx context.Context, dir string, m Member) (*Process, error) {
 	if m.Leader {
 		role = "leader"
 	}
-	cmd := exec.Command("node", serviceFile)
+	cmd := exec.Command("node", ServiceFile)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
 		"SKIP_ROLE="+role,

@@ -11,8 +11,8 @@ import (
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/natsembed"
-	"github.com/headcount-dev/headcount/skiptest"
 )
 
 // The demo follower counts its own instances through its embedded agent: a
@@ -33,29 +33,29 @@ func TestSidecarAgreesWithTheDemoFollowersOwnCount(t *testing.T) {
 
 	var ids []string
 	for range 3 {
-		code, id := skiptest.Do(t, http.MethodPost, control+"/v1/streams/collection", `{"name":"posts"}`)
+		code, id := e2e.Do(t, http.MethodPost, control+"/v1/streams/collection", `{"name":"posts"}`)
 		require.Equal(t, http.StatusCreated, code, id)
 		ids = append(ids, id)
 	}
 	// The demo collects instances nobody ever subscribed to (Skip does not):
 	// subscribe to all, so that both rules apply alike.
-	var streams []*skiptest.Stream
+	var streams []*e2e.Stream
 	for _, id := range ids {
-		st, code := skiptest.Subscribe(t, stream, id)
+		st, code := e2e.Subscribe(t, stream, id)
 		require.Equal(t, http.StatusOK, code)
 		kind := st.Next(t).Kind
 		require.Equal(t, "init", kind)
 		streams = append(streams, st)
 	}
 	st := streams[0]
-	code, body := skiptest.Do(t, http.MethodPatch, leader.ControlAddr()+"/v1/inputs/posts", `[["a",["hello"]]]`)
+	code, body := e2e.Do(t, http.MethodPatch, leader.ControlAddr()+"/v1/inputs/posts", `[["a",["hello"]]]`)
 	require.Equal(t, http.StatusOK, code, body)
 	ev := st.Next(t)
 	kind, data := ev.Kind, ev.Data
 	assert.Equal(t, "update", kind)
 	assert.Contains(t, data, "hello")
 
-	code, _ = skiptest.Do(t, http.MethodDelete, control+"/v1/streams/"+ids[1], "")
+	code, _ = e2e.Do(t, http.MethodDelete, control+"/v1/streams/"+ids[1], "")
 	require.Equal(t, http.StatusOK, code)
 	assert.True(t, streams[1].Ended(), "DELETE ends the instance's stream")
 	agree := func(n int64) {

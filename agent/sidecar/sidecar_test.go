@@ -12,8 +12,8 @@ import (
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/natsembed"
-	"github.com/headcount-dev/headcount/skiptest"
 )
 
 func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
@@ -28,18 +28,18 @@ func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
 	assert.Equal(t, f.stream, rep.Streaming)
 
 	// DELETE with the prefixed id reaches Skip as the bare uuid it routes.
-	code, _ := skiptest.Do(t, http.MethodDelete, f.control+"/v1/streams/"+deleted, "")
+	code, _ := e2e.Do(t, http.MethodDelete, f.control+"/v1/streams/"+deleted, "")
 	require.Equal(t, http.StatusOK, code)
 	assert.True(t, f.up.saw("DELETE /v1/streams/"+strings.TrimPrefix(deleted, "f1/")))
 	f.reports.waitInstances(t, 2)
 
 	// A subscriber through the sidecar gets init at once; when it leaves, the
 	// follower sees it leave, and the instance is collected after the TTL.
-	st, code := skiptest.Subscribe(t, f.stream, watched)
+	st, code := e2e.Subscribe(t, f.stream, watched)
 	require.Equal(t, http.StatusOK, code)
 	kind := st.Next(t).Kind
 	assert.Equal(t, "init", kind)
-	code, _ = skiptest.Do(t, http.MethodPatch, f.up.control+"/v1/inputs/posts", `[["k",[1]]]`)
+	code, _ = e2e.Do(t, http.MethodPatch, f.up.control+"/v1/inputs/posts", `[["k",[1]]]`)
 	require.Equal(t, http.StatusOK, code)
 	ev := st.Next(t)
 	kind, data := ev.Kind, ev.Data
@@ -63,19 +63,19 @@ func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
 func TestResubscribingWithinTheTTLKeepsTheInstance(t *testing.T) {
 	f := newFixture(t, options{ttl: time.Second})
 	id := f.create()
-	st, code := skiptest.Subscribe(t, f.stream, id)
+	st, code := e2e.Subscribe(t, f.stream, id)
 	require.Equal(t, http.StatusOK, code)
 	st.Close()
 	require.Eventually(t, func() bool { return f.up.subscribers() == 0 }, 5*time.Second, 10*time.Millisecond)
 
 	time.Sleep(300 * time.Millisecond)
-	st, code = skiptest.Subscribe(t, f.stream, id)
+	st, code = e2e.Subscribe(t, f.stream, id)
 	require.Equal(t, http.StatusOK, code)
 	time.Sleep(1500 * time.Millisecond) // past the first TTL
 	assert.Equal(t, 1, f.sc.Instances(), "a subscriber came back in time")
 
 	// A second subscriber is refused by the follower and changes nothing.
-	_, code = skiptest.Subscribe(t, f.stream, id)
+	_, code = e2e.Subscribe(t, f.stream, id)
 	assert.Equal(t, http.StatusConflict, code)
 	assert.Equal(t, 1, f.sc.Instances())
 
@@ -88,7 +88,7 @@ func TestAnInstanceTheFollowerNoLongerHasIsUncounted(t *testing.T) {
 	id := f.create()
 	f.reports.waitInstances(t, 1)
 	f.up.forget(id)
-	_, code := skiptest.Subscribe(t, f.stream, id)
+	_, code := e2e.Subscribe(t, f.stream, id)
 	assert.Equal(t, http.StatusNotFound, code)
 	f.reports.waitInstances(t, 0)
 	assert.Equal(t, 1.0, eventCounter(t, f, "vanished"))
@@ -112,7 +112,7 @@ func TestReadinessFollowsTheHealthcheck(t *testing.T) {
 func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
 	f := newFixture(t, options{})
 	id := f.create()
-	st, code := skiptest.Subscribe(t, f.stream, id)
+	st, code := e2e.Subscribe(t, f.stream, id)
 	require.Equal(t, http.StatusOK, code)
 	st.Next(t) // init
 	f.reports.waitFor(t, "ready with 1", func(r fleet.Report) bool { return r.State == fleet.StateReady && r.Instances == 1 })
@@ -127,11 +127,11 @@ func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
 	assert.ErrorContains(t, f.sc.Ready(), "draining")
 
 	// Open streams keep flowing; new instances go elsewhere.
-	code, _ = skiptest.Do(t, http.MethodPatch, f.up.control+"/v1/inputs/posts", `[["k",[2]]]`)
+	code, _ = e2e.Do(t, http.MethodPatch, f.up.control+"/v1/inputs/posts", `[["k",[2]]]`)
 	require.Equal(t, http.StatusOK, code)
 	kind := st.Next(t).Kind
 	assert.Equal(t, "update", kind)
-	code, body := skiptest.Do(t, http.MethodPost, f.control+"/v1/streams/posts", "{}")
+	code, body := e2e.Do(t, http.MethodPost, f.control+"/v1/streams/posts", "{}")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Contains(t, body, `"reason":"draining"`)
 
@@ -162,22 +162,22 @@ func TestEverythingElsePassesThroughUntouched(t *testing.T) {
 	f := newFixture(t, options{prefix: "f1"})
 
 	// Snapshots are one-off reads: not counted.
-	code, body := skiptest.Do(t, http.MethodPost, f.control+"/v1/snapshot/posts", "{}")
+	code, body := e2e.Do(t, http.MethodPost, f.control+"/v1/snapshot/posts", "{}")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, `[["k",[1]]]`, body)
 
 	// Unknown ids go to the follower as they are, and its answer comes back.
-	_, code = skiptest.Subscribe(t, f.stream, "f1/00000000-0000-0000-0000-000000000000")
+	_, code = e2e.Subscribe(t, f.stream, "f1/00000000-0000-0000-0000-000000000000")
 	assert.Equal(t, http.StatusNotFound, code)
 	assert.True(t, f.up.saw("GET /v1/streams/f1/00000000-0000-0000-0000-000000000000"))
-	code, _ = skiptest.Do(t, http.MethodDelete, f.control+"/v1/streams/not-ours", "")
+	code, _ = e2e.Do(t, http.MethodDelete, f.control+"/v1/streams/not-ours", "")
 	assert.Equal(t, http.StatusOK, code, "Skip answers 200 to any DELETE")
-	code, body = skiptest.Do(t, http.MethodGet, f.control+"/no/such/route", "")
+	code, body = e2e.Do(t, http.MethodGet, f.control+"/no/such/route", "")
 	assert.Equal(t, http.StatusNotFound, code)
 	assert.Contains(t, body, "404 page not found", "the follower's own 404")
 
 	// A 201 without an instance id reaches the client intact, uncounted.
-	code, body = skiptest.Do(t, http.MethodPost, f.control+"/v1/streams/garbage", "{}")
+	code, body = e2e.Do(t, http.MethodPost, f.control+"/v1/streams/garbage", "{}")
 	assert.Equal(t, http.StatusCreated, code)
 	assert.Equal(t, "<html>created?</html>", body)
 	assert.Equal(t, 1.0, eventCounter(t, f, "unparsed"))
@@ -195,7 +195,7 @@ func TestUnreachableFollowerIsAClear502(t *testing.T) {
 		UpstreamControl: "127.0.0.1:1", UpstreamStreaming: "127.0.0.1:1",
 		HealthInterval: 50 * time.Millisecond,
 	}, &control, &stream)
-	code, body := skiptest.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
+	code, body := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
 	assert.Equal(t, http.StatusBadGateway, code)
 	assert.Contains(t, body, `"reason":"upstream_unavailable"`)
 	assert.Equal(t, 0, sc.Instances())

@@ -22,9 +22,9 @@ import (
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/ops"
-	"github.com/headcount-dev/headcount/skiptest"
 )
 
 // skipish is a small follower shaped like @skipruntime/server 0.0.15: ids are
@@ -326,7 +326,7 @@ func (r *reports) waitInstances(t testing.TB, n int64) {
 
 func (f *fixture) create() string {
 	f.t.Helper()
-	code, id := skiptest.Do(f.t, http.MethodPost, f.control+"/v1/streams/posts", "{}")
+	code, id := e2e.Do(f.t, http.MethodPost, f.control+"/v1/streams/posts", "{}")
 	require.Equal(f.t, http.StatusCreated, code, id)
 	return id
 }

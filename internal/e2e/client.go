@@ -1,4 +1,6 @@
-package skiptest
+// Package e2e is what end-to-end tests share: the built headcount binary,
+// `headcount up` on free ports, and a small HTTP and SSE client.
+package e2e
 
 import (
 	"bufio"
@@ -9,7 +11,7 @@ import (
 	"time"
 )
 
-// Do sends one request to a Skip API at addr (host:port + path) and returns
+// Do sends one request to addr (host:port + path) and returns
 // its status and body; it fails t on a transport error.
 func Do(t testing.TB, method, addr, body string) (int, string) {
 	t.Helper()
@@ -121,3 +123,18 @@ func (s *Stream) Ended() bool {
 
 // Close leaves the stream, as a client going away.
 func (s *Stream) Close() { _ = s.resp.Body.Close() }
+
+// Open reports whether the stream is still open, skipping any event still
+// unread.
+func (s *Stream) Open() bool {
+	for {
+		select {
+		case _, ok := <-s.events:
+			if !ok {
+				return false
+			}
+		default:
+			return true
+		}
+	}
+}

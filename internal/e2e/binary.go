@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"bufio"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+)
+
+// Binary builds the real headcount binary for t and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "headcount")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/headcount-dev/headcount/cmd/headcount")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build: %v", err)
+	}
+	return bin
+}
+
+// Up is a running `headcount up` and the URLs it printed.
+type Up struct {
+	Cmd                              *exec.Cmd
+	Streaming, Control, NATS, Scaler string
+}
+
+var upURLs = map[string]*regexp.Regexp{
+	"streaming": regexp.MustCompile(`router streaming \(public\)\s+http://([0-9.:]+)`),
+	"control":   regexp.MustCompile(`router control \(private\)\s+http://([0-9.:]+)`),
+	"scaler":    regexp.MustCompile(`KEDA external scaler\s+([0-9.:]+)`),
+	"nats":      regexp.MustCompile(`NATS\s+(nats://[0-9.:]+)`),
+}
+
+// StartUp runs `bin up` with args on free loopback ports, reads the URLs it
+// prints, and kills it when t ends (stop it earlier with Cmd.Process.Signal).
+func StartUp(t testing.TB, bin string, args ...string) *Up {
+	t.Helper()
+	args = append([]string{"up", "--nats-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
+		"--control-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0"}, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	found := map[string]string{}
+	lines := bufio.NewScanner(stdout)
+	for len(found) < len(upURLs) && lines.Scan() {
+		for name, re := range upURLs {
+			if m := re.FindStringSubmatch(lines.Text()); m != nil {
+				found[name] = m[1]
+			}
+		}
+	}
+	if len(found) < len(upURLs) {
+		t.Fatalf("up printed only %v", found)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	return &Up{Cmd: cmd, Streaming: found["streaming"], Control: found["control"], NATS: found["nats"], Scaler: found["scaler"]}
+}

@@ -1,0 +1,94 @@
+package skiptest_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/skiptest"
+)
+
+// `headcount up` with the real Skip service as its leader and followers
+// (--leader-cmd, --follower-cmd), each put behind a sidecar by the
+// supervisor: it scales out on the instances the sidecars count, a write to
+// the leader reaches the clients of every follower, and it scales back in.
+func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
+	if err := skiptest.Missing(); err != nil {
+		t.Skipf("\n\n*** SKIPPED: the real-Skip end-to-end test needs Node and npm: %v ***\n\n", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	dir, err := skiptest.CacheDir()
+	require.NoError(t, err)
+	require.NoError(t, skiptest.Install(ctx, dir))
+	run := "cd '" + dir + "' && exec node " + skiptest.ServiceFile
+	up := e2e.StartUp(t, e2e.Binary(t), "--service", "skipsvc", "--leader-cmd", run, "--follower-cmd", run,
+		"--target", "3", "--plan", "starter", "--instance-ttl", "2s", "--scale-down-window", "3s", "--drain-timeout", "10s")
+
+	view := fleet.NewView()
+	w, err := fleet.Watch(natsembed.Connect(t, up.NATS), view, fleet.WatchConfig{Services: []string{"skipsvc"}, Logger: quiet()})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	totals := func() fleet.Totals { return view.Totals("skipsvc") }
+	require.Eventually(t, func() bool { return totals().Ready == 1 && totals().Leaders == 1 }, 60*time.Second, 50*time.Millisecond,
+		"a Skip leader and follower registered by their sidecars: %+v", totals())
+
+	open := func(n int) []*e2e.Stream {
+		var out []*e2e.Stream
+		for range n {
+			code, id := e2e.Do(t, http.MethodPost, up.Control+"/v1/streams/posts", "{}")
+			require.Equal(t, http.StatusCreated, code, id)
+			s, code := e2e.Subscribe(t, up.Streaming, id)
+			require.Equal(t, http.StatusOK, code, id)
+			require.Equal(t, "init", s.Next(t).Kind)
+			out = append(out, s)
+		}
+		return out
+	}
+	// 4 instances at 3 per replica: a second follower starts; the next
+	// instances go to it, the emptiest.
+	streams := open(4)
+	require.Eventually(t, func() bool { return totals().Ready == 2 }, 60*time.Second, 50*time.Millisecond, "scaled out: %+v", totals())
+	streams = append(streams, open(2)...)
+	require.Eventually(t, func() bool { return totals().Instances == 6 }, 10*time.Second, 20*time.Millisecond,
+		"the sidecars count every instance: %+v", totals())
+	for _, m := range view.Members("skipsvc") {
+		if m.Role == fleet.RoleFollower {
+			require.Positive(t, m.Instances, "%s serves some of the streams", m.Follower)
+		}
+	}
+
+	code, body := e2e.Do(t, http.MethodPatch, up.Control+"/v1/inputs/posts", `[["p1",[{"title":"hello"}]]]`)
+	require.Equal(t, http.StatusOK, code, body)
+	for i, s := range streams {
+		e := s.Next(t)
+		require.Equal(t, "update", e.Kind, "stream %d", i)
+		require.True(t, strings.Contains(e.Data, "hello"), "stream %d got %s", i, e.Data)
+	}
+
+	for _, s := range streams {
+		s.Close()
+	}
+	require.Eventually(t, func() bool {
+		tot := totals()
+		return tot.Ready == 1 && tot.Draining == 0 && tot.Instances == 0
+	}, 60*time.Second, 100*time.Millisecond, "scaled back in: %+v", totals())
+
+	require.NoError(t, up.Cmd.Process.Signal(os.Interrupt))
+	done := make(chan error, 1)
+	go func() { done <- up.Cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "up exits 0 on Ctrl-C")
+	case <-time.After(40 * time.Second):
+		t.Fatal("up did not stop within 40 s of Ctrl-C")
+	}
+}
