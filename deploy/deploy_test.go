@@ -1,0 +1,88 @@
+// Package deploy holds the Kubernetes manifests; its test renders every
+// overlay with the kustomize API and checks them against the code.
+package deploy
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/replicas"
+)
+
+func render(t *testing.T, dir string) resmap.ResMap {
+	t.Helper()
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	require.NoError(t, err, dir)
+	return m
+}
+
+func TestEveryPlanOverlayRendersWithThePlanBounds(t *testing.T) {
+	for _, plan := range replicas.Plans {
+		t.Run(plan.Name, func(t *testing.T) {
+			m := render(t, filepath.Join("overlays", plan.Name))
+			kinds := map[string]int{}
+			var spec map[string]any
+			for _, r := range m.Resources() {
+				kinds[r.GetKind()]++
+				if r.GetKind() == "ScaledObject" {
+					obj, err := r.Map()
+					require.NoError(t, err)
+					spec = obj["spec"].(map[string]any)
+				}
+			}
+			for _, kind := range []string{"Deployment", "Service", "ScaledObject", "NetworkPolicy", "ServiceAccount"} {
+				require.NotZero(t, kinds[kind], "a %s", kind)
+			}
+			require.EqualValues(t, plan.Min, spec["minReplicaCount"])
+			if plan.Max > 0 {
+				require.EqualValues(t, plan.Max, spec["maxReplicaCount"])
+			}
+			trigger := spec["triggers"].([]any)[0].(map[string]any)
+			require.Equal(t, "external-push", trigger["type"])
+			meta := trigger["metadata"].(map[string]any)
+			for _, k := range []string{"scalerAddress", "service", "targetInstancesPerReplica"} {
+				require.NotEmpty(t, meta[k], k)
+			}
+		})
+	}
+}
+
+// Every headcount container's arguments must parse: a renamed flag breaks
+// this test, not a cluster.
+func TestContainerArgumentsAreFlagsTheBinaryKnows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := e2e.Binary(t)
+	m := render(t, filepath.Join("overlays", "pro"))
+	checked := 0
+	for _, r := range m.Resources() {
+		if r.GetKind() != "Deployment" {
+			continue
+		}
+		containers, err := r.GetFieldValue("spec.template.spec.containers")
+		require.NoError(t, err)
+		for _, c := range containers.([]any) {
+			c := c.(map[string]any)
+			if !strings.Contains(c["image"].(string), "headcount") {
+				continue
+			}
+			var args []string
+			for _, a := range c["args"].([]any) {
+				args = append(args, a.(string))
+			}
+			out, err := exec.Command(bin, append(args, "--help")...).CombinedOutput()
+			require.NoError(t, err, "%s %v: %s", r.GetName(), args, out)
+			checked++
+		}
+	}
+	require.GreaterOrEqual(t, checked, 4, "leader, follower, router and scaler")
+}
