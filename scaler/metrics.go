@@ -13,6 +13,9 @@ func (s *Scaler) Register(reg prometheus.Registerer) error {
 	if err := reg.Register(fleet.NewCollector(s.view, s.watcher)); err != nil {
 		return err
 	}
+	if err := reg.Register(s.rpcs); err != nil {
+		return err
+	}
 	return reg.Register(&collector{s: s,
 		live:        prometheus.NewDesc("headcount_scaler_live_instances", "Live instances KEDA is told: instances on ready and draining followers plus routers' demand.", []string{"service"}, nil),
 		desired:     prometheus.NewDesc("headcount_scaler_desired_replicas", "Replica target under each plan's bounds, for services in the view whose target KEDA has sent.", []string{"service", "plan"}, nil),

@@ -81,6 +81,12 @@ headcount_demand{service="hackernews"} 50
 		"headcount_scaler_desired_replicas", "headcount_scaler_live_instances",
 		"headcount_scaler_stream_subscribers", "headcount_scaler_target_instances_per_replica", "headcount_demand"))
 
+	// Calls are counted by method and code.
+	_, err = c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref("hackernews", KeyTarget, "zero")})
+	require.Error(t, err)
+	assert.Equal(t, float64(1), testutil.ToFloat64(s.rpcs.WithLabelValues("GetMetrics", "InvalidArgument")))
+	assert.Positive(t, testutil.ToFloat64(s.rpcs.WithLabelValues("GetMetrics", "OK")))
+
 	// A report that fails validation is dropped and counted, not applied.
 	nc := natsembed.Connect(t, url)
 	require.NoError(t, nc.Publish("headcount.hackernews.report.follower-9", []byte(`{"v":1,"instances":-3}`)))

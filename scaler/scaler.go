@@ -13,6 +13,7 @@ import (
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -51,6 +52,8 @@ type Scaler struct {
 	// desired-replicas metric (KEDA's metadata is the only source of it).
 	targets sync.Map // service → float64
 
+	rpcs *prometheus.CounterVec // by method and gRPC code
+
 	stopOnce sync.Once
 	stopped  chan struct{} // closed: open streams end
 }
@@ -69,6 +72,10 @@ func New(nc *nats.Conn, cfg Config) (*Scaler, error) {
 	s := &Scaler{
 		cfg: cfg, nc: nc, view: cfg.View,
 		streams: newHub(),
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_scaler_rpcs_total",
+			Help: "gRPC calls answered, by method and status code (InvalidArgument: bad ScaledObject metadata).",
+		}, []string{"method", "code"}),
 		settled: make(chan struct{}),
 		stopped: make(chan struct{}),
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"path"
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
@@ -14,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 )
 
 // ServerConfig shapes the gRPC server KEDA talks to.
@@ -55,6 +57,16 @@ func NewServer(s *Scaler, cfg ServerConfig) *Server {
 		}),
 		// Let clients ping too (KEDA may), without letting them flood.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			res, err := h(ctx, req)
+			s.count(info.FullMethod, err)
+			return res, err
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			err := h(srv, ss)
+			s.count(info.FullMethod, err)
+			return err
+		}),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -65,6 +77,11 @@ func NewServer(s *Scaler, cfg ServerConfig) *Server {
 	reflection.Register(srv.grpc)
 	srv.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 	return srv
+}
+
+// count records an answered call under its short method name.
+func (s *Scaler) count(fullMethod string, err error) {
+	s.rpcs.WithLabelValues(path.Base(fullMethod), status.Code(err).String()).Inc()
 }
 
 func (srv *Server) setHealth(st healthpb.HealthCheckResponse_ServingStatus) {
