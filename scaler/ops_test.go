@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -96,4 +97,23 @@ headcount_demand{service="hackernews"} 50
 		return err == nil && n > 0
 	}, wait, 5*time.Millisecond)
 	assert.Equal(t, float64(250), liveOf(t, c, r))
+}
+
+func TestHealthFollowsNATS(t *testing.T) {
+	ns, err := natsembed.Start(natsembed.Options{})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	s, addr, _ := serve(t, ns.ClientURL(), ServerConfig{})
+	_, cc := dial(t, addr)
+	health := healthpb.NewHealthClient(cc)
+	status := func() healthpb.HealthCheckResponse_ServingStatus {
+		res, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: externalscaler.ExternalScaler_ServiceDesc.ServiceName})
+		require.NoError(t, err)
+		return res.Status
+	}
+	require.Eventually(t, func() bool { return status() == healthpb.HealthCheckResponse_SERVING }, wait, 10*time.Millisecond)
+	ns.Shutdown()
+	require.Eventually(t, func() bool { return status() == healthpb.HealthCheckResponse_NOT_SERVING }, wait, 10*time.Millisecond,
+		"a scaler cut off from NATS answers from a stale view: not ready")
+	assert.ErrorContains(t, s.Ready(), "NATS")
 }

@@ -95,14 +95,33 @@ func (srv *Server) setHealth(st healthpb.HealthCheckResponse_ServingStatus) {
 func (srv *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.grpc.Serve(ln) }()
-	settled := srv.scaler.Settled()
+	// Health follows readiness: SERVING once the roll call settled, and not
+	// while NATS is disconnected (checked every second; the kubelet probes
+	// less often).
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	settled, serving := srv.scaler.Settled(), false
+	update := func() {
+		ready := srv.scaler.Ready() == nil
+		if ready == serving {
+			return
+		}
+		serving = ready
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if ready {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		srv.setHealth(st)
+	}
 	for done := false; !done; {
 		select {
 		case err := <-errc:
 			return err
 		case <-settled:
-			srv.setHealth(healthpb.HealthCheckResponse_SERVING)
 			settled = nil
+			update()
+		case <-tick.C:
+			update()
 		case <-ctx.Done():
 			done = true
 		}
