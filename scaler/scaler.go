@@ -103,9 +103,6 @@ func (s *Scaler) changed(service string) {
 // View is the live fleet the scaler answers from.
 func (s *Scaler) View() *fleet.View { return s.view }
 
-// Watcher is the NATS feed of the view (for its drop counts).
-func (s *Scaler) Watcher() *fleet.Watcher { return s.watcher }
-
 // Settled is closed once the roll call's answers had time to arrive.
 func (s *Scaler) Settled() <-chan struct{} { return s.settled }
 
