@@ -12,10 +12,10 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/proxybuf"
 )
 
 // attempt is one try at proxying a request to one upstream; it travels in
@@ -63,25 +63,12 @@ func (rt *Router) newProxy() *httputil.ReverseProxy {
 			DisableCompression:    true, // pass bodies through as the follower sent them
 		},
 		FlushInterval:  -1, // SSE: every event goes out as soon as it arrives
-		BufferPool:     &bufferPool{},
+		BufferPool:     &proxybuf.Pool{},
 		ModifyResponse: rt.modifyResponse,
 		ErrorHandler:   rt.proxyError,
 		ErrorLog:       slog.NewLogLogger(rt.log.Handler(), slog.LevelWarn),
 	}
 }
-
-// bufferPool recycles the proxy's copy buffers: without it every response
-// allocates 32 KiB, and the garbage shows in the latency tail.
-type bufferPool struct{ pool sync.Pool }
-
-func (b *bufferPool) Get() []byte {
-	if buf, ok := b.pool.Get().(*[]byte); ok {
-		return *buf
-	}
-	return make([]byte, 32<<10)
-}
-
-func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
 
 // serve proxies r, whose body is replayable, to a.addr.
 func (rt *Router) serve(w http.ResponseWriter, r *http.Request, a *attempt, body []byte) {

@@ -27,14 +27,9 @@ import (
 // HEADCOUNT_* env wiring, ops endpoints, and the drain on a real SIGTERM —
 // draining while a stream is open, then gone and exit 0 once it is collected.
 func TestSidecarBinaryDrainsARealSkipFollowerOnSIGTERM(t *testing.T) {
-	if err := skiptest.Missing(); err != nil {
-		t.Skipf("\n\n*** SKIPPED: the real-Skip end-to-end test needs Node and npm: %v ***\n\n", err)
-	}
+	dir := skiptest.Setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	dir, err := skiptest.CacheDir()
-	require.NoError(t, err)
-	require.NoError(t, skiptest.Install(ctx, dir))
 	bin := e2e.Binary(t)
 
 	url := natsembed.Test(t)

@@ -30,14 +30,9 @@ const service = "skipsvc"
 // creation, SSE, writes to the leader reaching every follower's clients, and
 // the counts the sidecars publish.
 func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
-	if err := skiptest.Missing(); err != nil {
-		t.Skipf("\n\n*** SKIPPED: the real-Skip end-to-end test needs Node and npm: %v ***\n\n", err)
-	}
+	dir := skiptest.Setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	dir, err := skiptest.CacheDir()
-	require.NoError(t, err)
-	require.NoError(t, skiptest.Install(ctx, dir), "installing %v@%s", skiptest.Packages, skiptest.Version)
 
 	url := natsembed.Test(t)
 	nc := natsembed.Connect(t, url)

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -43,6 +44,25 @@ func Missing() error {
 		}
 	}
 	return nil
+}
+
+// Setup prepares a test to run Skip: it skips t loudly where Node or npm is
+// missing, else installs Skip into CacheDir and returns that folder.
+func Setup(t testing.TB) string {
+	t.Helper()
+	if err := Missing(); err != nil {
+		t.Skipf("\n\n*** SKIPPED: the real-Skip end-to-end test needs Node and npm: %v ***\n\n", err)
+	}
+	dir, err := CacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := Install(ctx, dir); err != nil {
+		t.Fatalf("installing %v@%s: %v", Packages, Version, err)
+	}
+	return dir
 }
 
 // CacheDir is <repo root>/.cache/skip, found from the working directory up.

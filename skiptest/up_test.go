@@ -1,7 +1,6 @@
 package skiptest_test
 
 import (
-	"context"
 	"net/http"
 	"os"
 	"strings"
@@ -21,14 +20,7 @@ import (
 // supervisor: it scales out on the instances the sidecars count, a write to
 // the leader reaches the clients of every follower, and it scales back in.
 func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
-	if err := skiptest.Missing(); err != nil {
-		t.Skipf("\n\n*** SKIPPED: the real-Skip end-to-end test needs Node and npm: %v ***\n\n", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
-	defer cancel()
-	dir, err := skiptest.CacheDir()
-	require.NoError(t, err)
-	require.NoError(t, skiptest.Install(ctx, dir))
+	dir := skiptest.Setup(t)
 	run := "cd '" + dir + "' && exec node " + skiptest.ServiceFile
 	up := e2e.StartUp(t, e2e.Binary(t), "--service", "skipsvc", "--leader-cmd", run, "--follower-cmd", run,
 		"--target", "3", "--plan", "starter", "--instance-ttl", "2s", "--scale-down-window", "3s", "--drain-timeout", "10s")

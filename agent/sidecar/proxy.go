@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/headcount-dev/headcount/internal/proxybuf"
 )
 
 // The two APIs of a Skip service and the routes the sidecar looks into.
@@ -63,7 +65,7 @@ func (s *Sidecar) newProxy() *httputil.ReverseProxy {
 			DisableCompression:  true, // bodies pass as the follower wrote them
 		},
 		FlushInterval:  -1, // SSE: every event leaves as soon as it arrives
-		BufferPool:     &bufferPool{},
+		BufferPool:     &proxybuf.Pool{},
 		ModifyResponse: s.observe,
 		ErrorHandler:   s.proxyError,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -214,18 +216,6 @@ func (c *onClose) Close() error {
 	c.once.Do(c.f)
 	return err
 }
-
-// bufferPool reuses the ReverseProxy's copy buffers across requests.
-type bufferPool struct{ pool sync.Pool }
-
-func (p *bufferPool) Get() []byte {
-	if b, ok := p.pool.Get().(*[]byte); ok {
-		return *b
-	}
-	return make([]byte, 32<<10)
-}
-
-func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
 type readCloser struct {
 	io.Reader
