@@ -293,18 +293,15 @@ func DecodeDemand(data []byte, router string) (Demand, error) {
 }
 
 // decode rejects oversize bodies before parsing them, and anything that is
-// not exactly one JSON object of the right field types. Unknown fields are
-// accepted so that newer agents may add some.
+// not exactly one JSON object of the right field types (json.Unmarshal also
+// refuses trailing data). Unknown fields are accepted so that newer agents
+// may add some.
 func decode(data []byte, v any) error {
 	if len(data) > MaxMessageBytes {
 		return invalid(ReasonOversize, "%d bytes, limit %d", len(data), MaxMessageBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(v); err != nil {
+	if err := json.Unmarshal(data, v); err != nil {
 		return invalid(ReasonJSON, "%v", err)
-	}
-	if dec.More() {
-		return invalid(ReasonJSON, "trailing data after the JSON object")
 	}
 	return nil
 }
