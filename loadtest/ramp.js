@@ -5,10 +5,11 @@
 // scaler adds followers; once the ramp ends the streams close and it removes
 // them (watch `headcount status` or the `up` display during and after the run).
 //
-//   PEAK_RATE (20), RAMP (30s), PEAK (60s)
+//   PEAK_RATE (4), RAMP (30s), PEAK (60s); with up's default target of 10 per
+//   follower, 4/s held 20 s keeps ~80 instances live: ~8 followers
 import { create, subscribe, target, lifetime } from './lib.js';
 
-const peak = Number(__ENV.PEAK_RATE || 20);
+const peak = Number(__ENV.PEAK_RATE || 4);
 const holdMin = 20000;
 
 export const options = {
