@@ -17,6 +17,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -74,6 +75,13 @@ func run(c config, w io.Writer) error {
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		return err
 	}
+	// Everything printed is kept beside the k6 summaries.
+	report, err := os.Create(filepath.Join(c.out, "report.txt"))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = report.Close() }()
+	w = io.MultiWriter(w, report)
 	if _, err := os.Stat(c.k6); err != nil {
 		return fmt.Errorf("k6 binary: %w (build it with: task k6)", err)
 	}
@@ -92,7 +100,9 @@ func run(c config, w io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	fmt.Fprintf(w, "output in %s\n", c.out)
+	fmt.Fprintf(w, "%s  %s/%s, %d CPUs, %s\ncommand: %s\noutput in %s\n",
+		time.Now().UTC().Format(time.RFC3339), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(),
+		runtime.Version(), strings.Join(os.Args, " "), c.out)
 	var all []figures
 	for i := range c.runs {
 		f, err := runOnce(c, i, haproxyBin, w)
