@@ -43,7 +43,8 @@ export function create(control) {
 // subscribe holds the instance's stream for hold ms (0: until the first event).
 export function subscribe(streaming, id, hold, extra) {
   const res = sse.open(`${streaming}/v1/streams/${id}`, Object.assign({ hold, tags: { name: 'stream' } }, extra));
-  check(res, { 'stream opened (200)': (r) => r.status === 200 && r.events > 0 && r.error === '' });
+  const ok = check(res, { 'stream opened (200)': (r) => r.status === 200 && r.events > 0 && r.error === '' });
+  if (!ok) console.warn(`stream ${id}: status ${res.status}, ${res.events} events, ${res.error}`);
   return res;
 }
 

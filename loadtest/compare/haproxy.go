@@ -18,11 +18,10 @@ import (
 // creations round robin over the followers, writes pinned to the leader
 // (weight 0, chosen only by use-server), and a stream sent to the follower
 // named by the instance id's prefix, /v1/streams/<follower>/<uuid>. The
-// followers are listed statically rather than registered through the runtime API.
-var haproxyConfig = template.Must(template.New("haproxy").Parse(`global
-    maxconn 8000
-
-defaults
+// followers are listed statically rather than registered through the runtime
+// API. Like the example it sets no maxconn: HAProxy derives it from the file
+// descriptor limit.
+var haproxyConfig = template.Must(template.New("haproxy").Parse(`defaults
     mode http
     timeout connect 2s
     timeout client 1m
