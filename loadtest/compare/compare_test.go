@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ func TestHAProxyRoutesLikeSkip(t *testing.T) {
 
 	client := &http.Client{Timeout: 10 * time.Second}
 	owners := map[string]int{}
+	var ids []string
 	for range 4 {
 		resp, err := client.Post(h.controlURL+"/v1/streams/collection", "application/json", strings.NewReader(`{"name":"c"}`))
 		require.NoError(t, err)
@@ -41,8 +43,15 @@ func TestHAProxyRoutesLikeSkip(t *testing.T) {
 		owner, _, ok := strings.Cut(string(id), "/")
 		require.True(t, ok, "prefixed id %q", id)
 		owners[owner]++
+		ids = append(ids, string(id))
+	}
+	assert.Equal(t, map[string]int{"follower-1": 2, "follower-2": 2}, owners, "round robin")
 
-		req, _ := http.NewRequest(http.MethodGet, h.streamURL+"/v1/streams/"+string(id), nil)
+	// Sorted by owner, so that a round robin of the streams could not
+	// reach the owners by chance.
+	slices.Sort(ids)
+	for _, id := range ids {
+		req, _ := http.NewRequest(http.MethodGet, h.streamURL+"/v1/streams/"+id, nil)
 		req.Header.Set("Accept", "text/event-stream")
 		stream, err := client.Do(req)
 		require.NoError(t, err)
@@ -52,7 +61,6 @@ func TestHAProxyRoutesLikeSkip(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "event: init\n", line)
 	}
-	assert.Equal(t, map[string]int{"follower-1": 2, "follower-2": 2}, owners, "round robin")
 
 	req, _ := http.NewRequest(http.MethodPatch, h.controlURL+"/v1/inputs/c", strings.NewReader(`[["k",[1]]]`))
 	resp, err := client.Do(req)
