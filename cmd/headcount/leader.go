@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -64,20 +63,14 @@ func (f *demoFlags) run(cmd *cobra.Command, g *global, role string, start func(d
 		return err
 	}
 	defer nc.Close()
-	control, err := net.Listen("tcp", f.controlAddr)
+	lns, err := listen(listenFlag{"--control-addr", f.controlAddr}, listenFlag{"--streaming-addr", f.streamingAddr})
 	if err != nil {
-		return fmt.Errorf("--control-addr: %w", err)
+		return err
 	}
-	streaming, err := net.Listen("tcp", f.streamingAddr)
-	if err != nil {
-		_ = control.Close()
-		return fmt.Errorf("--streaming-addr: %w", err)
-	}
+	defer closeAll(lns)
 	f.cfg.NATS, f.cfg.Subjects, f.cfg.Logger = nc, subjects, slog.Default()
-	s, err := start(f.cfg, control, streaming)
+	s, err := start(f.cfg, lns[0], lns[1])
 	if err != nil {
-		_ = control.Close()
-		_ = streaming.Close()
 		return err
 	}
 	<-cmd.Context().Done()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -93,6 +94,30 @@ func (g *global) setupLogging() error {
 		return fmt.Errorf("--log-format %q: want text or json", g.logFormat)
 	}
 	return nil
+}
+
+// listenFlag is an address to bind and the flag that gave it, for errors.
+type listenFlag struct{ flag, addr string }
+
+// listen binds every address or none. The caller closes them when done:
+// closing one that a server already closed is harmless.
+func listen(flags ...listenFlag) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, f := range flags {
+		ln, err := net.Listen("tcp", f.addr)
+		if err != nil {
+			closeAll(lns)
+			return nil, fmt.Errorf("%s %s: %w", f.flag, f.addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
 }
 
 func (g *global) subjects() (fleet.Subjects, error) { return fleet.NewSubjects(g.prefix) }

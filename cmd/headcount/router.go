@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,26 +34,19 @@ func routerCmd(g *global) *cobra.Command {
 			if cfg.Policy.Allowed, err = fleet.ParseCIDRs(cidrs); err != nil {
 				return err
 			}
-			streamingLn, err := net.Listen("tcp", streamingAddr)
+			lns, err := listen(listenFlag{"--streaming-addr", streamingAddr}, listenFlag{"--control-addr", controlAddr})
 			if err != nil {
-				return fmt.Errorf("--streaming-addr: %w", err)
+				return err
 			}
-			controlLn, err := net.Listen("tcp", controlAddr)
-			if err != nil {
-				_ = streamingLn.Close()
-				return fmt.Errorf("--control-addr: %w", err)
-			}
+			defer closeAll(lns)
+			streamingLn, controlLn := lns[0], lns[1]
 			nc, err := g.connect("headcount-router-" + cfg.ID)
 			if err != nil {
-				_ = streamingLn.Close()
-				_ = controlLn.Close()
 				return err
 			}
 			defer nc.Close()
 			rt, err := router.New(nc, cfg)
 			if err != nil {
-				_ = streamingLn.Close()
-				_ = controlLn.Close()
 				return err
 			}
 			ctx := cmd.Context()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -67,24 +66,22 @@ func scalerCmd(g *global) *cobra.Command {
 				cfg.OnChange = costs.Notify
 				reg.MustRegister(costs.Collector())
 			}
-			lns, err := openListeners(grpcAddr, httpAddr)
+			lns, err := listen(listenFlag{"--grpc-addr", grpcAddr}, listenFlag{"--http-addr", httpAddr})
 			if err != nil {
 				return err
 			}
+			defer closeAll(lns)
 			nc, err := g.connect("headcount-scaler")
 			if err != nil {
-				closeListeners(lns)
 				return err
 			}
 			defer nc.Close()
 			s, err := scaler.New(nc, cfg)
 			if err != nil {
-				closeListeners(lns)
 				return err
 			}
 			defer s.Close()
 			if err := s.Register(reg); err != nil {
-				closeListeners(lns)
 				return err
 			}
 			checks := &ops.Checks{}
@@ -138,24 +135,4 @@ func scalerCmd(g *global) *cobra.Command {
 	f.DurationVar(&cost.Every, "deletion-cost-every", time.Second, "compare a changed service's pods at most this often")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
 	return cmd
-}
-
-// openListeners opens the gRPC and HTTP listeners, or neither.
-func openListeners(addrs ...string) ([]net.Listener, error) {
-	var lns []net.Listener
-	for _, a := range addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			closeListeners(lns)
-			return nil, fmt.Errorf("listen %s: %w", a, err)
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
-}
-
-func closeListeners(lns []net.Listener) {
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -68,19 +67,11 @@ func runSidecar(ctx context.Context, g *global, cfg sidecar.Config, listenContro
 		return err
 	}
 	defer nc.Close()
-	var listeners []net.Listener
-	defer func() {
-		for _, ln := range listeners {
-			_ = ln.Close() // no-op once served and closed
-		}
-	}()
-	for _, l := range []struct{ flag, addr string }{{"--listen-control", listenControl}, {"--listen-streaming", listenStreaming}, {"--ops-addr", opsAddr}} {
-		ln, err := net.Listen("tcp", l.addr)
-		if err != nil {
-			return fmt.Errorf("%s: %w", l.flag, err)
-		}
-		listeners = append(listeners, ln)
+	listeners, err := listen(listenFlag{"--listen-control", listenControl}, listenFlag{"--listen-streaming", listenStreaming}, listenFlag{"--ops-addr", opsAddr})
+	if err != nil {
+		return err
 	}
+	defer closeAll(listeners)
 	reg := ops.NewRegistry()
 	cfg.NATS, cfg.Subjects, cfg.Registry, cfg.Logger = nc, subjects, reg, slog.Default()
 	s, err := sidecar.Start(cfg, listeners[0], listeners[1])
