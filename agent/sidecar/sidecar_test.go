@@ -106,7 +106,11 @@ func TestReadinessFollowsTheHealthcheck(t *testing.T) {
 
 	f.up.unhealthy.Store(true)
 	f.reports.waitFor(t, "starting again", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
-	assert.ErrorContains(t, f.sc.Ready(), "500")
+	// The report seen may be an earlier one still queued: wait for the check.
+	require.Eventually(t, func() bool {
+		err := f.sc.Ready()
+		return err != nil && strings.Contains(err.Error(), "500")
+	}, 5*time.Second, 10*time.Millisecond, "not ready, naming the follower's 500")
 }
 
 func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
