@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
 )
 
 // A write to the leader reaches, as an SSE update, every subscriber of every follower.
@@ -210,13 +211,13 @@ func TestSnapshotAndLookup(t *testing.T) {
 func TestInstanceCountOnNATS(t *testing.T) {
 	nc := testNATS(t)
 	leader := TestLeader(t, nc, "hn")
-	reps := watchReports(t, nc, "hn", "follower-1")
+	reps := e2e.WatchReports(t, nc, "hn", "follower-1")
 	f := TestFollower(t, nc, "hn", "follower-1", leader)
-	reps.waitFor(t, "ready", func(r fleet.Report) bool {
+	reps.WaitFor(t, "ready", func(r fleet.Report) bool {
 		return r.State == fleet.StateReady && r.Instances == 0 && r.Role == fleet.RoleFollower && r.Streaming == f.StreamingAddr()
 	})
 	id := create(t, f, "c")
-	reps.waitFor(t, "1 instance", func(r fleet.Report) bool { return r.Instances == 1 && r.Created == 1 })
+	reps.WaitFor(t, "1 instance", func(r fleet.Report) bool { return r.Instances == 1 && r.Created == 1 })
 
 	st := subscribe(t, f, id)
 	st.expect(t, "init", `[]`)
@@ -226,7 +227,7 @@ func TestInstanceCountOnNATS(t *testing.T) {
 	}
 	left := time.Now()
 	st.close()
-	reps.waitFor(t, "0 instances", func(r fleet.Report) bool { return r.Instances == 0 && r.Created == 1 })
+	reps.WaitFor(t, "0 instances", func(r fleet.Report) bool { return r.Instances == 0 && r.Created == 1 })
 	if waited := time.Since(left); waited < f.cfg.InstanceTTL {
 		t.Fatalf("destroyed %v after the subscriber left, before the TTL (%v)", waited, f.cfg.InstanceTTL)
 	}
@@ -239,9 +240,9 @@ func TestInstanceCountOnNATS(t *testing.T) {
 
 func TestLeaderRegistersAsLeader(t *testing.T) {
 	nc := testNATS(t)
-	reps := watchReports(t, nc, "hn", "leader")
+	reps := e2e.WatchReports(t, nc, "hn", "leader")
 	leader := TestLeader(t, nc, "hn")
-	reps.waitFor(t, "leader ready", func(r fleet.Report) bool {
+	reps.WaitFor(t, "leader ready", func(r fleet.Report) bool {
 		return r.Role == fleet.RoleLeader && r.State == fleet.StateReady && r.Control == leader.ControlAddr()
 	})
 }
@@ -327,7 +328,7 @@ func TestMirrorReconnects(t *testing.T) {
 func TestDrainThenShutdown(t *testing.T) {
 	nc := testNATS(t)
 	leader := TestLeader(t, nc, "hn")
-	reps := watchReports(t, nc, "hn", "follower-1")
+	reps := e2e.WatchReports(t, nc, "hn", "follower-1")
 	f := TestFollower(t, nc, "hn", "follower-1", leader)
 	id := create(t, f, "c")
 	st := subscribe(t, f, id)
@@ -339,7 +340,7 @@ func TestDrainThenShutdown(t *testing.T) {
 		defer cancel()
 		done <- f.Shutdown(ctx)
 	}()
-	reps.waitFor(t, "draining", func(r fleet.Report) bool { return r.State == fleet.StateDraining && r.Instances == 1 })
+	reps.WaitFor(t, "draining", func(r fleet.Report) bool { return r.State == fleet.StateDraining && r.Instances == 1 })
 	if code, _ := do(t, http.MethodPost, "http://"+f.ControlAddr()+"/v1/streams/collection", `{"name":"c"}`); code != http.StatusServiceUnavailable {
 		t.Fatalf("create while draining: %d, want 503", code)
 	}
@@ -362,22 +363,22 @@ func TestDrainThenShutdown(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("shutdown did not return once the instances were gone")
 	}
-	reps.waitFor(t, "gone", func(r fleet.Report) bool { return r.State == fleet.StateGone && r.Instances == 0 })
+	reps.WaitFor(t, "gone", func(r fleet.Report) bool { return r.State == fleet.StateGone && r.Instances == 0 })
 }
 
 func TestKillPublishesNoGone(t *testing.T) {
 	nc := testNATS(t)
 	leader := TestLeader(t, nc, "hn")
-	reps := watchReports(t, nc, "hn", "follower-1")
+	reps := e2e.WatchReports(t, nc, "hn", "follower-1")
 	f := TestFollower(t, nc, "hn", "follower-1", leader)
-	reps.waitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	reps.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 	f.Kill()
 	if _, err := http.Get("http://" + f.ControlAddr() + "/v1/healthcheck"); err == nil {
 		t.Fatal("control port still answers after Kill")
 	}
-	n := len(reps.all())
+	n := len(reps.All())
 	time.Sleep(5 * f.cfg.Heartbeat)
-	after := reps.all()
+	after := reps.All()
 	for _, r := range after {
 		if r.State == fleet.StateGone {
 			t.Fatal("Kill published gone")

@@ -1,18 +1,15 @@
 package demo
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsembed"
 )
 
@@ -151,55 +148,6 @@ func (st *stream) ended(t testing.TB) {
 	case <-time.After(wait):
 		t.Fatal("stream still open")
 	}
-}
-
-// reports follows the reports one member publishes on NATS.
-type reports struct {
-	mu   sync.Mutex
-	last []fleet.Report
-}
-
-func watchReports(t testing.TB, nc *nats.Conn, service, id string) *reports {
-	t.Helper()
-	r := &reports{}
-	sub, err := nc.Subscribe(fleet.Subjects{Prefix: fleet.DefaultPrefix}.Report(service, id), func(m *nats.Msg) {
-		var rep fleet.Report
-		if json.Unmarshal(m.Data, &rep) == nil {
-			r.mu.Lock()
-			r.last = append(r.last, rep)
-			r.mu.Unlock()
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// waitFor waits until the latest report satisfies ok.
-func (r *reports) waitFor(t testing.TB, what string, ok func(fleet.Report) bool) fleet.Report {
-	t.Helper()
-	var last fleet.Report
-	eventually(t, what, func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if len(r.last) == 0 {
-			return false
-		}
-		last = r.last[len(r.last)-1]
-		return ok(last)
-	})
-	return last
-}
-
-func (r *reports) all() []fleet.Report {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]fleet.Report(nil), r.last...)
 }
 
 func eventually(t testing.TB, what string, cond func() bool) {

@@ -22,14 +22,14 @@ func TestSidecarAgreesWithTheDemoFollowersOwnCount(t *testing.T) {
 	nc := natsembed.Connect(t, url)
 	leader := demo.TestLeader(t, nc, "svc")
 	follower := demo.TestFollower(t, nc, "svc", "f1", leader)
-	scReports := watchReports(t, natsembed.Connect(t, url), "svc", "sc-f1")
+	scReports := e2e.WatchReports(t, natsembed.Connect(t, url), "svc", "sc-f1")
 	var control, stream string
 	sc := startSidecar(t, sidecar.Config{
 		NATS: nc, Service: "svc", ID: "sc-f1",
 		UpstreamControl: follower.ControlAddr(), UpstreamStreaming: follower.StreamingAddr(),
 		InstanceTTL: time.Second, HealthInterval: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond,
 	}, &control, &stream)
-	scReports.waitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	scReports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 
 	var ids []string
 	for range 3 {
@@ -60,7 +60,7 @@ func TestSidecarAgreesWithTheDemoFollowersOwnCount(t *testing.T) {
 	assert.True(t, streams[1].Ended(), "DELETE ends the instance's stream")
 	agree := func(n int64) {
 		t.Helper()
-		scReports.waitInstances(t, n)
+		scReports.WaitInstances(t, n)
 		require.Eventually(t, func() bool { return follower.Agent().Report().Instances == n }, 10*time.Second, 10*time.Millisecond,
 			"the demo's own count is %d, want %d", follower.Agent().Report().Instances, n)
 	}

@@ -18,11 +18,11 @@ import (
 
 func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
 	f := newFixture(t, options{prefix: "f1"})
-	f.reports.waitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	f.reports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 
 	kept, deleted, watched := f.create(), f.create(), f.create()
 	require.True(t, strings.HasPrefix(kept, "f1/"), "the id passes through as the follower wrote it: %q", kept)
-	rep := f.reports.waitFor(t, "3 instances", func(r fleet.Report) bool { return r.Instances == 3 })
+	rep := f.reports.WaitFor(t, "3 instances", func(r fleet.Report) bool { return r.Instances == 3 })
 	assert.Equal(t, int64(3), rep.Created)
 	assert.Equal(t, f.control, rep.Control, "the sidecar advertises its own listeners")
 	assert.Equal(t, f.stream, rep.Streaming)
@@ -31,7 +31,7 @@ func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
 	code, _ := e2e.Do(t, http.MethodDelete, f.control+"/v1/streams/"+deleted, "")
 	require.Equal(t, http.StatusOK, code)
 	assert.True(t, f.up.saw("DELETE /v1/streams/"+strings.TrimPrefix(deleted, "f1/")))
-	f.reports.waitInstances(t, 2)
+	f.reports.WaitInstances(t, 2)
 
 	// A subscriber through the sidecar gets init at once; when it leaves, the
 	// follower sees it leave, and the instance is collected after the TTL.
@@ -48,7 +48,7 @@ func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
 	st.Close()
 	require.Eventually(t, func() bool { return f.up.subscribers() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"the client's disconnect reaches the follower")
-	f.reports.waitInstances(t, 1)
+	f.reports.WaitInstances(t, 1)
 
 	// Skip never collects an instance nobody subscribed to: neither do we.
 	time.Sleep(3 * 300 * time.Millisecond)
@@ -56,7 +56,7 @@ func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
 	assert.Equal(t, 1.0, eventCounter(t, f, "collected"))
 	assert.Equal(t, 1.0, eventCounter(t, f, "deleted"))
 	assert.Equal(t, 3.0, eventCounter(t, f, "created"))
-	last, _ := f.reports.last()
+	last, _ := f.reports.Last()
 	assert.Equal(t, int64(3), last.Created, "created never decreases")
 }
 
@@ -80,32 +80,32 @@ func TestResubscribingWithinTheTTLKeepsTheInstance(t *testing.T) {
 	assert.Equal(t, 1, f.sc.Instances())
 
 	st.Close()
-	f.reports.waitInstances(t, 0)
+	f.reports.WaitInstances(t, 0)
 }
 
 func TestAnInstanceTheFollowerNoLongerHasIsUncounted(t *testing.T) {
 	f := newFixture(t, options{})
 	id := f.create()
-	f.reports.waitInstances(t, 1)
+	f.reports.WaitInstances(t, 1)
 	f.up.forget(id)
 	_, code := e2e.Subscribe(t, f.stream, id)
 	assert.Equal(t, http.StatusNotFound, code)
-	f.reports.waitInstances(t, 0)
+	f.reports.WaitInstances(t, 0)
 	assert.Equal(t, 1.0, eventCounter(t, f, "vanished"))
 }
 
 func TestReadinessFollowsTheHealthcheck(t *testing.T) {
 	f := newFixture(t, options{})
 	f.up.unhealthy.Store(true)
-	f.reports.waitFor(t, "starting", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
+	f.reports.WaitFor(t, "starting", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
 	require.Eventually(t, func() bool { return f.sc.Ready() != nil }, 5*time.Second, 10*time.Millisecond)
 
 	f.up.unhealthy.Store(false)
-	f.reports.waitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	f.reports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 	require.Eventually(t, func() bool { return f.sc.Ready() == nil }, 5*time.Second, 10*time.Millisecond)
 
 	f.up.unhealthy.Store(true)
-	f.reports.waitFor(t, "starting again", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
+	f.reports.WaitFor(t, "starting again", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
 	// The report seen may be an earlier one still queued: wait for the check.
 	require.Eventually(t, func() bool {
 		err := f.sc.Ready()
@@ -119,7 +119,7 @@ func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
 	st, code := e2e.Subscribe(t, f.stream, id)
 	require.Equal(t, http.StatusOK, code)
 	st.Next(t) // init
-	f.reports.waitFor(t, "ready with 1", func(r fleet.Report) bool { return r.State == fleet.StateReady && r.Instances == 1 })
+	f.reports.WaitFor(t, "ready with 1", func(r fleet.Report) bool { return r.State == fleet.StateReady && r.Instances == 1 })
 
 	done := make(chan error, 1)
 	go func() {
@@ -127,7 +127,7 @@ func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
 		defer cancel()
 		done <- f.sc.Shutdown(ctx)
 	}()
-	f.reports.waitFor(t, "draining", func(r fleet.Report) bool { return r.State == fleet.StateDraining })
+	f.reports.WaitFor(t, "draining", func(r fleet.Report) bool { return r.State == fleet.StateDraining })
 	assert.ErrorContains(t, f.sc.Ready(), "draining")
 
 	// Open streams keep flowing; new instances go elsewhere.
@@ -146,19 +146,19 @@ func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("drain did not end after the last instance went")
 	}
-	f.reports.waitFor(t, "gone", func(r fleet.Report) bool { return r.State == fleet.StateGone })
+	f.reports.WaitFor(t, "gone", func(r fleet.Report) bool { return r.State == fleet.StateGone })
 	assert.Equal(t, []fleet.State{fleet.StateStarting, fleet.StateReady, fleet.StateDraining, fleet.StateGone},
-		f.reports.states())
+		f.reports.States())
 }
 
 func TestDrainTimeoutStillDeregisters(t *testing.T) {
 	f := newFixture(t, options{})
 	f.create() // never subscribed: never collected
-	f.reports.waitInstances(t, 1)
+	f.reports.WaitInstances(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	require.NoError(t, f.sc.Shutdown(ctx))
-	rep := f.reports.waitFor(t, "gone", func(r fleet.Report) bool { return r.State == fleet.StateGone })
+	rep := f.reports.WaitFor(t, "gone", func(r fleet.Report) bool { return r.State == fleet.StateGone })
 	assert.Equal(t, int64(1), rep.Instances)
 }
 
@@ -225,6 +225,6 @@ func TestBadConfigIsRefused(t *testing.T) {
 
 func TestLeaderBehindASidecarRegistersAsLeader(t *testing.T) {
 	f := newFixture(t, options{id: "leader", role: fleet.RoleLeader})
-	rep := f.reports.waitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	rep := f.reports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 	assert.Equal(t, fleet.RoleLeader, rep.Role)
 }

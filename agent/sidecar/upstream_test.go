@@ -2,7 +2,6 @@ package sidecar_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -208,7 +207,7 @@ type fixture struct {
 	up       *skipish
 	sc       *sidecar.Sidecar
 	nc       *nats.Conn
-	reports  *reports
+	reports  *e2e.Reports
 	control  string // the sidecar's control listener
 	stream   string // the sidecar's streaming listener
 	registry *prometheus.Registry
@@ -231,7 +230,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	}
 	url := natsembed.Test(t)
 	f := &fixture{t: t, up: newSkipish(t, o.prefix), nc: natsembed.Connect(t, url)}
-	f.reports = watchReports(t, natsembed.Connect(t, url), "svc", o.id)
+	f.reports = e2e.WatchReports(t, natsembed.Connect(t, url), "svc", o.id)
 	f.registry = ops.NewRegistry()
 	f.sc = startSidecar(t, sidecar.Config{
 		NATS: f.nc, Service: "svc", ID: o.id, Role: o.role,
@@ -262,66 +261,6 @@ func startSidecar(t testing.TB, cfg sidecar.Config, control, stream *string) *si
 		_ = sc.Shutdown(ctx)
 	})
 	return sc
-}
-
-// reports records every report one member publishes.
-type reports struct {
-	mu  sync.Mutex
-	all []fleet.Report
-}
-
-func watchReports(t testing.TB, nc *nats.Conn, service, id string) *reports {
-	t.Helper()
-	r := &reports{}
-	_, err := nc.Subscribe(fleet.Subjects{Prefix: fleet.DefaultPrefix}.Report(service, id), func(m *nats.Msg) {
-		var rep fleet.Report
-		if json.Unmarshal(m.Data, &rep) == nil {
-			r.mu.Lock()
-			r.all = append(r.all, rep)
-			r.mu.Unlock()
-		}
-	})
-	require.NoError(t, err)
-	require.NoError(t, nc.Flush())
-	return r
-}
-
-func (r *reports) last() (fleet.Report, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.all) == 0 {
-		return fleet.Report{}, false
-	}
-	return r.all[len(r.all)-1], true
-}
-
-func (r *reports) states() []fleet.State {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []fleet.State
-	for _, rep := range r.all {
-		if len(out) == 0 || out[len(out)-1] != rep.State {
-			out = append(out, rep.State)
-		}
-	}
-	return out
-}
-
-// waitFor waits up to 10 s for a report satisfying ok.
-func (r *reports) waitFor(t testing.TB, what string, ok func(fleet.Report) bool) fleet.Report {
-	t.Helper()
-	var got fleet.Report
-	require.Eventuallyf(t, func() bool {
-		var seen bool
-		got, seen = r.last()
-		return seen && ok(got)
-	}, 10*time.Second, 10*time.Millisecond, "no report with %s; last: %+v", what, got)
-	return got
-}
-
-func (r *reports) waitInstances(t testing.TB, n int64) {
-	t.Helper()
-	r.waitFor(t, fmt.Sprintf("instances=%d", n), func(rep fleet.Report) bool { return rep.Instances == n })
 }
 
 func (f *fixture) create() string {
