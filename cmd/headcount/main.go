@@ -122,6 +122,20 @@ func closeAll(lns []net.Listener) {
 
 func (g *global) subjects() (fleet.Subjects, error) { return fleet.NewSubjects(g.prefix) }
 
+// watching is what a component that watches the fleet needs: the subjects
+// and the addresses followers may advertise (--allowed-cidrs).
+func (g *global) watching(allowedCIDRs []string) (fleet.Subjects, fleet.AddressPolicy, error) {
+	subjects, err := g.subjects()
+	if err != nil {
+		return fleet.Subjects{}, fleet.AddressPolicy{}, err
+	}
+	allowed, err := fleet.ParseCIDRs(allowedCIDRs)
+	if err != nil {
+		return fleet.Subjects{}, fleet.AddressPolicy{}, fmt.Errorf("--allowed-cidrs: %w", err)
+	}
+	return subjects, fleet.AddressPolicy{Allowed: allowed}, nil
+}
+
 // connect opens a NATS connection that keeps reconnecting forever: every
 // component rebuilds its state from a roll call after a reconnect.
 func (g *global) connect(name string) (*nats.Conn, error) {

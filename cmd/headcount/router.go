@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
 )
@@ -28,10 +27,7 @@ func routerCmd(g *global) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Subjects, err = g.subjects(); err != nil {
-				return err
-			}
-			if cfg.Policy.Allowed, err = fleet.ParseCIDRs(cidrs); err != nil {
+			if cfg.Subjects, cfg.Policy, err = g.watching(cidrs); err != nil {
 				return err
 			}
 			lns, err := listen(listenFlag{"--streaming-addr", streamingAddr}, listenFlag{"--control-addr", controlAddr})

@@ -38,10 +38,7 @@ func scalerCmd(g *global) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Subjects, err = g.subjects(); err != nil {
-				return err
-			}
-			if cfg.Policy.Allowed, err = fleet.ParseCIDRs(cidrs); err != nil {
+			if cfg.Subjects, cfg.Policy, err = g.watching(cidrs); err != nil {
 				return err
 			}
 			if tlsCert != "" || tlsKey != "" || tlsClientCA != "" {
