@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/headcount-dev/headcount/internal/e2e"
 )
 
 // BenchmarkWriteFanOut: one PATCH on the leader until every subscriber of
@@ -13,12 +15,12 @@ import (
 func BenchmarkWriteFanOut(b *testing.B) {
 	nc := testNATS(b)
 	leader := TestLeader(b, nc, "bench")
-	var streams []*stream
+	var streams []*e2e.Stream
 	for i := range 2 {
 		f := TestFollower(b, nc, "bench", fmt.Sprintf("follower-%d", i), leader)
 		for range 10 {
 			st := subscribe(b, f, create(b, f, "c"))
-			st.next(b)
+			st.Next(b)
 			streams = append(streams, st)
 		}
 	}
@@ -28,8 +30,8 @@ func BenchmarkWriteFanOut(b *testing.B) {
 		v := strconv.Itoa(n)
 		write(b, leader, "c", `[["k",[`+v+`]]]`)
 		for _, st := range streams {
-			if ev := st.next(b); !strings.Contains(ev.data, "["+v+"]") {
-				b.Fatalf("got %s, want value %s", ev.data, v)
+			if ev := st.Next(b); !strings.Contains(ev.Data, "["+v+"]") {
+				b.Fatalf("got %s, want value %s", ev.Data, v)
 			}
 		}
 	}

@@ -21,7 +21,7 @@ func TestWriteReachesEverySubscriberOfEveryFollower(t *testing.T) {
 	followers := []*Server{TestFollower(t, nc, "hn", "follower-1", leader), TestFollower(t, nc, "hn", "follower-2", leader)}
 
 	const init = `[["p1",[{"title":"a","votes":1}]],["p2",[{"title":"b","votes":2}]]]`
-	var streams []*stream
+	var streams []*e2e.Stream
 	for _, f := range followers {
 		for range 2 { // two instances per follower: they share one mirror
 			id := create(t, f, "posts")
@@ -29,7 +29,7 @@ func TestWriteReachesEverySubscriberOfEveryFollower(t *testing.T) {
 				t.Fatalf("id %q lacks the follower's prefix", id)
 			}
 			st := subscribe(t, f, id)
-			st.expect(t, "init", init)
+			st.Expect(t, "init", init)
 			streams = append(streams, st)
 		}
 	}
@@ -39,19 +39,19 @@ func TestWriteReachesEverySubscriberOfEveryFollower(t *testing.T) {
 
 	write(t, leader, "posts", `[["p2",[{"title":"b","votes":3}]],["p3",["new"]]]`)
 	for _, st := range streams {
-		st.expect(t, "update", `[["p2",[{"title":"b","votes":3}]],["p3",["new"]]]`)
+		st.Expect(t, "update", `[["p2",[{"title":"b","votes":3}]],["p3",["new"]]]`)
 	}
 	write(t, leader, "posts", `[["p1",[]]]`) // no values: the key is deleted
 	for _, st := range streams {
-		ev := st.expect(t, "update", `[["p1",[]]]`)
-		if ev.id == "" {
+		ev := st.Expect(t, "update", `[["p1",[]]]`)
+		if ev.ID == "" {
 			t.Fatal("update without a watermark id")
 		}
 	}
 	write(t, leader, "other", `[["x",[1]]]`) // other collections do not leak in
 	write(t, leader, "posts", `[["p3",["newer"]]]`)
 	for _, st := range streams {
-		st.expect(t, "update", `[["p3",["newer"]]]`)
+		st.Expect(t, "update", `[["p3",["newer"]]]`)
 	}
 }
 
@@ -82,14 +82,14 @@ func TestSecondSubscriberGets409(t *testing.T) {
 	f := TestFollower(t, nc, "hn", "follower-1", leader)
 	id := create(t, f, "c")
 	first := subscribe(t, f, id)
-	first.expect(t, "init", `[]`)
+	first.Expect(t, "init", `[]`)
 	resp := get(t, "http://"+f.StreamingAddr()+"/v1/streams/"+id)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusConflict {
 		t.Fatalf("second subscriber: %d, want 409", resp.StatusCode)
 	}
 	// Once the first leaves, the instance (within its TTL) takes a new subscriber.
-	first.close()
+	first.Close()
 	eventually(t, "subscription freed", func() bool {
 		resp := get(t, "http://"+f.StreamingAddr()+"/v1/streams/"+id)
 		defer resp.Body.Close()
@@ -114,7 +114,7 @@ func TestUnknownInstanceIs404(t *testing.T) {
 		}
 	}
 	// Both id forms name the same instance.
-	subscribe(t, f, uuid).expect(t, "init", `[]`)
+	subscribe(t, f, uuid).Expect(t, "init", `[]`)
 }
 
 func TestDeleteEndsInstanceAndStream(t *testing.T) {
@@ -124,7 +124,7 @@ func TestDeleteEndsInstanceAndStream(t *testing.T) {
 	for _, form := range []string{"prefixed", "bare"} {
 		id := create(t, f, "c")
 		st := subscribe(t, f, id)
-		st.expect(t, "init", `[]`)
+		st.Expect(t, "init", `[]`)
 		del := id
 		if form == "bare" {
 			_, del, _ = strings.Cut(id, "/")
@@ -132,7 +132,9 @@ func TestDeleteEndsInstanceAndStream(t *testing.T) {
 		if code, body := do(t, http.MethodDelete, "http://"+f.ControlAddr()+"/v1/streams/"+del, ""); code != http.StatusOK {
 			t.Fatalf("DELETE %s: %d %s", del, code, body)
 		}
-		st.ended(t)
+		if !st.Ended() {
+			t.Fatal("stream still open")
+		}
 		resp := get(t, "http://"+f.StreamingAddr()+"/v1/streams/"+id)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusNotFound {
@@ -220,13 +222,13 @@ func TestInstanceCountOnNATS(t *testing.T) {
 	reps.WaitFor(t, "1 instance", func(r fleet.Report) bool { return r.Instances == 1 && r.Created == 1 })
 
 	st := subscribe(t, f, id)
-	st.expect(t, "init", `[]`)
+	st.Expect(t, "init", `[]`)
 	time.Sleep(2 * f.cfg.InstanceTTL) // subscribed: the TTL does not run
 	if n := f.instances.count(); n != 1 {
 		t.Fatalf("subscribed instance destroyed: %d left", n)
 	}
 	left := time.Now()
-	st.close()
+	st.Close()
 	reps.WaitFor(t, "0 instances", func(r fleet.Report) bool { return r.Instances == 0 && r.Created == 1 })
 	if waited := time.Since(left); waited < f.cfg.InstanceTTL {
 		t.Fatalf("destroyed %v after the subscriber left, before the TTL (%v)", waited, f.cfg.InstanceTTL)
@@ -298,7 +300,7 @@ func TestMirrorReconnects(t *testing.T) {
 	f := TestFollower(t, nc, "hn", "follower-1", leader)
 	write(t, leader, "c", `[["a",[1]],["b",[2]]]`)
 	st := subscribe(t, f, create(t, f, "c"))
-	st.expect(t, "init", `[["a",[1]],["b",[2]]]`)
+	st.Expect(t, "init", `[["a",[1]],["b",[2]]]`)
 
 	// Destroy the follower's instance on the leader: its stream ends.
 	leader.instances.mu.Lock()
@@ -315,7 +317,7 @@ func TestMirrorReconnects(t *testing.T) {
 
 	// One write is atomic: whether it lands before the new init (a diff) or
 	// after (an update), subscribers see the same single update.
-	st.expect(t, "update", `[["a",[]],["b",[3]]]`)
+	st.Expect(t, "update", `[["a",[]],["b",[3]]]`)
 	eventually(t, "reconnect counted", func() bool {
 		return metric(t, f, "headcount_demo_mirror_reconnects_total") >= 1
 	})
@@ -332,7 +334,7 @@ func TestDrainThenShutdown(t *testing.T) {
 	f := TestFollower(t, nc, "hn", "follower-1", leader)
 	id := create(t, f, "c")
 	st := subscribe(t, f, id)
-	st.expect(t, "init", `[]`)
+	st.Expect(t, "init", `[]`)
 
 	done := make(chan error, 1)
 	go func() {
@@ -348,7 +350,7 @@ func TestDrainThenShutdown(t *testing.T) {
 		t.Fatalf("/readyz while draining: %d, want 503", code)
 	}
 	write(t, leader, "c", `[["k",[1]]]`) // open instances are still served
-	st.expect(t, "update", `[["k",[1]]]`)
+	st.Expect(t, "update", `[["k",[1]]]`)
 	select {
 	case err := <-done:
 		t.Fatalf("shutdown returned with a live instance: %v", err)
@@ -446,15 +448,13 @@ func TestFollowerRetriesALostLeader(t *testing.T) {
 	leader := TestLeader(t, nc, "hn")
 	f := TestFollower(t, nc, "hn", "follower-1", leader)
 	st := subscribe(t, f, create(t, f, "c"))
-	st.expect(t, "init", `[]`)
+	st.Expect(t, "init", `[]`)
 	leader.Kill()
 	eventually(t, "several reconnect attempts", func() bool {
 		return metric(t, f, "headcount_demo_mirror_reconnects_total") >= 3
 	})
-	select {
-	case ev, ok := <-st.events:
-		t.Fatalf("stream disturbed while the leader is away: %+v %v", ev, ok)
-	default:
+	if !st.Open() {
+		t.Fatal("the stream ended while the leader was away")
 	}
 }
 

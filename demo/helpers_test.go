@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/natsembed"
 )
 
@@ -60,39 +61,16 @@ func write(t testing.TB, leader *Server, collection, body string) {
 	}
 }
 
-type sseEvent struct{ kind, id, data string }
-
-// stream is an open SSE subscription read by a real HTTP client.
-type stream struct {
-	resp   *http.Response
-	events chan sseEvent
-}
-
-// subscribe opens the stream of id and fails unless it answers 200.
-func subscribe(t testing.TB, s *Server, id string) *stream {
+// subscribe opens the stream of id and fails unless it answers 200 as SSE.
+func subscribe(t testing.TB, s *Server, id string) *e2e.Stream {
 	t.Helper()
-	resp := get(t, "http://"+s.StreamingAddr()+"/v1/streams/"+id)
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		t.Fatalf("subscribe %s: %d %s", id, resp.StatusCode, b)
+	st, code := e2e.Subscribe(t, s.StreamingAddr(), id)
+	if code != http.StatusOK {
+		t.Fatalf("subscribe %s: %d", id, code)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+	if ct := st.Header().Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	st := &stream{resp: resp, events: make(chan sseEvent, 100)}
-	go func() {
-		defer close(st.events)
-		r := newSSEReader(resp.Body, nil)
-		for {
-			kind, id, data, err := r.next()
-			if err != nil {
-				return
-			}
-			st.events <- sseEvent{kind, id, string(data)}
-		}
-	}()
-	t.Cleanup(st.close)
 	return st
 }
 
@@ -108,46 +86,6 @@ func get(t testing.TB, url string) *http.Response {
 		t.Fatal(err)
 	}
 	return resp
-}
-
-func (st *stream) close() { _ = st.resp.Body.Close() }
-
-// next returns the next event, failing after wait or when the stream ends.
-func (st *stream) next(t testing.TB) sseEvent {
-	t.Helper()
-	select {
-	case ev, ok := <-st.events:
-		if !ok {
-			t.Fatal("stream ended")
-		}
-		return ev
-	case <-time.After(wait):
-		t.Fatal("no event")
-	}
-	return sseEvent{}
-}
-
-// expect reads the next event and checks its kind and data.
-func (st *stream) expect(t testing.TB, kind, data string) sseEvent {
-	t.Helper()
-	ev := st.next(t)
-	if ev.kind != kind || ev.data != data {
-		t.Fatalf("got %s %s, want %s %s", ev.kind, ev.data, kind, data)
-	}
-	return ev
-}
-
-// ended waits for the stream to close.
-func (st *stream) ended(t testing.TB) {
-	t.Helper()
-	select {
-	case ev, ok := <-st.events:
-		if ok {
-			t.Fatalf("unexpected event %+v", ev)
-		}
-	case <-time.After(wait):
-		t.Fatal("stream still open")
-	}
 }
 
 func eventually(t testing.TB, what string, cond func() bool) {

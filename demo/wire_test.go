@@ -41,6 +41,8 @@ func TestParseParams(t *testing.T) {
 	}
 }
 
+type sseEvent struct{ kind, id, data string }
+
 func readAll(t *testing.T, in string) []sseEvent {
 	t.Helper()
 	r := newSSEReader(strings.NewReader(in), nil)

@@ -38,9 +38,10 @@ type Stream struct {
 	events chan Event
 }
 
-// Event is one server-sent event: init or update.
+// Event is one server-sent event: its kind (init, update), id (Skip's
+// watermark) and data.
 type Event struct {
-	Kind, Data string
+	Kind, ID, Data string
 }
 
 // Subscribe opens GET /v1/streams/<id> on a streaming API. It returns the
@@ -83,6 +84,8 @@ func (s *Stream) read() {
 			e = Event{}
 		case strings.HasPrefix(line, "event: "):
 			e.Kind = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "id: "):
+			e.ID = strings.TrimPrefix(line, "id: ")
 		case strings.HasPrefix(line, "data: "):
 			e.Data = strings.TrimPrefix(line, "data: ")
 		}
@@ -104,6 +107,19 @@ func (s *Stream) Next(t testing.TB) Event {
 		return Event{}
 	}
 }
+
+// Expect reads the next event and fails t unless it has kind and data.
+func (s *Stream) Expect(t testing.TB, kind, data string) Event {
+	t.Helper()
+	e := s.Next(t)
+	if e.Kind != kind || e.Data != data {
+		t.Fatalf("got %s %s, want %s %s", e.Kind, e.Data, kind, data)
+	}
+	return e
+}
+
+// Header is the stream's response header.
+func (s *Stream) Header() http.Header { return s.resp.Header }
 
 // Ended reports whether the stream ends within 5 s, skipping any event
 // still unread.
