@@ -3,7 +3,6 @@ package local_test
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -78,14 +77,5 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 		return tot.Ready == 1 && tot.Draining == 0 && tot.Starting == 0 && tot.Instances == 0
 	}, 60*time.Second, 100*time.Millisecond, "back to one follower after the window; view: %+v", view.Totals("demo"))
 
-	// Ctrl-C drains and stops everything cleanly.
-	require.NoError(t, up.Cmd.Process.Signal(os.Interrupt))
-	done := make(chan error, 1)
-	go func() { done <- up.Cmd.Wait() }()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "up exits 0 on Ctrl-C")
-	case <-time.After(30 * time.Second):
-		t.Fatal("up did not stop within 30 s of Ctrl-C")
-	}
+	up.Stop(t, 30*time.Second) // Ctrl-C drains and stops everything
 }

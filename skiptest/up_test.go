@@ -2,7 +2,6 @@ package skiptest_test
 
 import (
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -74,13 +73,5 @@ func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
 		return tot.Ready == 1 && tot.Draining == 0 && tot.Instances == 0
 	}, 60*time.Second, 100*time.Millisecond, "scaled back in: %+v", totals())
 
-	require.NoError(t, up.Cmd.Process.Signal(os.Interrupt))
-	done := make(chan error, 1)
-	go func() { done <- up.Cmd.Wait() }()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "up exits 0 on Ctrl-C")
-	case <-time.After(40 * time.Second):
-		t.Fatal("up did not stop within 40 s of Ctrl-C")
-	}
+	up.Stop(t, 40*time.Second) // Ctrl-C drains and stops everything
 }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Binary builds the real headcount binary for t and returns its path.
@@ -69,4 +70,23 @@ func StartUp(t testing.TB, bin string, args ...string) *Up {
 	}
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
 	return &Up{Cmd: cmd, Streaming: found["streaming"], Control: found["control"], NATS: found["nats"], Scaler: found["scaler"]}
+}
+
+// Stop sends Ctrl-C (SIGINT) and fails t unless up drains, stops and exits 0
+// within timeout.
+func (u *Up) Stop(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	if err := u.Cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- u.Cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("up exited with %v on Ctrl-C, want 0", err)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("up did not stop within %v of Ctrl-C", timeout)
+	}
 }
