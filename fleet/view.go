@@ -35,14 +35,19 @@ func load(instances, pending, capacity int64) float64 {
 type Totals struct {
 	// Instances sums the instances of ready and draining followers.
 	Instances int64
+	// Pending sums the placements on ready and draining followers that they
+	// have not reported yet: a held creation that was placed keeps counting
+	// between the demand's withdrawal and the follower's next report.
+	Pending int64
 	// Demand sums the creations routers hold because no follower is ready.
 	Demand                    int64
 	Starting, Ready, Draining int
 	Leaders                   int
 }
 
-// Live is the scaling metric: instances served plus creations waiting.
-func (t Totals) Live() int64 { return t.Instances + t.Demand }
+// Live is the scaling metric: instances served, placed but not yet
+// reported, and creations waiting.
+func (t Totals) Live() int64 { return t.Instances + t.Pending + t.Demand }
 
 // Outcome tells what applying a report did.
 type Outcome int
@@ -60,6 +65,9 @@ const (
 type View struct {
 	mu       sync.Mutex
 	services map[string]*service
+	// pausedAt is when the clocks stopped (the NATS connection was lost);
+	// zero while they run. Silence then is NATS's, not the members'.
+	pausedAt time.Time
 }
 
 type service struct {
@@ -82,6 +90,7 @@ type member struct {
 
 type demand struct {
 	pending int64
+	ttl     time.Duration
 	expires time.Time
 }
 
@@ -161,8 +170,7 @@ func (v *View) ApplyPlaced(service string, p Placed) bool {
 	if m == nil || m.r.Incarnation != p.Incarnation {
 		return false
 	}
-	m.placed = max(m.placed+p.N, 0)
-	s.reindex(m)
+	s.place(m, p.N)
 	return true
 }
 
@@ -176,24 +184,70 @@ func (v *View) ApplyDemand(service string, d Demand, now time.Time) {
 		delete(s.demand, d.Router)
 		return
 	}
-	s.demand[d.Router] = demand{pending: d.Pending, expires: now.Add(time.Duration(d.TTLMillis) * time.Millisecond)}
+	ttl := time.Duration(d.TTLMillis) * time.Millisecond
+	s.demand[d.Router] = demand{pending: d.Pending, ttl: ttl, expires: now.Add(ttl)}
 	s.totals.Demand += d.Pending
+}
+
+// Pause stops the TTL clocks at now: while paused, Sweep expires no member
+// and no demand. The watcher pauses when its NATS connection is lost, since
+// the silence that follows says nothing about the followers.
+func (v *View) Pause(now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.pausedAt.IsZero() {
+		v.pausedAt = now
+	}
+}
+
+// Resume restarts the clocks after a Pause, giving every member and demand
+// a full ttl from now, as if it had just reported: the roll call sent on
+// reconnect asks for exactly that report. (Shifting each expiry by the
+// outage would give no more, since no expiry lies beyond a full ttl from the
+// moment the clocks stopped.) Who stays silent after that expires as usual.
+func (v *View) Resume(now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.pausedAt.IsZero() {
+		return
+	}
+	v.pausedAt = time.Time{}
+	for _, s := range v.services {
+		for _, m := range s.members {
+			m.expires = now.Add(time.Duration(m.r.TTLMillis) * time.Millisecond)
+		}
+		for router, d := range s.demand {
+			d.expires = now.Add(d.ttl)
+			s.demand[router] = d
+		}
+	}
+}
+
+// StaleSince is when the view stopped hearing from NATS (the last contact),
+// or zero while it is connected. Readers that must not answer from an old
+// view forever (the scaler, the metrics adapter) compare it with their bound.
+func (v *View) StaleSince() time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.pausedAt
 }
 
 // Sweep drops members and demand that stayed silent past their TTL, and
 // forgets retired incarnations after a while. Watch calls it periodically.
+// While paused it expires nothing but retired incarnations.
 func (v *View) Sweep(now time.Time) (expired int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	running := v.pausedAt.IsZero()
 	for name, s := range v.services {
 		for _, m := range s.members {
-			if now.After(m.expires) {
+			if running && now.After(m.expires) {
 				s.remove(m)
 				expired++
 			}
 		}
 		for router, d := range s.demand {
-			if now.After(d.expires) {
+			if running && now.After(d.expires) {
 				s.totals.Demand -= d.pending
 				delete(s.demand, router)
 			}
@@ -251,8 +305,7 @@ func (v *View) choose(service string, exclude func(string) bool, n int64) (Membe
 		return Member{}, false
 	}
 	if n != 0 {
-		m.placed += n
-		s.reindex(m)
+		s.place(m, n)
 	}
 	return m.snapshot(), true
 }
@@ -359,10 +412,21 @@ func (s *service) count(m *member, sign int) {
 	case StateReady:
 		s.totals.Ready += sign
 		s.totals.Instances += int64(sign) * m.r.Instances
+		s.totals.Pending += int64(sign) * m.pending()
 	case StateDraining:
 		s.totals.Draining += sign
 		s.totals.Instances += int64(sign) * m.r.Instances
+		s.totals.Pending += int64(sign) * m.pending()
 	}
+}
+
+// place counts n placements (negative: taken back) on m, in its load and
+// in the totals.
+func (s *service) place(m *member, n int64) {
+	s.count(m, -1)
+	m.placed = max(m.placed+n, 0)
+	s.count(m, +1)
+	s.reindex(m)
 }
 
 // reindex puts m in, moves it within, or takes it out of the ready heap. A

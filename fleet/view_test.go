@@ -230,3 +230,60 @@ func BenchmarkDecodeReport(b *testing.B) {
 		}
 	}
 }
+
+func TestPausedViewExpiresNothingAndResumesWithAFullTTL(t *testing.T) {
+	v := NewView()
+	r := follower("a", 3, 1)
+	r.TTLMillis = 1000
+	v.Apply(r, testNow) // expires at +1 s
+	long := follower("b", 2, 1)
+	long.TTLMillis = 60_000
+	v.Apply(long, testNow) // expires at +60 s
+	v.ApplyDemand("svc", Demand{Router: "r-1", Pending: 4, TTLMillis: 500}, testNow)
+
+	v.Pause(testNow.Add(100 * time.Millisecond))
+	require.Equal(t, testNow.Add(100*time.Millisecond), v.StaleSince())
+	require.Equal(t, 0, v.Sweep(testNow.Add(time.Hour)), "nothing expires while paused")
+	require.Equal(t, int64(9), v.Totals("svc").Live())
+
+	// A 15 s outage: every member and demand gets a full ttl from the resume
+	// to answer the roll call.
+	back := testNow.Add(15100 * time.Millisecond)
+	v.Resume(back)
+	require.True(t, v.StaleSince().IsZero())
+	a, _ := v.Member("svc", "a")
+	require.Equal(t, back.Add(time.Second), a.Expires)
+	b, _ := v.Member("svc", "b")
+	require.Equal(t, back.Add(time.Minute), b.Expires)
+	require.Equal(t, 0, v.Sweep(back.Add(400*time.Millisecond)))
+	require.Equal(t, int64(9), v.Totals("svc").Live())
+	require.Equal(t, 0, v.Sweep(back.Add(600*time.Millisecond)))
+	require.Equal(t, int64(5), v.Totals("svc").Live(), "the demand's silence counts again")
+	require.Equal(t, 1, v.Sweep(back.Add(1001*time.Millisecond)), "so does a member's")
+	require.Equal(t, Totals{Instances: 2, Ready: 1}, v.Totals("svc"))
+}
+
+func TestPlacedButUnreportedCountsInLiveUntilReported(t *testing.T) {
+	v := NewView()
+	v.Apply(follower("a", 0, 1), testNow)
+	_, ok := v.Place("svc", nil) // a held creation placed: the demand goes, this stays
+	require.True(t, ok)
+	require.Equal(t, Totals{Pending: 1, Ready: 1}, v.Totals("svc"))
+	require.Equal(t, int64(1), v.Totals("svc").Live())
+	v.Unplace("svc", "a", "a-inc-1", 1)
+	require.Equal(t, int64(0), v.Totals("svc").Live(), "a placement taken back")
+
+	v.ApplyPlaced("svc", Placed{Router: "r-2", Follower: "a", Incarnation: "a-inc-1", N: 2})
+	require.Equal(t, int64(2), v.Totals("svc").Live())
+	r := follower("a", 1, 2)
+	r.Created = 1 // the follower counted one of them
+	v.Apply(r, testNow)
+	require.Equal(t, Totals{Instances: 1, Pending: 1, Ready: 1}, v.Totals("svc"))
+	r = follower("a", 2, 3)
+	r.Created = 2
+	v.Apply(r, testNow)
+	require.Equal(t, Totals{Instances: 2, Ready: 1}, v.Totals("svc"))
+	r.State, r.Seq = StateGone, 4
+	v.Apply(r, testNow)
+	require.Equal(t, Totals{}, v.Totals("svc"))
+}

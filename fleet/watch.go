@@ -31,7 +31,8 @@ type WatchConfig struct {
 
 // Watcher feeds a View from NATS: it applies reports, placements and demand,
 // drops (and counts) what fails validation, sends a roll call on start and on
-// every reconnect, and expires silent members.
+// every reconnect, and expires silent members. While the connection is down
+// the view's clocks stand still: silence that NATS caused expires nothing.
 type Watcher struct {
 	view    *View
 	nc      *nats.Conn
@@ -80,21 +81,11 @@ func Watch(nc *nats.Conn, view *View, cfg WatchConfig) (*Watcher, error) {
 		}
 		w.subs = append(w.subs, sub)
 	}
-	// A reconnected client may have missed anything: ask everyone again,
-	// keeping whatever reconnect handler the connection already had.
-	previous := nc.Opts.ReconnectedCB
-	nc.SetReconnectHandler(func(c *nats.Conn) {
-		if previous != nil {
-			previous(c)
-		}
-		if ctx.Err() == nil {
-			_ = w.RollCall()
-		}
-	})
 	if err := w.RollCall(); err != nil {
 		w.Close()
 		return nil, err
 	}
+	go w.follow(ctx, nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED))
 	go w.sweep(ctx)
 	return w, nil
 }
@@ -141,6 +132,33 @@ func (w *Watcher) counts(m map[string]uint64) map[string]uint64 {
 	return out
 }
 
+// follow pauses the view's clocks when the connection drops and, once it is
+// back, calls the roll and then resumes them, members' expiries shifted by
+// the outage. It reads the connection's status rather than setting its
+// handlers, which belong to whoever owns the connection.
+func (w *Watcher) follow(ctx context.Context, status chan nats.Status) {
+	defer w.nc.RemoveStatusListener(status)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-status:
+		}
+		now := time.Now()
+		if !w.nc.IsConnected() {
+			w.view.Pause(now)
+			continue
+		}
+		if stale := w.view.StaleSince(); !stale.IsZero() {
+			w.cfg.Logger.Info("NATS back: calling the roll, resuming the view's clocks", "outage", now.Sub(stale).Round(time.Millisecond))
+		}
+		if err := w.RollCall(); err != nil {
+			w.cfg.Logger.Warn("roll call after reconnect failed", "err", err)
+		}
+		w.view.Resume(time.Now())
+	}
+}
+
 func (w *Watcher) sweep(ctx context.Context) {
 	t := time.NewTicker(w.cfg.SweepEvery)
 	defer t.Stop()
@@ -149,6 +167,11 @@ func (w *Watcher) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			// The status event may still be on its way to follow: never
+			// expire anything while the connection is down.
+			if !w.nc.IsConnected() {
+				continue
+			}
 			if w.view.Sweep(now) > 0 && w.cfg.OnChange != nil {
 				for _, s := range w.view.Services() {
 					w.cfg.OnChange(s)

@@ -262,3 +262,46 @@ func TestMalformedReportsAreDroppedCountedAndHarmless(t *testing.T) {
 	require.Len(t, got, 2, "nothing registered but the sentinel")
 	require.Equal(t, int64(5), view.Totals(service).Instances)
 }
+
+// A NATS outage longer than the members' ttl expires nobody: the view keeps
+// its last state while disconnected, says since when it is stale, and after
+// the reconnect's roll call runs its clocks again.
+func TestOutageLongerThanTTLExpiresNobody(t *testing.T) {
+	srv, err := natsembed.Start(natsembed.Options{})
+	require.NoError(t, err)
+	url, port := srv.ClientURL(), srv.Addr().(*net.TCPAddr).Port
+	fast := []nats.Option{nats.ReconnectWait(50 * time.Millisecond), nats.MaxReconnects(-1)}
+	view := fleet.NewView()
+	w, err := fleet.Watch(natsembed.Connect(t, url, fast...), view, fleet.WatchConfig{
+		Subjects: subjects, Services: []string{service}, SweepEvery: 10 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	a, err := agent.New(natsembed.Connect(t, url, fast...), agent.Config{
+		Subjects: subjects, Service: service, Follower: "f-1",
+		Control: "127.0.0.1:18081", Streaming: "127.0.0.1:18080",
+		Heartbeat: 50 * time.Millisecond, TTL: 200 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Close() })
+	a.Add(3)
+	a.Ready()
+	require.Eventually(t, func() bool { return view.Totals(service).Instances == 3 }, 2*time.Second, 5*time.Millisecond)
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	require.Eventually(t, func() bool { return !view.StaleSince().IsZero() }, 2*time.Second, 5*time.Millisecond, "stale once disconnected")
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		require.Equal(t, int64(3), view.Totals(service).Instances, "expired during the outage")
+	}
+
+	a.Add(1) // published once the agent is back: the view follows again
+	srv, err = natsembed.Start(natsembed.Options{Port: port})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	require.Eventually(t, func() bool { return view.StaleSince().IsZero() && view.Totals(service).Instances == 4 },
+		5*time.Second, 5*time.Millisecond, "view back after the reconnect")
+
+	require.NoError(t, a.Close()) // and a departure is seen again
+	require.Eventually(t, func() bool { return view.Totals(service) == fleet.Totals{} }, 2*time.Second, 5*time.Millisecond)
+}

@@ -26,6 +26,10 @@ type holdQueue struct {
 
 	mu      sync.Mutex
 	waiters []chan struct{}
+	// placing counts creations that left the queue with a follower but whose
+	// placement is not announced yet: they stay in the demand until then, so
+	// that the scalers never see the creation counted nowhere.
+	placing int
 	closed  chan struct{}
 }
 
@@ -35,7 +39,8 @@ func newHoldQueue(max int, timeout time.Duration) *holdQueue {
 
 // wait holds until try succeeds, the deadline passes, ctx ends or the queue
 // closes. try is called again after every release, since another router or
-// a follower's departure may have changed the view meanwhile.
+// a follower's departure may have changed the view meanwhile. On success the
+// creation still counts as demand until the caller calls placed.
 func (h *holdQueue) wait(ctx context.Context, try func() (fleet.Member, bool)) (fleet.Member, error) {
 	deadline := time.NewTimer(h.timeout)
 	defer deadline.Stop()
@@ -46,12 +51,13 @@ func (h *holdQueue) wait(ctx context.Context, try func() (fleet.Member, bool)) (
 		}
 		// A follower may have become ready between the caller's try and push.
 		if m, ok := try(); ok {
-			h.remove(w)
+			h.claim(w)
 			return m, nil
 		}
 		select {
 		case <-w:
 			if m, ok := try(); ok {
+				h.claim(w)
 				return m, nil
 			}
 		case <-deadline.C:
@@ -90,6 +96,31 @@ func (h *holdQueue) remove(w chan struct{}) {
 		h.waiters = slices.Delete(h.waiters, i, i+1)
 		h.kick()
 	}
+}
+
+// claim takes w out of the queue (if still there) as a creation being placed.
+func (h *holdQueue) claim(w chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i := slices.Index(h.waiters, w); i >= 0 {
+		h.waiters = slices.Delete(h.waiters, i, i+1)
+	}
+	h.placing++
+}
+
+// placed ends a claim: the placement was announced, or failed.
+func (h *holdQueue) placed() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.placing--
+	h.kick()
+}
+
+// demand is the creations to announce: waiting, or placed and not announced.
+func (h *holdQueue) demand() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.waiters) + h.placing
 }
 
 // release wakes every waiter, oldest first.

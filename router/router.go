@@ -245,7 +245,7 @@ func (rt *Router) publishDemand(ctx context.Context) {
 		case <-rt.hold.changed:
 		case <-tick.C:
 		}
-		if n := int64(rt.hold.len()); n > 0 || last > 0 {
+		if n := int64(rt.hold.demand()); n > 0 || last > 0 {
 			publish(n)
 		}
 	}

@@ -163,6 +163,9 @@ func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, cou
 				rt.holdFailed(w, err)
 				return
 			}
+			// Announced placements (published before the demand drops, on
+			// the same connection) carry the creation on from here.
+			defer rt.hold.placed()
 		}
 		rt.known.note(m.Follower, time.Now())
 		exchangeOf(r.Context()).follower = m.Follower
