@@ -2,6 +2,8 @@ package fleet
 
 import (
 	"container/heap"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -230,6 +232,22 @@ func (v *View) StaleSince() time.Time {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.pausedAt
+}
+
+// ErrStale is the error of Fresh: the view has not heard from NATS for
+// longer than the reader's bound.
+var ErrStale = errors.New("fleet view stale: NATS disconnected")
+
+// Fresh is the rule every reader that answers others from the view follows
+// (the scaler, the metrics adapter): answer from the last view while NATS is
+// away, and fail with ErrStale only once it has been away longer than bound.
+func (v *View) Fresh(now time.Time, bound time.Duration) error {
+	since := v.StaleSince()
+	if since.IsZero() || now.Sub(since) <= bound {
+		return nil
+	}
+	return fmt.Errorf("%w since %s (%s, bound %s)", ErrStale, since.UTC().Format(time.RFC3339),
+		now.Sub(since).Round(time.Second), bound)
 }
 
 // Sweep drops members and demand that stayed silent past their TTL, and

@@ -187,16 +187,20 @@ func (rt *Router) Control() http.Handler { return rt.control }
 // View is the fleet as this router sees it.
 func (rt *Router) View() *fleet.View { return rt.view }
 
-// Ready is nil once the router is connected to NATS and has called the roll.
+// Ready is nil once the router has called the roll, until Unready or Close.
+// A NATS outage leaves it ready: it keeps routing from its last view (whose
+// clocks stand still meanwhile), which is better than no router at all.
 func (rt *Router) Ready() error {
-	switch {
-	case !rt.ready.Load():
-		return errors.New("not started or closing")
-	case !rt.nc.IsConnected():
-		return errors.New("NATS " + rt.nc.Status().String())
+	if !rt.ready.Load() {
+		return errors.New("not started or shutting down")
 	}
 	return nil
 }
+
+// Unready fails Ready (/readyz, Skip's healthcheck) from now on while the
+// router keeps serving: the first step of a graceful stop, so that load
+// balancers stop sending before the listeners close.
+func (rt *Router) Unready() { rt.ready.Store(false) }
 
 // Close stops watching the fleet, answers held creations with 503 and
 // withdraws this router's demand. Proxied requests in flight are not cut.

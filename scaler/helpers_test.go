@@ -26,7 +26,14 @@ const wait = 10 * time.Second
 // a random loopback port; stop (also run at cleanup) shuts it down gracefully.
 func serve(t testing.TB, url string, sc ServerConfig) (s *Scaler, addr string, stop func()) {
 	t.Helper()
-	s, err := New(natsembed.Connect(t, url), Config{})
+	return serveWith(t, url, Config{}, sc)
+}
+
+// serveWith is serve with the scaler's config; its NATS connection
+// reconnects forever, quickly.
+func serveWith(t testing.TB, url string, cfg Config, sc ServerConfig) (s *Scaler, addr string, stop func()) {
+	t.Helper()
+	s, err := New(natsembed.Connect(t, url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond)), cfg)
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

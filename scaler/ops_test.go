@@ -2,6 +2,7 @@ package scaler
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,8 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsembed"
@@ -99,21 +102,49 @@ headcount_demand{service="hackernews"} 50
 	assert.Equal(t, float64(250), liveOf(t, c, r))
 }
 
-func TestHealthFollowsNATS(t *testing.T) {
+// Cut off from NATS, the scaler answers its last values for MaxStale (a
+// NATS restart must not scale the service in), then Unavailable so that
+// KEDA's fallback applies, and is healthy again once NATS is back.
+func TestStaleViewAnswersUntilMaxStaleThenUnavailable(t *testing.T) {
 	ns, err := natsembed.Start(natsembed.Options{})
 	require.NoError(t, err)
-	t.Cleanup(ns.Shutdown)
-	s, addr, _ := serve(t, ns.ClientURL(), ServerConfig{})
-	_, cc := dial(t, addr)
+	url, port := ns.ClientURL(), ns.Addr().(*net.TCPAddr).Port
+	const maxStale = 3 * time.Second
+	s, addr, _ := serveWith(t, url, Config{MaxStale: maxStale}, ServerConfig{})
+	c, cc := dial(t, addr)
 	health := healthpb.NewHealthClient(cc)
 	status := func() healthpb.HealthCheckResponse_ServingStatus {
 		res, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: externalscaler.ExternalScaler_ServiceDesc.ServiceName})
 		require.NoError(t, err)
 		return res.Status
 	}
+	a := newAgent(t, url, "svc", "f-1", fleet.RoleFollower, 100*time.Millisecond)
+	a.Add(250)
+	a.Ready()
+	r := ref("svc")
+	eventuallyLive(t, 250, r, c)
 	require.Eventually(t, func() bool { return status() == healthpb.HealthCheckResponse_SERVING }, wait, 10*time.Millisecond)
+
 	ns.Shutdown()
-	require.Eventually(t, func() bool { return status() == healthpb.HealthCheckResponse_NOT_SERVING }, wait, 10*time.Millisecond,
-		"a scaler cut off from NATS answers from a stale view: not ready")
-	assert.ErrorContains(t, s.Ready(), "NATS")
+	ns.WaitForShutdown()
+	require.Eventually(t, func() bool { return !s.View().StaleSince().IsZero() }, wait, 5*time.Millisecond)
+	// Longer than the agent's ttl (300 ms), shorter than maxStale.
+	for end := s.View().StaleSince().Add(maxStale - time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		require.Equal(t, float64(250), liveOf(t, c, r), "the last value while NATS is away")
+	}
+	require.NoError(t, s.Ready())
+	require.Eventually(t, func() bool {
+		_, err := c.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: r, MetricName: "headcount-svc"})
+		return grpcstatus.Code(err) == codes.Unavailable
+	}, wait, 20*time.Millisecond, "Unavailable past maxStale")
+	_, err = c.IsActive(context.Background(), r)
+	require.Equal(t, codes.Unavailable, grpcstatus.Code(err), "%v", err)
+	require.Eventually(t, func() bool { return status() == healthpb.HealthCheckResponse_NOT_SERVING }, wait, 10*time.Millisecond)
+	assert.ErrorIs(t, s.Ready(), fleet.ErrStale)
+
+	ns, err = natsembed.Start(natsembed.Options{Port: port})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	require.Eventually(t, func() bool { return status() == healthpb.HealthCheckResponse_SERVING }, wait, 10*time.Millisecond)
+	eventuallyLive(t, 250, r, c)
 }

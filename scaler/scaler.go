@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/headcount-dev/headcount/fleet"
 )
@@ -30,11 +32,22 @@ type Config struct {
 	// Settle is how long after its roll call the scaler waits for the answers
 	// before it calls itself ready (default 250 ms).
 	Settle time.Duration
+	// MaxStale is how long the scaler keeps answering from its last view
+	// while NATS is disconnected (the followers' counts change little in
+	// that time, and answering 0 would scale the service in); after that it
+	// answers Unavailable, so that the ScaledObject's fallback applies, and
+	// reports not ready. Default DefaultMaxStale.
+	MaxStale time.Duration
 	// OnChange, if set, is also told about every change of a service's view,
 	// on the NATS delivery goroutine: keep it short.
 	OnChange func(service string)
 	Logger   *slog.Logger
 }
+
+// DefaultMaxStale is Config.MaxStale's default: KEDA's default polling
+// interval (30 s) twice, so that a NATS restart or failover never shows,
+// and a longer outage reaches the fallback within a few polls.
+const DefaultMaxStale = time.Minute
 
 // Scaler implements externalscaler.ExternalScalerServer.
 type Scaler struct {
@@ -65,6 +78,9 @@ func New(nc *nats.Conn, cfg Config) (*Scaler, error) {
 	}
 	if cfg.Settle <= 0 {
 		cfg.Settle = 250 * time.Millisecond
+	}
+	if cfg.MaxStale <= 0 {
+		cfg.MaxStale = DefaultMaxStale
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -106,18 +122,30 @@ func (s *Scaler) View() *fleet.View { return s.view }
 // Settled is closed once the roll call's answers had time to arrive.
 func (s *Scaler) Settled() <-chan struct{} { return s.settled }
 
-// Ready fails until the roll call settled, and while NATS is disconnected
-// (the view then goes stale).
+// Ready fails until the roll call settled, and once NATS has been
+// disconnected for longer than MaxStale. A shorter outage keeps the scaler
+// ready: it answers from its last view.
 func (s *Scaler) Ready() error {
 	select {
 	case <-s.settled:
 	default:
 		return errors.New("waiting for the roll call's answers")
 	}
-	if !s.nc.IsConnected() {
-		return errors.New("NATS " + s.nc.Status().String())
+	return s.fresh()
+}
+
+func (s *Scaler) fresh() error { return s.view.Fresh(time.Now(), s.cfg.MaxStale) }
+
+// check validates a trigger's metadata and the view's freshness.
+func (s *Scaler) check(ref *externalscaler.ScaledObjectRef) (trigger, error) {
+	t, err := s.trigger(ref)
+	if err != nil {
+		return trigger{}, err
 	}
-	return nil
+	if err := s.fresh(); err != nil {
+		return trigger{}, status.Error(codes.Unavailable, err.Error())
+	}
+	return t, nil
 }
 
 // EndStreams makes every open StreamIsActive return cleanly, so that KEDA
@@ -146,7 +174,7 @@ func (s *Scaler) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObje
 
 // GetMetrics returns the service's live instances.
 func (s *Scaler) GetMetrics(_ context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
-	t, err := s.trigger(req.GetScaledObjectRef())
+	t, err := s.check(req.GetScaledObjectRef())
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +189,7 @@ func (s *Scaler) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 // IsActive tells whether the service has more live instances than the
 // activation threshold, or creations held by routers.
 func (s *Scaler) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
-	t, err := s.trigger(ref)
+	t, err := s.check(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -169,12 +197,16 @@ func (s *Scaler) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 }
 
 // StreamIsActive sends the current activity at once, then every change of it
-// as soon as the view changes (no polling), until KEDA or EndStreams ends it.
+// as soon as the view changes (no polling), until KEDA or EndStreams ends it,
+// or the view has been stale for longer than MaxStale (Unavailable).
 func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
-	t, err := s.trigger(ref)
+	t, err := s.check(ref)
 	if err != nil {
 		return err
 	}
+	// Nothing changes while NATS is away, so staleness is checked on a timer.
+	stale := time.NewTicker(time.Second)
+	defer stale.Stop()
 	// Subscribe before the first read, so that no change falls in between.
 	sub := s.streams.add(t.service)
 	defer s.streams.remove(t.service, sub)
@@ -188,6 +220,10 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 			return nil
 		case <-s.stopped:
 			return nil
+		case <-stale.C:
+			if err := s.fresh(); err != nil {
+				return status.Error(codes.Unavailable, err.Error())
+			}
 		case <-sub.wake:
 			if now := s.active(t); now != last {
 				if err := stream.Send(&externalscaler.IsActiveResponse{Result: now}); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -20,6 +21,7 @@ func routerCmd(g *global) *cobra.Command {
 		streamingAddr, controlAddr  string
 		cidrs                       []string
 		grace, idleTimeout, readHdr time.Duration
+		shutdownDelay               time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "router",
@@ -45,26 +47,46 @@ func routerCmd(g *global) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			go func() {
-				<-ctx.Done()
-				// Held creations get their 503 now rather than at their deadline.
-				rt.Close()
-			}()
 			server := func(h http.Handler) *http.Server {
 				// No write timeout: streams last as long as their clients.
 				return &http.Server{Handler: h, ReadHeaderTimeout: readHdr, IdleTimeout: idleTimeout,
 					ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn)}
 			}
+			servers := []*http.Server{server(rt.Streaming()), server(rt.Control())}
+			serveCtx, stopServing := context.WithCancel(context.Background())
+			defer stopServing()
+			go func() {
+				select {
+				case <-cmd.Context().Done():
+				case <-serveCtx.Done():
+					return
+				}
+				// Fail /readyz first and keep serving until the load balancers
+				// have taken this router out (Kubernetes propagates endpoint
+				// changes in a few seconds); meanwhile every answer closes its
+				// connection, so that clients move to the other routers.
+				rt.Unready()
+				for _, srv := range servers {
+					srv.SetKeepAlivesEnabled(false)
+				}
+				slog.Info("shutting down: not ready, still serving", "shutdown_delay", shutdownDelay)
+				select {
+				case <-time.After(shutdownDelay):
+				case <-serveCtx.Done():
+				}
+				// Held creations get their 503 now rather than at their deadline.
+				rt.Close()
+				stopServing()
+			}()
 			slog.Info("router started", "id", cfg.ID, "service", cfg.Service,
 				"streaming", streamingLn.Addr().String(), "control", controlLn.Addr().String())
 			var wg sync.WaitGroup
 			errs := make([]error, 2)
-			for i, s := range []struct {
-				ln net.Listener
-				h  http.Handler
-			}{{streamingLn, rt.Streaming()}, {controlLn, rt.Control()}} {
-				wg.Go(func() { errs[i] = ops.Serve(ctx, server(s.h), s.ln, grace) })
+			for i, ln := range []net.Listener{streamingLn, controlLn} {
+				wg.Go(func() {
+					errs[i] = ops.Serve(serveCtx, servers[i], ln, grace)
+					stopServing() // one listener failing stops the other
+				})
 			}
 			wg.Wait()
 			rt.Close()
@@ -90,7 +112,8 @@ func routerCmd(g *global) *cobra.Command {
 	f.DurationVar(&cfg.ForgetAfter, "forget-after", 10*time.Minute, "how long a departed follower's instances answer 410 rather than 404")
 	f.BoolVar(&cfg.AccessLog, "access-log", false, "log every request")
 	f.StringSliceVar(&cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
-	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open requests and streams may continue")
+	f.DurationVar(&shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, how long to fail /readyz while still serving before the listeners close (endpoint propagation; 0: none)")
+	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
 	f.DurationVar(&idleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
 	f.DurationVar(&readHdr, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
 	_ = cmd.MarkFlagRequired("service")
