@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -58,7 +60,13 @@ func (s *Sidecar) newProxy() *httputil.ReverseProxy {
 			pr.SetXForwarded() // Out.Host stays the client's
 		},
 		Transport: &http.Transport{
-			DialContext:         dialer.DialContext,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dialer.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, &dialError{err}
+				}
+				return c, nil
+			},
 			MaxIdleConns:        1024,
 			MaxIdleConnsPerHost: 256,
 			IdleConnTimeout:     90 * time.Second,
@@ -159,12 +167,28 @@ func (s *Sidecar) created(resp *http.Response) error {
 	return nil
 }
 
+// dialError marks a failed connection to the follower: nothing was sent.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
 func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return // the client left; nobody to answer
 	}
 	ex := exchangeOf(r.Context())
 	s.log.Warn("follower did not answer", "api", ex.api, "addr", ex.addr, "method", r.Method, "path", r.URL.Path, "err", err)
+	var dial *dialError
+	if errors.As(err, &dial) {
+		// The follower is down (refused or reset while connecting): nothing
+		// reached it, so the router may retry elsewhere (503), and the
+		// fleet hears at once that it is not ready.
+		s.setHealth(fmt.Errorf("%s API at %s: %w", ex.api, ex.addr, err), time.Now())
+		w.Header().Set("Retry-After", "1")
+		fail(w, http.StatusServiceUnavailable, "upstream_down", "the follower's "+ex.api+" API at "+ex.addr+" refused the connection; nothing was sent, retry")
+		return
+	}
 	fail(w, http.StatusBadGateway, "upstream_unavailable", "the follower's "+ex.api+" API at "+ex.addr+" did not answer")
 }
 

@@ -69,6 +69,9 @@ type Sidecar struct {
 	draining atomic.Bool
 	healthy  atomic.Pointer[error] // the last check's result; errNotChecked before the first
 
+	healthMu sync.Mutex // orders transitions between the checks and refused dials
+	failedAt time.Time  // last refused dial: older checks cannot undo it
+
 	stopHealth chan struct{}
 	healthDone chan struct{}
 	shutdown   sync.Once
@@ -180,27 +183,49 @@ func (s *Sidecar) watchHealth() {
 	defer close(s.healthDone)
 	tick := time.NewTicker(s.cfg.HealthInterval)
 	defer tick.Stop()
-	var was error = errNotChecked
 	for {
-		err := s.check()
-		s.healthy.Store(&err)
-		switch {
-		case err == nil && was != nil:
-			s.met.healthy.Set(1)
-			s.agent.Ready()
-			s.log.Info("follower healthy: ready")
-		case err != nil && was == nil:
-			s.met.healthy.Set(0)
-			s.agent.Unready()
-			s.log.Warn("follower unhealthy: no new instances until it recovers", "err", err)
-		}
-		was = err
+		started := time.Now()
+		s.setHealth(s.check(), started)
 		select {
 		case <-s.stopHealth:
 			return
 		case <-tick.C:
 		}
 	}
+}
+
+// setHealth applies a health result observed at the time at: the follower's
+// healthcheck, or a refused dial (unhealthy at once, without waiting for the
+// next check). A check that began before the last refused dial cannot make
+// the follower ready again; the next one can.
+func (s *Sidecar) setHealth(err error, at time.Time) {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	if err == nil && !at.After(s.failedAt) {
+		return
+	}
+	if err != nil {
+		s.failedAt = later(s.failedAt, at)
+	}
+	was := *s.healthy.Load()
+	s.healthy.Store(&err)
+	switch {
+	case err == nil && was != nil:
+		s.met.healthy.Set(1)
+		s.agent.Ready()
+		s.log.Info("follower healthy: ready")
+	case err != nil && was == nil:
+		s.met.healthy.Set(0)
+		s.agent.Unready()
+		s.log.Warn("follower unhealthy: no new instances until it recovers", "err", err)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (s *Sidecar) check() error {

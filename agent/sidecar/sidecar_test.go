@@ -2,7 +2,9 @@ package sidecar_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -191,7 +193,7 @@ func TestEverythingElsePassesThroughUntouched(t *testing.T) {
 	assert.Equal(t, 1.0, requestCounter(t, f, "streaming", "stream", "404"))
 }
 
-func TestUnreachableFollowerIsAClear502(t *testing.T) {
+func TestUnreachableFollowerIsARetryable503(t *testing.T) {
 	url := natsembed.Test(t)
 	var control, stream string
 	sc := startSidecar(t, sidecar.Config{
@@ -200,11 +202,42 @@ func TestUnreachableFollowerIsAClear502(t *testing.T) {
 		HealthInterval: 50 * time.Millisecond,
 	}, &control, &stream)
 	code, body := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
-	assert.Equal(t, http.StatusBadGateway, code)
-	assert.Contains(t, body, `"reason":"upstream_unavailable"`)
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, `"reason":"upstream_down"`)
 	assert.Equal(t, 0, sc.Instances())
 	assert.Error(t, sc.Ready())
 	assert.Equal(t, fleet.StateStarting, sc.Agent().Report().State)
+}
+
+// A follower that dies between two health checks: the first request that
+// finds it refusing gets a retryable 503, and the fleet hears at once that
+// it is not ready, not at the next check (a minute away here).
+func TestDeadFollowerIsUnreadyAtTheFirstRefusedDial(t *testing.T) {
+	url := natsembed.Test(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusCreated)
+			_, _ = io.WriteString(w, "f1/0b9e5d1c-1d55-4b4e-9a8e-3c8a4c2d7e10")
+		}
+	}))
+	reports := e2e.WatchReports(t, natsembed.Connect(t, url), "svc", "f1")
+	var control, stream string
+	sc := startSidecar(t, sidecar.Config{
+		NATS: natsembed.Connect(t, url), Service: "svc", ID: "f1",
+		UpstreamControl: up.Listener.Addr().String(), UpstreamStreaming: up.Listener.Addr().String(),
+		HealthInterval: time.Minute, Heartbeat: time.Minute,
+	}, &control, &stream)
+	reports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	code, _ := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
+	require.Equal(t, http.StatusCreated, code)
+
+	up.CloseClientConnections()
+	up.Close()
+	code, body := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
+	assert.Equal(t, http.StatusServiceUnavailable, code, body)
+	assert.Contains(t, body, `"reason":"upstream_down"`)
+	reports.WaitFor(t, "not ready", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
+	assert.ErrorContains(t, sc.Ready(), "refused")
 }
 
 func TestBadConfigIsRefused(t *testing.T) {

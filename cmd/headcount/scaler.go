@@ -123,6 +123,7 @@ func scalerCmd(g *global) *cobra.Command {
 	f.DurationVar(&srv.MaxConnectionAgeGrace, "max-connection-age-grace", 30*time.Second, "how long RPCs may continue on a connection past its max age")
 	f.DurationVar(&srv.KeepaliveTime, "keepalive-time", 30*time.Second, "ping idle gRPC connections this often")
 	f.DurationVar(&srv.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose ping is not answered in this time")
+	f.DurationVar(&cfg.MaxStale, "max-stale", scaler.DefaultMaxStale, "while NATS is disconnected, answer KEDA from the last view this long, then Unavailable (the ScaledObject's fallback applies)")
 	f.DurationVar(&cfg.Settle, "rollcall-settle", 250*time.Millisecond, "wait this long after the roll call before reporting ready")
 	f.StringSliceVar(&cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open RPCs may finish (streams end at once, KEDA reopens them)")
