@@ -20,6 +20,7 @@ func routerCmd(g *global) *cobra.Command {
 		streamingAddr, controlAddr  string
 		cidrs                       []string
 		grace, idleTimeout, readHdr time.Duration
+		vf                          viewFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "router",
@@ -41,11 +42,12 @@ func routerCmd(g *global) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
+			ctx := cmd.Context()
+			cfg.View = vf.view(ctx)
 			rt, err := router.New(nc, cfg)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
 			go func() {
 				<-ctx.Done()
 				// Held creations get their 503 now rather than at their deadline.
@@ -93,6 +95,7 @@ func routerCmd(g *global) *cobra.Command {
 	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open requests and streams may continue")
 	f.DurationVar(&idleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
 	f.DurationVar(&readHdr, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
+	vf.register(f)
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }
