@@ -24,6 +24,7 @@ import (
 	"github.com/headcount-dev/headcount/replicas"
 	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/scaler"
+	"github.com/headcount-dev/headcount/verify"
 )
 
 // UpConfig is the whole system on one machine.
@@ -36,9 +37,15 @@ type UpConfig struct {
 	// Listeners of the router (streaming, control) and the scaler's gRPC port.
 	StreamingAddr, ControlAddr, ScalerAddr string
 	Policy                                 replicas.Policy
-	ScaleDownWindow                        time.Duration
-	DrainTimeout                           time.Duration // a follower's drain on scale-down
-	InstanceTTL                            time.Duration // demo followers destroy an abandoned instance after this
+	// Addresses restricts what followers may advertise (up defaults it to
+	// loopback); Limits bound the views; NoVerify trusts reports unprobed.
+	Addresses       fleet.AddressPolicy
+	Limits          fleet.Limits
+	NoVerify        bool
+	ProbeTimeout    time.Duration
+	ScaleDownWindow time.Duration
+	DrainTimeout    time.Duration // a follower's drain on scale-down
+	InstanceTTL     time.Duration // demo followers destroy an abandoned instance after this
 	// Executable runs the demo followers (`<exe> follower …`); default this program.
 	Executable string
 	// FollowerCmd and LeaderCmd, when set, are shell commands run instead of
@@ -106,7 +113,14 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	}
 	stack.push(stopLeader)
 
-	view := fleet.NewView()
+	probeCtx, stopProbes := context.WithCancel(context.Background())
+	stack.push(stopProbes)
+	newView := func() *fleet.View {
+		v := fleet.NewViewWith(fleet.ViewConfig{Limits: cfg.Limits, Verify: !cfg.NoVerify, Logger: cfg.Logger})
+		go verify.New(verify.Config{Timeout: cfg.ProbeTimeout}).Run(probeCtx, v)
+		return v
+	}
+	view := newView()
 	sup, err := NewSupervisor(SupervisorConfig{
 		Service: cfg.Service, View: view, Policy: cfg.Policy,
 		ScaleDownWindow: cfg.ScaleDownWindow, StopTimeout: cfg.DrainTimeout + 10*time.Second,
@@ -116,12 +130,13 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	if err != nil {
 		return err
 	}
-	sc, err := scaler.New(nc, scaler.Config{Subjects: cfg.Subjects, View: view, OnChange: func(string) { sup.Poke() }, Logger: cfg.Logger})
+	sc, err := scaler.New(nc, scaler.Config{Subjects: cfg.Subjects, Policy: cfg.Addresses, View: view, OnChange: func(string) { sup.Poke() }, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
 	stack.push(sc.Close)
-	rt, err := router.New(nc, router.Config{Subjects: cfg.Subjects, Service: cfg.Service, ID: "router-1", Logger: cfg.Logger})
+	rt, err := router.New(nc, router.Config{Subjects: cfg.Subjects, Service: cfg.Service, ID: "router-1",
+		Policy: cfg.Addresses, View: newView(), Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,7 @@ type member struct {
 	unavailable        bool         // answer creations 503, as a follower draining before the views know
 	hung               bool         // never answer creations
 	requests           atomic.Int64 // every request received, on both ports
+	ident              atomic.Pointer[agent.Agent]
 	mu                 sync.Mutex
 	instances          map[string]bool
 }
@@ -66,6 +67,7 @@ func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *mem
 	a, err := agent.New(nc, cfg)
 	require.NoError(t, err)
 	m.agent = a
+	m.ident.Store(a)
 	a.Ready()
 	t.Cleanup(func() {
 		_ = a.Close()
@@ -77,15 +79,26 @@ func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *mem
 	return m
 }
 
+// count counts every request but the identity probes of verifying routers.
 func (m *member) count(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.requests.Add(1)
+		if r.URL.Path != fleet.IdentityPath {
+			m.requests.Add(1)
+		}
 		h.ServeHTTP(w, r)
 	})
 }
 
 func (m *member) controlMux() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+fleet.IdentityPath, func(w http.ResponseWriter, r *http.Request) {
+		a := m.ident.Load() // nil until agent.New returned
+		if a == nil {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		a.IdentityHandler().ServeHTTP(w, r)
+	})
 	mux.HandleFunc("POST /v1/streams/{resource}", func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case m.hung:
@@ -142,7 +155,8 @@ func startRouter(t testing.TB, url, id string, mutate ...func(*router.Config)) *
 	t.Helper()
 	nc := natsembed.Connect(t, url)
 	cfg := router.Config{Service: svc, ID: id, HoldTimeout: 10 * time.Second, CompatPrefix: "/streams"}
-	for _, f := range mutate {
+	// Verifying, as in production; a test may replace the view.
+	for _, f := range append([]func(*router.Config){verifying(t)}, mutate...) {
 		f(&cfg)
 	}
 	rt, err := router.New(nc, cfg)

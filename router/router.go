@@ -49,7 +49,10 @@ type Config struct {
 	// its instance ids get 410 Gone rather than 404; default 10 min.
 	ForgetAfter time.Duration
 	Policy      fleet.AddressPolicy // addresses followers may advertise
-	AccessLog   bool                // log every request at info level
+	// View to fill; nil makes one that trusts every valid report at once.
+	// Production passes a verifying view served by a verify.Prober.
+	View      *fleet.View
+	AccessLog bool // log every request at info level
 	// Registry receives the router's metrics; default a fresh ops.NewRegistry().
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -89,6 +92,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Registry == nil {
 		c.Registry = ops.NewRegistry()
+	}
+	if c.View == nil {
+		c.View = fleet.NewView()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -132,7 +138,7 @@ func New(nc *nats.Conn, cfg Config) (*Router, error) {
 	rt := &Router{
 		cfg:    cfg,
 		nc:     nc,
-		view:   fleet.NewView(),
+		view:   cfg.View,
 		known:  newKnown(),
 		log:    cfg.Logger.With("router", cfg.ID, "service", cfg.Service),
 		cancel: cancel,

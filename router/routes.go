@@ -96,14 +96,18 @@ func (rt *Router) malformed(w http.ResponseWriter, _ *http.Request) {
 // stream proxies an SSE subscription to the instance's owner.
 func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	if m, ok := rt.owner(w, r); ok {
-		rt.serve(w, r, &attempt{addr: m.Streaming, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}, nil)
+		a := &attempt{addr: m.Streaming, member: m, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}
+		rt.serve(w, r, a, nil)
+		_ = rt.ejectIfBroken(a)
 	}
 }
 
 // destroy sends a deletion to the instance's owner.
 func (rt *Router) destroy(w http.ResponseWriter, r *http.Request) {
 	if m, ok := rt.owner(w, r); ok {
-		rt.serve(w, r, &attempt{addr: m.Control, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}, nil)
+		a := &attempt{addr: m.Control, member: m, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}
+		rt.serve(w, r, a, nil)
+		_ = rt.ejectIfBroken(a)
 	}
 }
 
@@ -141,9 +145,12 @@ func (rt *Router) snapshot(w http.ResponseWriter, r *http.Request) {
 
 // place sends a creation (counted) or a snapshot (not counted) to the least
 // loaded ready follower, holding it while there is none, and trying the next
-// best after a refused connection or a 503, since nothing was created.
+// best after a refused connection or a 503, since nothing was created. A
+// refusal that ejects its follower costs no retry budget: the follower is out
+// of placement, so the loop ends when no placeable follower is left.
 func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, count bool) {
 	var tried []string
+	spent := 0 // refusals that ejected nobody
 	exclude := func(f string) bool { return slices.Contains(tried, f) }
 	pick := func() (fleet.Member, bool) {
 		if count {
@@ -169,10 +176,13 @@ func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, cou
 		}
 		rt.known.note(m.Follower, time.Now())
 		exchangeOf(r.Context()).follower = m.Follower
-		a := &attempt{addr: m.Control, member: m, place: count, retry: len(tried) < rt.cfg.Retries}
+		a := &attempt{addr: m.Control, member: m, place: count, retry: spent < rt.cfg.Retries}
 		rt.serve(w, r, a, body)
 		if count && !a.placed {
 			rt.view.Unplace(rt.cfg.Service, m.Follower, m.Incarnation, 1)
+		}
+		if !rt.ejectIfBroken(a) {
+			spent++
 		}
 		if !a.refused {
 			return
@@ -181,6 +191,21 @@ func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, cou
 		rt.log.Warn("follower refused the request, trying another", "follower", m.Follower, "addr", m.Control)
 		tried = append(tried, m.Follower)
 	}
+}
+
+// ejectIfBroken takes a follower that refused or reset the connection out of
+// placement at once (passive outlier ejection): retries and later creations
+// skip it until a fresh report, re-verified, shows it healthy. It reports
+// whether it ejected a follower that was placeable until now.
+func (rt *Router) ejectIfBroken(a *attempt) bool {
+	if !a.broken || a.member.Follower == "" ||
+		!rt.view.Eject(rt.cfg.Service, a.member.Follower, a.member.Incarnation) {
+		return false
+	}
+	rt.met.ejections.Inc()
+	rt.log.Warn("follower ejected from placement", "follower", a.member.Follower,
+		"incarnation", a.member.Incarnation, "addr", a.addr)
+	return true
 }
 
 // held waits in the hold queue and counts the outcome.

@@ -138,7 +138,12 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
 	s.proxy = s.newProxy()
-	s.serve(control, s.handler(apiControl, cfg.UpstreamControl))
+	// The identity probe is the sidecar's to answer: the follower behind it
+	// does not know its incarnation.
+	controlMux := http.NewServeMux()
+	controlMux.Handle(fleet.IdentityPath, s.agent.IdentityHandler())
+	controlMux.Handle("/", s.handler(apiControl, cfg.UpstreamControl))
+	s.serve(control, controlMux)
 	s.serve(streaming, s.handler(apiStreaming, cfg.UpstreamStreaming))
 	go s.watchHealth()
 	s.log.Info("sidecar started", "control", controlAddr, "streaming", streamingAddr,

@@ -22,6 +22,7 @@ func routerCmd(g *global) *cobra.Command {
 		cidrs                       []string
 		grace, idleTimeout, readHdr time.Duration
 		shutdownDelay               time.Duration
+		vf                          viewFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "router",
@@ -43,6 +44,10 @@ func routerCmd(g *global) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
+			// Serving (and verifying followers) goes on through the shutdown delay.
+			serveCtx, stopServing := context.WithCancel(context.Background())
+			defer stopServing()
+			cfg.View = vf.view(serveCtx)
 			rt, err := router.New(nc, cfg)
 			if err != nil {
 				return err
@@ -53,8 +58,6 @@ func routerCmd(g *global) *cobra.Command {
 					ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn)}
 			}
 			servers := []*http.Server{server(rt.Streaming()), server(rt.Control())}
-			serveCtx, stopServing := context.WithCancel(context.Background())
-			defer stopServing()
 			go func() {
 				select {
 				case <-cmd.Context().Done():
@@ -116,6 +119,7 @@ func routerCmd(g *global) *cobra.Command {
 	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
 	f.DurationVar(&idleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
 	f.DurationVar(&readHdr, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
+	vf.register(f)
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }

@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/scaler"
 	"github.com/headcount-dev/headcount/scaler/deletioncost"
@@ -31,6 +30,7 @@ func scalerCmd(g *global) *cobra.Command {
 		grace                        time.Duration
 		deletionCost                 bool
 		kubeconfig                   string
+		vf                           viewFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "scaler",
@@ -47,7 +47,9 @@ func scalerCmd(g *global) *cobra.Command {
 				}
 			}
 			reg := ops.NewRegistry()
-			cfg.View = fleet.NewView()
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			cfg.View = vf.view(ctx)
 			var costs *deletioncost.Controller
 			if deletionCost {
 				// Both empty: the in-cluster configuration.
@@ -86,8 +88,6 @@ func scalerCmd(g *global) *cobra.Command {
 			mux := http.NewServeMux()
 			ops.Mount(mux, reg, checks)
 
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
 			slog.Info("scaler started", "grpc", lns[0].Addr().String(), "http", lns[1].Addr().String(),
 				"tls", srv.TLS != nil, "mtls", srv.TLS != nil && srv.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
 				"deletion_cost", deletionCost)
@@ -132,5 +132,6 @@ func scalerCmd(g *global) *cobra.Command {
 	f.IntVar(&cost.Burst, "deletion-cost-burst", 10, "pod patches in a burst at most")
 	f.DurationVar(&cost.Every, "deletion-cost-every", time.Second, "compare a changed service's pods at most this often")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
+	vf.register(f)
 	return cmd
 }

@@ -17,6 +17,8 @@ func upCmd(g *global) *cobra.Command {
 	var (
 		cfg    local.UpConfig
 		policy policyFlags
+		vf     viewFlags
+		cidrs  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -29,9 +31,10 @@ and on Ctrl-C drains and stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Subjects, err = g.subjects(); err != nil {
+			if cfg.Subjects, cfg.Addresses, err = g.watching(cidrs); err != nil {
 				return err
 			}
+			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout = vf.limits, vf.noVerify, vf.probeTimeout
 			if cfg.Policy, err = policy.policy(); err != nil {
 				return err
 			}
@@ -61,7 +64,9 @@ and on Ctrl-C drains and stops everything.`,
 	f.DurationVar(&cfg.InstanceTTL, "instance-ttl", 30*time.Second, "demo followers destroy an instance this long after its subscriber leaves")
 	f.StringVar(&cfg.FollowerCmd, "follower-cmd", "", "shell command to run each follower instead of the demo (gets its ports and leader address in HEADCOUNT_* env; runs behind a sidecar)")
 	f.StringVar(&cfg.LeaderCmd, "leader-cmd", "", "shell command to run the leader instead of the demo (behind a sidecar)")
+	f.StringSliceVar(&cidrs, "allowed-cidrs", []string{"127.0.0.0/8", "::1/128"}, "CIDRs follower addresses must be in (empty: any)")
 	policy.register(cmd)
+	vf.register(f)
 	return cmd
 }
 
