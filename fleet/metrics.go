@@ -1,6 +1,10 @@
 package fleet
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Collector exports a view's figures and a watcher's message counts to
 // Prometheus, read at scrape time so nothing is counted twice.
@@ -8,7 +12,7 @@ type Collector struct {
 	view    *View
 	watcher *Watcher
 
-	followers, instances, demand, leaders, unverified, dropped, applied *prometheus.Desc
+	followers, instances, pending, demand, leaders, unverified, stale, dropped, applied *prometheus.Desc
 }
 
 // NewCollector describes view and (if not nil) watcher under the headcount_ namespace.
@@ -17,6 +21,8 @@ func NewCollector(view *View, watcher *Watcher) *Collector {
 		view: view, watcher: watcher,
 		followers:  prometheus.NewDesc("headcount_followers", "Followers in the view, by state.", []string{"service", "state"}, nil),
 		instances:  prometheus.NewDesc("headcount_instances", "Live resource instances on ready and draining followers.", []string{"service"}, nil),
+		pending:    prometheus.NewDesc("headcount_pending_placements", "Placements the followers have not reported yet (they count in the live figure).", []string{"service"}, nil),
+		stale:      prometheus.NewDesc("headcount_view_stale_seconds", "How long the view has not heard from NATS (0 while connected); its clocks stand still meanwhile.", nil, nil),
 		demand:     prometheus.NewDesc("headcount_demand", "Creations held by routers because no follower is ready.", []string{"service"}, nil),
 		leaders:    prometheus.NewDesc("headcount_leaders", "Leaders in the view.", []string{"service"}, nil),
 		unverified: prometheus.NewDesc("headcount_unverified", "Incarnations not (yet) verified to answer at their address: no traffic, not counted.", []string{"service"}, nil),
@@ -26,7 +32,7 @@ func NewCollector(view *View, watcher *Watcher) *Collector {
 }
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.followers, c.instances, c.demand, c.leaders, c.unverified, c.dropped, c.applied} {
+	for _, d := range []*prometheus.Desc{c.followers, c.instances, c.pending, c.demand, c.leaders, c.unverified, c.stale, c.dropped, c.applied} {
 		ch <- d
 	}
 }
@@ -41,10 +47,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.followers, float64(t.Ready), s, string(StateReady))
 		gauge(c.followers, float64(t.Draining), s, string(StateDraining))
 		gauge(c.instances, float64(t.Instances), s)
+		gauge(c.pending, float64(t.Pending), s)
 		gauge(c.demand, float64(t.Demand), s)
 		gauge(c.leaders, float64(t.Leaders), s)
 		gauge(c.unverified, float64(t.Unverified), s)
 	}
+	stale := 0.0
+	if since := c.view.StaleSince(); !since.IsZero() {
+		stale = time.Since(since).Seconds()
+	}
+	gauge(c.stale, stale)
 	drops := c.view.Drops()
 	if c.watcher != nil {
 		for reason, n := range c.watcher.Drops() {

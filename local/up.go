@@ -91,7 +91,8 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		stack.push(func() { ns.Shutdown(); ns.WaitForShutdown() })
 		natsURL = ns.ClientURL()
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("headcount-up"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(natsURL, nats.Name("headcount-up"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second))
 	if err != nil {
 		return fmt.Errorf("NATS %s: %w", natsURL, err)
 	}

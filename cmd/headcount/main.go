@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -142,6 +143,11 @@ func (g *global) connect(name string) (*nats.Conn, error) {
 	nc, err := nats.Connect(g.natsURL,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
+		// Back within a fraction of a second of NATS (the views wait for it
+		// with their clocks stopped); jittered so that a fleet does not
+		// reconnect in one burst.
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				slog.Warn("NATS disconnected", "err", err)
