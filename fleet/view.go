@@ -493,10 +493,21 @@ func (v *View) ApplyPlaced(service string, p Placed) bool {
 		return false
 	}
 	m := s.members[p.Follower]
-	if m == nil || !m.verified || m.r.Incarnation != p.Incarnation {
+	if c := s.candidates[p.Follower]; c != nil && c.r.Incarnation == p.Incarnation {
+		m = c
+	}
+	if m == nil || m.r.Incarnation != p.Incarnation {
 		return false
 	}
-	s.setPlaced(m, min(max(m.placed+p.N, 0), m.r.Created+v.cfg.Limits.InstancesPerMember))
+	placed := min(max(m.placed+p.N, 0), m.r.Created+v.cfg.Limits.InstancesPerMember)
+	if !m.verified || s.candidates[p.Follower] == m {
+		// Another router verified it first: keep the count, which the
+		// totals take in when this view verifies it too, so that a placed
+		// creation never counts nowhere.
+		m.placed = placed
+		return true
+	}
+	s.setPlaced(m, placed)
 	return true
 }
 

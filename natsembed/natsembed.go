@@ -3,7 +3,9 @@
 package natsembed
 
 import (
+	"cmp"
 	"fmt"
+	"net/url"
 	"testing"
 	"time"
 
@@ -18,6 +20,12 @@ type Options struct {
 	Port      int    // 0 picks a free port
 	JetStream bool
 	StoreDir  string // JetStream storage; a temp dir when empty
+	// ClusterPort, when set, makes the server a node of cluster ClusterName
+	// (default "headcount") listening for routes on Host:ClusterPort and
+	// connecting to Routes (host:port of the other nodes' cluster ports).
+	ClusterName string
+	ClusterPort int
+	Routes      []string
 }
 
 // Start runs a server and waits until it accepts clients.
@@ -29,7 +37,7 @@ func Start(o Options) (*server.Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	s, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		Host:      o.Host,
 		Port:      port,
 		JetStream: o.JetStream,
@@ -38,7 +46,14 @@ func Start(o Options) (*server.Server, error) {
 		NoLog:     true,
 		// Reports are small; a tight limit makes oversize floods cheap to refuse.
 		MaxPayload: 1 << 20,
-	})
+	}
+	if o.ClusterPort != 0 {
+		opts.Cluster = server.ClusterOpts{Name: cmp.Or(o.ClusterName, "headcount"), Host: o.Host, Port: o.ClusterPort}
+		for _, r := range o.Routes {
+			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", Host: r})
+		}
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats-server: %w", err)
 	}
