@@ -70,7 +70,9 @@ type routerProc struct {
 	control, streaming string
 }
 
-func (r *routerProc) endpoint() e2e.Endpoint { return e2e.Endpoint{Control: r.control, Streaming: r.streaming} }
+func (r *routerProc) endpoint() e2e.Endpoint {
+	return e2e.Endpoint{Control: r.control, Streaming: r.streaming}
+}
 
 // newStack starts n NATS nodes (clustered when n > 1).
 func newStack(t *testing.T, n int) *stack {
