@@ -1,0 +1,126 @@
+package faults_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/internal/e2e"
+)
+
+// Scaling from zero, read with KEDA's generated client: the push stream and
+// IsActive say true from the first held creation on, and never false until
+// the instance is gone — not when the held creation is placed and the
+// router's demand drops before the follower's report counts the instance.
+// Three rounds, each from zero followers.
+func TestActivationFromZeroNeverFlaps(t *testing.T) {
+	s := newStack(t, 1)
+	s.startLeader()
+	r := s.router("r-1")
+	s.startScaler()
+	s.waitRouted(r, 0)
+	keda := s.keda()
+
+	type event struct {
+		at     time.Time
+		active bool
+		push   bool // from StreamIsActive, else from polling IsActive
+	}
+	var (
+		mu     sync.Mutex
+		events []event
+	)
+	record := func(active, push bool) {
+		mu.Lock()
+		events = append(events, event{time.Now(), active, push})
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	defer func() { cancel(); bg.Wait() }()
+	stream, err := keda.StreamIsActive(ctx, scaledObject)
+	require.NoError(t, err)
+	bg.Go(func() {
+		for {
+			res, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			record(res.Result, true)
+		}
+	})
+	bg.Go(func() {
+		for ctx.Err() == nil {
+			if res, err := keda.IsActive(ctx, scaledObject); err == nil {
+				record(res.Result, false)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	isActive := func(push bool) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := len(events) - 1; i >= 0; i-- {
+			if events[i].push == push {
+				return events[i].active
+			}
+		}
+		return false
+	}
+
+	for round := range 3 {
+		mu.Lock()
+		events = nil
+		mu.Unlock()
+		require.Eventually(t, func() bool { return !isActive(true) && !isActive(false) }, wait, 10*time.Millisecond, "round %d starts inactive", round)
+
+		// A creation held: no follower yet.
+		created := make(chan string, 1)
+		go func() {
+			code, id := e2e.Do(t, http.MethodPost, r.control+"/v1/streams/collection", `{"name":"posts"}`)
+			if code != http.StatusCreated {
+				id = ""
+			}
+			created <- id
+		}()
+		require.Eventually(t, func() bool { return isActive(true) && isActive(false) }, wait, 5*time.Millisecond, "active while held")
+		f := s.follower("f-1", "--instance-ttl", "1s")
+		id := <-created
+		require.NotEmpty(t, id, "the held creation was placed")
+		st, code := e2e.Subscribe(t, r.streaming, strings.TrimSpace(id))
+		require.Equal(t, http.StatusOK, code)
+		require.Eventually(t, func() bool { v, err := live(keda); return err == nil && v == 1 }, wait, 10*time.Millisecond, "the instance is counted")
+		time.Sleep(500 * time.Millisecond) // reports settle; still active
+		leaving := time.Now()
+		st.Close() // the instance goes 1 s later
+		require.Eventually(t, func() bool { return !isActive(true) && !isActive(false) }, wait, 10*time.Millisecond, "inactive once the instance is gone")
+
+		mu.Lock()
+		var first time.Time
+		flaps := 0
+		for _, e := range events {
+			if e.active && first.IsZero() {
+				first = e.at
+			}
+			if !first.IsZero() && !e.active && e.at.Before(leaving) {
+				flaps++
+			}
+		}
+		n := len(events)
+		mu.Unlock()
+		assert.Zero(t, flaps, "round %d: false between the first held creation and the instance's end (%d readings)", round, n)
+		t.Logf("round %d: %d readings, %d false from the first true to the client's leaving", round, n, flaps)
+
+		f.Signal(t, syscall.SIGTERM) // back to zero followers
+		require.NoError(t, f.Wait(t, wait))
+		s.waitRouted(r, 0)
+	}
+}
+
