@@ -123,4 +123,3 @@ func TestActivationFromZeroNeverFlaps(t *testing.T) {
 		s.waitRouted(r, 0)
 	}
 }
-
