@@ -51,7 +51,8 @@ type Counts struct {
 	CreateFailed  map[string]int
 	StreamsOpened int
 	StreamFailed  map[string]int // subscriptions that did not open
-	StreamsCut    map[string]int // open streams that ended without the client leaving
+	StreamsCut    map[string]int // open streams that ended without the client leaving, by cause
+	CutOwners     map[string]int // the same, by the follower that owned the instance
 	Updates       int            // update events received
 	Writes        int
 	WriteFailed   map[string]int
@@ -67,8 +68,8 @@ func Failures(m map[string]int) int {
 }
 
 func (c Counts) String() string {
-	return fmt.Sprintf("created %d, creation failures %s, streams opened %d, subscription failures %s, streams cut %s, updates %d, writes %d, write failures %s",
-		c.Created, fmtMap(c.CreateFailed), c.StreamsOpened, fmtMap(c.StreamFailed), fmtMap(c.StreamsCut), c.Updates, c.Writes, fmtMap(c.WriteFailed))
+	return fmt.Sprintf("created %d, creation failures %s, streams opened %d, subscription failures %s, streams cut %s (owners %s), updates %d, writes %d, write failures %s",
+		c.Created, fmtMap(c.CreateFailed), c.StreamsOpened, fmtMap(c.StreamFailed), fmtMap(c.StreamsCut), fmtMap(c.CutOwners), c.Updates, c.Writes, fmtMap(c.WriteFailed))
 }
 
 func fmtMap(m map[string]int) string {
@@ -88,6 +89,7 @@ func fmtMap(m map[string]int) string {
 }
 
 type loadStream struct {
+	owner   string
 	resp    *http.Response
 	closing bool
 	updates int
@@ -108,7 +110,8 @@ func (l *Load) Start() {
 		l.WriteEvery = 200 * time.Millisecond
 	}
 	l.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	l.counts = Counts{CreateFailed: map[string]int{}, StreamFailed: map[string]int{}, StreamsCut: map[string]int{}, WriteFailed: map[string]int{}}
+	l.counts = Counts{CreateFailed: map[string]int{}, StreamFailed: map[string]int{}, StreamsCut: map[string]int{},
+		CutOwners: map[string]int{}, WriteFailed: map[string]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
 	for range l.Workers {
@@ -142,6 +145,7 @@ func (l *Load) Snapshot() Counts {
 	defer l.mu.Unlock()
 	c := l.counts
 	c.CreateFailed, c.StreamFailed, c.StreamsCut, c.WriteFailed = clone(c.CreateFailed), clone(c.StreamFailed), clone(c.StreamsCut), clone(c.WriteFailed)
+	c.CutOwners = clone(c.CutOwners)
 	return c
 }
 
@@ -219,7 +223,8 @@ func (l *Load) subscribe(ctx context.Context, id string) {
 		}
 		return
 	}
-	s := &loadStream{resp: resp}
+	owner, _, _ := strings.Cut(id, "/")
+	s := &loadStream{owner: owner, resp: resp}
 	l.mu.Lock()
 	l.counts.StreamsOpened++
 	l.open = append(l.open, s)
@@ -270,6 +275,7 @@ func (l *Load) read(s *loadStream) {
 		cause = classify(err)
 	}
 	l.counts.StreamsCut[cause]++
+	l.counts.CutOwners[s.owner]++
 }
 
 func (l *Load) writes(ctx context.Context) {

@@ -81,6 +81,9 @@ func (p *Proc) Wait(t testing.TB, timeout time.Duration) error {
 	}
 }
 
+// Done is closed when the process has ended.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
 // Exited reports whether the process has ended.
 func (p *Proc) Exited() bool {
 	select {
@@ -91,10 +94,9 @@ func (p *Proc) Exited() bool {
 	}
 }
 
-// Usage is a process's resident memory, from /proc (Linux).
-func (p *Proc) RSS() int64 { return rss(p.Cmd.Process.Pid) }
-
-func rss(pid int) int64 {
+// RSSOf is a process's resident memory in bytes, from /proc (Linux); 0 when
+// it is gone.
+func RSSOf(pid int) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
