@@ -42,6 +42,7 @@ type UpConfig struct {
 	Addresses       fleet.AddressPolicy
 	Limits          fleet.Limits
 	NoVerify        bool
+	HTTP            ops.HTTPLimits // the router's listeners
 	ProbeTimeout    time.Duration
 	ScaleDownWindow time.Duration
 	DrainTimeout    time.Duration // a follower's drain on scale-down
@@ -150,7 +151,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		h  http.Handler
 	}{{listeners["streaming"], rt.Streaming()}, {listeners["control"], rt.Control()}} {
 		servers.Go(func() {
-			serverErrs <- ops.Serve(serveCtx, &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}, s.ln, 5*time.Second)
+			serverErrs <- ops.Serve(serveCtx, ops.NewServer(s.h, cfg.HTTP, cfg.Logger), s.ln, 5*time.Second)
 		})
 	}
 	servers.Go(func() {

@@ -16,11 +16,12 @@ import (
 
 func routerCmd(g *global) *cobra.Command {
 	var (
-		cfg                         router.Config
-		streamingAddr, controlAddr  string
-		cidrs                       []string
-		grace, idleTimeout, readHdr time.Duration
-		vf                          viewFlags
+		cfg                        router.Config
+		streamingAddr, controlAddr string
+		cidrs                      []string
+		grace                      time.Duration
+		vf                         viewFlags
+		hf                         httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "router",
@@ -53,11 +54,6 @@ func routerCmd(g *global) *cobra.Command {
 				// Held creations get their 503 now rather than at their deadline.
 				rt.Close()
 			}()
-			server := func(h http.Handler) *http.Server {
-				// No write timeout: streams last as long as their clients.
-				return &http.Server{Handler: h, ReadHeaderTimeout: readHdr, IdleTimeout: idleTimeout,
-					ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn)}
-			}
 			slog.Info("router started", "id", cfg.ID, "service", cfg.Service,
 				"streaming", streamingLn.Addr().String(), "control", controlLn.Addr().String())
 			var wg sync.WaitGroup
@@ -66,7 +62,7 @@ func routerCmd(g *global) *cobra.Command {
 				ln net.Listener
 				h  http.Handler
 			}{{streamingLn, rt.Streaming()}, {controlLn, rt.Control()}} {
-				wg.Go(func() { errs[i] = ops.Serve(ctx, server(s.h), s.ln, grace) })
+				wg.Go(func() { errs[i] = ops.Serve(ctx, hf.server(s.h), s.ln, grace) })
 			}
 			wg.Wait()
 			rt.Close()
@@ -93,8 +89,7 @@ func routerCmd(g *global) *cobra.Command {
 	f.BoolVar(&cfg.AccessLog, "access-log", false, "log every request")
 	f.StringSliceVar(&cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open requests and streams may continue")
-	f.DurationVar(&idleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
-	f.DurationVar(&readHdr, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
+	hf.register(f)
 	vf.register(f)
 	_ = cmd.MarkFlagRequired("service")
 	return cmd

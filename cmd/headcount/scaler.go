@@ -31,6 +31,7 @@ func scalerCmd(g *global) *cobra.Command {
 		deletionCost                 bool
 		kubeconfig                   string
 		vf                           viewFlags
+		hf                           httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "scaler",
@@ -102,7 +103,7 @@ func scalerCmd(g *global) *cobra.Command {
 			}
 			run(0, func() error { return scaler.NewServer(s, srv).Serve(ctx, lns[0], grace) })
 			run(1, func() error {
-				return ops.Serve(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, lns[1], grace)
+				return ops.Serve(ctx, hf.server(mux), lns[1], grace)
 			})
 			if costs != nil {
 				run(2, func() error { return costs.Run(ctx) })
@@ -132,5 +133,6 @@ func scalerCmd(g *global) *cobra.Command {
 	f.DurationVar(&cost.Every, "deletion-cost-every", time.Second, "compare a changed service's pods at most this often")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
 	vf.register(f)
+	hf.register(f)
 	return cmd
 }

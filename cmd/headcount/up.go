@@ -19,6 +19,7 @@ func upCmd(g *global) *cobra.Command {
 		policy policyFlags
 		vf     viewFlags
 		cidrs  []string
+		hf     httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -34,7 +35,7 @@ and on Ctrl-C drains and stops everything.`,
 			if cfg.Subjects, cfg.Addresses, err = g.watching(cidrs); err != nil {
 				return err
 			}
-			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout = vf.limits, vf.noVerify, vf.probeTimeout
+			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout, cfg.HTTP = vf.limits, vf.noVerify, vf.probeTimeout, hf.limits
 			if cfg.Policy, err = policy.policy(); err != nil {
 				return err
 			}
@@ -67,6 +68,7 @@ and on Ctrl-C drains and stops everything.`,
 	f.StringSliceVar(&cidrs, "allowed-cidrs", []string{"127.0.0.0/8", "::1/128"}, "CIDRs follower addresses must be in (empty: any)")
 	policy.register(cmd)
 	vf.register(f)
+	hf.register(f)
 	return cmd
 }
 
