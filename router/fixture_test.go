@@ -36,6 +36,7 @@ type member struct {
 	bare               bool         // answer creations with "<uuid>", as without SKIP_RESOURCE_PREFIX
 	unavailable        bool         // answer creations 503, as a follower draining before the views know
 	hung               bool         // never answer creations
+	ticking            bool         // streams send an update every 250 ms
 	requests           atomic.Int64 // every request received, on both ports
 	ident              atomic.Pointer[agent.Agent]
 	mu                 sync.Mutex
@@ -48,6 +49,7 @@ func leader(_ *member, c *agent.Config)      { c.Role = fleet.RoleLeader }
 func bare(m *member, _ *agent.Config)        { m.bare = true }
 func unavailable(m *member, _ *agent.Config) { m.unavailable = true }
 func hung(m *member, _ *agent.Config)        { m.hung = true }
+func ticking(m *member, _ *agent.Config)     { m.ticking = true }
 
 // startMember starts id on two loopback listeners, registers it and marks it ready.
 func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *member {
@@ -140,7 +142,21 @@ func (m *member) streamingMux() http.Handler {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "event: init\nid: 1\ndata: {\"follower\":%q}\n\n", m.id)
 		http.NewResponseController(w).Flush()
-		<-r.Context().Done()
+		if !m.ticking {
+			<-r.Context().Done()
+			return
+		}
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for n := 2; ; n++ {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+				fmt.Fprintf(w, "event: update\nid: %d\ndata: []\n\n", n)
+				http.NewResponseController(w).Flush()
+			}
+		}
 	})
 	return mux
 }
