@@ -12,8 +12,8 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/local"
-	"github.com/headcount-dev/headcount/natsembed"
 )
 
 func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
@@ -25,7 +25,7 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 		"--scale-down-window", "4s", "--instance-ttl", "1s", "--drain-timeout", "10s")
 
 	view := fleet.NewView()
-	w, err := fleet.Watch(natsembed.Connect(t, up.NATS), view, fleet.WatchConfig{Services: []string{"demo"}})
+	w, err := fleet.Watch(natstest.Connect(t, up.NATS), view, fleet.WatchConfig{Services: []string{"demo"}})
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
 	ready := func() int { return view.Totals("demo").Ready }
