@@ -55,6 +55,18 @@ type UpConfig struct {
 	Logger *slog.Logger
 }
 
+// DefaultUpConfig is `up`'s defaults, the flags' included.
+func DefaultUpConfig() UpConfig {
+	return UpConfig{
+		Service:  "demo",
+		Subjects: fleet.Subjects{Prefix: fleet.DefaultPrefix},
+		NATSAddr: "127.0.0.1:4222", StreamingAddr: "127.0.0.1:8080", ControlAddr: "127.0.0.1:8081",
+		ScalerAddr:      "127.0.0.1:9090",
+		ScaleDownWindow: 30 * time.Second, DrainTimeout: 30 * time.Second, InstanceTTL: 30 * time.Second,
+		ChildLogLevel: "info",
+	}
+}
+
 // Up runs NATS, the leader, the router, the scaler and the supervisor until
 // ctx ends, then drains the followers and stops everything in order.
 func Up(ctx context.Context, cfg UpConfig) error {

@@ -44,9 +44,10 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 		streams, ids = append(streams, s), append(ids, id)
 		time.Sleep(30 * time.Millisecond) // a ramp, not a burst
 	}
-	require.Eventually(t, func() bool { return ready() == 4 }, 60*time.Second, 50*time.Millisecond,
+	// Reports are coalesced: the 35th instance may reach the view a beat
+	// after the 35th stream opened.
+	require.Eventually(t, func() bool { return ready() == 4 && view.Totals("demo").Instances == 35 }, 60*time.Second, 50*time.Millisecond,
 		"4 followers ready for 35 instances; view: %+v", view.Totals("demo"))
-	require.Equal(t, int64(35), view.Totals("demo").Instances)
 
 	// `headcount status` shows the same fleet from NATS alone.
 	out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--json", "--target", "10").Output()

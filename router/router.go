@@ -144,14 +144,14 @@ type Conn interface {
 
 // Router serves a streaming handler (public) and a control handler (private).
 type Router struct {
-	cfg     Config
-	nc      Conn
-	view    Fleet
-	proxy   http.Handler
-	hold    *holdQueue
-	known   *known
-	met     *metrics
-	log     *slog.Logger
+	cfg   Config
+	nc    Conn
+	view  Fleet
+	proxy http.Handler
+	hold  *holdQueue
+	known *known
+	met   *metrics
+	log   *slog.Logger
 
 	ready     atomic.Bool
 	streaming http.Handler
