@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/ops"
 )
 
@@ -119,8 +119,8 @@ func closedWithin(t *testing.T, c net.Conn, start time.Time, limit time.Duration
 // Slow headers, a slow body and an idle keep-alive are closed on time, while
 // an SSE stream through the same listeners outlives every timeout three times.
 func TestSlowAndIdleClientsClosedWhileAStreamSurvives(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	follower := startMember(t, nc, "follower-a", ticking)
 	r := startRouter(t, url, "r-1")
 	r.waitReady(t, 1)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/replicas"
 	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/scaler"
@@ -32,7 +32,7 @@ func watched(t *testing.T, url string, limits fleet.Limits) (*fleet.View, *fleet
 	t.Helper()
 	view := fleet.NewViewWith(fleet.ViewConfig{Verify: true, Limits: limits, Logger: quiet})
 	go verify.New(verify.Config{Timeout: time.Second}).Run(t.Context(), view)
-	w, err := fleet.Watch(natsembed.Connect(t, url), view, fleet.WatchConfig{Logger: quiet})
+	w, err := fleet.Watch(natstest.Connect(t, url), view, fleet.WatchConfig{Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
 	return view, w
@@ -71,8 +71,8 @@ func publish(t *testing.T, nc *nats.Conn, subject string, v any) {
 // router may hold, the instances over what any member may claim, and the
 // unknown follower never answers its probe.
 func TestHugeCountsChangeNoReplicaTarget(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	view, _ := watched(t, url, fleet.Limits{})
 	real := realFollower(t, nc, "follower-a", 42)
 	require.Eventually(t, func() bool { return view.Totals(svc).Instances == 42 }, 10*time.Second, 5*time.Millisecond)
@@ -122,22 +122,26 @@ func TestHundredThousandFakeFollowersStayWithinTheCaps(t *testing.T) {
 		perMember  = 4 << 10  // generous: a member, its report's strings and map entries take about 1 KiB
 		slack      = 16 << 20 // NATS buffers, goroutines, the prober's connections
 	)
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	limits := fleet.Limits{MembersPerService: maxMembers}
 	before := heapInUse()
 
-	routerView := fleet.NewViewWith(fleet.ViewConfig{Verify: true, Limits: limits, Logger: quiet})
-	go verify.New(verify.Config{Timeout: time.Second}).Run(t.Context(), routerView)
-	rt, err := router.New(natsembed.Connect(t, url), router.Config{Service: svc, ID: "r-1", View: routerView, Logger: quiet})
+	// Each with its process's one watcher, as the router and scaler commands run.
+	routerView, rw := watched(t, url, limits)
+	rc := router.DefaultConfig()
+	rc.Service, rc.ID, rc.Logger = svc, "r-1", quiet
+	rt, err := router.New(natstest.Connect(t, url), routerView, rc)
 	require.NoError(t, err)
 	t.Cleanup(rt.Close)
-	scalerView := fleet.NewViewWith(fleet.ViewConfig{Verify: true, Limits: limits, Logger: quiet})
-	go verify.New(verify.Config{Timeout: time.Second}).Run(t.Context(), scalerView)
-	sc, err := scaler.New(natsembed.Connect(t, url), scaler.Config{View: scalerView, Logger: quiet})
-	require.NoError(t, err)
+	rw.OnChange(rt.Changed)
+	scalerView, sw := watched(t, url, limits)
+	scfg := scaler.DefaultConfig()
+	scfg.Logger = quiet
+	sc := scaler.New(scalerView, scfg)
 	t.Cleanup(sc.Close)
+	sw.OnChange(sc.Changed)
 
-	nc := natsembed.Connect(t, url)
+	nc := natstest.Connect(t, url)
 	subjects := fleet.Subjects{Prefix: fleet.DefaultPrefix}
 	for i := range fakes {
 		id := fmt.Sprintf("fake-%06d", i)

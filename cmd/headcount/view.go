@@ -32,11 +32,12 @@ func (v *viewFlags) register(f *pflag.FlagSet) {
 }
 
 // view returns a view with these bounds, verifying unless told not to, and
-// serves its probes until ctx ends.
-func (v *viewFlags) view(ctx context.Context) *fleet.View {
-	view := fleet.NewViewWith(fleet.ViewConfig{Limits: v.limits, Verify: !v.noVerify})
+// serves its probes until stop.
+func (v *viewFlags) view() (view *fleet.View, stop func()) {
+	view = fleet.NewViewWith(fleet.ViewConfig{Limits: v.limits, Verify: !v.noVerify})
+	ctx, stop := context.WithCancel(context.Background())
 	go verify.New(verify.Config{Timeout: v.probeTimeout}).Run(ctx, view)
-	return view
+	return view, stop
 }
 
 // httpFlags harden every HTTP listener of a command the same way.
