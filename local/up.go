@@ -205,6 +205,11 @@ func (s *system) compose() error {
 	s.watcher.OnChange(s.scaler.Changed)
 	rc := router.DefaultConfig()
 	rc.Subjects, rc.Service, rc.ID, rc.Logger = s.cfg.Subjects, s.cfg.Service, routerID, s.cfg.Logger
+	// The view's figures and drops on the router's /metrics, as the router command has them.
+	rc.Registry = ops.NewRegistry()
+	if err := rc.Registry.Register(fleet.NewCollector(s.view, s.watcher)); err != nil {
+		return err
+	}
 	if s.router, err = router.New(s.nc, s.view, rc); err != nil {
 		return err
 	}
