@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/agent"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // slowHeartbeat keeps a member in the views for 3 s after its reports stop.
@@ -49,8 +49,8 @@ func counter(t *testing.T, r *testRouter, name string) int {
 // each dead one at most once (the refusal ejects it at once), and a fresh
 // report does not bring the fourth back while its probe is refused.
 func TestDeadFollowersCostNoCreation(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	alive := startMember(t, nc, "follower-alive")
 	var dead []*member
 	for _, id := range []string{"follower-d1", "follower-d2", "follower-d3", "follower-zombie"} {

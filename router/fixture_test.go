@@ -19,7 +19,8 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
 )
 
@@ -36,6 +37,7 @@ type member struct {
 	bare               bool         // answer creations with "<uuid>", as without SKIP_RESOURCE_PREFIX
 	unavailable        bool         // answer creations 503, as a follower draining before the views know
 	hung               bool         // never answer creations
+	ticking            bool         // streams send an update every 250 ms
 	requests           atomic.Int64 // every request received, on both ports
 	ident              atomic.Pointer[agent.Agent]
 	mu                 sync.Mutex
@@ -48,6 +50,7 @@ func leader(_ *member, c *agent.Config)      { c.Role = fleet.RoleLeader }
 func bare(m *member, _ *agent.Config)        { m.bare = true }
 func unavailable(m *member, _ *agent.Config) { m.unavailable = true }
 func hung(m *member, _ *agent.Config)        { m.hung = true }
+func ticking(m *member, _ *agent.Config)     { m.ticking = true }
 
 // startMember starts id on two loopback listeners, registers it and marks it ready.
 func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *member {
@@ -140,7 +143,21 @@ func (m *member) streamingMux() http.Handler {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "event: init\nid: 1\ndata: {\"follower\":%q}\n\n", m.id)
 		http.NewResponseController(w).Flush()
-		<-r.Context().Done()
+		if !m.ticking {
+			<-r.Context().Done()
+			return
+		}
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for n := 2; ; n++ {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+				fmt.Fprintf(w, "event: update\nid: %d\ndata: []\n\n", n)
+				http.NewResponseController(w).Flush()
+			}
+		}
 	})
 	return mux
 }
@@ -148,20 +165,31 @@ func (m *member) streamingMux() http.Handler {
 // testRouter is a router on two real loopback listeners.
 type testRouter struct {
 	*router.Router
+	view               *fleet.View
 	streaming, control *httptest.Server
 }
 
+// View is the router's fleet: its process's one view.
+func (tr *testRouter) View() *fleet.View { return tr.view }
+
 func startRouter(t testing.TB, url, id string, mutate ...func(*router.Config)) *testRouter {
 	t.Helper()
-	nc := natsembed.Connect(t, url)
-	cfg := router.Config{Service: svc, ID: id, HoldTimeout: 10 * time.Second, CompatPrefix: "/streams"}
-	// Verifying, as in production; a test may replace the view.
-	for _, f := range append([]func(*router.Config){verifying(t)}, mutate...) {
+	nc := natstest.Connect(t, url)
+	cfg := router.DefaultConfig()
+	cfg.Service, cfg.ID, cfg.HoldTimeout, cfg.CompatPrefix = svc, id, 10*time.Second, "/streams"
+	for _, f := range mutate {
 		f(&cfg)
 	}
-	rt, err := router.New(nc, cfg)
+	// Verifying, as in production.
+	view, w := natstest.WatchVerifying(t, nc, fleet.WatchConfig{Services: []string{svc}, Self: id})
+	if cfg.Registry == nil { // as the router command does
+		cfg.Registry = ops.NewRegistry()
+		require.NoError(t, cfg.Registry.Register(fleet.NewCollector(view, w)))
+	}
+	rt, err := router.New(nc, view, cfg)
 	require.NoError(t, err)
-	tr := &testRouter{Router: rt, streaming: httptest.NewServer(rt.Streaming()), control: httptest.NewServer(rt.Control())}
+	w.OnChange(rt.Changed)
+	tr := &testRouter{Router: rt, view: view, streaming: httptest.NewServer(rt.Streaming()), control: httptest.NewServer(rt.Control())}
 	t.Cleanup(func() {
 		tr.streaming.CloseClientConnections()
 		tr.streaming.Close()

@@ -45,7 +45,9 @@ func (rt *Router) controlMux() http.Handler {
 		http.MethodDelete: rt.malformed,
 	}))
 	mux.Handle("/v1/streams/{follower}/{uuid}", rt.instrument(routeDelete, methods{http.MethodDelete: rt.destroy}))
-	mux.Handle("/v1/snapshot/{resource...}", rt.instrument(routeSnapshot, methods{http.MethodPost: rt.snapshot}))
+	snapshot := rt.instrument(routeSnapshot, methods{http.MethodPost: rt.snapshot})
+	mux.Handle("/v1/snapshot/{resource}", snapshot)
+	mux.Handle("/v1/snapshot/{resource}/lookup", snapshot)
 	mux.Handle("/v1/inputs/{collection}", rt.instrument(routeWrite, methods{http.MethodPatch: rt.write}))
 	checks := &ops.Checks{}
 	checks.Add("router", rt.Ready)
@@ -121,6 +123,9 @@ func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, b
 	exchangeOf(r.Context()).follower = follower
 	m, ok := rt.view.Member(rt.cfg.Service, follower)
 	switch {
+	case ok && m.Role == fleet.RoleLeader:
+		// The leader holds no client instances: nothing of it is addressable.
+		rt.fail(w, http.StatusNotFound, reasonUnknownOwner, "no follower "+follower+" is known to this router")
 	case ok:
 		return m, true
 	case rt.known.has(follower):

@@ -13,19 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
-	"github.com/headcount-dev/headcount/router"
-	"github.com/headcount-dev/headcount/verify"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
-
-// verifying gives a router a view that admits followers only once their
-// control address answered the identity probe as them.
-func verifying(t testing.TB) func(*router.Config) {
-	return func(c *router.Config) {
-		c.View = fleet.NewViewWith(fleet.ViewConfig{Verify: true})
-		go verify.New(verify.Config{Timeout: time.Second}).Run(t.Context(), c.View)
-	}
-}
 
 // Forged reports, published by an anonymous NATS client, for a new follower
 // at the attacker's listener, for a new follower at a real follower's
@@ -33,8 +22,8 @@ func verifying(t testing.TB) func(*router.Config) {
 // listener and at the real one's own address, which still answers): none
 // gets a request, and the real follower is never retired.
 func TestForgedReportsGetNoTrafficAndRetireNothing(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	real := startMember(t, nc, "follower-a")
 	r := startRouter(t, url, "r-1")
 	r.waitReady(t, 1)

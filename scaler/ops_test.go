@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -18,11 +19,12 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsembed"
 )
 
 func TestReflectionListsServices(t *testing.T) {
-	_, addr, _ := serve(t, natsembed.Test(t), ServerConfig{})
+	_, addr, _ := serve(t, natstest.Server(t), ServerConfig{})
 	_, cc := dial(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -42,16 +44,18 @@ func TestReflectionListsServices(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	url := natsembed.Test(t)
-	s, addr, _ := serve(t, url, ServerConfig{})
+	url := natstest.Server(t)
+	s, view, w := watched(t, natstest.Connect(t, url))
+	addr, _ := serveScaler(t, s, ServerConfig{})
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, s.Register(reg))
+	require.NoError(t, reg.Register(fleet.NewCollector(view, w))) // as the scaler command does
 	c, _ := dial(t, addr)
 
 	a := newAgent(t, url, "hackernews", "follower-1", fleet.RoleFollower, time.Second)
 	a.Ready()
 	a.Add(200)
-	publishDemand(t, natsembed.Connect(t, url), "hackernews", "r-1", 50)
+	publishDemand(t, natstest.Connect(t, url), "hackernews", "r-1", 50)
 	r := ref("hackernews") // target 100 → 250 live wants 3 replicas
 	eventuallyLive(t, 250, r, c)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -92,7 +96,7 @@ headcount_demand{service="hackernews"} 50
 	assert.Positive(t, testutil.ToFloat64(s.rpcs.WithLabelValues("GetMetrics", "OK")))
 
 	// A report that fails validation is dropped and counted, not applied.
-	nc := natsembed.Connect(t, url)
+	nc := natstest.Connect(t, url)
 	require.NoError(t, nc.Publish("headcount.hackernews.report.follower-9", []byte(`{"v":1,"instances":-3}`)))
 	require.NoError(t, nc.Flush())
 	require.Eventually(t, func() bool {
@@ -110,7 +114,10 @@ func TestStaleViewAnswersUntilMaxStaleThenUnavailable(t *testing.T) {
 	require.NoError(t, err)
 	url, port := ns.ClientURL(), ns.Addr().(*net.TCPAddr).Port
 	const maxStale = 3 * time.Second
-	s, addr, _ := serveWith(t, url, Config{MaxStale: maxStale}, ServerConfig{})
+	cfg := DefaultConfig()
+	cfg.MaxStale = maxStale
+	s, view, _ := watchedWith(t, natstest.Connect(t, url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond)), cfg)
+	addr, _ := serveScaler(t, s, ServerConfig{})
 	c, cc := dial(t, addr)
 	health := healthpb.NewHealthClient(cc)
 	status := func() healthpb.HealthCheckResponse_ServingStatus {
@@ -127,9 +134,9 @@ func TestStaleViewAnswersUntilMaxStaleThenUnavailable(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	require.Eventually(t, func() bool { return !s.View().StaleSince().IsZero() }, wait, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return !view.StaleSince().IsZero() }, wait, 5*time.Millisecond)
 	// Longer than the agent's ttl (300 ms), shorter than maxStale.
-	for end := s.View().StaleSince().Add(maxStale - time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+	for end := view.StaleSince().Add(maxStale - time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		require.Equal(t, float64(250), liveOf(t, c, r), "the last value while NATS is away")
 	}
 	require.NoError(t, s.Ready())

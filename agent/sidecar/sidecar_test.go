@@ -15,7 +15,7 @@ import (
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
@@ -194,10 +194,10 @@ func TestEverythingElsePassesThroughUntouched(t *testing.T) {
 }
 
 func TestUnreachableFollowerIsARetryable503(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	var control, stream string
 	sc := startSidecar(t, sidecar.Config{
-		NATS: natsembed.Connect(t, url), Service: "svc", ID: "f1",
+		NATS: natstest.Connect(t, url), Service: "svc", ID: "f1",
 		UpstreamControl: "127.0.0.1:1", UpstreamStreaming: "127.0.0.1:1",
 		HealthInterval: 50 * time.Millisecond,
 	}, &control, &stream)
@@ -213,17 +213,17 @@ func TestUnreachableFollowerIsARetryable503(t *testing.T) {
 // finds it refusing gets a retryable 503, and the fleet hears at once that
 // it is not ready, not at the next check (a minute away here).
 func TestDeadFollowerIsUnreadyAtTheFirstRefusedDial(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			w.WriteHeader(http.StatusCreated)
 			_, _ = io.WriteString(w, "f1/0b9e5d1c-1d55-4b4e-9a8e-3c8a4c2d7e10")
 		}
 	}))
-	reports := e2e.WatchReports(t, natsembed.Connect(t, url), "svc", "f1")
+	reports := e2e.WatchReports(t, natstest.Connect(t, url), "svc", "f1")
 	var control, stream string
 	sc := startSidecar(t, sidecar.Config{
-		NATS: natsembed.Connect(t, url), Service: "svc", ID: "f1",
+		NATS: natstest.Connect(t, url), Service: "svc", ID: "f1",
 		UpstreamControl: up.Listener.Addr().String(), UpstreamStreaming: up.Listener.Addr().String(),
 		HealthInterval: time.Minute, Heartbeat: time.Minute,
 	}, &control, &stream)
@@ -241,7 +241,7 @@ func TestDeadFollowerIsUnreadyAtTheFirstRefusedDial(t *testing.T) {
 }
 
 func TestBadConfigIsRefused(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
+	nc := natstest.Connect(t, natstest.Server(t))
 	for name, cfg := range map[string]sidecar.Config{
 		"no upstream":  {NATS: nc, Service: "svc", ID: "f1", UpstreamControl: "127.0.0.1:1"},
 		"bad upstream": {NATS: nc, Service: "svc", ID: "f1", UpstreamControl: "nope", UpstreamStreaming: "127.0.0.1:1"},

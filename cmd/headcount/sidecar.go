@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
-	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 )
@@ -23,6 +22,7 @@ func sidecarCmd(g *global) *cobra.Command {
 		listenControl, listenStreaming string
 		opsAddr                        string
 		drainTimeout                   time.Duration
+		hf                             httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -33,12 +33,13 @@ func sidecarCmd(g *global) *cobra.Command {
 			if cfg.Role != fleet.RoleFollower && cfg.Role != fleet.RoleLeader {
 				return fmt.Errorf("--role %q: want follower or leader", role)
 			}
+			cfg.HTTP = hf.limits
 			return runSidecar(cmd.Context(), g, cfg, listenControl, listenStreaming, opsAddr, drainTimeout)
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.Service, "service", "demo", "service name (DNS-1123 label)")
-	fs.StringVar(&cfg.ID, "id", demo.HostnameID(), "member id to register the follower as (DNS-1123 label)")
+	fs.StringVar(&cfg.ID, "id", fleet.HostLabel("follower"), "member id to register the follower as (DNS-1123 label)")
 	fs.StringVar(&role, "role", string(fleet.RoleFollower), "role to register: follower, or leader for a leader behind a sidecar")
 	fs.StringVar(&listenControl, "listen-control", ":8081", "listen address of the proxied control API")
 	fs.StringVar(&listenStreaming, "listen-streaming", ":8080", "listen address of the proxied streaming (SSE) API")
@@ -53,6 +54,7 @@ func sidecarCmd(g *global) *cobra.Command {
 	fs.StringVar(&cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
 	fs.StringVar(&opsAddr, "ops-addr", ":9091", "listen address of /healthz, /readyz and /metrics")
+	hf.register(fs)
 	return cmd
 }
 
@@ -85,7 +87,7 @@ func runSidecar(ctx context.Context, g *global, cfg sidecar.Config, listenContro
 	opsCtx, stopOps := context.WithCancel(context.Background())
 	opsDone := make(chan error, 1)
 	go func() {
-		opsDone <- ops.Serve(opsCtx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, listeners[2], time.Second)
+		opsDone <- ops.Serve(opsCtx, ops.NewServer(mux, cfg.HTTP, slog.Default()), listeners[2], time.Second)
 	}()
 
 	opsFailed := false

@@ -2,23 +2,25 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/local"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
 func upCmd(g *global) *cobra.Command {
 	var (
-		cfg    local.UpConfig
+		cfg    = local.DefaultUpConfig()
 		policy policyFlags
 		vf     viewFlags
 		cidrs  []string
+		hf     httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -31,10 +33,15 @@ and on Ctrl-C drains and stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Subjects, cfg.Addresses, err = g.watching(cidrs); err != nil {
+			if cfg.Subjects, err = g.subjects(); err != nil {
 				return err
 			}
-			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout = vf.limits, vf.noVerify, vf.probeTimeout
+			allowed, err := fleet.ParseCIDRs(cidrs)
+			if err != nil {
+				return fmt.Errorf("--allowed-cidrs: %w", err)
+			}
+			cfg.Addresses = fleet.AddressPolicy{Allowed: allowed}
+			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout, cfg.HTTP = vf.limits, vf.noVerify, vf.probeTimeout, hf.limits
 			if cfg.Policy, err = policy.policy(); err != nil {
 				return err
 			}
@@ -54,19 +61,20 @@ and on Ctrl-C drains and stops everything.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Service, "service", "demo", "service name (DNS-1123 label)")
-	f.StringVar(&cfg.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS listen address (unused with --nats-url)")
-	f.StringVar(&cfg.StreamingAddr, "streaming-addr", "127.0.0.1:8080", "router's public streaming listener")
-	f.StringVar(&cfg.ControlAddr, "control-addr", "127.0.0.1:8081", "router's private control listener")
-	f.StringVar(&cfg.ScalerAddr, "scaler-addr", "127.0.0.1:9090", "KEDA external scaler gRPC listener")
-	f.DurationVar(&cfg.ScaleDownWindow, "scale-down-window", 30*time.Second, "how long the target must stay lower before followers are stopped")
-	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long a follower being scaled down may drain")
-	f.DurationVar(&cfg.InstanceTTL, "instance-ttl", 30*time.Second, "demo followers destroy an instance this long after its subscriber leaves")
+	f.StringVar(&cfg.Service, "service", cfg.Service, "service name (DNS-1123 label)")
+	f.StringVar(&cfg.NATSAddr, "nats-addr", cfg.NATSAddr, "embedded NATS listen address (unused with --nats-url)")
+	f.StringVar(&cfg.StreamingAddr, "streaming-addr", cfg.StreamingAddr, "router's public streaming listener")
+	f.StringVar(&cfg.ControlAddr, "control-addr", cfg.ControlAddr, "router's private control listener")
+	f.StringVar(&cfg.ScalerAddr, "scaler-addr", cfg.ScalerAddr, "KEDA external scaler gRPC listener")
+	f.DurationVar(&cfg.ScaleDownWindow, "scale-down-window", cfg.ScaleDownWindow, "how long the target must stay lower before followers are stopped")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long a follower being scaled down may drain")
+	f.DurationVar(&cfg.InstanceTTL, "instance-ttl", cfg.InstanceTTL, "demo followers destroy an instance this long after its subscriber leaves")
 	f.StringVar(&cfg.FollowerCmd, "follower-cmd", "", "shell command to run each follower instead of the demo (gets its ports and leader address in HEADCOUNT_* env; runs behind a sidecar)")
 	f.StringVar(&cfg.LeaderCmd, "leader-cmd", "", "shell command to run the leader instead of the demo (behind a sidecar)")
 	f.StringSliceVar(&cidrs, "allowed-cidrs", []string{"127.0.0.0/8", "::1/128"}, "CIDRs follower addresses must be in (empty: any)")
 	policy.register(cmd)
 	vf.register(f)
+	hf.register(f)
 	return cmd
 }
 
