@@ -1,7 +1,6 @@
 package faults_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -101,8 +100,18 @@ func TestKilledDemoFollowerUnderUpCostsNoCreation(t *testing.T) {
 // childPID finds the child of parent whose command line contains arg.
 func childPID(t *testing.T, parent int, arg string) int {
 	t.Helper()
-	dirs, err := filepath.Glob("/proc/[0-9]*")
-	require.NoError(t, err)
+	pids := children(parent, func(cmdline string) bool { return strings.Contains(cmdline, arg) })
+	if len(pids) == 0 {
+		t.Fatalf("no child of %d with %q", parent, arg)
+	}
+	return pids[0]
+}
+
+// children lists the processes whose parent is parent and whose command
+// line (arguments joined by spaces) satisfies match.
+func children(parent int, match func(cmdline string) bool) []int {
+	var out []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		stat, err := os.ReadFile(d + "/stat")
 		if err != nil {
@@ -113,11 +122,10 @@ func childPID(t *testing.T, parent int, arg string) int {
 			continue
 		}
 		cmdline, _ := os.ReadFile(d + "/cmdline")
-		if strings.Contains(strings.ReplaceAll(string(cmdline), "\x00", " "), arg) {
+		if match(strings.ReplaceAll(string(cmdline), "\x00", " ")) {
 			pid, _ := strconv.Atoi(filepath.Base(d))
-			return pid
+			out = append(out, pid)
 		}
 	}
-	t.Fatal(fmt.Sprintf("no child of %d with %q", parent, arg))
-	return 0
+	return out
 }

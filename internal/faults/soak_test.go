@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -198,21 +197,7 @@ func waitServing(t *testing.T, r *routerProc) {
 
 // followerPIDs are up's demo follower processes.
 func followerPIDs(up int) []int {
-	var out []int
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		stat, err := os.ReadFile(d + "/stat")
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-		cmdline, _ := os.ReadFile(d + "/cmdline")
-		if fields[1] == strconv.Itoa(up) && strings.Contains(string(cmdline), "follower\x00") {
-			pid, _ := strconv.Atoi(filepath.Base(d))
-			out = append(out, pid)
-		}
-	}
-	return out
+	return children(up, func(cmdline string) bool { return strings.Contains(cmdline, " follower ") })
 }
 
 // usage lists the RSS of up, its followers and the routers, and the
