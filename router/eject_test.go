@@ -93,3 +93,37 @@ func TestDeadFollowersCostNoCreation(t *testing.T) {
 		assert.Equal(t, retries, ejections, "every refusal ejected a follower that was not ejected yet")
 	}
 }
+
+// diesUnderCreations makes a follower die under each creation sent to it:
+// it reads the request and drops the connection without an answer.
+func diesUnderCreations(m *member, _ *agent.Config) {
+	h := m.control.Config.Handler
+	m.control.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/streams/") {
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				_ = c.Close()
+			}
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// A follower killed while a creation is on its way to it (the request sent,
+// no answer, the connection closed): the creation is retried elsewhere, as
+// whatever the follower created died with it, and the follower is ejected.
+func TestFollowerDyingUnderACreationCostsNoCreation(t *testing.T) {
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
+	alive := startMember(t, nc, "follower-alive")
+	dying := startMember(t, nc, "follower-dying", diesUnderCreations)
+	r := startRouter(t, url, "r-1")
+	r.waitReady(t, 2)
+	for range 10 {
+		code, body, _ := do(t, http.MethodPost, r.control.URL+"/v1/streams/collection", createBody)
+		require.Equal(t, http.StatusCreated, code, body)
+		assert.True(t, strings.HasPrefix(body, alive.id+"/"), body)
+	}
+	assert.Equal(t, 1, counter(t, r, "headcount_router_ejections_total"), "%s ejected at its first dropped creation", dying.id)
+	assert.Equal(t, 1, counter(t, r, "headcount_router_retries_total"))
+}

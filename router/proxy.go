@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
@@ -118,7 +119,13 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	a := attemptOf(r.Context())
 	var dial *httpx.DialError
 	refused := errors.As(err, &dial)
-	a.broken = refused || errors.Is(err, syscall.ECONNRESET)
+	// Reset or closed before any answer: the follower died under the request
+	// (kill -9) or drops connections. A creation sent there is retried
+	// elsewhere: whatever it created died with it (at worst, a follower that
+	// lives on keeps an instance nobody subscribes to).
+	died := errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	a.broken = refused || died
 	switch {
 	case r.Context().Err() != nil:
 		// The client left; nobody is there to answer.
@@ -126,7 +133,7 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		a.ex.Status, a.ex.Wrote = 499, time.Now() // nginx's convention, for the access log and histogram
 	case errors.Is(err, errUnavailable):
 		// The caller retries elsewhere; nothing was written.
-	case refused && a.retry:
+	case (refused || died) && a.retry:
 		a.refused = true
 	case refused && a.gone:
 		rt.gone(w, a.ex.follower)
