@@ -47,6 +47,7 @@ func (f *demoFlags) register(cmd *cobra.Command, defaultID string) {
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 25*time.Second, "on SIGTERM, how long to wait for instances to go before stopping")
 	fs.StringVar(&f.cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&f.cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
+	positive(cmd, "instance-ttl", "heartbeat")
 }
 
 // run serves until the command's context ends (SIGTERM), then drains.

@@ -73,6 +73,7 @@ func routerCmd(g *global) *cobra.Command {
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open requests and streams may continue")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
 	f.DurationVar(&o.readHdr, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
+	positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }

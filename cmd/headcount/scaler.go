@@ -81,6 +81,7 @@ func scalerCmd(g *global) *cobra.Command {
 	f.IntVar(&o.cost.Burst, "deletion-cost-burst", o.cost.Burst, "pod patches in a burst at most")
 	f.DurationVar(&o.cost.Every, "deletion-cost-every", o.cost.Every, "compare a changed service's pods at most this often")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
+	positive(cmd, "keepalive-time", "keepalive-timeout", "deletion-cost-qps", "deletion-cost-burst", "deletion-cost-every")
 	return cmd
 }
 

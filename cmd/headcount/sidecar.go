@@ -52,6 +52,7 @@ func sidecarCmd(g *global) *cobra.Command {
 	fs.StringVar(&cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
 	fs.StringVar(&opsAddr, "ops-addr", ":9091", "listen address of /healthz, /readyz and /metrics")
+	positive(cmd, "instance-ttl", "health-interval", "heartbeat")
 	return cmd
 }
 
