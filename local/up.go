@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,9 @@ type UpConfig struct {
 	FollowerCmd, LeaderCmd string
 	// ChildLogLevel is passed to follower and sidecar processes.
 	ChildLogLevel string
+	// AddrFile, when set, receives the listening addresses as one JSON
+	// object (Addrs) once everything serves: for scripts and tests.
+	AddrFile string
 	// Out receives the URLs and the live table; Live redraws it in place.
 	Out    io.Writer
 	Live   bool
@@ -222,6 +226,8 @@ func (s *system) compose() error {
 // run serves until ctx ends or a server fails, then drains the followers
 // while the router still serves their streams, and stops the servers.
 func (s *system) run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	var servers sync.WaitGroup
 	serverErrs := make(chan error, 3)
@@ -242,11 +248,18 @@ func (s *system) run(ctx context.Context) error {
 		s.cfg.Logger.Warn("no ready leader after 60 s; starting the followers anyway", "service", s.cfg.Service)
 	}
 	s.cfg.printWelcome(s.addrs())
+	if err := s.cfg.writeAddrs(s.addrs()); err != nil {
+		stopServing()
+		servers.Wait()
+		return err
+	}
 	supDone := make(chan struct{})
 	supCtx, stopSup := context.WithCancel(context.Background())
 	go func() { s.sup.Run(supCtx); close(supDone) }()
 	displayDone := make(chan struct{})
 	go func() { s.cfg.display(ctx, s.view, s.sup); close(displayDone) }()
+	announceDone := make(chan struct{})
+	go func() { s.announce(ctx); close(announceDone) }()
 
 	var runErr error
 	select {
@@ -254,7 +267,9 @@ func (s *system) run(ctx context.Context) error {
 	case runErr = <-serverErrs:
 		runErr = fmt.Errorf("server stopped: %w", runErr)
 	}
+	stop()
 	<-displayDone
+	<-announceDone
 	s.cfg.Logger.Info("stopping: draining followers")
 	stopSup() // the router keeps serving their open streams while they drain
 	<-supDone
@@ -270,6 +285,22 @@ type Addrs struct {
 	Control   string `json:"control"`   // http://host:port
 	Scaler    string `json:"scaler"`    // host:port (gRPC)
 	NATS      string `json:"nats"`      // nats://host:port
+}
+
+// writeAddrs writes a to AddrFile, whole or not at all (renamed into place).
+func (cfg UpConfig) writeAddrs(a Addrs) error {
+	if cfg.AddrFile == "" {
+		return nil
+	}
+	data, _ := json.Marshal(a)
+	tmp := cfg.AddrFile + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	if err := os.Rename(tmp, cfg.AddrFile); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	return nil
 }
 
 func (s *system) addrs() Addrs {

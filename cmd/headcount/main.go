@@ -47,6 +47,9 @@ func newRoot() *cobra.Command {
 			if err := bindEnv(cmd.Flags()); err != nil {
 				return err
 			}
+			if err := checkNumbers(cmd.Flags()); err != nil {
+				return err
+			}
 			return g.setupLogging()
 		},
 	}
@@ -71,6 +74,41 @@ func bindEnv(fs *pflag.FlagSet) error {
 			if setErr := fs.Set(f.Name, v); setErr != nil {
 				err = fmt.Errorf("%s: %w", envName(f.Name), setErr)
 			}
+		}
+	})
+	return err
+}
+
+// positiveFlag marks the numeric flags for which zero means nothing
+// sensible (a zero heartbeat, a zero ttl): checkNumbers refuses it.
+const positiveFlag = "headcount/positive"
+
+func positive(cmd *cobra.Command, names ...string) {
+	for _, n := range names {
+		if err := cmd.Flags().SetAnnotation(n, positiveFlag, []string{"true"}); err != nil {
+			panic(err) // a misspelt flag name: a bug, caught by any test that builds the commands
+		}
+	}
+}
+
+// checkNumbers refuses, in one line naming the flag, a negative duration or
+// count (no headcount flag means anything below zero) and a zero where the
+// flag is marked positive.
+func checkNumbers(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		switch f.Value.Type() {
+		case "duration", "int", "int64", "float64":
+		default:
+			return
+		}
+		v := f.Value.String()
+		switch _, mustBePositive := f.Annotations[positiveFlag]; {
+		case err != nil:
+		case strings.HasPrefix(v, "-"):
+			err = fmt.Errorf("--%s %s: must not be negative", f.Name, v)
+		case mustBePositive && (v == "0" || v == "0s"):
+			err = fmt.Errorf("--%s %s: must be above zero", f.Name, v)
 		}
 	})
 	return err

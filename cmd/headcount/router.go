@@ -81,6 +81,7 @@ func routerCmd(g *global) *cobra.Command {
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
 	o.view.register(f)
 	o.http.register(f)
+	positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }

@@ -86,6 +86,7 @@ func scalerCmd(g *global) *cobra.Command {
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
 	o.view.register(f)
 	o.http.register(f)
+	positive(cmd, "keepalive-time", "keepalive-timeout", "deletion-cost-qps", "deletion-cost-burst", "deletion-cost-every")
 	return cmd
 }
 
