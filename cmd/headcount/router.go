@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,6 +37,10 @@ func routerCmd(g *global) *cobra.Command {
 			var err error
 			if o.cfg.Subjects, err = g.subjects(); err != nil {
 				return err
+			}
+			if int64(o.cfg.HoldQueue) > o.view.limits.DemandPerRouter {
+				return fmt.Errorf("--hold-queue %d exceeds --max-demand %d: every view would drop this router's demand",
+					o.cfg.HoldQueue, o.view.limits.DemandPerRouter)
 			}
 			lns, err := listen(listenFlag{"--streaming-addr", o.streamingAddr}, listenFlag{"--control-addr", o.controlAddr})
 			if err != nil {
