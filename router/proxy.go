@@ -32,6 +32,8 @@ type attempt struct {
 	refused bool // the dial failed or the follower was unavailable: the caller may retry
 	broken  bool // the follower refused or reset the connection: eject it
 	placed  bool // the follower accepted the placement
+	settled bool // unplaced and ejected as needed (settle)
+	ejected bool // settle took the follower out of placement
 }
 
 type attemptKey struct{}
@@ -88,9 +90,11 @@ func (rt *Router) modifyResponse(resp *http.Response) error {
 	a := attemptOf(resp.Request.Context())
 	if a.retry && resp.StatusCode == http.StatusServiceUnavailable {
 		a.refused, a.broken = true, true
+		rt.settle(a)
 		return errUnavailable
 	}
 	if !a.place || resp.StatusCode < 200 || resp.StatusCode > 299 {
+		rt.settle(a)
 		return nil
 	}
 	a.placed = true
@@ -132,7 +136,8 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	a := attemptOf(r.Context())
 	var dial *dialError
 	refused := errors.As(err, &dial)
-	a.broken = refused || errors.Is(err, syscall.ECONNRESET)
+	a.broken = a.broken || refused || errors.Is(err, syscall.ECONNRESET)
+	rt.settle(a)
 	switch {
 	case r.Context().Err() != nil:
 		// The client left; nobody is there to answer.
