@@ -77,6 +77,12 @@ func TestReplacementNeedsVerificationAndRetiresNothingOtherwise(t *testing.T) {
 	m, _ := v.Member("svc", "a")
 	require.Equal(t, "a-inc-1", m.Incarnation, "the incumbent keeps its traffic")
 	require.Equal(t, Updated, v.Apply(follower("a", 4, 2), testNow), "and its reports are not stale")
+	moved := follower("a", 4, 1<<62)
+	moved.Control = "10.9.9.9:8081"
+	require.Equal(t, Dropped, v.Apply(moved, testNow), "the real incarnation cannot be moved elsewhere")
+	m, _ = v.Member("svc", "a")
+	require.Equal(t, "10.0.3.7:8081", m.Control)
+	require.Equal(t, uint64(1), v.Drops()[ReasonMoved])
 
 	// A genuine restart: verified, it replaces and retires the old incarnation.
 	restarted := follower("a", 0, 1)

@@ -91,6 +91,7 @@ const (
 	ReasonClaimant    = "leader_claimant"
 	ReasonUnverified  = "unverified"
 	ReasonProbeQueue  = "probe_queue_full"
+	ReasonMoved       = "address_changed"
 )
 
 // Limits bound what messages can make a view hold. Zero fields take the
@@ -315,6 +316,9 @@ func (v *View) update(s *service, m *member, r Report, now time.Time) Outcome {
 		v.removeMember(s, m)
 		return Removed
 	}
+	if v.moved(m.r, r) {
+		return Dropped
+	}
 	if m.verified {
 		s.count(m, -1)
 	}
@@ -341,6 +345,9 @@ func (v *View) contend(s *service, m *member, r Report, now time.Time) Outcome {
 	if c != nil && c.r.Incarnation == r.Incarnation && r.Seq <= c.r.Seq {
 		return Stale
 	}
+	if c != nil && c.r.Incarnation == r.Incarnation && v.moved(c.r, r) {
+		return Dropped
+	}
 	if r.State == StateGone {
 		if c != nil && c.r.Incarnation == r.Incarnation {
 			s.dropCandidate(c)
@@ -366,6 +373,17 @@ func (v *View) contend(s *service, m *member, r Report, now time.Time) Outcome {
 	}
 	v.probe(s, c, &Incumbent{Incarnation: m.r.Incarnation, Control: m.r.Control}, now)
 	return Unverified
+}
+
+// moved reports, and counts, a report that moves an incarnation to other
+// addresses: no agent does, and the addresses verified are the ones used.
+func (v *View) moved(was, r Report) bool {
+	if r.State == StateGone || (r.Control == was.Control && r.Streaming == was.Streaming) {
+		return false
+	}
+	v.drop(ReasonMoved, "report dropped: an incarnation's addresses never change",
+		"service", r.Service, "follower", r.Follower, "control", r.Control, "was", was.Control)
+	return true
 }
 
 // probe queues a verification of m unless one is under way or backing off.

@@ -3,14 +3,12 @@ package ops
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -20,9 +18,9 @@ type HTTPLimits struct {
 	// ReadHeaderTimeout bounds the wait for a request's headers (default 10 s).
 	ReadHeaderTimeout time.Duration
 	// BodyTimeout bounds the wait for a request's whole body, counted from
-	// its headers. It is a per-request read deadline lifted once the body
-	// is read, so it never cuts a long response such as an SSE stream
-	// (default 30 s).
+	// its headers. It is a per-request read deadline, which Go's server
+	// lifts once the body is read, so it never cuts a long response such as
+	// an SSE stream (default 30 s).
 	BodyTimeout time.Duration
 	// IdleTimeout closes keep-alive connections idle this long (default 2 min).
 	IdleTimeout time.Duration
@@ -79,9 +77,9 @@ func Guard(h http.Handler, l HTTPLimits) http.Handler {
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {
-			rc := http.NewResponseController(w)
-			_ = rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
-			r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+			// Go's server clears the read deadline once the body is read
+			// (its background read starts), so it never cuts the response.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(l.BodyTimeout))
 		}
 		h.ServeHTTP(&noRedirect{ResponseWriter: w, r: r}, r)
 	})
@@ -142,29 +140,9 @@ func errorBody(reason, msg string) []byte {
 	return append(b, '\n')
 }
 
-// deadlineBody lifts the body read deadline once the body is read or closed,
-// so that the connection's background read cannot time out mid-response.
-type deadlineBody struct {
-	io.ReadCloser
-	once sync.Once
-	lift func()
-}
-
-func (b *deadlineBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.once.Do(b.lift)
-	}
-	return n, err
-}
-
-func (b *deadlineBody) Close() error {
-	b.once.Do(b.lift)
-	return b.ReadCloser.Close()
-}
-
-// noRedirect turns a redirect written by the wrapped handler (ServeMux's
-// subtree redirects) into a JSON 404: clients get an answer, not a hop.
+// noRedirect turns any redirect written by the wrapped handler (ServeMux's
+// subtree redirects, 307 since Go 1.22) into a JSON 404: clients get an
+// answer, not a hop. No headcount route redirects, nor does Skip.
 type noRedirect struct {
 	http.ResponseWriter
 	r       *http.Request
@@ -172,7 +150,7 @@ type noRedirect struct {
 }
 
 func (n *noRedirect) WriteHeader(code int) {
-	if code == http.StatusMovedPermanently || code == http.StatusPermanentRedirect {
+	if code >= 300 && code < 400 && n.Header().Get("Location") != "" {
 		n.swallow = true
 		n.Header().Del("Location")
 		WriteError(n.ResponseWriter, http.StatusNotFound, "not_found", "no route for "+n.r.Method+" "+n.r.URL.Path)

@@ -124,6 +124,9 @@ func (m *member) controlMux() http.Handler {
 		}
 		_, _ = io.WriteString(w, id)
 	})
+	mux.HandleFunc("PATCH /v1/inputs/{collection}", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "{}")
+	})
 	mux.HandleFunc("POST /v1/snapshot/{resource...}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"follower":%q,"resource":%q}`, m.id, r.PathValue("resource"))
 	})

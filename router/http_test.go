@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/ops"
 )
@@ -36,21 +37,6 @@ func hardened(t *testing.T, h http.Handler) string {
 	go func() { done <- ops.Serve(ctx, ops.NewServer(h, testLimits, nil), ln, time.Second) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return ln.Addr().String()
-}
-
-// raw sends a request exactly as written and reads the answer.
-func raw(t *testing.T, addr, req string) *http.Response {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	// The server may answer and close before it read everything: ignore
-	// write errors and read what it said.
-	_, _ = io.WriteString(c, req)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	require.NoError(t, err)
-	return resp
 }
 
 const someUUID = "0d1c3f4e-1111-4222-8333-944455556666"
@@ -91,7 +77,7 @@ func TestGarbageNeverReachesAFollower(t *testing.T) {
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
-			resp := raw(t, row.addr, row.req)
+			resp := e2e.Raw(t, row.addr, row.req)
 			defer resp.Body.Close()
 			assert.Equal(t, row.code, resp.StatusCode)
 			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
@@ -127,7 +113,7 @@ func TestSlowAndIdleClientsClosedWhileAStreamSurvives(t *testing.T) {
 	public, private := hardened(t, r.Streaming()), hardened(t, r.Control())
 
 	id := r.create(t)
-	resp := raw(t, public, "GET /v1/streams/"+id+" HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+	resp := e2e.Raw(t, public, "GET /v1/streams/"+id+" HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	events := make(chan string, 1024)
 	go func() {

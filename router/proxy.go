@@ -32,6 +32,8 @@ type attempt struct {
 	refused bool // the dial failed or the follower was unavailable: the caller may retry
 	broken  bool // the follower refused or reset the connection: eject it
 	placed  bool // the follower accepted the placement
+	settled bool // unplaced and ejected as needed (settle)
+	ejected bool // settle took the follower out of placement
 }
 
 type attemptKey struct{}
@@ -75,9 +77,11 @@ func (rt *Router) modifyResponse(resp *http.Response) error {
 	a := attemptOf(resp.Request.Context())
 	if a.retry && resp.StatusCode == http.StatusServiceUnavailable {
 		a.refused, a.broken = true, true
+		rt.settle(a)
 		return errUnavailable
 	}
 	if !a.place || resp.StatusCode < 200 || resp.StatusCode > 299 {
+		rt.settle(a)
 		return nil
 	}
 	a.placed = true
@@ -125,7 +129,8 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	// lives on keeps an instance nobody subscribes to).
 	died := errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-	a.broken = refused || died
+	a.broken = a.broken || refused || died
+	rt.settle(a)
 	switch {
 	case r.Context().Err() != nil:
 		// The client left; nobody is there to answer.

@@ -100,7 +100,7 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	if m, ok := rt.owner(w, r); ok {
 		a := &attempt{addr: m.Streaming, member: m, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}
 		rt.serve(w, r, a, nil)
-		_ = rt.ejectIfBroken(a)
+		rt.settle(a)
 	}
 }
 
@@ -109,7 +109,7 @@ func (rt *Router) destroy(w http.ResponseWriter, r *http.Request) {
 	if m, ok := rt.owner(w, r); ok {
 		a := &attempt{addr: m.Control, member: m, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}
 		rt.serve(w, r, a, nil)
-		_ = rt.ejectIfBroken(a)
+		rt.settle(a)
 	}
 }
 
@@ -183,10 +183,8 @@ func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, cou
 		exchangeOf(r.Context()).follower = m.Follower
 		a := &attempt{addr: m.Control, member: m, place: count, retry: spent < rt.cfg.Retries}
 		rt.serve(w, r, a, body)
-		if count && !a.placed {
-			rt.view.Unplace(rt.cfg.Service, m.Follower, m.Incarnation, 1)
-		}
-		if !rt.ejectIfBroken(a) {
+		rt.settle(a)
+		if !a.ejected {
 			spent++
 		}
 		if !a.refused {
@@ -198,19 +196,27 @@ func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, cou
 	}
 }
 
-// ejectIfBroken takes a follower that refused or reset the connection out of
-// placement at once (passive outlier ejection): retries and later creations
-// skip it until a fresh report, re-verified, shows it healthy. It reports
-// whether it ejected a follower that was placeable until now.
-func (rt *Router) ejectIfBroken(a *attempt) bool {
+// settle runs once per attempt, before the client hears its answer: it takes
+// back a placement that did not happen, and takes a follower that refused or
+// reset the connection out of placement at once (passive outlier ejection):
+// retries and later creations skip it until a fresh report, re-verified,
+// shows it healthy.
+func (rt *Router) settle(a *attempt) {
+	if a.settled {
+		return
+	}
+	a.settled = true
+	if a.place && !a.placed {
+		rt.view.Unplace(rt.cfg.Service, a.member.Follower, a.member.Incarnation, 1)
+	}
 	if !a.broken || a.member.Follower == "" ||
 		!rt.view.Eject(rt.cfg.Service, a.member.Follower, a.member.Incarnation) {
-		return false
+		return
 	}
+	a.ejected = true
 	rt.met.ejections.Inc()
 	rt.log.Warn("follower ejected from placement", "follower", a.member.Follower,
 		"incarnation", a.member.Incarnation, "addr", a.addr)
-	return true
 }
 
 // held waits in the hold queue and counts the outcome.

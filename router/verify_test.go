@@ -78,3 +78,21 @@ func forge(follower, incarnation, control, streaming string) fleet.Report {
 		Role: fleet.RoleFollower, State: fleet.StateReady, Control: control, Streaming: streaming,
 		Seq: 1 << 62, TTLMillis: fleet.MaxTTLMillis}
 }
+
+// A second leader, even verified and with a lower id, gets no write while the
+// first one lives.
+func TestSecondLeaderGetsNoWrite(t *testing.T) {
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
+	first := startMember(t, nc, "leader", leader)
+	r := startRouter(t, url, "r-1")
+	require.Eventually(t, func() bool { _, ok := r.View().Leader(svc); return ok }, 10*time.Second, 5*time.Millisecond)
+	claimant := startMember(t, nc, "aaa", leader)
+	require.Eventually(t, func() bool { return r.View().Drops()[fleet.ReasonClaimant] == 1 }, 10*time.Second, 5*time.Millisecond)
+	for range 5 {
+		code, body, _ := do(t, http.MethodPatch, r.control.URL+"/v1/inputs/posts", `[]`)
+		require.Equal(t, http.StatusOK, code, body)
+	}
+	assert.Equal(t, int64(5), first.requests.Load())
+	assert.Zero(t, claimant.requests.Load())
+}
