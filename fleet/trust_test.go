@@ -197,3 +197,31 @@ func BenchmarkPlaceAmongUnverified(b *testing.B) {
 		})
 	}
 }
+
+// A router that verified a follower first places a held creation on it: this
+// view, still probing it, counts the placement in Pending (and nothing else
+// of it) until it verifies it, then counts it as its own; a removal takes it back.
+func TestPlacementsOnAnUnverifiedIncarnationCountInPending(t *testing.T) {
+	v := NewViewWith(ViewConfig{Verify: true})
+	require.Equal(t, Unverified, v.Apply(follower("a", 0, 1), testNow))
+	require.True(t, v.ApplyPlaced("svc", Placed{Router: "r-1", Follower: "a", Incarnation: "a-inc-1", N: 1}))
+	require.Equal(t, Totals{Pending: 1, Unverified: 1}, v.Totals("svc"))
+	require.Equal(t, int64(1), v.Totals("svc").Live())
+
+	v.Verified(nextProbe(t, v), nil, testNow)
+	require.Equal(t, Totals{Pending: 1, Ready: 1}, v.Totals("svc"), "counted once, now as a verified member's")
+	r := follower("a", 1, 2)
+	r.Created = 1
+	v.Apply(r, testNow)
+	require.Equal(t, Totals{Instances: 1, Ready: 1}, v.Totals("svc"))
+
+	require.Equal(t, Unverified, v.Apply(follower("b", 0, 1), testNow))
+	require.True(t, v.ApplyPlaced("svc", Placed{Router: "r-1", Follower: "b", Incarnation: "b-inc-1", N: 2}))
+	require.Equal(t, int64(2), v.Totals("svc").Pending)
+	r = follower("b", 1, 2)
+	r.Created = 1
+	v.Apply(r, testNow)
+	require.Equal(t, int64(1), v.Totals("svc").Pending, "its report counts one: one left pending")
+	v.Sweep(testNow.Add(time.Hour))
+	require.Equal(t, Totals{}, v.Totals("svc"), "expired, unverified: nothing left")
+}

@@ -52,7 +52,9 @@ type Totals struct {
 	Instances int64
 	// Pending sums the placements on ready and draining followers that they
 	// have not reported yet: a held creation that was placed keeps counting
-	// between the demand's withdrawal and the follower's next report.
+	// between the demand's withdrawal and the follower's next report. It
+	// includes those announced by routers on an incarnation this view has
+	// not verified yet.
 	Pending int64
 	// Demand sums the creations routers hold because no follower is ready.
 	Demand                    int64
@@ -185,6 +187,9 @@ type member struct {
 	index      int // in service.ready, or -1
 	verified   bool
 	verifiedAt time.Time
+	// aside is what this unverified incarnation adds to the totals' Pending:
+	// placements routers announced on it (they verified it first).
+	aside      int64
 	ejected    bool
 	ejectedSeq uint64    // a report newer than this may clear the ejection
 	probing    bool      // a probe is queued or under way
@@ -326,6 +331,7 @@ func (v *View) update(s *service, m *member, r Report, now time.Time) Outcome {
 	m.expires = expiry(r, now)
 	switch {
 	case !m.verified:
+		s.setAside(m, m.pending())
 		v.probe(s, m, nil, now)
 		return Updated
 	case m.ejected && r.Seq > m.ejectedSeq && !v.cfg.Verify:
@@ -459,6 +465,7 @@ func (v *View) promote(s *service, c *member, now time.Time) {
 // leader is logged and ignored while the first one lives.
 func (v *View) verify(s *service, m *member, now time.Time) {
 	m.verified, m.verifiedAt = true, now
+	s.setAside(m, 0)
 	s.count(m, +1)
 	s.reindex(m)
 	if m.r.Role != RoleLeader {
@@ -519,10 +526,11 @@ func (v *View) ApplyPlaced(service string, p Placed) bool {
 	}
 	placed := min(max(m.placed+p.N, 0), m.r.Created+v.cfg.Limits.InstancesPerMember)
 	if !m.verified || s.candidates[p.Follower] == m {
-		// Another router verified it first: keep the count, which the
-		// totals take in when this view verifies it too, so that a placed
-		// creation never counts nowhere.
+		// Another router verified it first: the placements count in the
+		// totals' Pending all the same (and nowhere else until this view
+		// verifies it), so that a placed creation never counts nowhere.
 		m.placed = placed
+		s.setAside(m, m.pending())
 		return true
 	}
 	s.setPlaced(m, placed)
@@ -866,6 +874,7 @@ func (s *service) remove(m *member) {
 		s.count(m, -1)
 	} else {
 		s.totals.Unverified--
+		s.setAside(m, 0)
 	}
 	if m.index >= 0 {
 		heap.Remove(&s.ready, m.index)
@@ -876,6 +885,13 @@ func (s *service) remove(m *member) {
 func (s *service) dropCandidate(c *member) {
 	delete(s.candidates, c.r.Follower)
 	s.totals.Unverified--
+	s.setAside(c, 0)
+}
+
+// setAside sets what an unverified m adds to the totals' Pending.
+func (s *service) setAside(m *member, pending int64) {
+	s.totals.Pending += pending - m.aside
+	m.aside = pending
 }
 
 // loadHeap orders ready followers by load, then by a random tiebreak.

@@ -116,7 +116,7 @@ func TestFollowerDyingUnderACreationCostsNoCreation(t *testing.T) {
 	url := natstest.Server(t)
 	nc := natstest.Connect(t, url)
 	alive := startMember(t, nc, "follower-alive")
-	dying := startMember(t, nc, "follower-dying", diesUnderCreations)
+	dying := startMember(t, nc, "follower-dying", diesUnderCreations, slowHeartbeat)
 	r := startRouter(t, url, "r-1")
 	r.waitReady(t, 2)
 	for range 10 {
@@ -124,6 +124,9 @@ func TestFollowerDyingUnderACreationCostsNoCreation(t *testing.T) {
 		require.Equal(t, http.StatusCreated, code, body)
 		assert.True(t, strings.HasPrefix(body, alive.id+"/"), body)
 	}
-	assert.Equal(t, 1, counter(t, r, "headcount_router_ejections_total"), "%s ejected at its first dropped creation", dying.id)
-	assert.Equal(t, 1, counter(t, r, "headcount_router_retries_total"))
+	// Ejected at each dropped creation (a fresh report, whose probe it still
+	// answers, brings it back): every attempt on it was retried, none failed.
+	ejections := counter(t, r, "headcount_router_ejections_total")
+	assert.GreaterOrEqual(t, ejections, 1, "%s was tried and ejected", dying.id)
+	assert.Equal(t, ejections, counter(t, r, "headcount_router_retries_total"))
 }
