@@ -199,8 +199,9 @@ func BenchmarkPlaceAmongUnverified(b *testing.B) {
 }
 
 // A router that verified a follower first places a held creation on it: this
-// view, still probing it, counts the placement in Pending (and nothing else
-// of it) until it verifies it, then counts it as its own; a removal takes it back.
+// view, still probing it, counts the placement in Pending (its reported
+// instances count only once verified), then counts it as its own; a removal
+// takes it back.
 func TestPlacementsOnAnUnverifiedIncarnationCountInPending(t *testing.T) {
 	v := NewViewWith(ViewConfig{Verify: true})
 	require.Equal(t, Unverified, v.Apply(follower("a", 0, 1), testNow))
@@ -221,7 +222,7 @@ func TestPlacementsOnAnUnverifiedIncarnationCountInPending(t *testing.T) {
 	r = follower("b", 1, 2)
 	r.Created = 1
 	v.Apply(r, testNow)
-	require.Equal(t, int64(1), v.Totals("svc").Pending, "its report counts one: one left pending")
+	require.Equal(t, int64(2), v.Totals("svc").Pending, "its reported instance does not count yet: its placement still does")
 	v.Sweep(testNow.Add(time.Hour))
 	require.Equal(t, Totals{}, v.Totals("svc"), "expired, unverified: nothing left")
 }

@@ -53,8 +53,8 @@ type Totals struct {
 	// Pending sums the placements on ready and draining followers that they
 	// have not reported yet: a held creation that was placed keeps counting
 	// between the demand's withdrawal and the follower's next report. It
-	// includes those announced by routers on an incarnation this view has
-	// not verified yet.
+	// includes every placement announced on an incarnation this view has not
+	// verified yet, whose reported instances do not count until it is.
 	Pending int64
 	// Demand sums the creations routers hold because no follower is ready.
 	Demand                    int64
@@ -188,7 +188,7 @@ type member struct {
 	verified   bool
 	verifiedAt time.Time
 	// aside is what this unverified incarnation adds to the totals' Pending:
-	// placements routers announced on it (they verified it first).
+	// the placements routers announced on it (they verified it first).
 	aside      int64
 	ejected    bool
 	ejectedSeq uint64    // a report newer than this may clear the ejection
@@ -331,7 +331,6 @@ func (v *View) update(s *service, m *member, r Report, now time.Time) Outcome {
 	m.expires = expiry(r, now)
 	switch {
 	case !m.verified:
-		s.setAside(m, m.pending())
 		v.probe(s, m, nil, now)
 		return Updated
 	case m.ejected && r.Seq > m.ejectedSeq && !v.cfg.Verify:
@@ -526,11 +525,12 @@ func (v *View) ApplyPlaced(service string, p Placed) bool {
 	}
 	placed := min(max(m.placed+p.N, 0), m.r.Created+v.cfg.Limits.InstancesPerMember)
 	if !m.verified || s.candidates[p.Follower] == m {
-		// Another router verified it first: the placements count in the
-		// totals' Pending all the same (and nowhere else until this view
-		// verifies it), so that a placed creation never counts nowhere.
+		// Another router verified it first: its placements count in the
+		// totals' Pending all the same, reported or not (its instances count
+		// only once this view verifies it), so that a placed creation never
+		// counts nowhere.
 		m.placed = placed
-		s.setAside(m, m.pending())
+		s.setAside(m, m.placed)
 		return true
 	}
 	s.setPlaced(m, placed)
