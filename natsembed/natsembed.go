@@ -3,6 +3,7 @@
 package natsembed
 
 import (
+	"crypto/tls"
 	"fmt"
 	"testing"
 	"time"
@@ -18,6 +19,17 @@ type Options struct {
 	Port      int    // 0 picks a free port
 	JetStream bool
 	StoreDir  string // JetStream storage; a temp dir when empty
+	// Auth, when set, decides who may connect and what they may do (the
+	// zero value admits anonymous clients, for tests of other things).
+	Auth Auth
+	// TLS, when set, makes clients connect with TLS.
+	TLS *tls.Config
+}
+
+// Auth configures a server's authentication and authorization: operator
+// trust (natsauth.Authority) or an auth callout.
+type Auth interface {
+	ConfigureServer(*server.Options) error
 }
 
 // Start runs a server and waits until it accepts clients.
@@ -29,7 +41,7 @@ func Start(o Options) (*server.Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	s, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		Host:      o.Host,
 		Port:      port,
 		JetStream: o.JetStream,
@@ -38,7 +50,15 @@ func Start(o Options) (*server.Server, error) {
 		NoLog:     true,
 		// Reports are small; a tight limit makes oversize floods cheap to refuse.
 		MaxPayload: 1 << 20,
-	})
+		TLSConfig:  o.TLS,
+		TLS:        o.TLS != nil,
+	}
+	if o.Auth != nil {
+		if err := o.Auth.ConfigureServer(opts); err != nil {
+			return nil, fmt.Errorf("nats-server auth: %w", err)
+		}
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats-server: %w", err)
 	}
