@@ -11,7 +11,7 @@ import (
 )
 
 // printWelcome tells a person where everything listens and how to load it.
-func (cfg UpConfig) printWelcome(natsURL string, listeners map[string]net.Listener) {
+func (cfg UpConfig) printWelcome(natsURL, observerCreds string, listeners map[string]net.Listener) {
 	streaming := "http://" + listeners["streaming"].Addr().String()
 	control := "http://" + listeners["control"].Addr().String()
 	bounds := fmt.Sprintf("%d–%d", cfg.Policy.Min, cfg.Policy.Max)
@@ -22,15 +22,15 @@ func (cfg UpConfig) printWelcome(natsURL string, listeners map[string]net.Listen
   router streaming (public)  %s/v1/streams/<follower>/<uuid>
   router control (private)   %s   (/v1/streams/:resource, /v1/inputs/:collection, /metrics)
   KEDA external scaler       %s   (gRPC)
-  NATS                       %s   (nats sub '%s.>')
-
+  NATS                       %s
+%s
 Open 35 streams (Ctrl-C ends them; watch the followers scale out, then back in):
   for i in $(seq 35); do id=$(curl -s -X POST -d '{"name":"posts"}' %s/v1/streams/collection) && curl -sN -H 'Accept: text/event-stream' %s/v1/streams/$id >/dev/null & done; wait
 Write to the leader (every open stream gets an update):
   curl -X PATCH -d '[["hello",["world"]]]' %s/v1/inputs/posts
 
 `, cfg.Service, cfg.Policy.Target, bounds, streaming, control, listeners["scaler"].Addr(), natsURL,
-		cfg.Subjects.Prefix, control, streaming, control)
+		observerLine(observerCreds, cfg.Subjects.Prefix), control, streaming, control)
 }
 
 // display shows the fleet: a table redrawn in place on a terminal, otherwise
@@ -67,4 +67,12 @@ func (cfg UpConfig) display(ctx context.Context, view *fleet.View, sup *Supervis
 			cfg.Logger.Info("fleet", "service", cfg.Service, "status", line)
 		}
 	}
+}
+
+// observerLine says where the read-only credentials for another terminal are.
+func observerLine(creds, prefix string) string {
+	if creds == "" {
+		return ""
+	}
+	return fmt.Sprintf("  NATS reader credentials    %s   (headcount status --nats-creds …; nats sub --creds … '%s.*.*.*')\n", creds, prefix)
 }

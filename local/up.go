@@ -19,6 +19,7 @@ import (
 
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/replicas"
@@ -30,9 +31,11 @@ import (
 type UpConfig struct {
 	Service  string
 	Subjects fleet.Subjects
-	// NATSURL, when set, uses that NATS; otherwise an embedded server listens
-	// on NATSAddr.
+	// NATSURL, when set, uses that NATS, authenticating every process with
+	// NATSAuth; otherwise an embedded server listens on NATSAddr and trusts
+	// only the identities Up issues to its processes.
 	NATSURL, NATSAddr string
+	NATSAuth          natsauth.Client
 	// Listeners of the router (streaming, control) and the scaler's gRPC port.
 	StreamingAddr, ControlAddr, ScalerAddr string
 	Policy                                 replicas.Policy
@@ -55,6 +58,9 @@ type UpConfig struct {
 	Logger *slog.Logger
 }
 
+// routerID is the id of the router inside up.
+const routerID = "router-1"
+
 // Up runs NATS, the leader, the router, the scaler and the supervisor until
 // ctx ends, then drains the followers and stops everything in order.
 func Up(ctx context.Context, cfg UpConfig) error {
@@ -71,24 +77,37 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	var stack cleanup
 	defer stack.run()
 
-	natsURL := cfg.NATSURL
-	if natsURL == "" {
+	access, removeCreds, err := newNATSAccess(cfg)
+	if err != nil {
+		return err
+	}
+	stack.push(removeCreds)
+	if access.auth != nil {
 		host, port, err := splitAddr(cfg.NATSAddr)
 		if err != nil {
 			return fmt.Errorf("--nats-addr: %w", err)
 		}
-		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: port})
+		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: port, Auth: access.auth})
 		if err != nil {
 			return err
 		}
 		stack.push(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		natsURL = ns.ClientURL()
+		access.url = ns.ClientURL()
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("headcount-up"), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("NATS %s: %w", natsURL, err)
+	// One connection per component, each with its own identity.
+	conns := map[natsauth.Role]*nats.Conn{}
+	for _, id := range []natsauth.Identity{
+		{Role: natsauth.RoleMember, Service: cfg.Service, Name: "leader"},
+		{Role: natsauth.RoleRouter, Service: cfg.Service, Name: routerID},
+		{Role: natsauth.RoleReader},
+	} {
+		nc, err := access.connect(id)
+		if err != nil {
+			return err
+		}
+		stack.push(nc.Close)
+		conns[id.Role] = nc
 	}
-	stack.push(nc.Close)
 
 	listeners := map[string]net.Listener{}
 	for name, addr := range map[string]string{"streaming": cfg.StreamingAddr, "control": cfg.ControlAddr, "scaler": cfg.ScalerAddr} {
@@ -100,7 +119,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		listeners[name] = ln
 	}
 
-	leaderControl, leaderStreaming, stopLeader, err := cfg.startLeader(nc, natsURL)
+	leaderControl, leaderStreaming, stopLeader, err := cfg.startLeader(conns[natsauth.RoleMember], access)
 	if err != nil {
 		return err
 	}
@@ -110,23 +129,30 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	sup, err := NewSupervisor(SupervisorConfig{
 		Service: cfg.Service, View: view, Policy: cfg.Policy,
 		ScaleDownWindow: cfg.ScaleDownWindow, StopTimeout: cfg.DrainTimeout + 10*time.Second,
-		Spawn:  cfg.followerSpawn(natsURL, leaderControl, leaderStreaming),
+		Spawn:  cfg.followerSpawn(access, leaderControl, leaderStreaming),
 		Logger: cfg.Logger,
 	})
 	if err != nil {
 		return err
 	}
-	sc, err := scaler.New(nc, scaler.Config{Subjects: cfg.Subjects, View: view, OnChange: func(string) { sup.Poke() }, Logger: cfg.Logger})
+	sc, err := scaler.New(conns[natsauth.RoleReader], scaler.Config{Subjects: cfg.Subjects, View: view, OnChange: func(string) { sup.Poke() }, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
 	stack.push(sc.Close)
-	rt, err := router.New(nc, router.Config{Subjects: cfg.Subjects, Service: cfg.Service, ID: "router-1", Logger: cfg.Logger})
+	rt, err := router.New(conns[natsauth.RoleRouter], router.Config{Subjects: cfg.Subjects, Service: cfg.Service, ID: routerID, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
 	stack.push(rt.Close)
 
+	observer := ""
+	if access.auth != nil {
+		// For `headcount status` and `nats sub` from another terminal.
+		if observer, err = access.credsFile(natsauth.Identity{Role: natsauth.RoleReader}, "observer"); err != nil {
+			return err
+		}
+	}
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	var servers sync.WaitGroup
 	serverErrs := make(chan error, 3)
@@ -146,7 +172,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	if !waitFor(ctx, 60*time.Second, func() bool { _, ok := view.Leader(cfg.Service); return ok }) {
 		cfg.Logger.Warn("no ready leader after 60 s; starting the followers anyway", "service", cfg.Service)
 	}
-	cfg.printWelcome(natsURL, listeners)
+	cfg.printWelcome(access.url, observer, listeners)
 	supDone := make(chan struct{})
 	supCtx, stopSup := context.WithCancel(context.Background())
 	go func() { sup.Run(supCtx); close(supDone) }()
@@ -172,7 +198,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 // startLeader runs the demo leader in process, or LeaderCmd behind a
 // sidecar under a one-replica supervisor. It returns the leader's own
 // (not the sidecar's) control and streaming addresses, for the followers.
-func (cfg UpConfig) startLeader(nc *nats.Conn, natsURL string) (control, streaming string, stop func(), err error) {
+func (cfg UpConfig) startLeader(nc *nats.Conn, access *natsAccess) (control, streaming string, stop func(), err error) {
 	if cfg.LeaderCmd == "" {
 		cl, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -204,7 +230,7 @@ func (cfg UpConfig) startLeader(nc *nats.Conn, natsURL string) (control, streami
 		Policy: replicas.Policy{Target: 1, Min: 1, Max: 1},
 		Spawn: func(id string) ([]*exec.Cmd, error) {
 			env := []string{"SKIP_ROLE=leader", "SKIP_CONTROL_PORT=" + ports[0], "SKIP_STREAMING_PORT=" + ports[1]}
-			return cfg.behindSidecar(id, "leader", cfg.LeaderCmd, env, natsURL, ports)
+			return cfg.behindSidecar(id, "leader", cfg.LeaderCmd, env, access, ports)
 		},
 		StopTimeout: 10 * time.Second, Logger: cfg.Logger,
 	})
@@ -218,16 +244,20 @@ func (cfg UpConfig) startLeader(nc *nats.Conn, natsURL string) (control, streami
 }
 
 // followerSpawn starts a demo follower, or FollowerCmd behind a sidecar.
-func (cfg UpConfig) followerSpawn(natsURL, leaderControl, leaderStreaming string) Spawn {
+func (cfg UpConfig) followerSpawn(access *natsAccess, leaderControl, leaderStreaming string) Spawn {
 	return func(id string) ([]*exec.Cmd, error) {
 		if cfg.FollowerCmd == "" {
+			natsEnv, err := access.env(natsauth.Identity{Role: natsauth.RoleMember, Service: cfg.Service, Name: id})
+			if err != nil {
+				return nil, err
+			}
 			cmd := exec.Command(cfg.Executable, "follower",
-				"--id", id, "--service", cfg.Service, "--nats-url", natsURL, "--prefix", cfg.Subjects.Prefix,
+				"--id", id, "--service", cfg.Service, "--prefix", cfg.Subjects.Prefix,
 				"--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
 				"--leader-control", leaderControl, "--leader-streaming", leaderStreaming,
 				"--instance-ttl", cfg.InstanceTTL.String(), "--drain-timeout", cfg.DrainTimeout.String(),
 				"--log-level", cfg.ChildLogLevel)
-			cmd.Env = childEnv(nil)
+			cmd.Env = childEnv(natsEnv)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			return []*exec.Cmd{cmd}, nil
 		}
@@ -244,24 +274,29 @@ func (cfg UpConfig) followerSpawn(natsURL, leaderControl, leaderStreaming string
 			// leader has none: Skip followers subscribe to its bare ids.
 			"SKIP_RESOURCE_PREFIX=" + id,
 		}
-		return cfg.behindSidecar(id, "follower", cfg.FollowerCmd, env, natsURL, ports)
+		return cfg.behindSidecar(id, "follower", cfg.FollowerCmd, env, access, ports)
 	}
 }
 
 // behindSidecar runs shell command cmdline with its ports in the environment,
 // then a `headcount sidecar` in front of it that reports for it on NATS.
-func (cfg UpConfig) behindSidecar(id, role, cmdline string, env []string, natsURL string, ports []string) ([]*exec.Cmd, error) {
-	env = append(env, "HEADCOUNT_FOLLOWER_ID="+id, "HEADCOUNT_SERVICE="+cfg.Service, "HEADCOUNT_NATS_URL="+natsURL)
+// Only the sidecar gets NATS credentials: the application never speaks on NATS.
+func (cfg UpConfig) behindSidecar(id, role, cmdline string, env []string, access *natsAccess, ports []string) ([]*exec.Cmd, error) {
+	natsEnv, err := access.env(natsauth.Identity{Role: natsauth.RoleMember, Service: cfg.Service, Name: id})
+	if err != nil {
+		return nil, err
+	}
+	env = append(env, "HEADCOUNT_FOLLOWER_ID="+id, "HEADCOUNT_SERVICE="+cfg.Service, "HEADCOUNT_NATS_URL="+access.url)
 	app := exec.Command("/bin/sh", "-c", cmdline)
 	app.Env = childEnv(env)
 	app.Stdout, app.Stderr = os.Stderr, os.Stderr
 	sidecar := exec.Command(cfg.Executable, "sidecar",
-		"--id", id, "--role", role, "--service", cfg.Service, "--nats-url", natsURL, "--prefix", cfg.Subjects.Prefix,
+		"--id", id, "--role", role, "--service", cfg.Service, "--prefix", cfg.Subjects.Prefix,
 		"--listen-control", "127.0.0.1:0", "--listen-streaming", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0",
 		"--upstream-control", "127.0.0.1:"+ports[0], "--upstream-streaming", "127.0.0.1:"+ports[1],
 		"--instance-ttl", cfg.InstanceTTL.String(), "--drain-timeout", cfg.DrainTimeout.String(),
 		"--log-level", cfg.ChildLogLevel)
-	sidecar.Env = childEnv(nil)
+	sidecar.Env = childEnv(natsEnv)
 	sidecar.Stdout, sidecar.Stderr = os.Stderr, os.Stderr
 	return []*exec.Cmd{app, sidecar}, nil
 }

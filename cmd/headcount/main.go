@@ -16,11 +16,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsauth"
 )
 
 // global holds the flags every subcommand shares.
 type global struct {
 	natsURL   string
+	natsAuth  natsauth.Client
 	prefix    string
 	logLevel  string
 	logFormat string
@@ -51,6 +53,12 @@ func newRoot() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	pf.StringVar(&g.natsAuth.Creds, "nats-creds", "", "NATS credentials file (user JWT and nkey seed)")
+	pf.StringVar(&g.natsAuth.NKey, "nats-nkey", "", "file holding the NATS nkey seed to authenticate with")
+	pf.StringVar(&g.natsAuth.TokenFile, "nats-token-file", "", "file holding the NATS token, re-read at every connect (a projected ServiceAccount token for the auth callout)")
+	pf.StringVar(&g.natsAuth.TLSCA, "nats-tls-ca", "", "PEM CA bundle that signed the NATS server's certificate (TLS when set)")
+	pf.StringVar(&g.natsAuth.TLSCert, "nats-tls-cert", "", "PEM client certificate for NATS (mutual TLS)")
+	pf.StringVar(&g.natsAuth.TLSKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
 	pf.StringVar(&g.prefix, "prefix", fleet.DefaultPrefix, "first token of every headcount NATS subject")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
@@ -139,7 +147,11 @@ func (g *global) watching(allowedCIDRs []string) (fleet.Subjects, fleet.AddressP
 // connect opens a NATS connection that keeps reconnecting forever: every
 // component rebuilds its state from a roll call after a reconnect.
 func (g *global) connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(g.natsURL,
+	opts, err := g.natsAuth.Options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(g.natsURL, append(opts,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -148,7 +160,9 @@ func (g *global) connect(name string) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
-	)
+		// A permission violation is a misconfigured identity: say so loudly.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) }),
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", g.natsURL, err)
 	}

@@ -28,6 +28,8 @@ func Binary(t testing.TB) string {
 type Up struct {
 	Cmd                              *exec.Cmd
 	Streaming, Control, NATS, Scaler string
+	// Creds is the file of the read-only NATS identity up printed.
+	Creds string
 }
 
 var upURLs = map[string]*regexp.Regexp{
@@ -35,6 +37,7 @@ var upURLs = map[string]*regexp.Regexp{
 	"control":   regexp.MustCompile(`router control \(private\)\s+http://([0-9.:]+)`),
 	"scaler":    regexp.MustCompile(`KEDA external scaler\s+([0-9.:]+)`),
 	"nats":      regexp.MustCompile(`NATS\s+(nats://[0-9.:]+)`),
+	"creds":     regexp.MustCompile(`NATS reader credentials\s+(\S+)`),
 }
 
 // StartUp runs `bin up` with args on free loopback ports, reads the URLs it
@@ -69,7 +72,7 @@ func StartUp(t testing.TB, bin string, args ...string) *Up {
 		t.Fatalf("up printed only %v", found)
 	}
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	return &Up{Cmd: cmd, Streaming: found["streaming"], Control: found["control"], NATS: found["nats"], Scaler: found["scaler"]}
+	return &Up{Cmd: cmd, Streaming: found["streaming"], Control: found["control"], NATS: found["nats"], Scaler: found["scaler"], Creds: found["creds"]}
 }
 
 // Stop sends Ctrl-C (SIGINT) and fails t unless up drains, stops and exits 0
