@@ -97,7 +97,6 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	// One connection per component, each with its own identity.
 	conns := map[natsauth.Role]*nats.Conn{}
 	for _, id := range []natsauth.Identity{
-		{Role: natsauth.RoleMember, Service: cfg.Service, Name: "leader"},
 		{Role: natsauth.RoleRouter, Service: cfg.Service, Name: routerID},
 		{Role: natsauth.RoleReader},
 	} {
@@ -119,7 +118,7 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		listeners[name] = ln
 	}
 
-	leaderControl, leaderStreaming, stopLeader, err := cfg.startLeader(conns[natsauth.RoleMember], access)
+	leaderControl, leaderStreaming, stopLeader, err := cfg.startLeader(access)
 	if err != nil {
 		return err
 	}
@@ -198,25 +197,33 @@ func Up(ctx context.Context, cfg UpConfig) error {
 // startLeader runs the demo leader in process, or LeaderCmd behind a
 // sidecar under a one-replica supervisor. It returns the leader's own
 // (not the sidecar's) control and streaming addresses, for the followers.
-func (cfg UpConfig) startLeader(nc *nats.Conn, access *natsAccess) (control, streaming string, stop func(), err error) {
+func (cfg UpConfig) startLeader(access *natsAccess) (control, streaming string, stop func(), err error) {
 	if cfg.LeaderCmd == "" {
-		cl, err := net.Listen("tcp", "127.0.0.1:0")
+		var lns [2]net.Listener
+		for i := range lns {
+			if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+				return "", "", nil, err
+			}
+			defer func() {
+				if err != nil {
+					_ = lns[i].Close()
+				}
+			}()
+		}
+		nc, err := access.connect(natsauth.Identity{Role: natsauth.RoleMember, Service: cfg.Service, Name: "leader"})
 		if err != nil {
 			return "", "", nil, err
 		}
-		sl, err := net.Listen("tcp", "127.0.0.1:0")
+		leader, err := demo.StartLeader(demo.Config{Service: cfg.Service, ID: "leader", NATS: nc, Subjects: cfg.Subjects, Logger: cfg.Logger}, lns[0], lns[1])
 		if err != nil {
-			_ = cl.Close()
-			return "", "", nil, err
-		}
-		leader, err := demo.StartLeader(demo.Config{Service: cfg.Service, ID: "leader", NATS: nc, Subjects: cfg.Subjects, Logger: cfg.Logger}, cl, sl)
-		if err != nil {
+			nc.Close()
 			return "", "", nil, err
 		}
 		stop = func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_ = leader.Shutdown(ctx)
+			nc.Close()
 		}
 		return leader.ControlAddr(), leader.StreamingAddr(), stop, nil
 	}
