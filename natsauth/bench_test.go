@@ -217,7 +217,7 @@ func (s *benchStack) intakeRate(b *testing.B, n int) float64 {
 
 // selfSigned makes a certificate for 127.0.0.1 and writes it as the CA
 // bundle the clients verify the server with.
-func selfSigned(b *testing.B) (*tls.Config, string) {
+func selfSigned(b testing.TB) (*tls.Config, string) {
 	b.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(b, err)
