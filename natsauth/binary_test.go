@@ -72,7 +72,9 @@ func TestEveryComponentWorksWithItsOwnCredentials(t *testing.T) {
 	run(natsauth.Identity{Role: natsauth.RoleReader}, "scaler", "--grpc-addr", loopback(t), "--http-addr", scalerHTTP)
 
 	// The router places through its view once it sees a ready follower.
-	require.Eventually(t, func() bool { return strings.Contains(get("http://"+rc+"/metrics"), `headcount_followers{service="demo",state="ready"} 1`) },
+	require.Eventually(t, func() bool {
+		return strings.Contains(get("http://"+rc+"/metrics"), `headcount_followers{service="demo",state="ready"} 1`)
+	},
 		30*time.Second, 50*time.Millisecond, "the router sees the follower ready")
 	code, id := e2e.Do(t, http.MethodPost, rc+"/v1/streams/collection", `{"name":"posts"}`)
 	require.Equal(t, http.StatusCreated, code, id)
