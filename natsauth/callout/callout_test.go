@@ -3,6 +3,7 @@ package callout_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,7 +51,7 @@ type fixture struct {
 	svc *callout.Service
 }
 
-func start(t *testing.T, reviews tokens) fixture {
+func start(t *testing.T, reviews callout.TokenReviewer, mutate ...func(*callout.Config)) fixture {
 	t.Helper()
 	issuer, err := nkeys.CreateAccount()
 	require.NoError(t, err)
@@ -75,7 +76,11 @@ func start(t *testing.T, reviews tokens) fixture {
 		require.NoError(t, err)
 		bindings = append(bindings, bd)
 	}
-	svc, err := callout.Start(nc, callout.Config{Subjects: subjects, Reviewer: reviews, Bindings: bindings, Issuer: issuer})
+	cfg := callout.Config{Subjects: subjects, Reviewer: reviews, Bindings: bindings, Issuer: issuer, Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range mutate {
+		f(&cfg)
+	}
+	svc, err := callout.Start(nc, cfg)
 	require.NoError(t, err)
 	t.Cleanup(svc.Close)
 	return fixture{url: s.ClientURL(), svc: svc}
@@ -201,5 +206,51 @@ func TestBindingsAreParsedStrictly(t *testing.T) {
 	for _, bad := range []string{"", "shop=member:hn", "shop/sa", "shop/sa=member", "shop/sa=router", "shop/sa=admin", "shop/sa=member:h.n", "/sa=reader"} {
 		_, err := callout.ParseBinding(bad)
 		require.Error(t, err, bad)
+	}
+}
+
+// revocable is a TokenReview whose answers change: a deleted pod's token
+// stops passing.
+type revocable struct {
+	mu      sync.Mutex
+	valid   bool
+	reviews int
+}
+
+func (r *revocable) Review(ctx context.Context, token string) (callout.Review, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reviews++
+	if !r.valid {
+		return callout.Review{}, errors.New("pod deleted")
+	}
+	return reviews.Review(ctx, token)
+}
+
+func (r *revocable) count() int { r.mu.Lock(); defer r.mu.Unlock(); return r.reviews }
+
+func TestGrantsExpireAndTheTokenIsReviewedAgain(t *testing.T) {
+	rev := &revocable{valid: true}
+	f := start(t, rev, func(c *callout.Config) { c.TTL = time.Second })
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(file, []byte("pod-a"), 0o600))
+	opts, err := natsauth.Client{TokenFile: file}.Options()
+	require.NoError(t, err)
+	closed := make(chan struct{})
+	nc, err := nats.Connect(f.url, append(opts, nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(20),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))...)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	require.Eventually(t, func() bool { return rev.count() >= 3 && nc.IsConnected() }, 15*time.Second, 20*time.Millisecond,
+		"the grant expired and the reconnect was reviewed again (%d reviews)", rev.count())
+
+	// The pod is deleted: its token fails review, and the next expiry ends it.
+	rev.mu.Lock()
+	rev.valid = false
+	rev.mu.Unlock()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a revoked token kept its connection")
 	}
 }
