@@ -20,11 +20,12 @@ type natsAccess struct {
 	dir      string // private directory of the children's credentials
 }
 
-// connect opens a connection of identity id for a component inside up.
-func (a *natsAccess) connect(id natsauth.Identity) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name("headcount-up-" + id.String()), nats.MaxReconnects(-1)}
+// connect opens up's own connection, with the identities of the
+// components it runs in process.
+func (a *natsAccess) connect(ids ...natsauth.Identity) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("headcount-up"), nats.MaxReconnects(-1)}
 	if a.auth != nil {
-		creds, err := a.auth.Issue(id)
+		creds, err := a.auth.Issue(ids...)
 		if err != nil {
 			return nil, err
 		}
@@ -38,7 +39,7 @@ func (a *natsAccess) connect(id natsauth.Identity) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(a.url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("NATS %s as %s: %w", a.url, id, err)
+		return nil, fmt.Errorf("NATS %s: %w", a.url, err)
 	}
 	return nc, nil
 }
@@ -50,14 +51,14 @@ func (a *natsAccess) env(id natsauth.Identity) ([]string, error) {
 	if a.auth == nil {
 		return append(env, a.external.Env()...), nil
 	}
-	path, err := a.credsFile(id, id.Name)
+	path, err := a.credsFile(id.Name, id)
 	if err != nil {
 		return nil, err
 	}
 	return append(env, "HEADCOUNT_NATS_CREDS="+path), nil
 }
 
-func (a *natsAccess) credsFile(id natsauth.Identity, name string) (string, error) {
+func (a *natsAccess) credsFile(name string, id natsauth.Identity) (string, error) {
 	creds, err := a.auth.Issue(id)
 	if err != nil {
 		return "", err

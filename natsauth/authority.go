@@ -1,9 +1,11 @@
 package natsauth
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -84,11 +86,23 @@ type Credentials struct {
 	Seed []byte
 }
 
-// Issue makes a new key pair for id and a user JWT carrying its permissions.
-func (a *Authority) Issue(id Identity) (Credentials, error) {
-	perms, err := Permissions(a.subjects, id)
-	if err != nil {
-		return Credentials{}, err
+// Issue makes a new key pair and a user JWT carrying the permissions of
+// ids together: a process that runs several components in one connection
+// (as `up` does: router, scaler, leader) holds all of their grants.
+func (a *Authority) Issue(ids ...Identity) (Credentials, error) {
+	if len(ids) == 0 {
+		return Credentials{}, errors.New("no identity to issue")
+	}
+	var perms jwt.Permissions
+	var names []string
+	for _, id := range ids {
+		p, err := Permissions(a.subjects, id)
+		if err != nil {
+			return Credentials{}, err
+		}
+		perms.Pub.Allow.Add(p.Pub.Allow...)
+		perms.Sub.Allow.Add(p.Sub.Allow...)
+		names = append(names, id.String())
 	}
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
@@ -97,7 +111,7 @@ func (a *Authority) Issue(id Identity) (Credentials, error) {
 	upub, _ := ukp.PublicKey()
 	seed, _ := ukp.Seed()
 	uc := jwt.NewUserClaims(upub)
-	uc.Name = id.String()
+	uc.Name = strings.Join(names, ",")
 	uc.Permissions = perms
 	token, err := uc.Encode(a.account)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsembed"
 )
@@ -41,7 +42,7 @@ func connectAs(t *testing.T, auth *natsauth.Authority, url string, id natsauth.I
 	creds, err := auth.Issue(id)
 	require.NoError(t, err)
 	c := &client{}
-	c.nc = natsembed.Connect(t, url, creds.Option(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	c.nc = natstest.Connect(t, url, creds.Option(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrPermissionViolation) {
 			c.mu.Lock()
 			c.violations = append(c.violations, err.Error())

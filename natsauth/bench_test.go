@@ -29,6 +29,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/router"
@@ -90,8 +91,8 @@ func median(xs []float64) float64 {
 type benchStack struct {
 	control  string // router's control URL
 	client   *http.Client
-	reporter *nats.Conn // a member's connection, publishing its own reports
-	scaler   *scaler.Scaler
+	reporter *nats.Conn  // a member's connection, publishing its own reports
+	view     *fleet.View // the scaler's
 	seq      uint64
 }
 
@@ -130,7 +131,7 @@ func startStack(b *testing.B, withAuth, withTLS bool) *benchStack {
 	b.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	url := s.ClientURL()
 	member := func(service, name string) *nats.Conn {
-		return natsembed.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleMember, Service: service, Name: name})...)
+		return natstest.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleMember, Service: service, Name: name})...)
 	}
 
 	// The follower: 201 with a prefixed id, counted by its agent.
@@ -148,21 +149,30 @@ func startStack(b *testing.B, withAuth, withTLS bool) *benchStack {
 	b.Cleanup(func() { _ = ag.Close() })
 	ag.Ready()
 
-	rt, err := router.New(natsembed.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleRouter, Service: benchService, Name: "r-1"})...),
-		router.Config{Service: benchService, ID: "r-1", Logger: quiet})
+	// The router's process: its connection and its one watcher.
+	rnc := natstest.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleRouter, Service: benchService, Name: "r-1"})...)
+	rview, rw := natstest.Watch(b, rnc, fleet.WatchConfig{Services: []string{benchService}, Self: "r-1", Logger: quiet})
+	rc := router.DefaultConfig()
+	rc.Service, rc.ID, rc.Logger = benchService, "r-1", quiet
+	rt, err := router.New(rnc, rview, rc)
 	require.NoError(b, err)
+	rw.OnChange(rt.Changed)
 	control := httptest.NewServer(rt.Control())
 	b.Cleanup(func() { control.Close(); rt.Close() })
 
-	sc, err := scaler.New(natsembed.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleReader})...), scaler.Config{Logger: quiet})
-	require.NoError(b, err)
-	b.Cleanup(sc.Close)
-	require.Eventually(b, func() bool { return rt.View().Totals(benchService).Ready == 1 }, 10*time.Second, 5*time.Millisecond)
+	// The scaler's process: a reader of every service.
+	sview, sw := natstest.Watch(b, natstest.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleReader})...), fleet.WatchConfig{Logger: quiet})
+	sc := scaler.DefaultConfig()
+	sc.Connected, sc.Logger = sw.Connected, quiet
+	scl := scaler.New(sview, sc)
+	sw.OnChange(scl.Changed)
+	b.Cleanup(scl.Close)
+	require.Eventually(b, func() bool { return rview.Totals(benchService).Ready == 1 }, 10*time.Second, 5*time.Millisecond)
 	return &benchStack{
 		control:  control.URL,
 		client:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		reporter: member(intakeService, "reporter"),
-		scaler:   sc,
+		view:     sview,
 	}
 }
 
@@ -209,7 +219,7 @@ func (s *benchStack) intakeRate(b *testing.B, n int) float64 {
 	require.NoError(b, s.reporter.Flush())
 	want := s.seq
 	require.Eventually(b, func() bool {
-		m, ok := s.scaler.View().Member(intakeService, "reporter")
+		m, ok := s.view.Member(intakeService, "reporter")
 		return ok && m.Seq == want
 	}, 30*time.Second, 100*time.Microsecond)
 	return float64(n) / time.Since(start).Seconds()

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsauth/callout"
 	"github.com/headcount-dev/headcount/natsembed"
@@ -69,7 +70,7 @@ func start(t *testing.T, reviews callout.TokenReviewer, mutate ...func(*callout.
 	require.NoError(t, os.WriteFile(seedFile, seed, 0o600))
 	opts, err := natsauth.Client{NKey: seedFile}.Options()
 	require.NoError(t, err)
-	nc := natsembed.Connect(t, s.ClientURL(), opts...)
+	nc := natstest.Connect(t, s.ClientURL(), opts...)
 	var bindings []callout.Binding
 	for _, b := range []string{"shop/hn-follower=member:hn", "headcount/router=router:hn", "headcount/scaler=reader"} {
 		bd, err := callout.ParseBinding(b)
