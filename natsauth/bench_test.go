@@ -44,7 +44,7 @@ import (
 // every iteration measures all, in rotating order, and the medians of the
 // per-iteration ratios (to the open stack's throughput) are reported.
 //
-//	go test -run '^$' -bench AuthTLS -benchtime 20x ./natsauth/
+//	go test -run '^$' -bench AuthTLS -benchtime 60x ./natsauth/
 func BenchmarkAuthTLS(b *testing.B) {
 	modes := []struct {
 		name      string
@@ -54,7 +54,7 @@ func BenchmarkAuthTLS(b *testing.B) {
 	for i, m := range modes {
 		stacks[i] = startStack(b, m.auth, m.tls)
 	}
-	const creations, reports = 2000, 20000
+	const creations, reports = 400, 4000
 	create, intake := make([][]float64, len(modes)), make([][]float64, len(modes))
 	b.ResetTimer()
 	for i := range b.N {
