@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"github.com/spf13/pflag"
 )
 
 // Client is how a command authenticates to NATS and verifies it: the
@@ -21,6 +22,18 @@ type Client struct {
 	TLSCA     string // PEM CA bundle to verify the server with
 	TLSCert   string // PEM client certificate, for servers that verify clients
 	TLSKey    string // key of TLSCert
+}
+
+// AddFlags registers c's flags (--nats-creds, --nats-nkey, --nats-token-file,
+// --nats-tls-ca, --nats-tls-cert, --nats-tls-key) on fs: one definition for
+// every binary that connects to NATS.
+func (c *Client) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Creds, "nats-creds", "", "NATS credentials file (user JWT and nkey seed)")
+	fs.StringVar(&c.NKey, "nats-nkey", "", "file holding the NATS nkey seed to authenticate with")
+	fs.StringVar(&c.TokenFile, "nats-token-file", "", "file holding the NATS token, re-read at every connect (a projected ServiceAccount token for the auth callout)")
+	fs.StringVar(&c.TLSCA, "nats-tls-ca", "", "PEM CA bundle that signed the NATS server's certificate (TLS when set)")
+	fs.StringVar(&c.TLSCert, "nats-tls-cert", "", "PEM client certificate for NATS (mutual TLS)")
+	fs.StringVar(&c.TLSKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
 }
 
 // Options turns c into connection options; it reads the files now so that a

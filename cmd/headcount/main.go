@@ -53,12 +53,7 @@ func newRoot() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
-	pf.StringVar(&g.natsAuth.Creds, "nats-creds", "", "NATS credentials file (user JWT and nkey seed)")
-	pf.StringVar(&g.natsAuth.NKey, "nats-nkey", "", "file holding the NATS nkey seed to authenticate with")
-	pf.StringVar(&g.natsAuth.TokenFile, "nats-token-file", "", "file holding the NATS token, re-read at every connect (a projected ServiceAccount token for the auth callout)")
-	pf.StringVar(&g.natsAuth.TLSCA, "nats-tls-ca", "", "PEM CA bundle that signed the NATS server's certificate (TLS when set)")
-	pf.StringVar(&g.natsAuth.TLSCert, "nats-tls-cert", "", "PEM client certificate for NATS (mutual TLS)")
-	pf.StringVar(&g.natsAuth.TLSKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
+	g.natsAuth.AddFlags(pf)
 	pf.StringVar(&g.prefix, "prefix", fleet.DefaultPrefix, "first token of every headcount NATS subject")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
