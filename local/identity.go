@@ -2,6 +2,7 @@ package local
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/nats-io/nats.go"
@@ -23,7 +24,9 @@ type natsAccess struct {
 // connect opens up's own connection, with the identities of the
 // components it runs in process.
 func (a *natsAccess) connect(ids ...natsauth.Identity) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name("headcount-up"), nats.MaxReconnects(-1)}
+	opts := []nats.Option{nats.Name("headcount-up"), nats.MaxReconnects(-1),
+		// A permission violation is a misconfigured identity: say so loudly.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) })}
 	if a.auth != nil {
 		creds, err := a.auth.Issue(ids...)
 		if err != nil {
