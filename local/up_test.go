@@ -82,6 +82,7 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 	}, 60*time.Second, 100*time.Millisecond, "back to one follower after the window; view: %+v", view.Totals("demo"))
 
 	up.Stop(t, 30*time.Second) // Ctrl-C drains and stops everything
+	require.NotContains(t, up.Logs(), "Permissions Violation", "up and every follower stay within their NATS grants")
 }
 
 // Only the fleet may speak on up's NATS: an anonymous client is refused, and

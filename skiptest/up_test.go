@@ -75,4 +75,5 @@ func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
 	}, 60*time.Second, 100*time.Millisecond, "scaled back in: %+v", totals())
 
 	up.Stop(t, 40*time.Second) // Ctrl-C drains and stops everything
+	require.NotContains(t, up.Logs(), "Permissions Violation", "up and every sidecar stay within their NATS grants")
 }

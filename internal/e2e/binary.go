@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +32,28 @@ type Up struct {
 	Streaming, Control, NATS, Scaler string
 	// Creds is the file of the read-only NATS identity up printed.
 	Creds string
+	logs  *syncBuffer
+}
+
+// Logs is what up and its children wrote on stderr so far.
+func (u *Up) Logs() string { return u.logs.String() }
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 var upURLs = map[string]*regexp.Regexp{
@@ -47,7 +71,8 @@ func StartUp(t testing.TB, bin string, args ...string) *Up {
 	args = append([]string{"up", "--nats-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
 		"--control-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0"}, args...)
 	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
+	logs := &syncBuffer{}
+	cmd.Stderr = io.MultiWriter(os.Stderr, logs)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +97,7 @@ func StartUp(t testing.TB, bin string, args ...string) *Up {
 		t.Fatalf("up printed only %v", found)
 	}
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	return &Up{Cmd: cmd, Streaming: found["streaming"], Control: found["control"], NATS: found["nats"], Scaler: found["scaler"], Creds: found["creds"]}
+	return &Up{Cmd: cmd, Streaming: found["streaming"], Control: found["control"], NATS: found["nats"], Scaler: found["scaler"], Creds: found["creds"], logs: logs}
 }
 
 // Stop sends Ctrl-C (SIGINT) and fails t unless up drains, stops and exits 0
