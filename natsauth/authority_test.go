@@ -161,7 +161,7 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 			t.Fatalf("%s did not arrive", subj)
 		}
 	}
-	for _, subj := range []string{subjects.Demand("hn", "r-2"), subjects.Report("hn", "r-1"), subjects.Placed("other", "f"), "headcount.hn.moved.r-2"} {
+	for _, subj := range []string{subjects.Demand("hn", "r-2"), subjects.Report("hn", "r-1"), subjects.Placed("other", "f"), "headcount.hn.moved.r-2", subjects.RollCall(""), subjects.RollCall("other")} {
 		require.NoError(t, r1.nc.Publish(subj, []byte("{}")))
 		r1.violated(t, subj)
 	}

@@ -83,7 +83,9 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 			s.Placed(svc, "*"),
 			s.Demand(svc, id.Name),
 			s.Prefix+"."+svc+"."+kindMoved+"."+id.Name,
-			s.RollCall(svc), s.RollCall(""))
+			// Its own service's roll call only: a router has no reason
+			// to make every agent of every service answer.
+			s.RollCall(svc))
 		p.Sub.Allow.Add(s.Watch(svc))
 	case RoleReader:
 		rollcall := s.RollCall(svc)
