@@ -125,7 +125,8 @@ func (s *system) build() error {
 
 // startNATS runs the embedded server (unless NATSURL is set), which trusts
 // only the identities up issues, and connects as this process: its router,
-// its scaler (a reader of every service) and its in-process leader.
+// its scaler (a reader of every service), its supervisor (the decider) and
+// its in-process leader.
 func (s *system) startNATS() error {
 	access, removeCreds, err := newNATSAccess(s.cfg)
 	if err != nil {
@@ -150,7 +151,11 @@ func (s *system) startNATS() error {
 		}
 	}
 	s.natsURL = access.url
-	ids := []natsauth.Identity{{Role: natsauth.RoleRouter, Service: s.cfg.Service, Name: routerID}, {Role: natsauth.RoleReader}}
+	ids := []natsauth.Identity{
+		{Role: natsauth.RoleRouter, Service: s.cfg.Service, Name: routerID},
+		{Role: natsauth.RoleReader},
+		{Role: natsauth.RoleDecider, Service: s.cfg.Service},
+	}
 	if s.cfg.LeaderCmd == "" {
 		ids = append(ids, natsauth.Identity{Role: natsauth.RoleMember, Service: s.cfg.Service, Name: "leader"})
 	}

@@ -173,6 +173,22 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 		require.NoError(t, reader.nc.Publish(subj, nil), "readers call the roll")
 		require.Equal(t, subj, <-msgs)
 	}
+
+	// The decider (up's supervisor) announces decisions; readers hear them;
+	// nobody else may announce one.
+	decision := "headcount.hn.decision"
+	_, err = reader.nc.Subscribe(decision, func(m *nats.Msg) { msgs <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, reader.nc.Flush())
+	decider := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleDecider, Service: "hn"})
+	require.NoError(t, decider.nc.Publish(decision, []byte("{}")))
+	require.Equal(t, decision, <-msgs)
+	for _, c := range []*client{member, r1, reader} {
+		require.NoError(t, c.nc.Publish(decision, []byte("{}")))
+		c.violated(t, decision)
+	}
+	require.NoError(t, decider.nc.Publish("headcount.other.decision", []byte("{}")))
+	decider.violated(t, "headcount.other.decision")
 }
 
 func TestIdentitiesThatWouldWidenTheGrantAreRefused(t *testing.T) {
@@ -184,6 +200,7 @@ func TestIdentitiesThatWouldWidenTheGrantAreRefused(t *testing.T) {
 		{Role: natsauth.RoleMember, Service: ">", Name: "a"},
 		{Role: natsauth.RoleRouter, Service: "hn"},
 		{Role: natsauth.RoleReader, Service: "a.*"},
+		{Role: natsauth.RoleDecider},
 		{Role: "admin"},
 	} {
 		_, err := auth.Issue(id)

@@ -24,11 +24,18 @@ const (
 	// RoleReader (scaler, metrics adapter, `headcount status`) watches and
 	// calls the roll, nothing else.
 	RoleReader Role = "reader"
+	// RoleDecider (the supervisor of `headcount up`) announces its replica
+	// decision for a service, and again when the roll is called.
+	RoleDecider Role = "decider"
 )
 
-// kindMoved is the subject kind on which a router announces the instances
-// it moved (<prefix>.<service>.moved.<router>).
-const kindMoved = "moved"
+// Subject kinds beyond fleet's: a router announces the instances it moved on
+// <prefix>.<service>.moved.<router>, the decider its replica decision on
+// <prefix>.<service>.decision.
+const (
+	kindMoved    = "moved"
+	kindDecision = "decision"
+)
 
 // Identity is one connection's claim: its role, the service it belongs to
 // ("" for a reader of every service) and its name (member or router id).
@@ -57,12 +64,16 @@ func (id Identity) Validate() error {
 		if !fleet.ValidName(id.Service) || !fleet.ValidName(id.Name) {
 			return fmt.Errorf("%s identity needs a service and a name that are DNS-1123 labels, got %q and %q", id.Role, id.Service, id.Name)
 		}
+	case RoleDecider:
+		if !fleet.ValidName(id.Service) {
+			return fmt.Errorf("decider identity needs a service that is a DNS-1123 label, got %q", id.Service)
+		}
 	case RoleReader:
 		if id.Service != "" && !fleet.ValidName(id.Service) {
 			return fmt.Errorf("reader service %q is not a DNS-1123 label", id.Service)
 		}
 	default:
-		return fmt.Errorf("unknown role %q: want member, router or reader", id.Role)
+		return fmt.Errorf("unknown role %q: want member, router, reader or decider", id.Role)
 	}
 	return nil
 }
@@ -89,12 +100,17 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 		p.Sub.Allow.Add(s.Watch(svc))
 	case RoleReader:
 		rollcall := s.RollCall(svc)
+		service := svc
 		if svc == "" {
 			// A reader of every service may also ask one service.
 			p.Pub.Allow.Add(s.RollCall("*"))
+			service = "*"
 		}
 		p.Pub.Allow.Add(rollcall)
-		p.Sub.Allow.Add(s.Watch(svc))
+		p.Sub.Allow.Add(s.Watch(svc), s.Prefix+"."+service+"."+kindDecision)
+	case RoleDecider:
+		p.Pub.Allow.Add(s.Prefix + "." + svc + "." + kindDecision)
+		p.Sub.Allow.Add(s.RollCall(svc), s.RollCall(""))
 	}
 	return p, nil
 }
