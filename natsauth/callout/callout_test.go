@@ -198,6 +198,23 @@ func TestAPodSpeaksOnlyForItself(t *testing.T) {
 		t.Fatalf("%s reached the scaler", s)
 	default:
 	}
+
+	// No pod may listen to the callout's requests (they carry tokens).
+	_, err = scaler.nc.Subscribe(callout.Subject, func(*nats.Msg) { t.Error("a pod read an authorization request") })
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		scaler.mu.Lock()
+		defer scaler.mu.Unlock()
+		for _, v := range scaler.violations {
+			if strings.Contains(v, "Subscription") && strings.Contains(v, callout.Subject) {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond, "subscription to %s refused", callout.Subject)
+	_, err = connectPod(t, f.url, "pod-b") // a request goes by
+	require.NoError(t, err)
+	require.NoError(t, scaler.nc.Flush())
 }
 
 func TestBindingsAreParsedStrictly(t *testing.T) {
