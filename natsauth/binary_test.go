@@ -137,3 +137,40 @@ func (l *logBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.buf.String()
 }
+
+// `up --nats-url` on a NATS that up does not own: up and its children all
+// authenticate with the --nats-* flags given to up (a credentials file and
+// the CA, passed to the children as HEADCOUNT_NATS_* paths), over TLS.
+func TestUpOnAnExternalNATSWithCredentialsAndTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	serverTLS, caFile := selfSigned(t)
+	auth, err := natsauth.NewAuthority(subjects)
+	require.NoError(t, err)
+	s, err := natsembed.Start(natsembed.Options{Auth: auth, TLS: serverTLS})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	member := func(name string) natsauth.Identity {
+		return natsauth.Identity{Role: natsauth.RoleMember, Service: "demo", Name: name}
+	}
+	creds, err := auth.Issue(natsauth.Identity{Role: natsauth.RoleRouter, Service: "demo", Name: "router-1"},
+		natsauth.Identity{Role: natsauth.RoleReader}, natsauth.Identity{Role: natsauth.RoleDecider, Service: "demo"},
+		member("leader"), member("follower-1"))
+	require.NoError(t, err)
+	file, err := creds.WriteFile(t.TempDir(), "up")
+	require.NoError(t, err)
+
+	up := e2e.StartUp(t, e2e.Binary(t), "--nats-url", s.ClientURL(), "--nats-creds", file, "--nats-tls-ca", caFile,
+		"--min", "1", "--max", "1", "--drain-timeout", "5s")
+	require.Empty(t, up.Creds, "up issues nothing on a NATS it does not own")
+	var code int
+	var id string
+	require.Eventually(t, func() bool {
+		code, id = e2e.Do(t, http.MethodPost, up.Control+"/v1/streams/collection", `{"name":"posts"}`)
+		return code == http.StatusCreated
+	}, 30*time.Second, 100*time.Millisecond, "a creation placed on the follower, a child of up registered with up's credentials")
+	require.True(t, strings.HasPrefix(id, "follower-1/"), id)
+	up.Stop(t, 30*time.Second)
+	require.NotContains(t, up.Logs(), "Permissions Violation")
+}

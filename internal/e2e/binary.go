@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -30,7 +31,8 @@ func Binary(t testing.TB) string {
 type Up struct {
 	Cmd                              *exec.Cmd
 	Streaming, Control, NATS, Scaler string
-	// Creds is the file of the read-only NATS identity up printed.
+	// Creds is the file of the read-only NATS identity up printed ("" with
+	// --nats-url: that NATS's own credentials apply).
 	Creds string
 	logs  *syncBuffer
 }
@@ -60,9 +62,11 @@ var upURLs = map[string]*regexp.Regexp{
 	"streaming": regexp.MustCompile(`router streaming \(public\)\s+http://([0-9.:]+)`),
 	"control":   regexp.MustCompile(`router control \(private\)\s+http://([0-9.:]+)`),
 	"scaler":    regexp.MustCompile(`KEDA external scaler\s+([0-9.:]+)`),
-	"nats":      regexp.MustCompile(`NATS\s+(nats://[0-9.:]+)`),
-	"creds":     regexp.MustCompile(`NATS reader credentials\s+(\S+)`),
+	"nats":      regexp.MustCompile(`NATS\s+((?:nats|tls)://[0-9.:]+)`),
 }
+
+// upCreds is printed with the embedded NATS only (not with --nats-url).
+var upCreds = regexp.MustCompile(`NATS reader credentials\s+(\S+)`)
 
 // StartUp runs `bin up` with args on free loopback ports, reads the URLs it
 // prints, and kills it when t ends (stop it earlier with Cmd.Process.Signal).
@@ -85,15 +89,32 @@ func StartUp(t testing.TB, bin string, args ...string) *Up {
 		_ = cmd.Wait()
 	})
 	found := map[string]string{}
+	complete := func() bool {
+		for name := range upURLs {
+			if found[name] == "" {
+				return false
+			}
+		}
+		return true
+	}
 	lines := bufio.NewScanner(stdout)
-	for len(found) < len(upURLs) && lines.Scan() {
+	// The addresses come in one block that ends with an empty line; what
+	// follows (the load commands) is not read, so a missing one fails at once.
+	for lines.Scan() {
+		line := lines.Text()
 		for name, re := range upURLs {
-			if m := re.FindStringSubmatch(lines.Text()); m != nil {
+			if m := re.FindStringSubmatch(line); m != nil {
 				found[name] = m[1]
 			}
 		}
+		if m := upCreds.FindStringSubmatch(line); m != nil {
+			found["creds"] = m[1]
+		}
+		if strings.TrimSpace(line) == "" && found["nats"] != "" {
+			break
+		}
 	}
-	if len(found) < len(upURLs) {
+	if !complete() {
 		t.Fatalf("up printed only %v", found)
 	}
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
