@@ -16,9 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/local"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/status"
 )
 
 // The built binary's components, each a process with its own credentials
@@ -87,11 +87,11 @@ func TestEveryComponentWorksWithItsOwnCredentials(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(get("http://"+scalerHTTP+"/metrics"), `headcount_scaler_live_instances{service="demo"} 1`)
 	}, 10*time.Second, 50*time.Millisecond, "the scaler counts the live instance")
-	status := exec.Command(bin, "status", "--service", "demo", "--json")
-	status.Env = env(natsauth.Identity{Role: natsauth.RoleReader}, "status")
-	out, err := status.Output()
+	statusCmd := exec.Command(bin, "status", "--service", "demo", "--json")
+	statusCmd.Env = env(natsauth.Identity{Role: natsauth.RoleReader}, "status")
+	out, err := statusCmd.Output()
 	require.NoError(t, err)
-	var st local.Status
+	var st status.Status
 	require.NoError(t, json.Unmarshal(out, &st))
 	require.Equal(t, int64(1), st.Live)
 	require.Len(t, st.Members, 2, "leader and follower")

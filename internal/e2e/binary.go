@@ -1,13 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,11 +26,13 @@ func Binary(t testing.TB) string {
 	return bin
 }
 
-// Up is a running `headcount up` and the URLs it printed.
+// Up is a running `headcount up` and its addresses: Streaming, Control and
+// Scaler as host:port, NATS as a nats:// URL.
 type Up struct {
 	Cmd                              *exec.Cmd
+	exited                           chan struct{}
 	Streaming, Control, NATS, Scaler string
-	// Creds is the file of the read-only NATS identity up printed ("" with
+	// Creds is the file of the read-only NATS identity up made ("" with
 	// --nats-url: that NATS's own credentials apply).
 	Creds string
 	logs  *syncBuffer
@@ -58,67 +59,50 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var upURLs = map[string]*regexp.Regexp{
-	"streaming": regexp.MustCompile(`router streaming \(public\)\s+http://([0-9.:]+)`),
-	"control":   regexp.MustCompile(`router control \(private\)\s+http://([0-9.:]+)`),
-	"scaler":    regexp.MustCompile(`KEDA external scaler\s+([0-9.:]+)`),
-	"nats":      regexp.MustCompile(`NATS\s+((?:nats|tls)://[0-9.:]+)`),
-}
-
-// upCreds is printed with the embedded NATS only (not with --nats-url).
-var upCreds = regexp.MustCompile(`NATS reader credentials\s+(\S+)`)
-
-// StartUp runs `bin up` with args on free loopback ports, reads the URLs it
-// prints, and kills it when t ends (stop it earlier with Cmd.Process.Signal).
+// StartUp runs `bin up` with args on free loopback ports, reads the
+// addresses it writes to its --addr-file, and kills it when t ends (stop it
+// earlier with Stop).
 func StartUp(t testing.TB, bin string, args ...string) *Up {
 	t.Helper()
+	file := filepath.Join(t.TempDir(), "addrs.json")
 	args = append([]string{"up", "--nats-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
-		"--control-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0"}, args...)
+		"--control-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0", "--addr-file", file}, args...)
 	cmd := exec.Command(bin, args...)
 	logs := &syncBuffer{}
-	cmd.Stderr = io.MultiWriter(os.Stderr, logs)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd.Stdout, cmd.Stderr = io.Discard, io.MultiWriter(os.Stderr, logs)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
+		<-exited
 	})
-	found := map[string]string{}
-	complete := func() bool {
-		for name := range upURLs {
-			if found[name] == "" {
-				return false
+	deadline := time.Now().Add(2 * time.Minute) // the leader must be ready first
+	for {
+		data, err := os.ReadFile(file)
+		if err == nil {
+			var a struct {
+				Streaming, Control, Scaler, NATS string
+				NATSCreds                        string `json:"nats_creds"`
 			}
-		}
-		return true
-	}
-	lines := bufio.NewScanner(stdout)
-	// The addresses come in one block that ends with an empty line; what
-	// follows (the load commands) is not read, so a missing one fails at once.
-	for lines.Scan() {
-		line := lines.Text()
-		for name, re := range upURLs {
-			if m := re.FindStringSubmatch(line); m != nil {
-				found[name] = m[1]
+			if err := json.Unmarshal(data, &a); err != nil {
+				t.Fatalf("%s: %v", file, err)
 			}
+			return &Up{Cmd: cmd, exited: exited, Streaming: strings.TrimPrefix(a.Streaming, "http://"),
+				Control: strings.TrimPrefix(a.Control, "http://"), Scaler: a.Scaler, NATS: a.NATS,
+				Creds: a.NATSCreds, logs: logs}
 		}
-		if m := upCreds.FindStringSubmatch(line); m != nil {
-			found["creds"] = m[1]
+		select {
+		case <-exited:
+			t.Fatalf("up exited before writing %s: %v", file, cmd.ProcessState)
+		case <-time.After(20 * time.Millisecond):
 		}
-		if strings.TrimSpace(line) == "" && found["nats"] != "" {
-			break
+		if time.Now().After(deadline) {
+			t.Fatalf("up wrote no %s in 2 minutes", file)
 		}
 	}
-	if !complete() {
-		t.Fatalf("up printed only %v", found)
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	return &Up{Cmd: cmd, Streaming: found["streaming"], Control: found["control"], NATS: found["nats"], Scaler: found["scaler"], Creds: found["creds"], logs: logs}
 }
 
 // Stop sends Ctrl-C (SIGINT) and fails t unless up drains, stops and exits 0
@@ -128,12 +112,10 @@ func (u *Up) Stop(t testing.TB, timeout time.Duration) {
 	if err := u.Cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- u.Cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("up exited with %v on Ctrl-C, want 0", err)
+	case <-u.exited:
+		if !u.Cmd.ProcessState.Success() {
+			t.Fatalf("up exited with %v on Ctrl-C, want 0", u.Cmd.ProcessState)
 		}
 	case <-time.After(timeout):
 		t.Fatalf("up did not stop within %v of Ctrl-C", timeout)
