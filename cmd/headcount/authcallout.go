@@ -83,7 +83,7 @@ func authCalloutCmd(g *global) *cobra.Command {
 			mux := http.NewServeMux()
 			ops.Mount(mux, reg, checks)
 			slog.Info("auth callout started", "bindings", len(cfg.Bindings), "audiences", audiences, "http", lns[0].Addr().String())
-			err = ops.Serve(cmd.Context(), &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, lns[0], 5*time.Second)
+			err = ops.Serve(cmd.Context(), ops.NewServer(mux, ops.HTTPLimits{}, slog.Default()), lns[0], 5*time.Second)
 			_ = nc.Drain()
 			return err
 		},
