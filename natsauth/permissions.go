@@ -29,13 +29,10 @@ const (
 	RoleDecider Role = "decider"
 )
 
-// Subject kinds beyond fleet's: a router announces the instances it moved on
-// <prefix>.<service>.moved.<router>, the decider its replica decision on
-// <prefix>.<service>.decision.
-const (
-	kindMoved    = "moved"
-	kindDecision = "decision"
-)
+// kindMoved is the subject kind on which a router announces the instances
+// it moved (<prefix>.<service>.moved.<router>; the `moving` branch adds it
+// to fleet).
+const kindMoved = "moved"
 
 // Identity is one connection's claim: its role, the service it belongs to
 // ("" for a reader of every service) and its name (member or router id).
@@ -107,9 +104,9 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 			service = "*"
 		}
 		p.Pub.Allow.Add(rollcall)
-		p.Sub.Allow.Add(s.Watch(svc), s.Prefix+"."+service+"."+kindDecision)
+		p.Sub.Allow.Add(s.Watch(svc), s.Decision(service))
 	case RoleDecider:
-		p.Pub.Allow.Add(s.Prefix + "." + svc + "." + kindDecision)
+		p.Pub.Allow.Add(s.Decision(svc))
 		p.Sub.Allow.Add(s.RollCall(svc), s.RollCall(""))
 	}
 	return p, nil
