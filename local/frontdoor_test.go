@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -70,7 +71,7 @@ func TestReadmeLoadLoopStopsOnOneCtrlC(t *testing.T) {
 	tmux("send-keys", "-t", "load", "-l", loop)
 	tmux("send-keys", "-t", "load", "Enter")
 
-	view, _ := natstest.Watch(t, natstest.Connect(t, up.NATS), fleet.WatchConfig{Services: []string{"demo"}})
+	view, _ := natstest.Watch(t, natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds)), fleet.WatchConfig{Services: []string{"demo"}})
 	state := func() string {
 		pane := strings.TrimSpace(tmux("capture-pane", "-p", "-t", "load"))
 		tree, _ := exec.Command("ps", "-o", "pid,stat,args", "--forest", "-s", strings.TrimSpace(tmux("display", "-p", "-t", "load", "#{pane_pid}"))).CombinedOutput()
@@ -179,7 +180,7 @@ func TestStatusShowsWhatUpDecides(t *testing.T) {
 
 	var st status.Status
 	require.Eventually(t, func() bool {
-		out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--json").Output()
+		out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--nats-creds", up.Creds, "--json").Output()
 		if err != nil || json.Unmarshal(out, &st) != nil {
 			return false
 		}
@@ -189,7 +190,7 @@ func TestStatusShowsWhatUpDecides(t *testing.T) {
 	require.Equal(t, int64(1), st.Min)
 	require.Equal(t, int64(3), st.Max, "starter's bounds")
 
-	table, err := exec.Command(bin, "status", "--nats-url", up.NATS).Output()
+	table, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--nats-creds", up.Creds).Output()
 	require.NoError(t, err)
 	require.Contains(t, string(table), "replica target 1   bounds 1–3   5 instances per replica   (decided by up)")
 	require.Contains(t, string(table), "running (pid ", "the PROCESS column names the follower's processes")
