@@ -4,6 +4,7 @@ package natsembed
 
 import (
 	"cmp"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -24,6 +25,17 @@ type Options struct {
 	ClusterName string
 	ClusterPort int
 	Routes      []string
+	// Auth, when set, decides who may connect and what they may do (the
+	// zero value admits anonymous clients, for tests of other things).
+	Auth Auth
+	// TLS, when set, makes clients connect with TLS.
+	TLS *tls.Config
+}
+
+// Auth configures a server's authentication and authorization: operator
+// trust (natsauth.Authority) or an auth callout.
+type Auth interface {
+	ConfigureServer(*server.Options) error
 }
 
 // Start runs a server and waits until it accepts clients. A fixed port that
@@ -51,6 +63,13 @@ func Start(o Options) (*server.Server, error) {
 		NoLog:  true,
 		// Reports are small; a tight limit makes oversize floods cheap to refuse.
 		MaxPayload: 1 << 20,
+		TLSConfig:  o.TLS,
+		TLS:        o.TLS != nil,
+	}
+	if o.Auth != nil {
+		if err := o.Auth.ConfigureServer(opts); err != nil {
+			return nil, fmt.Errorf("nats-server auth: %w", err)
+		}
 	}
 	if o.ClusterPort != 0 {
 		opts.Cluster = server.ClusterOpts{Name: cmp.Or(o.ClusterName, "headcount"), Host: o.Host, Port: o.ClusterPort}
