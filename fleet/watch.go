@@ -160,8 +160,8 @@ func (w *Watcher) sweep(ctx context.Context) {
 
 func (w *Watcher) handle(msg *nats.Msg) {
 	service, kind, name, ok := w.cfg.Subjects.Parse(msg.Subject)
-	if !ok || kind == KindRollCall {
-		return // roll calls and foreign shapes are not ours to apply
+	if !ok || kind == KindRollCall || kind == KindMoved {
+		return // roll calls, move announcements (routers apply those) and foreign shapes are not ours
 	}
 	if !ValidName(service) || !ValidName(name) {
 		w.drop(msg, invalid(ReasonName, "subject tokens must be DNS-1123 labels"))
