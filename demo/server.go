@@ -254,20 +254,21 @@ func (s *Server) readyErr() error {
 	return nil
 }
 
-// Shutdown drains, waits for the instances to go (or ctx), publishes "gone"
-// and stops serving.
+// Shutdown drains, waits for the open streams to go (the routers move them
+// to other followers) or ctx, publishes "gone" and stops serving. Instances
+// without a stream do not hold the drain: nobody is reading them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for s.instances.count() > 0 && ctx.Err() == nil {
+	for s.instances.streams() > 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-tick.C:
 		}
 	}
-	if n := s.instances.count(); n > 0 {
-		s.log.Warn("stopping with live instances", "instances", n)
+	if n := s.instances.streams(); n > 0 {
+		s.log.Warn("stopping with open streams", "streams", n)
 	}
 	err := s.agent.Close()
 	s.stop()
