@@ -196,6 +196,9 @@ func TestDemoDrainingFollowerGetsNoCreation(t *testing.T) {
 		require.NotSame(t, drained, ownerOf(followers, id), id)
 	}
 	assert.Equal(t, before, drained.Agent().Report().Created)
+	// Its open stream moved to another follower: one fresh init, then updates.
+	event, _ = s.next(t)
+	require.Equal(t, "init", event)
 
 	code, body, _ := do(t, http.MethodPatch, r1.control.URL+"/v1/inputs/posts", `[["after-drain",[1]]]`)
 	require.Equal(t, http.StatusOK, code, body)

@@ -50,6 +50,7 @@ type Config struct {
 	ForgetAfter time.Duration
 	Policy      fleet.AddressPolicy // addresses followers may advertise
 	AccessLog   bool                // log every request at info level
+	Moves       MoveConfig          // live stream moves (move.go)
 	// Registry receives the router's metrics; default a fresh ops.NewRegistry().
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -87,6 +88,9 @@ func (c *Config) defaults() error {
 	if c.DemandTTL < fleet.MinTTLMillis*time.Millisecond || c.DemandTTL > fleet.MaxTTLMillis*time.Millisecond {
 		return fmt.Errorf("demand ttl %v outside %dms..%dms", c.DemandTTL, fleet.MinTTLMillis, fleet.MaxTTLMillis)
 	}
+	if err := c.Moves.defaults(); err != nil {
+		return err
+	}
 	if c.Registry == nil {
 		c.Registry = ops.NewRegistry()
 	}
@@ -111,6 +115,7 @@ type Router struct {
 	proxy   http.Handler
 	hold    *holdQueue
 	known   *known
+	moves   *mover
 	met     *metrics
 	log     *slog.Logger
 
@@ -139,6 +144,13 @@ func New(nc *nats.Conn, cfg Config) (*Router, error) {
 	}
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
 	rt.proxy = rt.newProxy()
+	// Before the watcher: its changes wake the move triggers.
+	moves, err := rt.newMover()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("moves: %w", err)
+	}
+	rt.moves = moves
 	watcher, err := fleet.Watch(nc, rt.view, fleet.WatchConfig{
 		Subjects: cfg.Subjects,
 		Services: []string{cfg.Service},
@@ -162,6 +174,11 @@ func New(nc *nats.Conn, cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	rt.met = met
+	if err := rt.startMoves(ctx); err != nil {
+		watcher.Close()
+		cancel()
+		return nil, fmt.Errorf("moves: %w", err)
+	}
 	rt.streaming = rt.streamingMux()
 	rt.control = rt.controlMux()
 	rt.loops.Add(2)
@@ -214,6 +231,7 @@ func (rt *Router) Close() {
 // unless creations are held and a follower can take them.
 func (rt *Router) onChange(string) {
 	rt.known.dirty.Store(true)
+	rt.kickMoves()
 	if rt.hold.len() > 0 && rt.view.Totals(rt.cfg.Service).Ready > 0 {
 		rt.hold.release()
 	}
