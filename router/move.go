@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -99,6 +100,39 @@ type mover struct {
 	kick    chan struct{} // the view changed
 	met     *moveMetrics
 	sub     *nats.Subscription
+
+	mu     sync.Mutex
+	recent []departure // rebalancing moves the view may not show yet
+}
+
+// departure is a stream this router moved off follower at a time.
+type departure struct {
+	follower string
+	at       time.Time
+}
+
+// settle is how long after a move its source's report may still count the
+// old instance (it is deleted after the switch, then coalesced into a report).
+const settle = time.Second
+
+// departed counts the recent moves off follower and forgets older ones.
+func (mv *mover) departed(follower string, now time.Time) int {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	mv.recent = slices.DeleteFunc(mv.recent, func(d departure) bool { return now.Sub(d.at) > settle })
+	n := 0
+	for _, d := range mv.recent {
+		if d.follower == follower {
+			n++
+		}
+	}
+	return n
+}
+
+func (mv *mover) depart(follower string, now time.Time) {
+	mv.mu.Lock()
+	mv.recent = append(mv.recent, departure{follower, now})
+	mv.mu.Unlock()
 }
 
 type moveMetrics struct {
@@ -132,9 +166,11 @@ func (rt *Router) newMover() (*mover, error) {
 		streams: newStreamSet(),
 		table:   newMovedTable(c.MaxMoved),
 		slots:   make(chan struct{}, c.Concurrency),
-		limit:   rate.NewLimiter(rate.Limit(max(c.RebalanceRate, 0)), 1),
-		logs:    rate.NewLimiter(10, 20),
-		kick:    make(chan struct{}, 1),
+		// Tokens for one rebalance round (every rebalanceEvery) at a time.
+		limit: rate.NewLimiter(rate.Limit(max(c.RebalanceRate, 0)),
+			max(1, int(math.Ceil(c.RebalanceRate*rebalanceEvery.Seconds())))),
+		logs: rate.NewLimiter(10, 20),
+		kick: make(chan struct{}, 1),
 	}
 	labels := prometheus.Labels{"service": rt.cfg.Service}
 	mv.met = &moveMetrics{
@@ -196,6 +232,13 @@ func (rt *Router) kickMoves() {
 	}
 }
 
+// rebalanceEvery spaces rebalance rounds, so that each sees the reports of
+// the moves of the round before.
+const rebalanceEvery = 500 * time.Millisecond
+
+// rebalanceCooldown is how long a moved stream is left out of rebalancing.
+const rebalanceCooldown = 30 * time.Second
+
 // watchMoves runs the drain and death triggers on every view change (and
 // every second, to retry), the rebalance trigger twice a second, and keeps
 // this router's move announcements fresh.
@@ -213,7 +256,7 @@ func (rt *Router) watchMoves(ctx context.Context) {
 		}
 		now := time.Now()
 		rt.scanOwners(now)
-		if rt.cfg.Moves.RebalanceRate > 0 && now.Sub(lastBalance) >= 500*time.Millisecond {
+		if rt.cfg.Moves.RebalanceRate > 0 && now.Sub(lastBalance) >= rebalanceEvery {
 			balancing = rt.rebalance(balancing)
 			lastBalance = now
 		}
@@ -247,7 +290,8 @@ func (rt *Router) scanOwners(now time.Time) {
 		if inView && m.State != fleet.StateDraining && m.State != fleet.StateGone {
 			// Only streams opened on an older incarnation need moving.
 			for _, s := range rt.moves.streams.on(follower) {
-				if s.owner().Incarnation != m.Incarnation {
+				// (A stream switching followers may still be indexed here.)
+				if o := s.owner(); o.Follower == follower && o.Incarnation != m.Incarnation {
 					rt.startMove(s, triggerDeath, now)
 				}
 			}
@@ -258,11 +302,20 @@ func (rt *Router) scanOwners(now time.Time) {
 			trigger = triggerDrain
 		}
 		for _, s := range rt.moves.streams.on(follower) {
+			if s.owner().Follower != follower {
+				continue
+			}
 			if !rt.startMove(s, trigger, now) && len(rt.moves.slots) == cap(rt.moves.slots) {
 				return // every slot busy: the next scan goes on
 			}
 		}
 	}
+}
+
+func (s *stream) movedSince(t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.movedAt.After(t)
 }
 
 func (s *stream) busy() bool {
@@ -494,6 +547,7 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	s.cur = nu
 	moved := nu.id != old.id
 	if moved {
+		s.movedAt = time.Now()
 		s.aliases = append(s.aliases, old.id)
 		if len(s.aliases) > maxAliases {
 			s.aliases = s.aliases[len(s.aliases)-maxAliases:]
@@ -507,6 +561,9 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	}
 	if !moved {
 		return
+	}
+	if nu.trigger == triggerRebalance {
+		rt.moves.depart(old.member.Follower, time.Now())
 	}
 	rt.moves.met.moved.WithLabelValues(nu.trigger).Inc()
 	rt.moves.met.seconds.WithLabelValues(nu.trigger).Observe(time.Since(nu.started).Seconds())
@@ -598,17 +655,24 @@ func (rt *Router) rebalance(active bool) bool {
 	// move the excess once, not once each.
 	instances := float64(most.Instances + most.Pending)
 	excess := (most.Load() - mean) * float64(max(most.Capacity, 1))
-	share := int(math.Ceil(excess * float64(len(mine)) / max(instances, 1)))
-	// Moves still under way have not reached the view yet.
+	// Half of it per round: the view may not show every router's last
+	// moves yet, and halving converges without overshooting.
+	share := int(math.Ceil(excess * float64(len(mine)) / max(instances, 1) / 2))
+	// Moves under way or just done have not reached the view yet.
+	now := time.Now()
+	share -= rt.moves.departed(most.Follower, now)
 	for _, s := range mine {
 		if s.busy() {
 			share--
 		}
 	}
-	now := time.Now()
 	for _, s := range mine {
-		if share <= 0 || !rt.moves.limit.Allow() {
+		if share <= 0 {
 			break
+		}
+		// A stream is not bounced around: one that moved lately stays.
+		if s.movedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
+			continue
 		}
 		if rt.startMove(s, triggerRebalance, now) {
 			share--

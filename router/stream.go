@@ -30,6 +30,7 @@ type stream struct {
 	aliases []string  // other ids clients know this instance by, newest last
 	moving  bool
 	retryAt time.Time // a failed move is not tried again before
+	movedAt time.Time // the last move
 	done    bool      // the client left
 }
 

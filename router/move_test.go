@@ -1,0 +1,285 @@
+package router_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/demo"
+	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/router"
+)
+
+// Live stream moves (docs/moving.md) on the demo leader and followers.
+
+// client is one open stream and the state it rebuilt from its events, as a
+// Skip client does: an init replaces the state, an update merges into it.
+type client struct {
+	id     string // the id the creation returned
+	owner  *demo.Server
+	stream *e2e.Stream
+	state  map[string]string // key → values, canonical JSON
+	inits  int
+	seen   []string // kind and id of every event, for failure messages
+}
+
+func (c *client) apply(t *testing.T, e e2e.Event) {
+	t.Helper()
+	var entries []json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(e.Data), &entries), e.Data)
+	c.seen = append(c.seen, e.Kind+" "+e.ID)
+	switch e.Kind {
+	case "init":
+		c.inits++
+		c.state = map[string]string{}
+	case "update":
+	default:
+		t.Fatalf("event %q", e.Kind)
+	}
+	for _, raw := range entries {
+		var kv [2]json.RawMessage
+		require.NoError(t, json.Unmarshal(raw, &kv))
+		if string(kv[1]) == "[]" {
+			delete(c.state, string(kv[0]))
+		} else {
+			c.state[string(kv[0])] = string(kv[1])
+		}
+	}
+}
+
+// next reads one event into the state.
+func (c *client) next(t *testing.T) e2e.Event {
+	t.Helper()
+	e := c.stream.Next(t)
+	c.apply(t, e)
+	return e
+}
+
+// until reads events until the state has key.
+func (c *client) until(t *testing.T, key string) {
+	t.Helper()
+	for c.state[key] == "" {
+		c.next(t)
+	}
+}
+
+// openClients creates n instances through the routers in turn and opens
+// their streams through the other router, each read up to its init.
+func openClients(t *testing.T, followers []*demo.Server, routers []*testRouter, n int) []*client {
+	t.Helper()
+	clients := make([]*client, n)
+	var wg sync.WaitGroup
+	for i := range clients {
+		id := routers[i%len(routers)].create(t)
+		st, code := e2e.Subscribe(t, strings.TrimPrefix(routers[(i+1)%len(routers)].streaming.URL, "http://"), id)
+		require.Equal(t, http.StatusOK, code)
+		clients[i] = &client{id: id, owner: ownerOf(followers, id), stream: st}
+		wg.Go(func() { clients[i].next(t) })
+	}
+	wg.Wait()
+	return clients
+}
+
+func write(t *testing.T, r *testRouter, entries string) {
+	t.Helper()
+	code, body, _ := do(t, http.MethodPatch, r.control.URL+"/v1/inputs/posts", entries)
+	require.Equal(t, http.StatusOK, code, body)
+}
+
+// freshState is what a new instance of the same params starts with.
+func freshState(t *testing.T, r *testRouter) map[string]string {
+	t.Helper()
+	st, code := e2e.Subscribe(t, strings.TrimPrefix(r.streaming.URL, "http://"), r.create(t))
+	require.Equal(t, http.StatusOK, code)
+	c := &client{stream: st}
+	require.Equal(t, "init", c.next(t).Kind)
+	st.Close()
+	return c.state
+}
+
+func moved(t *testing.T, r *testRouter, trigger string) float64 {
+	t.Helper()
+	return metric(t, r, fmt.Sprintf(`headcount_router_streams_moved_total{service="svc",trigger=%q}`, trigger))
+}
+
+func metric(t *testing.T, r *testRouter, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, r), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			_, err := fmt.Sscan(v, &f)
+			require.NoError(t, err)
+			return f
+		}
+	}
+	return 0
+}
+
+func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
+	_, followers, r1, r2 := demoFleet(t, 4)
+	routers := []*testRouter{r1, r2}
+	write(t, r1, `[["before",[1]]]`)
+	clients := openClients(t, followers, routers, 200)
+	kept := followers[3]
+
+	// A writer runs through the moves: every client must end with the state
+	// of a fresh instance, whatever it saw on the way.
+	stopWrites := make(chan struct{})
+	var writes sync.WaitGroup
+	writes.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stopWrites:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			write(t, r1, fmt.Sprintf(`[["k%d",[%d]],["before",[%d]]]`, i%7, i, i))
+		}
+	})
+	var drains sync.WaitGroup
+	for _, f := range followers[:3] {
+		drains.Go(func() {
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			assert.NoError(t, f.Shutdown(ctx))
+			// Generous: the measured figure is in docs/benchmarks.md.
+			assert.Less(t, time.Since(start), 10*time.Second, "drain of %s", f.Agent().Report().Follower)
+		})
+	}
+	drains.Wait()
+	close(stopWrites)
+	writes.Wait()
+
+	write(t, r2, `[["after",[1]]]`)
+	fresh := freshState(t, r1)
+	for _, c := range clients {
+		c.until(t, `"after"`)
+		if c.owner == kept {
+			assert.Equal(t, 1, c.inits, "a stream of the kept follower did not move")
+		} else {
+			assert.Equal(t, 2, c.inits, "a moved stream sees one fresh init")
+		}
+		require.Equal(t, fresh, c.state, "client of %s", c.id)
+		assert.True(t, c.stream.Open(), "stream %s cut", c.id)
+	}
+	var total float64
+	for _, r := range routers {
+		total += moved(t, r, "drain")
+	}
+	assert.Equal(t, float64(150), total, "streams moved by drain")
+}
+
+func TestMovedIDWorksThroughEveryRouter(t *testing.T) {
+	_, followers, r1, r2 := demoFleet(t, 2)
+	id := r1.create(t)
+	owner := ownerOf(followers, id)
+	c := &client{id: id}
+	var code int
+	c.stream, code = e2e.Subscribe(t, strings.TrimPrefix(r1.streaming.URL, "http://"), id)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "init", c.next(t).Kind)
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		done <- owner.Shutdown(ctx)
+	}()
+	require.Equal(t, "init", c.next(t).Kind, "moved: a fresh init")
+	require.NoError(t, <-done, "the drained owner stopped")
+	c.stream.Close()
+
+	for _, r := range []*testRouter{r1, r2, r1} {
+		// One subscriber at a time: the new owner frees it when the last left.
+		var st *e2e.Stream
+		require.Eventually(t, func() bool {
+			st, code = e2e.Subscribe(t, strings.TrimPrefix(r.streaming.URL, "http://"), id)
+			require.Contains(t, []int{http.StatusOK, http.StatusConflict}, code, "GET of the original id through %s", r.streaming.URL)
+			return code == http.StatusOK
+		}, 10*time.Second, 10*time.Millisecond)
+		require.Equal(t, "init", st.Next(t).Kind)
+		st.Close()
+	}
+	code, body, _ := do(t, http.MethodDelete, r2.control.URL+"/v1/streams/"+id, "")
+	require.Equal(t, http.StatusOK, code, body)
+	code, body, _ = do(t, http.MethodDelete, r1.control.URL+"/v1/streams/"+id, "")
+	assert.Equal(t, http.StatusNotFound, code, "deleted on the new owner: %s", body)
+}
+
+func TestMoveOnFollowerDeathCutsNoStream(t *testing.T) {
+	_, followers, r1, r2 := demoFleet(t, 3)
+	clients := openClients(t, followers, []*testRouter{r1, r2}, 150)
+	victim := followers[0]
+	var onVictim []*client
+	for _, c := range clients {
+		if c.owner == victim {
+			onVictim = append(onVictim, c)
+		}
+	}
+	require.NotEmpty(t, onVictim)
+	victim.Kill()
+	for _, c := range onVictim {
+		require.Equal(t, "init", c.next(t).Kind, "stream %s continues with a fresh init", c.id)
+	}
+	write(t, r1, `[["after-death",[1]]]`)
+	for _, c := range clients {
+		c.until(t, `"after-death"`)
+		assert.True(t, c.stream.Open())
+	}
+	assert.Equal(t, float64(len(onVictim)), moved(t, r1, "death")+moved(t, r2, "death"))
+}
+
+func TestRebalanceAfterScaleUp(t *testing.T) {
+	url := natsembed.Test(t)
+	nc := natsembed.Connect(t, url)
+	lead := startDemo(t, nc, "leader", nil)
+	followers := []*demo.Server{startDemo(t, nc, "follower-a", lead)}
+	const rate = 10 // moves per second and router
+	limit := func(c *router.Config) { c.Moves.RebalanceRate = rate }
+	routers := []*testRouter{startRouter(t, url, "r-1", limit), startRouter(t, url, "r-2", limit)}
+	for _, r := range routers {
+		r.waitReady(t, 1)
+		require.Eventually(t, func() bool { _, ok := r.View().Leader(svc); return ok }, 10*time.Second, 5*time.Millisecond)
+	}
+	clients := openClients(t, followers, routers, 100)
+
+	start := time.Now()
+	for _, id := range []string{"follower-b", "follower-c", "follower-d"} {
+		followers = append(followers, startDemo(t, nc, id, lead))
+	}
+	spread := func() float64 {
+		var most, sum int64
+		for _, f := range followers {
+			n := f.Agent().Report().Instances
+			most, sum = max(most, n), sum+n
+		}
+		return float64(most) / (float64(sum) / float64(len(followers)))
+	}
+	require.Eventually(t, func() bool { return spread() <= 1.1 }, 10*time.Second, 20*time.Millisecond,
+		"max/mean of instances never reached 1.1")
+	elapsed := time.Since(start)
+	var total float64
+	for _, r := range routers {
+		total += moved(t, r, "rebalance")
+	}
+	assert.GreaterOrEqual(t, total, float64(70), "100 streams over 4 followers: at least 70 moved")
+	assert.LessOrEqual(t, total, rate*elapsed.Seconds()*float64(len(routers))+float64(len(routers)),
+		"moves per second within the flag")
+
+	write(t, routers[0], `[["after",[1]]]`)
+	for _, c := range clients {
+		c.until(t, `"after"`)
+		assert.LessOrEqual(t, c.inits, 2, "at most one move per stream: %v", c.seen)
+		assert.True(t, c.stream.Open())
+	}
+}
