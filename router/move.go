@@ -671,7 +671,7 @@ func (rt *Router) rebalance(active bool) bool {
 			break
 		}
 		// A stream is not bounced around: one that moved lately stays.
-		if s.movedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
+		if s.owner().Follower != most.Follower || s.movedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
 			continue
 		}
 		if rt.startMove(s, triggerRebalance, now) {

@@ -2,7 +2,6 @@ package router_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -21,55 +20,10 @@ import (
 
 // Live stream moves (docs/moving.md) on the demo leader and followers.
 
-// client is one open stream and the state it rebuilt from its events, as a
-// Skip client does: an init replaces the state, an update merges into it.
+// client is one open stream, the state it rebuilt and its first owner.
 type client struct {
-	id     string // the id the creation returned
-	owner  *demo.Server
-	stream *e2e.Stream
-	state  map[string]string // key → values, canonical JSON
-	inits  int
-	seen   []string // kind and id of every event, for failure messages
-}
-
-func (c *client) apply(t *testing.T, e e2e.Event) {
-	t.Helper()
-	var entries []json.RawMessage
-	require.NoError(t, json.Unmarshal([]byte(e.Data), &entries), e.Data)
-	c.seen = append(c.seen, e.Kind+" "+e.ID)
-	switch e.Kind {
-	case "init":
-		c.inits++
-		c.state = map[string]string{}
-	case "update":
-	default:
-		t.Fatalf("event %q", e.Kind)
-	}
-	for _, raw := range entries {
-		var kv [2]json.RawMessage
-		require.NoError(t, json.Unmarshal(raw, &kv))
-		if string(kv[1]) == "[]" {
-			delete(c.state, string(kv[0]))
-		} else {
-			c.state[string(kv[0])] = string(kv[1])
-		}
-	}
-}
-
-// next reads one event into the state.
-func (c *client) next(t *testing.T) e2e.Event {
-	t.Helper()
-	e := c.stream.Next(t)
-	c.apply(t, e)
-	return e
-}
-
-// until reads events until the state has key.
-func (c *client) until(t *testing.T, key string) {
-	t.Helper()
-	for c.state[key] == "" {
-		c.next(t)
-	}
+	e2e.Client
+	owner *demo.Server
 }
 
 // openClients creates n instances through the routers in turn and opens
@@ -82,8 +36,8 @@ func openClients(t *testing.T, followers []*demo.Server, routers []*testRouter, 
 		id := routers[i%len(routers)].create(t)
 		st, code := e2e.Subscribe(t, strings.TrimPrefix(routers[(i+1)%len(routers)].streaming.URL, "http://"), id)
 		require.Equal(t, http.StatusOK, code)
-		clients[i] = &client{id: id, owner: ownerOf(followers, id), stream: st}
-		wg.Go(func() { clients[i].next(t) })
+		clients[i] = &client{Client: e2e.Client{ID: id, Stream: st}, owner: ownerOf(followers, id)}
+		wg.Go(func() { clients[i].Next(t) })
 	}
 	wg.Wait()
 	return clients
@@ -100,10 +54,10 @@ func freshState(t *testing.T, r *testRouter) map[string]string {
 	t.Helper()
 	st, code := e2e.Subscribe(t, strings.TrimPrefix(r.streaming.URL, "http://"), r.create(t))
 	require.Equal(t, http.StatusOK, code)
-	c := &client{stream: st}
-	require.Equal(t, "init", c.next(t).Kind)
+	c := &e2e.Client{Stream: st}
+	require.Equal(t, "init", c.Next(t).Kind)
 	st.Close()
-	return c.state
+	return c.State
 }
 
 func moved(t *testing.T, r *testRouter, trigger string) float64 {
@@ -163,14 +117,14 @@ func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
 	write(t, r2, `[["after",[1]]]`)
 	fresh := freshState(t, r1)
 	for _, c := range clients {
-		c.until(t, `"after"`)
+		c.Until(t, `"after"`)
 		if c.owner == kept {
-			assert.Equal(t, 1, c.inits, "a stream of the kept follower did not move")
+			assert.Equal(t, 1, c.Inits, "a stream of the kept follower did not move")
 		} else {
-			assert.Equal(t, 2, c.inits, "a moved stream sees one fresh init")
+			assert.Equal(t, 2, c.Inits, "a moved stream sees one fresh init")
 		}
-		require.Equal(t, fresh, c.state, "client of %s", c.id)
-		assert.True(t, c.stream.Open(), "stream %s cut", c.id)
+		require.Equal(t, fresh, c.State, "client of %s", c.ID)
+		assert.True(t, c.Stream.Open(), "stream %s cut", c.ID)
 	}
 	var total float64
 	for _, r := range routers {
@@ -183,11 +137,11 @@ func TestMovedIDWorksThroughEveryRouter(t *testing.T) {
 	_, followers, r1, r2 := demoFleet(t, 2)
 	id := r1.create(t)
 	owner := ownerOf(followers, id)
-	c := &client{id: id}
+	c := &e2e.Client{ID: id}
 	var code int
-	c.stream, code = e2e.Subscribe(t, strings.TrimPrefix(r1.streaming.URL, "http://"), id)
+	c.Stream, code = e2e.Subscribe(t, strings.TrimPrefix(r1.streaming.URL, "http://"), id)
 	require.Equal(t, http.StatusOK, code)
-	require.Equal(t, "init", c.next(t).Kind)
+	require.Equal(t, "init", c.Next(t).Kind)
 
 	done := make(chan error, 1)
 	go func() {
@@ -195,9 +149,9 @@ func TestMovedIDWorksThroughEveryRouter(t *testing.T) {
 		defer cancel()
 		done <- owner.Shutdown(ctx)
 	}()
-	require.Equal(t, "init", c.next(t).Kind, "moved: a fresh init")
+	require.Equal(t, "init", c.Next(t).Kind, "moved: a fresh init")
 	require.NoError(t, <-done, "the drained owner stopped")
-	c.stream.Close()
+	c.Stream.Close()
 
 	for _, r := range []*testRouter{r1, r2, r1} {
 		// One subscriber at a time: the new owner frees it when the last left.
@@ -229,12 +183,12 @@ func TestMoveOnFollowerDeathCutsNoStream(t *testing.T) {
 	require.NotEmpty(t, onVictim)
 	victim.Kill()
 	for _, c := range onVictim {
-		require.Equal(t, "init", c.next(t).Kind, "stream %s continues with a fresh init", c.id)
+		require.Equal(t, "init", c.Next(t).Kind, "stream %s continues with a fresh init", c.ID)
 	}
 	write(t, r1, `[["after-death",[1]]]`)
 	for _, c := range clients {
-		c.until(t, `"after-death"`)
-		assert.True(t, c.stream.Open())
+		c.Until(t, `"after-death"`)
+		assert.True(t, c.Stream.Open())
 	}
 	assert.Equal(t, float64(len(onVictim)), moved(t, r1, "death")+moved(t, r2, "death"))
 }
@@ -278,8 +232,8 @@ func TestRebalanceAfterScaleUp(t *testing.T) {
 
 	write(t, routers[0], `[["after",[1]]]`)
 	for _, c := range clients {
-		c.until(t, `"after"`)
-		assert.LessOrEqual(t, c.inits, 2, "at most one move per stream: %v", c.seen)
-		assert.True(t, c.stream.Open())
+		c.Until(t, `"after"`)
+		assert.LessOrEqual(t, c.Inits, 2, "at most one move per stream: %v", c.Seen)
+		assert.True(t, c.Stream.Open())
 	}
 }
