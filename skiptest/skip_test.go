@@ -139,7 +139,10 @@ func startSkip(ctx context.Context, t *testing.T, dir string, m skiptest.Member)
 	return p
 }
 
-type sidecarAddrs struct{ control, streaming string }
+type sidecarAddrs struct {
+	control, streaming string
+	sc                 *sidecar.Sidecar
+}
 
 // startSidecar puts a sidecar in front of p on loopback listeners.
 func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *skiptest.Process) *sidecarAddrs {
@@ -160,7 +163,7 @@ func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *sk
 		defer cancel()
 		_ = sc.Shutdown(ctx)
 	})
-	return &sidecarAddrs{control: lc.Addr().String(), streaming: ls.Addr().String()}
+	return &sidecarAddrs{control: lc.Addr().String(), streaming: ls.Addr().String(), sc: sc}
 }
 
 // waitCounts waits until the fleet view has each follower's count.

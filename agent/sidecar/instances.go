@@ -31,7 +31,7 @@ type instance struct {
 	// that a router can rebuild the instance elsewhere; "" when not carried.
 	resource, params string
 	subscribers      int
-	collect     *time.Timer // set while nobody is subscribed after someone was
+	collect          *time.Timer // set while nobody is subscribed after someone was
 }
 
 func newTable(ttl time.Duration, add func(int64), event func(string)) *table {
