@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -99,6 +100,8 @@ type Server struct {
 	control, streaming     *http.Server
 	controlLn, streamingLn net.Listener
 	serving                sync.WaitGroup
+	active                 atomic.Int64 // connections serving a request
+	activeConns            sync.Map     // net.Conn → struct{}, those connections
 
 	ctx    context.Context // cancelled when the server stops: ends streams and mirrors
 	cancel context.CancelFunc
@@ -183,7 +186,22 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+		ConnState:         s.connState,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// connState counts the connections serving a request, so that stop need not
+// wait for connections that never sent one.
+func (s *Server) connState(c net.Conn, state http.ConnState) {
+	_, was := s.activeConns.Load(c)
+	switch {
+	case state == http.StateActive && !was:
+		s.activeConns.Store(c, struct{}{})
+		s.active.Add(1)
+	case state != http.StateActive && was:
+		s.activeConns.Delete(c)
+		s.active.Add(-1)
 	}
 }
 
@@ -293,11 +311,30 @@ func (s *Server) stop() {
 		s.cancel()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		for _, srv := range []*http.Server{s.control, s.streaming} {
-			if err := srv.Shutdown(ctx); err != nil {
-				_ = srv.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for _, srv := range []*http.Server{s.control, s.streaming} {
+				_ = srv.Shutdown(ctx)
+			}
+		}()
+		// Shutdown waits up to 5 s for connections a client opened and never
+		// used; once no request is in flight, nothing is lost by closing.
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for closed := false; !closed; {
+			select {
+			case <-done:
+				closed = true
+			case <-ctx.Done():
+				closed = true
+			case <-tick.C:
+				closed = s.active.Load() == 0
 			}
 		}
+		_ = s.control.Close()
+		_ = s.streaming.Close()
+		<-done
 		s.serving.Wait()
 		s.log.Info("demo stopped")
 	})

@@ -236,7 +236,7 @@ func (rt *Router) kickMoves() {
 // the moves of the round before.
 const rebalanceEvery = 500 * time.Millisecond
 
-// rebalanceCooldown is how long a moved stream is left out of rebalancing.
+// rebalanceCooldown is how long a rebalanced stream is left out of rebalancing.
 const rebalanceCooldown = 30 * time.Second
 
 // watchMoves runs the drain and death triggers on every view change (and
@@ -312,10 +312,10 @@ func (rt *Router) scanOwners(now time.Time) {
 	}
 }
 
-func (s *stream) movedSince(t time.Time) bool {
+func (s *stream) rebalancedSince(t time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.movedAt.After(t)
+	return s.rebalancedAt.After(t)
 }
 
 func (s *stream) busy() bool {
@@ -363,12 +363,12 @@ func (rt *Router) startMove(s *stream, trigger string, now time.Time) bool {
 // move rebuilds s on another follower and hands the new upstream to the
 // stream's copy loop, which switches at the next event boundary.
 func (rt *Router) move(s *stream, from *upstream, trigger string) {
-	nu, err := rt.prepareMove(s, trigger, []string{from.member.Follower})
+	nu, err := rt.prepareMove(s, trigger, from.member.Follower)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.moving = false
 	if err != nil {
-		s.retryAt = time.Now().Add(time.Second)
+		s.retryAt = time.Now().Add(250 * time.Millisecond)
 		return
 	}
 	if s.done || s.cur != from {
@@ -390,25 +390,36 @@ type moveError struct {
 
 func (e *moveError) Error() string { return e.reason + ": " + e.err.Error() }
 
-// prepareMove creates s's instance on the least-loaded ready follower not
-// excluded, opens its stream and reads its init. Failures are counted.
-func (rt *Router) prepareMove(s *stream, trigger string, exclude []string) (*upstream, error) {
-	nu, err := rt.tryMove(s, trigger, exclude)
-	if err != nil {
-		reason := failInit
+// prepareMove creates s's instance on the least-loaded ready follower other
+// than from, opens its stream and reads its init; a follower that fails is
+// left out of the next try, up to Retries more. The failure is counted.
+func (rt *Router) prepareMove(s *stream, trigger, from string) (*upstream, error) {
+	exclude := []string{from}
+	var err error
+	for range rt.cfg.Retries + 1 {
+		var nu *upstream
+		if nu, err = rt.tryMove(s, trigger, exclude); err == nil {
+			return nu, nil
+		}
 		var me *moveError
-		if errors.As(err, &me) {
-			reason = me.reason
+		if s.ctx.Err() != nil || !errors.As(err, &me) || me.follower == "" {
+			break
 		}
-		if s.ctx.Err() != nil {
-			reason = failClientGone
-		}
-		rt.moves.met.failed.WithLabelValues(trigger, reason).Inc()
-		if rt.moves.logs.Allow() {
-			rt.log.Warn("stream not moved", "trigger", trigger, "reason", reason, "err", err)
-		}
+		exclude = append(exclude, me.follower)
 	}
-	return nu, err
+	reason := failInit
+	var me *moveError
+	if errors.As(err, &me) {
+		reason = me.reason
+	}
+	if s.ctx.Err() != nil {
+		reason = failClientGone
+	}
+	rt.moves.met.failed.WithLabelValues(trigger, reason).Inc()
+	if rt.moves.logs.Allow() {
+		rt.log.Warn("stream not moved", "trigger", trigger, "reason", reason, "err", err)
+	}
+	return nil, err
 }
 
 func (rt *Router) tryMove(s *stream, trigger string, exclude []string) (*upstream, error) {
@@ -546,8 +557,10 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	old := s.cur
 	s.cur = nu
 	moved := nu.id != old.id
+	if moved && nu.trigger == triggerRebalance {
+		s.rebalancedAt = time.Now()
+	}
 	if moved {
-		s.movedAt = time.Now()
 		s.aliases = append(s.aliases, old.id)
 		if len(s.aliases) > maxAliases {
 			s.aliases = s.aliases[len(s.aliases)-maxAliases:]
@@ -599,19 +612,8 @@ func (rt *Router) recoverStream(s *stream, cause error) *upstream {
 		return nil
 	}
 	rt.log.Info("upstream stream ended with its client still here: moving it", "follower", old.member.Follower, "err", cause)
-	exclude := []string{old.member.Follower}
-	for range rt.cfg.Retries + 1 {
-		nu, err := rt.prepareMove(s, triggerDeath, exclude)
-		if err == nil {
-			return nu
-		}
-		var me *moveError
-		if s.ctx.Err() != nil || !errors.As(err, &me) || me.reason == failNoTarget {
-			return nil
-		}
-		exclude = append(exclude, me.follower)
-	}
-	return nil
+	nu, _ := rt.prepareMove(s, triggerDeath, old.member.Follower)
+	return nu
 }
 
 // rebalance moves this router's share of the excess from the most loaded
@@ -670,8 +672,8 @@ func (rt *Router) rebalance(active bool) bool {
 		if share <= 0 {
 			break
 		}
-		// A stream is not bounced around: one that moved lately stays.
-		if s.owner().Follower != most.Follower || s.movedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
+		// A stream is not bounced around: one rebalanced lately stays.
+		if s.owner().Follower != most.Follower || s.rebalancedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
 			continue
 		}
 		if rt.startMove(s, triggerRebalance, now) {

@@ -24,14 +24,14 @@ type stream struct {
 	params   []byte
 	movable  bool // the follower returned resource and params
 
-	mu      sync.Mutex
-	cur     *upstream
-	next    *upstream // a finished move, for the copy loop to switch to
-	aliases []string  // other ids clients know this instance by, newest last
-	moving  bool
-	retryAt time.Time // a failed move is not tried again before
-	movedAt time.Time // the last move
-	done    bool      // the client left
+	mu           sync.Mutex
+	cur          *upstream
+	next         *upstream // a finished move, for the copy loop to switch to
+	aliases      []string  // other ids clients know this instance by, newest last
+	moving       bool
+	retryAt      time.Time // a failed move is not tried again before
+	rebalancedAt time.Time
+	done         bool // the client left
 }
 
 // maxAliases bounds the ids one stream answers to (its ids before moves).
