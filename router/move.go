@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -42,30 +41,38 @@ type MoveConfig struct {
 	// narrow the spread.
 	RebalanceThreshold, RebalanceStop float64
 	// RebalanceRate bounds this router's rebalancing moves per second
-	// (default 20; negative turns rebalancing off).
+	// (default 20).
 	RebalanceRate float64
+	NoRebalance   bool // drain and death moves only
+}
+
+// DefaultMoveConfig is the move configuration a zero field takes.
+func DefaultMoveConfig() MoveConfig {
+	return MoveConfig{Timeout: 10 * time.Second, Concurrency: 64, MovedTTL: 2 * time.Minute, MaxMoved: 100_000,
+		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20}
 }
 
 func (c *MoveConfig) defaults() error {
-	setDefault(&c.Timeout, 10*time.Second)
-	setDefault(&c.Concurrency, 64)
-	setDefault(&c.MovedTTL, 2*time.Minute)
-	setDefault(&c.MaxMoved, 100_000)
+	def := DefaultMoveConfig()
+	setDefault(&c.Timeout, def.Timeout)
+	setDefault(&c.Concurrency, def.Concurrency)
+	setDefault(&c.MovedTTL, def.MovedTTL)
+	setDefault(&c.MaxMoved, def.MaxMoved)
 	if c.RebalanceThreshold == 0 {
-		c.RebalanceThreshold = 1.25
+		c.RebalanceThreshold = def.RebalanceThreshold
 	}
 	if c.RebalanceStop == 0 {
 		c.RebalanceStop = 1 + (c.RebalanceThreshold-1)/5
 	}
 	if c.RebalanceRate == 0 {
-		c.RebalanceRate = 20
+		c.RebalanceRate = def.RebalanceRate
 	}
 	switch {
 	case c.RebalanceThreshold <= 1 || c.RebalanceStop < 1 || c.RebalanceStop > c.RebalanceThreshold:
 		return fmt.Errorf("rebalance: want 1 <= stop (%g) <= threshold (%g), threshold > 1", c.RebalanceStop, c.RebalanceThreshold)
 	case c.MovedTTL < fleet.MinTTLMillis*time.Millisecond || c.MovedTTL > fleet.MaxTTLMillis*time.Millisecond:
 		return fmt.Errorf("moved ttl %v outside %dms..%dms", c.MovedTTL, fleet.MinTTLMillis, fleet.MaxTTLMillis)
-	case c.Concurrency < 1 || c.MaxMoved < 1 || c.Timeout < 0:
+	case c.Concurrency < 1 || c.MaxMoved < 1 || c.Timeout < 0 || c.RebalanceRate < 0:
 		return errors.New("move concurrency, max moved ids and timeout must be positive")
 	}
 	return nil
@@ -99,7 +106,6 @@ type mover struct {
 	logs    *rate.Limiter
 	kick    chan struct{} // the view changed
 	met     *moveMetrics
-	sub     *nats.Subscription
 
 	mu     sync.Mutex
 	recent []departure // rebalancing moves the view may not show yet
@@ -167,7 +173,7 @@ func (rt *Router) newMover() (*mover, error) {
 		table:   newMovedTable(c.MaxMoved),
 		slots:   make(chan struct{}, c.Concurrency),
 		// Tokens for one rebalance round (every rebalanceEvery) at a time.
-		limit: rate.NewLimiter(rate.Limit(max(c.RebalanceRate, 0)),
+		limit: rate.NewLimiter(rate.Limit(c.RebalanceRate),
 			max(1, int(math.Ceil(c.RebalanceRate*rebalanceEvery.Seconds())))),
 		logs: rate.NewLimiter(10, 20),
 		kick: make(chan struct{}, 1),
@@ -189,7 +195,7 @@ func (rt *Router) newMover() (*mover, error) {
 		}, []string{"trigger"}),
 		movedDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_router_moved_dropped_total", ConstLabels: labels,
-			Help: "Move announcements dropped, by reason (validation, table_full).",
+			Help: "Move announcements not applied, by reason (table_full; invalid ones count with the fleet's drops).",
 		}, []string{"reason"}),
 	}
 	open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -206,22 +212,6 @@ func (rt *Router) newMover() (*mover, error) {
 		}
 	}
 	return mv, nil
-}
-
-// startMoves applies move announcements and runs the triggers until ctx ends.
-func (rt *Router) startMoves(ctx context.Context) error {
-	sub, err := rt.subscribeMoved()
-	if err != nil {
-		return err
-	}
-	rt.moves.sub = sub
-	rt.loops.Add(1)
-	go func() {
-		defer rt.loops.Done()
-		defer func() { _ = sub.Unsubscribe() }()
-		rt.watchMoves(ctx)
-	}()
-	return nil
 }
 
 // kickMoves wakes the triggers after a view change.
@@ -256,7 +246,7 @@ func (rt *Router) watchMoves(ctx context.Context) {
 		}
 		now := time.Now()
 		rt.scanOwners(now)
-		if rt.cfg.Moves.RebalanceRate > 0 && now.Sub(lastBalance) >= rebalanceEvery {
+		if !rt.cfg.Moves.NoRebalance && now.Sub(lastBalance) >= rebalanceEvery {
 			balancing = rt.rebalance(balancing)
 			lastBalance = now
 		}

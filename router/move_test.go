@@ -14,7 +14,7 @@ import (
 
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/router"
 )
 
@@ -194,8 +194,8 @@ func TestMoveOnFollowerDeathCutsNoStream(t *testing.T) {
 }
 
 func TestRebalanceAfterScaleUp(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	lead := startDemo(t, nc, "leader", nil)
 	followers := []*demo.Server{startDemo(t, nc, "follower-a", lead)}
 	const rate = 10 // moves per second and router

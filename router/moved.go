@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/headcount-dev/headcount/fleet"
 )
 
@@ -75,25 +73,15 @@ func (t *movedTable) len() int {
 	return len(t.to)
 }
 
-// subscribeMoved applies every router's move announcements, this one's too.
-func (rt *Router) subscribeMoved() (*nats.Subscription, error) {
-	return rt.nc.Subscribe(rt.cfg.Subjects.Moved(rt.cfg.Service, "*"), func(msg *nats.Msg) {
-		_, kind, name, ok := rt.cfg.Subjects.Parse(msg.Subject)
-		if !ok || kind != fleet.KindMoved {
-			return
-		}
-		m, err := fleet.DecodeMoved(msg.Data, name)
-		if err != nil {
-			rt.moves.met.movedDropped.WithLabelValues(fleet.ReasonOf(err)).Inc()
-			if rt.moves.logs.Allow() {
-				rt.log.Warn("dropped move announcement", "subject", msg.Subject, "err", err)
-			}
-			return
-		}
-		if !rt.moves.table.set(m, time.Now()) {
-			rt.moves.met.movedDropped.WithLabelValues("table_full").Inc()
-		}
-	})
+// Moved applies a move announcement (fleet.Watcher's OnMoved): from now on
+// m.From reaches m.To through this router.
+func (rt *Router) Moved(service string, m fleet.Moved) {
+	if service != rt.cfg.Service {
+		return
+	}
+	if !rt.moves.table.set(m, time.Now()) {
+		rt.moves.met.movedDropped.WithLabelValues("table_full").Inc()
+	}
 }
 
 // announceMoved tells every router (this one included) that the ids s was

@@ -15,7 +15,7 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // The built binary as separate processes on loopback: a demo leader, demo
@@ -33,8 +33,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
@@ -65,8 +69,8 @@ func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
 		t.Skip("builds the binary and runs processes")
 	}
 	bin := e2e.Binary(t)
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	view := fleet.NewView()
 	w, err := fleet.Watch(nc, view, fleet.WatchConfig{Services: []string{svc}})
 	require.NoError(t, err)

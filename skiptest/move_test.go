@@ -14,8 +14,7 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
-	"github.com/headcount-dev/headcount/router"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/skiptest"
 )
 
@@ -32,8 +31,8 @@ func startSkipFleet(t *testing.T, n int) *skipFleet {
 	dir := skiptest.Setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	t.Cleanup(cancel)
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	leader := startSkip(ctx, t, dir, skiptest.Member{Leader: true})
 	startSidecar(t, nc, "leader", fleet.RoleLeader, leader)
 	f := &skipFleet{followers: map[string]*sidecarAddrs{}, skips: map[string]*skiptest.Process{}}
@@ -53,15 +52,13 @@ func startSkipFleet(t *testing.T, n int) *skipFleet {
 	}
 	wg.Wait()
 	for _, id := range []string{"r-1", "r-2"} {
-		rt, err := router.New(natsembed.Connect(t, url), router.Config{Service: service, ID: id, Logger: quiet()})
-		require.NoError(t, err)
-		t.Cleanup(rt.Close)
+		view, control, streaming := startRouter(t, url, id)
 		require.Eventually(t, func() bool {
-			_, leads := rt.View().Leader(service)
-			return rt.View().Totals(service).Ready == n && leads
+			_, leads := view.Leader(service)
+			return view.Totals(service).Ready == n && leads
 		}, 30*time.Second, 20*time.Millisecond, "router %s sees %d followers and the leader", id, n)
-		f.controls = append(f.controls, serve(t, rt.Control()))
-		f.streams = append(f.streams, serve(t, rt.Streaming()))
+		f.controls = append(f.controls, control)
+		f.streams = append(f.streams, streaming)
 	}
 	return f
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/skiptest"
 )
@@ -34,10 +34,10 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	view := fleet.NewView()
-	watcher, err := fleet.Watch(natsembed.Connect(t, url), view, fleet.WatchConfig{Services: []string{service}, Logger: quiet()})
+	watcher, err := fleet.Watch(natstest.Connect(t, url), view, fleet.WatchConfig{Services: []string{service}, Logger: quiet()})
 	require.NoError(t, err)
 	t.Cleanup(watcher.Close)
 
@@ -58,10 +58,7 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond, "two ready followers and a leader registered: %+v", view.Totals(service))
 	_ = leaderSC
 
-	rt, err := router.New(nc, router.Config{Service: service, ID: "r-1", Logger: quiet()})
-	require.NoError(t, err)
-	t.Cleanup(rt.Close)
-	rtControl, rtStreaming := serve(t, rt.Control()), serve(t, rt.Streaming())
+	_, rtControl, rtStreaming := startRouter(t, url, "r-1")
 
 	// Creations through the router land on both followers, least loaded first,
 	// with Skip's own "<prefix>/<uuid>" ids.
@@ -119,6 +116,23 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	perFollower[owner]--
 	waitCounts(t, view, perFollower)
 	assert.Equal(t, int64(3), view.Totals(service).Instances)
+}
+
+// startRouter runs router id as its own process would be composed: its own
+// connection and watcher, as `headcount router` does. It returns the
+// router's view and its control and streaming addresses.
+func startRouter(t *testing.T, url, id string) (*fleet.View, string, string) {
+	t.Helper()
+	rnc := natstest.Connect(t, url)
+	rview, rw := natstest.Watch(t, rnc, fleet.WatchConfig{Services: []string{service}, Self: id, Logger: quiet()})
+	cfg := router.DefaultConfig()
+	cfg.Service, cfg.ID, cfg.Logger = service, id, quiet()
+	rt, err := router.New(rnc, rview, cfg)
+	require.NoError(t, err)
+	rw.OnChange(rt.Changed)
+	rw.OnMoved(rt.Moved)
+	t.Cleanup(rt.Close)
+	return rview, serve(t, rt.Control()), serve(t, rt.Streaming())
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
