@@ -26,7 +26,7 @@ const createBody = `{"name":"posts"}` // the demo's resource streams one leader 
 
 // startDemo starts a demo leader (leader nil) or follower on loopback. The
 // instance ttl is long so that live counts only change when the test says.
-func startDemo(t *testing.T, nc *nats.Conn, id string, leader *demo.Server) *demo.Server {
+func startDemo(t testing.TB, nc *nats.Conn, id string, leader *demo.Server) *demo.Server {
 	t.Helper()
 	cfg := demo.Config{Service: svc, ID: id, NATS: nc, InstanceTTL: 10 * time.Minute}
 	start := demo.StartLeader

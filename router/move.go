@@ -98,7 +98,8 @@ const (
 
 // mover is the router's stream-moving machinery.
 type mover struct {
-	client  *http.Client
+	dialer  *net.Dialer  // streams: one connection each
+	client  *http.Client // creations and deletions
 	streams *streamSet
 	table   *movedTable
 	slots   chan struct{} // one per move in flight
@@ -152,6 +153,7 @@ func (rt *Router) newMover() (*mover, error) {
 	c := rt.cfg.Moves
 	dialer := &net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	mv := &mover{
+		dialer: dialer,
 		client: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				conn, err := dialer.DialContext(ctx, network, addr)
@@ -165,9 +167,6 @@ func (rt *Router) newMover() (*mover, error) {
 			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,
 			DisableCompression:    true,
-			// An open stream holds these for its life: keep them small.
-			ReadBufferSize:  2 << 10,
-			WriteBufferSize: 2 << 10,
 		}},
 		streams: newStreamSet(),
 		table:   newMovedTable(c.MaxMoved),
@@ -451,7 +450,8 @@ func (rt *Router) tryMove(s *stream, trigger string, exclude []string) (*upstrea
 		go rt.deleteInstance(m, key, trigger)
 		return nil, &moveError{failInit, m.Follower, err}
 	}
-	nu.cancel = cancel
+	end := nu.cancel
+	nu.cancel = func() { end(); cancel() }
 	nu.init, nu.trigger, nu.started = bytes.Clone(init), trigger, start
 	nu.events.release()
 	return nu, nil

@@ -1,11 +1,13 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -90,36 +92,54 @@ func upstreamHeader(r *http.Request) http.Header {
 	return h
 }
 
-// openUpstream sends GET /v1/streams/<key> to m. A 200 comes back as an
-// upstream; any other answer as the response, for the caller to relay or
-// judge, with its context canceled once the body is closed.
+// openUpstream sends GET /v1/streams/<key> to m on a connection of its own,
+// read by the stream's goroutine alone: no transport goroutines or buffers
+// per stream, since a stream's connection is never reused. A 200 comes back
+// as an upstream; any other answer as the response, for the caller to relay
+// or judge, its connection closed with its body. ctx ends the connection.
 func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.Streaming+"/v1/streams/"+key, nil)
+	conn, err := rt.moves.dialer.DialContext(ctx, "tcp", m.Streaming)
 	if err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, nil, &dialError{err}
 	}
-	req.Header = h
-	resp, err := rt.moves.client.Do(req)
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	end := func() { stop(); cancel(); _ = conn.Close() }
+	req := &http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
+		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}
+	_ = conn.SetDeadline(time.Now().Add(rt.cfg.HeaderTimeout))
+	var resp *http.Response
+	if err = req.Write(conn); err == nil {
+		resp, err = http.ReadResponse(bufio.NewReaderSize(conn, streamReadBuffer), req)
+	}
+	if err == nil {
+		err = conn.SetDeadline(time.Time{})
+	}
 	if err != nil {
-		cancel()
+		end()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		resp.Body = &cancelOnClose{resp.Body, cancel}
+		resp.Body = &closeWith{resp.Body, end}
 		return nil, resp, nil
 	}
-	return &upstream{member: m, id: m.Follower + "/" + key, key: key, body: resp.Body, cancel: cancel,
-		events: newEventReader(resp.Body)}, resp, nil
+	body := &closeWith{resp.Body, end}
+	return &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end,
+		events: newEventReader(body)}, resp, nil
 }
 
-type cancelOnClose struct {
+// closeWith ends the connection before closing the body, which would
+// otherwise read an endless stream to its end.
+type closeWith struct {
 	io.ReadCloser
-	cancel context.CancelFunc
+	end func()
 }
 
-func (c *cancelOnClose) Close() error { err := c.ReadCloser.Close(); c.cancel(); return err }
+func (c *closeWith) Close() error { c.end(); return c.ReadCloser.Close() }
 
 // stream proxies an SSE subscription to the instance's owner, and keeps it
 // open across moves: the client sees the new follower's init as the next
