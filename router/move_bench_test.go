@@ -77,5 +77,3 @@ func drainOnce(b *testing.B, n int) (time.Duration, []time.Duration) {
 	b.StopTimer()
 	return drain, moves
 }
-
-
