@@ -12,7 +12,7 @@ import (
 // read buffer; an event is gathered in a pooled buffer only while it is
 // read and written.
 const (
-	streamReadBuffer = 1 << 10
+	streamReadBuffer = 512
 	maxEventBytes    = 64 << 20 // an init carries a whole collection: large, never unbounded
 	pooledEventCap   = 16 << 10 // larger event buffers go back to the GC, not the pool
 )

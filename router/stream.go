@@ -168,8 +168,10 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 		relay(w, resp)
 		return
 	}
-	s := &stream{ctx: r.Context(), header: h.Clone(), cur: up}
-	s.header.Del("Last-Event-ID") // a move starts the new instance afresh
+	// The request is written: its header serves the moves, which start the
+	// new instance afresh.
+	h.Del("Last-Event-ID")
+	s := &stream{ctx: r.Context(), header: h, cur: up}
 	s.resource, s.params, s.movable = fleet.DecodeOrigin(resp.Header.Get(fleet.HeaderResource), resp.Header.Get(fleet.HeaderParams))
 	if asked != up.id {
 		s.aliases = []string{asked}

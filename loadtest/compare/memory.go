@@ -139,12 +139,13 @@ func runMemory(c config, haproxyBin string, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		goBefore, gcs := goMemory(t.metrics)
+		goBefore, _ := goMemory(t.metrics)
 		streams, err := openStreams(t.control, t.streaming, c.memoryStreams)
 		if err == nil {
 			// A Go process holds its garbage until its next collection: wait
 			// for one (the runtime forces one at least every 2 minutes).
-			_ = await(func() bool { _, n := goMemory(t.metrics); return n > gcs+1 }, 150*time.Second)
+			_, gcs := goMemory(t.metrics)
+			_ = await(func() bool { _, n := goMemory(t.metrics); return n > gcs }, 150*time.Second)
 			time.Sleep(3 * time.Second) // let the proxy settle
 			var after, fds int64
 			if after, fds, err = usage(t.pid); err == nil {
