@@ -424,7 +424,9 @@ func (rt *Router) tryMove(s *stream, trigger string, exclude []string) (*upstrea
 	if err != nil {
 		timer.Stop()
 		cancel()
-		rt.view.Unplace(rt.cfg.Service, m.Follower, m.Incarnation, 1)
+		// Takes the placement back, and a follower that refused out of placement.
+		var dial *dialError
+		rt.settle(&attempt{addr: m.Control, member: m, place: true, broken: errors.As(err, &dial)})
 		return nil, &moveError{failCreate, m.Follower, err}
 	}
 	rt.announce(m)

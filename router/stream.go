@@ -158,6 +158,7 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 		rt.met.errors.WithLabelValues(reasonClientGone).Inc()
 		return
 	case errors.As(err, &dial):
+		rt.settle(&attempt{addr: m.Streaming, member: m, broken: true}) // out of placement too
 		rt.gone(w, m.Follower)
 		return
 	case err != nil:
