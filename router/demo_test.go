@@ -18,6 +18,7 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/demotest"
 	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/router"
 )
 
 // The end-to-end scenarios on the demo leader and followers.
@@ -39,7 +40,7 @@ func startDemo(t testing.TB, nc *nats.Conn, id string, leader *demo.Server) *dem
 
 // demoFleet starts NATS, a demo leader, n demo followers and two routers
 // that see them all.
-func demoFleet(t *testing.T, n int) (nc *nats.Conn, followers []*demo.Server, r1, r2 *testRouter) {
+func demoFleet(t *testing.T, n int, mutate ...func(*router.Config)) (nc *nats.Conn, followers []*demo.Server, r1, r2 *testRouter) {
 	t.Helper()
 	url := natstest.Server(t)
 	nc = natstest.Connect(t, url)
@@ -47,7 +48,7 @@ func demoFleet(t *testing.T, n int) (nc *nats.Conn, followers []*demo.Server, r1
 	for i := range n {
 		followers = append(followers, startDemo(t, nc, "follower-"+string(rune('a'+i)), lead))
 	}
-	r1, r2 = startRouter(t, url, "r-1"), startRouter(t, url, "r-2")
+	r1, r2 = startRouter(t, url, "r-1", mutate...), startRouter(t, url, "r-2", mutate...)
 	for _, r := range []*testRouter{r1, r2} {
 		r.waitReady(t, n)
 		require.Eventually(t, func() bool { _, ok := r.View().Leader(svc); return ok }, 10*time.Second, 5*time.Millisecond)

@@ -43,19 +43,28 @@ func openClients(t *testing.T, followers []*demo.Server, routers []*testRouter, 
 	return clients
 }
 
+// write sends entries to the leader; a 503 is retried: on a loaded machine
+// the leader's 100 ms heartbeats may lapse for a moment.
 func write(t *testing.T, r *testRouter, entries string) {
 	t.Helper()
-	code, body, _ := do(t, http.MethodPatch, r.control.URL+"/v1/inputs/posts", entries)
+	var code int
+	var body string
+	require.Eventually(t, func() bool {
+		code, body, _ = do(t, http.MethodPatch, r.control.URL+"/v1/inputs/posts", entries)
+		return code != http.StatusServiceUnavailable
+	}, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, http.StatusOK, code, body)
 }
 
-// freshState is what a new instance of the same params starts with.
-func freshState(t *testing.T, r *testRouter) map[string]string {
+// freshState is the state of a new instance of the same params once it has
+// key (its follower's mirror may be a write behind when it starts).
+func freshState(t *testing.T, r *testRouter, key string) map[string]string {
 	t.Helper()
 	st, code := e2e.Subscribe(t, strings.TrimPrefix(r.streaming.URL, "http://"), r.create(t))
 	require.Equal(t, http.StatusOK, code)
 	c := &e2e.Client{Stream: st}
 	require.Equal(t, "init", c.Next(t).Kind)
+	c.Until(t, key)
 	st.Close()
 	return c.State
 }
@@ -79,7 +88,8 @@ func metric(t *testing.T, r *testRouter, series string) float64 {
 }
 
 func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
-	_, followers, r1, r2 := demoFleet(t, 4)
+	// Drains only: a rebalance of the 200 streams' initial spread would blur the count.
+	_, followers, r1, r2 := demoFleet(t, 4, func(c *router.Config) { c.Moves.NoRebalance = true })
 	routers := []*testRouter{r1, r2}
 	write(t, r1, `[["before",[1]]]`)
 	clients := openClients(t, followers, routers, 200)
@@ -115,7 +125,7 @@ func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
 	writes.Wait()
 
 	write(t, r2, `[["after",[1]]]`)
-	fresh := freshState(t, r1)
+	fresh := freshState(t, r1, `"after"`)
 	for _, c := range clients {
 		c.Until(t, `"after"`)
 		if c.owner == kept {
@@ -126,11 +136,13 @@ func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
 		require.Equal(t, fresh, c.State, "client of %s", c.ID)
 		assert.True(t, c.Stream.Open(), "stream %s cut", c.ID)
 	}
-	var total float64
+	var drained, other float64
 	for _, r := range routers {
-		total += moved(t, r, "drain")
+		drained += moved(t, r, "drain")
+		other += moved(t, r, "rebalance") + moved(t, r, "death")
 	}
-	assert.Equal(t, float64(150), total, "streams moved by drain")
+	assert.Equal(t, float64(150), drained, "streams moved by the drain")
+	assert.Zero(t, other, "streams moved otherwise")
 }
 
 func TestMovedIDWorksThroughEveryRouter(t *testing.T) {
@@ -160,7 +172,7 @@ func TestMovedIDWorksThroughEveryRouter(t *testing.T) {
 			st, code = e2e.Subscribe(t, strings.TrimPrefix(r.streaming.URL, "http://"), id)
 			require.Contains(t, []int{http.StatusOK, http.StatusConflict}, code, "GET of the original id through %s", r.streaming.URL)
 			return code == http.StatusOK
-		}, 10*time.Second, 10*time.Millisecond)
+		}, 20*time.Second, 10*time.Millisecond)
 		require.Equal(t, "init", st.Next(t).Kind)
 		st.Close()
 	}
@@ -171,7 +183,8 @@ func TestMovedIDWorksThroughEveryRouter(t *testing.T) {
 }
 
 func TestMoveOnFollowerDeathCutsNoStream(t *testing.T) {
-	_, followers, r1, r2 := demoFleet(t, 3)
+	// Deaths only: a rebalance of the initial spread would blur the count.
+	_, followers, r1, r2 := demoFleet(t, 3, func(c *router.Config) { c.Moves.NoRebalance = true })
 	clients := openClients(t, followers, []*testRouter{r1, r2}, 150)
 	victim := followers[0]
 	var onVictim []*client
