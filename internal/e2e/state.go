@@ -46,6 +46,9 @@ func (c *Client) apply(e Event) error {
 		c.Inits++
 		c.State = map[string]string{}
 	case "update":
+		if c.State == nil { // a client made after the stream's init was read
+			c.State = map[string]string{}
+		}
 	default:
 		return fmt.Errorf("event %q", e.Kind)
 	}
