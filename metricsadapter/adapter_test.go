@@ -197,10 +197,12 @@ func TestStaleValuesThenUnavailable(t *testing.T) {
 	a := startAdapter(t, adapterOptions{natsURL: srv.ClientURL(), maxStaleness: bound,
 		objects: []runtime.Object{pod("hn-0", nil)}})
 	// A TTL far beyond the test: this checks the adapter's bound, not expiry.
-	follower(t, a.nc, "hn", "follower-0", "hn-0", time.Minute).Set(9)
+	f := follower(t, a.nc, "hn", "follower-0", "hn-0", time.Minute)
+	f.Set(9)
 	a.eventuallyPods(t, labels.Everything(), map[string]int64{"hn-0": 9})
 
 	srv.Shutdown()
+	f.Abandon() // its "gone" could not be flushed anyway
 	require.Eventually(t, func() bool { return !a.link.DisconnectedSince().IsZero() }, waitFor, 10*time.Millisecond)
 	since := a.link.DisconnectedSince()
 	c := a.clients[v1beta2].NamespacedMetrics("default")
