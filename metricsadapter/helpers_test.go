@@ -2,8 +2,10 @@ package metricsadapter_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	cmclient "k8s.io/metrics/pkg/client/custom_metrics"
 	emclient "k8s.io/metrics/pkg/client/external_metrics"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/apiserver"
@@ -32,11 +35,12 @@ import (
 )
 
 var (
-	v1beta1 = schema.GroupVersion{Group: "custom.metrics.k8s.io", Version: "v1beta1"}
-	v1beta2 = schema.GroupVersion{Group: "custom.metrics.k8s.io", Version: "v1beta2"}
-	podKind = schema.GroupKind{Kind: "Pod"}
-	depKind = schema.GroupKind{Group: "apps", Kind: "Deployment"}
-	stsKind = schema.GroupKind{Group: "apps", Kind: "StatefulSet"}
+	v1beta1      = schema.GroupVersion{Group: "custom.metrics.k8s.io", Version: "v1beta1"}
+	v1beta2      = schema.GroupVersion{Group: "custom.metrics.k8s.io", Version: "v1beta2"}
+	podKind      = schema.GroupKind{Kind: "Pod"}
+	podsResource = schema.GroupResource{Resource: "pods"}
+	depKind      = schema.GroupKind{Group: "apps", Kind: "Deployment"}
+	stsKind      = schema.GroupKind{Group: "apps", Kind: "StatefulSet"}
 )
 
 // adapter is an in-process headcount-adapter as cmd/headcount-adapter wires
@@ -46,6 +50,7 @@ type adapter struct {
 	nc      *nats.Conn
 	view    *fleet.View
 	link    *metricsadapter.ConnState
+	cluster *metricsadapter.KubeCluster
 	config  *rest.Config
 	clients map[schema.GroupVersion]cmclient.CustomMetricsClient
 }
@@ -72,10 +77,10 @@ func startAdapter(t testing.TB, o adapterOptions) *adapter {
 	t.Cleanup(w.Close)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	cluster, err := metricsadapter.NewKubeCluster(fake.NewClientset(o.objects...), "", "")
+	a.cluster, err = metricsadapter.NewKubeCluster(fake.NewClientset(o.objects...), "", "")
 	require.NoError(t, err)
-	cluster.Start(ctx)
-	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.link, Cluster: cluster, MaxStaleness: o.maxStaleness})
+	a.cluster.Start(ctx)
+	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.link, Cluster: a.cluster, MaxStaleness: o.maxStaleness})
 	require.NoError(t, err)
 
 	t.Cleanup(cancel) // if serve fails half-way
@@ -91,7 +96,7 @@ func startAdapter(t testing.TB, o adapterOptions) *adapter {
 		require.NoError(t, err)
 		a.clients[gv] = c
 	}
-	require.Eventually(t, func() bool { return cluster.Synced() == nil }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return a.cluster.Synced() == nil }, 10*time.Second, 10*time.Millisecond)
 	return a
 }
 
@@ -183,4 +188,12 @@ func deployment(name string, labels map[string]string) *appsv1.Deployment {
 
 func statefulSet(name string, labels map[string]string) *appsv1.StatefulSet {
 	return &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels}}
+}
+
+// TestMain keeps the API server libraries' klog lines out of test and
+// benchmark output.
+func TestMain(m *testing.M) {
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+	os.Exit(m.Run())
 }
