@@ -43,17 +43,25 @@ func podValues(c cmclient.CustomMetricsClient, sel labels.Selector) (map[string]
 // eventuallyPods waits until both API versions answer want for sel.
 func (a *adapter) eventuallyPods(t *testing.T, sel labels.Selector, want map[string]int64) {
 	t.Helper()
-	var last map[string]int64
-	require.Eventually(t, func() bool {
+	deadline := time.Now().Add(waitFor)
+	for {
+		var got map[string]int64
+		var err error
+		agree := true
 		for _, gv := range []schema.GroupVersion{v1beta2, v1beta1} {
-			got, err := podValues(a.clients[gv], sel)
-			if err != nil || !maps.Equal(got, want) {
-				last = got
-				return false
+			if got, err = podValues(a.clients[gv], sel); err != nil || !maps.Equal(got, want) {
+				agree = false
+				break
 			}
 		}
-		return true
-	}, waitFor, 10*time.Millisecond, "pods %q: want %v, last %v", sel, want, last)
+		if agree {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods %q: want %v, last %v (%v)", sel, want, got, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // objectValue reads live_instances of one workload in both versions and
@@ -91,6 +99,9 @@ func TestCustomMetricsFollowAgents(t *testing.T) {
 	f0.Set(5)
 	f1.Set(7)
 	other.Set(3)
+	// A follower elsewhere claiming hn-0's name: its report is not hn-0's.
+	followerAt(t, a.nc, "127.0.0.2", "other", "impostor", "hn-0", 3*time.Second).Set(1000)
+	require.Eventually(t, func() bool { _, ok := a.view.Member("other", "impostor"); return ok }, waitFor, 10*time.Millisecond)
 
 	t.Run("all pods", func(t *testing.T) {
 		a.eventuallyPods(t, labels.Everything(), map[string]int64{"hn-0": 5, "hn-1": 7, "other-0": 3})

@@ -72,13 +72,13 @@ func BenchmarkGetMetricBySelector10k(b *testing.B) {
 	for i := range n {
 		a.view.Apply(fleet.Report{
 			V: fleet.Version, Service: "bench", Follower: fmt.Sprintf("follower-%d", i), Incarnation: "bench",
-			Role: fleet.RoleFollower, State: fleet.StateReady, Control: "10.0.0.1:8081", Streaming: "10.0.0.1:8080",
+			Role: fleet.RoleFollower, State: fleet.StateReady, Control: "127.0.0.1:8081", Streaming: "127.0.0.1:8080",
 			Instances: int64(i % 100), Seq: 1, TTLMillis: fleet.MaxTTLMillis,
 			Pod: fmt.Sprintf("bench-%d", i), Namespace: "default",
 		}, now)
 	}
 	sel := labels.SelectorFromSet(labels.Set{"app": "bench"})
-	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.link, Cluster: a.cluster, MaxStaleness: time.Minute})
+	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.link, Cluster: a.cluster, MaxStaleness: time.Minute, VerifyPodIP: true})
 	require.NoError(b, err)
 	info := provider.CustomMetricInfo{GroupResource: podsResource, Namespaced: true, Metric: metricsadapter.PodMetric}
 	b.Run("provider", func(b *testing.B) {

@@ -73,13 +73,17 @@ func (c *KubeCluster) Synced() error {
 	return nil
 }
 
-// PodLabels returns a pod's labels from the cache.
-func (c *KubeCluster) PodLabels(namespace, name string) (labels.Set, bool) {
+// Pod returns a pod's labels and IPs from the cache.
+func (c *KubeCluster) Pod(namespace, name string) (Pod, bool) {
 	pod, err := c.pods.Pods(namespace).Get(name)
 	if err != nil {
-		return nil, false
+		return Pod{}, false
 	}
-	return pod.Labels, true
+	ips := make([]string, 0, len(pod.Status.PodIPs))
+	for _, ip := range pod.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	return Pod{Labels: pod.Labels, IPs: ips}, true
 }
 
 // Workloads lists the Deployments or StatefulSets of namespace matching selector.

@@ -80,7 +80,7 @@ func startAdapter(t testing.TB, o adapterOptions) *adapter {
 	a.cluster, err = metricsadapter.NewKubeCluster(fake.NewClientset(o.objects...), "", "")
 	require.NoError(t, err)
 	a.cluster.Start(ctx)
-	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.link, Cluster: a.cluster, MaxStaleness: o.maxStaleness})
+	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.link, Cluster: a.cluster, MaxStaleness: o.maxStaleness, VerifyPodIP: true})
 	require.NoError(t, err)
 
 	t.Cleanup(cancel) // if serve fails half-way
@@ -165,11 +165,16 @@ func (a *adapter) external(t testing.TB) emclient.ExternalMetricsClient {
 	return c
 }
 
-// follower starts a real agent for pod in namespace "default".
+// follower starts a real agent for pod in namespace "default", advertising 127.0.0.1.
 func follower(t testing.TB, nc *nats.Conn, service, id, pod string, ttl time.Duration) *agent.Agent {
 	t.Helper()
+	return followerAt(t, nc, "127.0.0.1", service, id, pod, ttl)
+}
+
+func followerAt(t testing.TB, nc *nats.Conn, ip, service, id, pod string, ttl time.Duration) *agent.Agent {
+	t.Helper()
 	a, err := agent.New(nc, agent.Config{
-		Service: service, Follower: id, Control: "127.0.0.1:8081", Streaming: "127.0.0.1:8080",
+		Service: service, Follower: id, Control: ip + ":8081", Streaming: ip + ":8080",
 		Pod: pod, Namespace: "default", Heartbeat: ttl / 3, TTL: ttl,
 	})
 	require.NoError(t, err)
@@ -179,7 +184,8 @@ func follower(t testing.TB, nc *nats.Conn, service, id, pod string, ttl time.Dur
 }
 
 func pod(name string, labels map[string]string) *corev1.Pod {
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels}}
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels},
+		Status: corev1.PodStatus{PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}}}} // where follower() advertises
 }
 
 func deployment(name string, labels map[string]string) *appsv1.Deployment {

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -70,8 +72,8 @@ type Cluster interface {
 	// Synced is nil once the caches hold a full list; until then answers
 	// that need labels are 503 rather than silently partial.
 	Synced() error
-	// PodLabels returns the labels of a pod, false when it is not known.
-	PodLabels(namespace, name string) (labels.Set, bool)
+	// Pod returns what the API server holds of a pod, false when it is not known.
+	Pod(namespace, name string) (Pod, bool)
 	// Workloads lists the workloads of resource (deployments or
 	// statefulsets in group apps) in namespace that match selector, with
 	// the service each maps to ("" when it has no service label).
@@ -79,6 +81,13 @@ type Cluster interface {
 	// Workload returns the service a workload maps to; found is false when
 	// the workload does not exist, service "" when it has no service label.
 	Workload(resource schema.GroupResource, namespace, name string) (service string, found bool, err error)
+}
+
+// Pod is what the adapter needs of a pod: its labels for selectors, its IPs
+// to check that a report naming it comes from it.
+type Pod struct {
+	Labels labels.Set
+	IPs    []string
 }
 
 // Config wires a Provider to its sources.
@@ -89,6 +98,10 @@ type Config struct {
 	// MaxStaleness bounds how long the last values are served while NATS is
 	// away (default DefaultMaxStaleness); after it every answer is 503.
 	MaxStaleness time.Duration
+	// VerifyPodIP counts a report for a pod only if the host of its control
+	// address is one of the pod's IPs, so that a follower cannot speak for
+	// another pod (DESIGN.md, Trust).
+	VerifyPodIP bool
 	// Metrics counts answers; nil counts nothing.
 	Metrics *Metrics
 }
@@ -140,7 +153,11 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		return nil, err
 	}
 	if info.GroupResource == pods {
-		items := p.podValues(name.Namespace, asOf, func(pod string) bool { return pod == name.Name }, metricSelector)
+		include, err := p.podFilter(name.Namespace, name.Name, labels.Everything())
+		if err != nil {
+			return nil, err
+		}
+		items := p.podValues(name.Namespace, asOf, include, metricSelector)
 		if len(items) == 0 {
 			return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
 		}
@@ -172,17 +189,11 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 		return nil, err
 	}
 	if info.GroupResource == pods {
-		match := func(string) bool { return true }
-		if !selector.Empty() {
-			if err := p.cfg.Cluster.Synced(); err != nil {
-				return nil, apierrors.NewServiceUnavailable(err.Error())
-			}
-			match = func(pod string) bool {
-				l, ok := p.cfg.Cluster.PodLabels(namespace, pod)
-				return ok && selector.Matches(l)
-			}
+		include, err := p.podFilter(namespace, "", selector)
+		if err != nil {
+			return nil, err
 		}
-		return &custom_metrics.MetricValueList{Items: p.podValues(namespace, asOf, match, metricSelector)}, nil
+		return &custom_metrics.MetricValueList{Items: p.podValues(namespace, asOf, include, metricSelector)}, nil
 	}
 	workloads, err := p.cfg.Cluster.Workloads(info.GroupResource, namespace, selector)
 	if err != nil {
@@ -257,9 +268,37 @@ func known(info provider.CustomMetricInfo) error {
 	return nil
 }
 
+// podFilter says which follower reports count for the pods of namespace
+// named name (any when "") whose labels match selector: a label selector and
+// VerifyPodIP need the pod cache; a report whose pod is not in it then counts
+// for nothing.
+func (p *Provider) podFilter(namespace, name string, selector labels.Selector) (func(fleet.Member) bool, error) {
+	byName := func(m fleet.Member) bool { return name == "" || m.Pod == name }
+	if selector.Empty() && !p.cfg.VerifyPodIP {
+		return byName, nil
+	}
+	if err := p.cfg.Cluster.Synced(); err != nil {
+		return nil, apierrors.NewServiceUnavailable(err.Error())
+	}
+	return func(m fleet.Member) bool {
+		if !byName(m) {
+			return false
+		}
+		pod, ok := p.cfg.Cluster.Pod(namespace, m.Pod)
+		if !ok || !selector.Matches(pod.Labels) {
+			return false
+		}
+		if !p.cfg.VerifyPodIP {
+			return true
+		}
+		host, _, err := net.SplitHostPort(m.Control)
+		return err == nil && slices.Contains(pod.IPs, host)
+	}, nil
+}
+
 // podValues sums the instances of the followers reporting each pod of
-// namespace that match says to include, in pod order.
-func (p *Provider) podValues(namespace string, asOf metav1.Time, match func(pod string) bool, metricSelector labels.Selector) []custom_metrics.MetricValue {
+// namespace that include accepts, in pod order.
+func (p *Provider) podValues(namespace string, asOf metav1.Time, include func(fleet.Member) bool, metricSelector labels.Selector) []custom_metrics.MetricValue {
 	type sum struct {
 		instances int64
 		ttl       int64
@@ -272,7 +311,7 @@ func (p *Provider) podValues(namespace string, asOf metav1.Time, match func(pod 
 			continue
 		}
 		for _, m := range p.cfg.Fleet.Members(service) {
-			if m.Role != fleet.RoleFollower || m.Pod == "" || m.Namespace != namespace || !match(m.Pod) {
+			if m.Role != fleet.RoleFollower || m.Pod == "" || m.Namespace != namespace || !include(m) {
 				continue
 			}
 			s := byPod[m.Pod]

@@ -44,7 +44,7 @@ func main() {
 type flags struct {
 	natsURL, prefix, httpAddr   string
 	services                    []string
-	external                    bool
+	external, verifyPodIP       bool
 	maxStaleness, settle, grace time.Duration
 	serviceLabel, podSelector   string
 	logLevel, logFormat         string
@@ -68,6 +68,7 @@ func newCommand() *cobra.Command {
 	own.BoolVar(&f.external, "external-metrics", false, "also serve external.metrics.k8s.io (a cluster has one owner of that API: not with KEDA)")
 	own.DurationVar(&f.maxStaleness, "max-staleness", metricsadapter.DefaultMaxStaleness, "serve the last values this long while NATS is disconnected, then answer 503")
 	own.StringVar(&f.serviceLabel, "service-label", metricsadapter.DefaultServiceLabel, "Deployment/StatefulSet label naming its headcount service")
+	own.BoolVar(&f.verifyPodIP, "verify-pod-ip", true, "count a report for a pod only if its control address is one of the pod's IPs (off for hostNetwork or DNS-named followers)")
 	own.StringVar(&f.podSelector, "pod-selector", "", "label selector limiting the cached pods, e.g. headcount.dev/role=follower (default: all)")
 	own.DurationVar(&f.settle, "rollcall-settle", 250*time.Millisecond, "wait this long after the roll call before reporting ready")
 	own.DurationVar(&f.grace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long the HTTP listener lets requests finish")
@@ -148,7 +149,7 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	if err := errors.Join(reg.Register(fleet.NewCollector(view, watcher)), metrics.Register(reg)); err != nil {
 		return err
 	}
-	p, err := metricsadapter.New(metricsadapter.Config{Fleet: view, Link: link, Cluster: cluster, MaxStaleness: f.maxStaleness, Metrics: metrics})
+	p, err := metricsadapter.New(metricsadapter.Config{Fleet: view, Link: link, Cluster: cluster, MaxStaleness: f.maxStaleness, VerifyPodIP: f.verifyPodIP, Metrics: metrics})
 	if err != nil {
 		return err
 	}
