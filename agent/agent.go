@@ -47,10 +47,9 @@ type Agent struct {
 	stop    chan struct{}
 	stopped chan struct{}
 
-	mu        sync.Mutex
-	report    fleet.Report // seq is the last one published
-	published bool
-	closed    bool
+	mu     sync.Mutex
+	report fleet.Report // seq is the last one published
+	closed bool
 }
 
 // New validates cfg, publishes a "starting" report with a fresh incarnation

@@ -4,16 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
 )
 
 // printWelcome tells a person where everything listens and how to load it.
-func (cfg UpConfig) printWelcome(natsURL string, listeners map[string]net.Listener) {
-	streaming := "http://" + listeners["streaming"].Addr().String()
-	control := "http://" + listeners["control"].Addr().String()
+func (cfg UpConfig) printWelcome(a Addrs) {
+	streaming, control := a.Streaming, a.Control
 	bounds := fmt.Sprintf("%d–%d", cfg.Policy.Min, cfg.Policy.Max)
 	if cfg.Policy.Max == 0 {
 		bounds = fmt.Sprintf("%d–unlimited", cfg.Policy.Min)
@@ -29,7 +27,7 @@ Open 35 streams (Ctrl-C ends them; watch the followers scale out, then back in):
 Write to the leader (every open stream gets an update):
   curl -X PATCH -d '[["hello",["world"]]]' %s/v1/inputs/posts
 
-`, cfg.Service, cfg.Policy.Target, bounds, streaming, control, listeners["scaler"].Addr(), natsURL,
+`, cfg.Service, cfg.Policy.Target, bounds, streaming, control, a.Scaler, a.NATS,
 		cfg.Subjects.Prefix, control, streaming, control)
 }
 

@@ -25,10 +25,17 @@ import (
 // drains before the follower stops).
 type Spawn func(id string) ([]*exec.Cmd, error)
 
+// Fleet is what the supervisor reads: the process's one fleet.View, fed by
+// the watcher `up` owns (which also pokes the supervisor on changes).
+type Fleet interface {
+	Totals(service string) fleet.Totals
+	Member(service, follower string) (fleet.Member, bool)
+}
+
 // SupervisorConfig says what to scale and how.
 type SupervisorConfig struct {
 	Service string
-	View    *fleet.View // the fleet as NATS shows it: live instances and loads
+	View    Fleet // the fleet as NATS shows it: live instances and loads
 	Policy  replicas.Policy
 	// ScaleDownWindow is how long the target must stay lower before
 	// followers are stopped (the HPA's downscale stabilization; default 30 s).

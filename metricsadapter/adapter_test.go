@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/discovery"
 	cmclient "k8s.io/metrics/pkg/client/custom_metrics"
 
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/metricsadapter"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/replicas"
@@ -83,7 +84,7 @@ func (a *adapter) objectValue(t *testing.T, kind schema.GroupKind, name string) 
 }
 
 func TestCustomMetricsFollowAgents(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	hn := map[string]string{metricsadapter.DefaultServiceLabel: "hn"}
 	a := startAdapter(t, adapterOptions{natsURL: url, objects: []runtime.Object{
 		pod("hn-0", map[string]string{"app": "hn", "shard": "a"}),
@@ -173,7 +174,7 @@ func TestCustomMetricsFollowAgents(t *testing.T) {
 }
 
 func TestExternalMetricBehindFlag(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	a := startAdapter(t, adapterOptions{natsURL: url, external: true})
 	follower(t, a.nc, "hn", "follower-0", "hn-0", 3*time.Second).Set(4)
 	follower(t, a.nc, "hn", "follower-1", "hn-1", 3*time.Second).Set(6)
@@ -214,8 +215,8 @@ func TestStaleValuesThenUnavailable(t *testing.T) {
 
 	srv.Shutdown()
 	f.Abandon() // its "gone" could not be flushed anyway
-	require.Eventually(t, func() bool { return !a.link.DisconnectedSince().IsZero() }, waitFor, 10*time.Millisecond)
-	since := a.link.DisconnectedSince()
+	require.Eventually(t, func() bool { return !a.link.StaleSince().IsZero() }, waitFor, 10*time.Millisecond)
+	since := a.link.StaleSince()
 	c := a.clients[v1beta2].NamespacedMetrics("default")
 	// Within the bound: the last value, stamped with the disconnection.
 	v, err := c.GetForObject(podKind, "hn-0", metricsadapter.PodMetric, labels.Everything())
@@ -265,7 +266,7 @@ func hpaDesired(current int64, perPod []int64, object int64, usePods bool, targe
 }
 
 func TestHPADecisionMatchesReplicaArithmetic(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	hn := map[string]string{metricsadapter.DefaultServiceLabel: "hn"}
 	const followers = 3
 	objects := []runtime.Object{deployment("hn-follower", hn)}

@@ -13,8 +13,8 @@ import (
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/metricsadapter"
-	"github.com/headcount-dev/headcount/natsembed"
 )
 
 // reportLatencies adds p50, p99 and max of d, in ms, to the benchmark's output.
@@ -31,7 +31,7 @@ func reportLatencies(b *testing.B, d []time.Duration) {
 // are spaced beyond the agent's 50 ms coalescing so that each one measures
 // the path, not the coalescing window.
 func BenchmarkCountChangeVisible(b *testing.B) {
-	a := startAdapter(b, adapterOptions{natsURL: natsembed.Test(b)})
+	a := startAdapter(b, adapterOptions{natsURL: natstest.Server(b)})
 	f := follower(b, a.nc, "bench", "follower-0", "bench-0", 3*time.Second)
 	c := a.clients[v1beta2].NamespacedMetrics("default")
 	lat := make([]time.Duration, 0, b.N)
@@ -67,7 +67,7 @@ func BenchmarkGetMetricBySelector10k(b *testing.B) {
 	for i := range n {
 		objects = append(objects, pod(fmt.Sprintf("bench-%d", i), map[string]string{"app": "bench"}))
 	}
-	a := startAdapter(b, adapterOptions{natsURL: natsembed.Test(b), objects: objects})
+	a := startAdapter(b, adapterOptions{natsURL: natstest.Server(b), objects: objects})
 	now := time.Now()
 	for i := range n {
 		a.view.Apply(fleet.Report{

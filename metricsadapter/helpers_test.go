@@ -31,6 +31,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/metricsadapter"
 )
 
@@ -64,17 +65,13 @@ type adapterOptions struct {
 
 func startAdapter(t testing.TB, o adapterOptions) *adapter {
 	t.Helper()
-	a := &adapter{link: &metricsadapter.ConnState{}, view: fleet.NewView()}
+	a := &adapter{link: &metricsadapter.ConnState{}}
 	// The composition root's part: the connection, its state, the watcher.
-	nc, err := nats.Connect(o.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+	a.nc = natstest.Connect(t, o.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { a.link.Disconnected(time.Now()) }),
 		nats.ReconnectHandler(func(*nats.Conn) { a.link.Reconnected() }))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	a.nc = nc
-	w, err := fleet.Watch(nc, a.view, fleet.WatchConfig{SweepEvery: 20 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	a.view, _ = natstest.Watch(t, a.nc, fleet.WatchConfig{SweepEvery: 20 * time.Millisecond})
+	var err error
 
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cluster, err = metricsadapter.NewKubeCluster(fake.NewClientset(o.objects...), "", "")

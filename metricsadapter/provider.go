@@ -60,10 +60,11 @@ type Fleet interface {
 	Totals(service string) fleet.Totals
 }
 
-// Link tells whether the view is still fed by NATS.
+// Link tells whether the view is still fed by NATS. ConnState is one; the
+// name is the fleet view's own (View.StaleSince) where the view tracks it.
 type Link interface {
-	// DisconnectedSince is when NATS went away; the zero time while connected.
-	DisconnectedSince() time.Time
+	// StaleSince is when NATS went away; the zero time while connected.
+	StaleSince() time.Time
 }
 
 // Cluster is what the adapter reads of the Kubernetes API: the labels that
@@ -245,7 +246,7 @@ func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector label
 // the disconnection while it is away, and an error once that is older than
 // MaxStaleness (the HPA then holds the replica count).
 func (p *Provider) asOf() (metav1.Time, error) {
-	since := p.cfg.Link.DisconnectedSince()
+	since := p.cfg.Link.StaleSince()
 	if since.IsZero() {
 		return metav1.Now(), nil
 	}

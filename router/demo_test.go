@@ -19,7 +19,7 @@ import (
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // The end-to-end scenarios on the demo leader and followers.
@@ -56,8 +56,8 @@ func startDemo(t *testing.T, nc *nats.Conn, id string, leader *demo.Server) *dem
 // that see them all.
 func demoFleet(t *testing.T, n int) (nc *nats.Conn, followers []*demo.Server, r1, r2 *testRouter) {
 	t.Helper()
-	url := natsembed.Test(t)
-	nc = natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc = natstest.Connect(t, url)
 	lead := startDemo(t, nc, "leader", nil)
 	for i := range n {
 		followers = append(followers, startDemo(t, nc, "follower-"+string(rune('a'+i)), lead))
@@ -205,8 +205,8 @@ func TestDemoDrainingFollowerGetsNoCreation(t *testing.T) {
 }
 
 func TestDemoCreationHeldUntilAFollowerStarts(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	demand := make(chan fleet.Demand, 64)
 	_, err := nc.Subscribe(fleet.Subjects{Prefix: fleet.DefaultPrefix}.Demand(svc, "r-1"), func(m *nats.Msg) {
 		d, err := fleet.DecodeDemand(m.Data, "r-1")

@@ -83,18 +83,47 @@ func closeAll(lns []net.Listener) {
 
 func (g *global) subjects() (fleet.Subjects, error) { return fleet.NewSubjects(g.prefix) }
 
-// watching is what a component that watches the fleet needs: the subjects
-// and the addresses followers may advertise (--allowed-cidrs).
-func (g *global) watching(allowedCIDRs []string) (fleet.Subjects, fleet.AddressPolicy, error) {
+// fleetProcess is a process's NATS connection and its one fleet watcher:
+// the composition root owns both and hands each component the view.
+type fleetProcess struct {
+	nc      *nats.Conn
+	view    *fleet.View
+	watcher *fleet.Watcher
+}
+
+// watchFleet connects as name and watches services (all when empty) for
+// followers advertising addresses in allowedCIDRs (--allowed-cidrs; any
+// when empty); self is the process's router id, if it runs a router.
+func (g *global) watchFleet(name string, allowedCIDRs, services []string, self string) (*fleetProcess, error) {
 	subjects, err := g.subjects()
 	if err != nil {
-		return fleet.Subjects{}, fleet.AddressPolicy{}, err
+		return nil, err
 	}
 	allowed, err := fleet.ParseCIDRs(allowedCIDRs)
 	if err != nil {
-		return fleet.Subjects{}, fleet.AddressPolicy{}, fmt.Errorf("--allowed-cidrs: %w", err)
+		return nil, fmt.Errorf("--allowed-cidrs: %w", err)
 	}
-	return subjects, fleet.AddressPolicy{Allowed: allowed}, nil
+	nc, err := g.connect(name)
+	if err != nil {
+		return nil, err
+	}
+	p := &fleetProcess{nc: nc, view: fleet.NewView()}
+	p.watcher, err = fleet.Watch(nc, p.view, fleet.WatchConfig{
+		Subjects: subjects, Services: services, Self: self,
+		Policy: fleet.AddressPolicy{Allowed: allowed}, Logger: slog.Default(),
+	})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// close stops watching and drains the connection (publications in flight,
+// e.g. a router's withdrawn demand, are sent).
+func (p *fleetProcess) close() {
+	p.watcher.Close()
+	_ = p.nc.Drain()
 }
 
 // connect opens a NATS connection that keeps reconnecting forever: every

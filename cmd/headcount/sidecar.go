@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
-	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 )
@@ -38,7 +37,7 @@ func sidecarCmd(g *global) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.Service, "service", "demo", "service name (DNS-1123 label)")
-	fs.StringVar(&cfg.ID, "id", demo.HostnameID(), "member id to register the follower as (DNS-1123 label)")
+	fs.StringVar(&cfg.ID, "id", fleet.HostLabel("follower"), "member id to register the follower as (DNS-1123 label)")
 	fs.StringVar(&role, "role", string(fleet.RoleFollower), "role to register: follower, or leader for a leader behind a sidecar")
 	fs.StringVar(&listenControl, "listen-control", ":8081", "listen address of the proxied control API")
 	fs.StringVar(&listenStreaming, "listen-streaming", ":8080", "listen address of the proxied streaming (SSE) API")
