@@ -3,7 +3,6 @@ package metricsadapter_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -13,18 +12,10 @@ import (
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/benchtest"
 	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/metricsadapter"
 )
-
-// reportLatencies adds p50, p99 and max of d, in ms, to the benchmark's output.
-func reportLatencies(b *testing.B, d []time.Duration) {
-	slices.Sort(d)
-	at := func(q float64) float64 { return float64(d[int(q*float64(len(d)-1))]) / float64(time.Millisecond) }
-	b.ReportMetric(at(0.50), "p50-ms")
-	b.ReportMetric(at(0.99), "p99-ms")
-	b.ReportMetric(at(1), "max-ms")
-}
 
 // BenchmarkCountChangeVisible: a real agent's count change until the custom
 // metrics client (v1beta2, over TLS) reads it for the agent's pod. Changes
@@ -55,7 +46,7 @@ func BenchmarkCountChangeVisible(b *testing.B) {
 		lat = append(lat, time.Since(start))
 	}
 	b.StopTimer()
-	reportLatencies(b, lat)
+	benchtest.ReportLatencies(b, lat)
 }
 
 // BenchmarkGetMetricBySelector10k: one Pods-metric request with the HPA's

@@ -146,19 +146,15 @@ func (p *Provider) ListAllExternalMetrics() []provider.ExternalMetricInfo {
 // GetMetricByName answers one pod's or one workload's metric.
 func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, metricSelector labels.Selector) (v *custom_metrics.MetricValue, err error) {
 	defer func() { p.cfg.Metrics.answered("custom", err) }()
-	asOf, err := p.asOf()
+	asOf, err := p.prepare(info)
 	if err != nil {
 		return nil, err
 	}
-	if err := known(info); err != nil {
-		return nil, err
-	}
 	if info.GroupResource == pods {
-		include, err := p.podFilter(name.Namespace, name.Name, labels.Everything())
+		items, err := p.podItems(name.Namespace, name.Name, labels.Everything(), metricSelector, asOf)
 		if err != nil {
 			return nil, err
 		}
-		items := p.podValues(name.Namespace, asOf, include, metricSelector)
 		if len(items) == 0 {
 			return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
 		}
@@ -182,19 +178,16 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 // namespace matching selector (the HPA's path for Pods metrics).
 func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (list *custom_metrics.MetricValueList, err error) {
 	defer func() { p.cfg.Metrics.answered("custom", err) }()
-	asOf, err := p.asOf()
+	asOf, err := p.prepare(info)
 	if err != nil {
 		return nil, err
 	}
-	if err := known(info); err != nil {
-		return nil, err
-	}
 	if info.GroupResource == pods {
-		include, err := p.podFilter(namespace, "", selector)
+		items, err := p.podItems(namespace, "", selector, metricSelector, asOf)
 		if err != nil {
 			return nil, err
 		}
-		return &custom_metrics.MetricValueList{Items: p.podValues(namespace, asOf, include, metricSelector)}, nil
+		return &custom_metrics.MetricValueList{Items: items}, nil
 	}
 	workloads, err := p.cfg.Cluster.Workloads(info.GroupResource, namespace, selector)
 	if err != nil {
@@ -258,6 +251,16 @@ func (p *Provider) asOf() (metav1.Time, error) {
 	return metav1.NewTime(since), nil
 }
 
+// prepare answers the time of the values, or why there are none: the view
+// is too stale, or info names no metric of ours.
+func (p *Provider) prepare(info provider.CustomMetricInfo) (metav1.Time, error) {
+	asOf, err := p.asOf()
+	if err != nil {
+		return asOf, err
+	}
+	return asOf, known(info)
+}
+
 func known(info provider.CustomMetricInfo) error {
 	want := WorkloadMetric
 	if info.GroupResource == pods {
@@ -295,6 +298,16 @@ func (p *Provider) podFilter(namespace, name string, selector labels.Selector) (
 		host, _, err := net.SplitHostPort(m.Control)
 		return err == nil && slices.Contains(pod.IPs, host)
 	}, nil
+}
+
+// podItems answers the Pods metric for the pods of namespace named name (any
+// when "") whose labels match selector.
+func (p *Provider) podItems(namespace, name string, selector, metricSelector labels.Selector, asOf metav1.Time) ([]custom_metrics.MetricValue, error) {
+	include, err := p.podFilter(namespace, name, selector)
+	if err != nil {
+		return nil, err
+	}
+	return p.podValues(namespace, asOf, include, metricSelector), nil
 }
 
 // podValues sums the instances of the followers reporting each pod of
