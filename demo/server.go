@@ -32,35 +32,43 @@ type Config struct {
 	LeaderControl   string         // followers: leader's control host:port
 	LeaderStreaming string         // followers: leader's streaming host:port
 	ResourcePrefix  string         // SKIP_RESOURCE_PREFIX; followers default to ID
-	InstanceTTL     time.Duration  // destroy delay after the subscriber leaves (default 30s)
-	Heartbeat       time.Duration  // agent heartbeat (default 1s)
+	InstanceTTL     time.Duration  // destroy delay after the subscriber leaves
+	Heartbeat       time.Duration  // agent heartbeat
 	Advertise       string         // optional host to advertise instead of the listener's
 	Logger          *slog.Logger
-	Pod             string        // optional Kubernetes pod name, reported to the fleet
-	Namespace       string        // optional Kubernetes namespace, reported to the fleet
-	KeepAlive       time.Duration // SSE keep-alive comment period (default 15 s)
+	Pod             string         // optional Kubernetes pod name, reported to the fleet
+	Namespace       string         // optional Kubernetes namespace, reported to the fleet
+	KeepAlive       time.Duration  // SSE keep-alive comment period (default 15 s)
+	HTTP            ops.HTTPLimits // hardening of both listeners
 }
 
-const (
-	defaultKeepAlive = 15 * time.Second
-	createTimeout    = 10 * time.Second // a follower waits this long for the leader's init
-)
+const createTimeout = 10 * time.Second // a follower waits this long for the leader's init
+
+// DefaultConfig is the demo's defaults, the flags' included; the servers
+// also give them to zero fields.
+func DefaultConfig() Config {
+	return Config{
+		Service: "demo", Subjects: fleet.Subjects{Prefix: fleet.DefaultPrefix},
+		InstanceTTL: 30 * time.Second, Heartbeat: agent.DefaultHeartbeat, KeepAlive: 15 * time.Second,
+	}
+}
 
 func (c *Config) defaults(role fleet.Role) error {
+	def := DefaultConfig()
 	if c.Service == "" {
-		c.Service = "demo"
+		c.Service = def.Service
 	}
 	if c.Subjects.Prefix == "" {
-		c.Subjects.Prefix = fleet.DefaultPrefix
+		c.Subjects = def.Subjects
 	}
 	if c.InstanceTTL <= 0 {
-		c.InstanceTTL = 30 * time.Second
+		c.InstanceTTL = def.InstanceTTL
 	}
 	if c.Heartbeat <= 0 {
-		c.Heartbeat = time.Second
+		c.Heartbeat = def.Heartbeat
 	}
 	if c.KeepAlive <= 0 {
-		c.KeepAlive = defaultKeepAlive
+		c.KeepAlive = def.KeepAlive
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -196,18 +204,14 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 }
 
 func (s *Server) httpServer(h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return s.ctx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := ops.NewServer(h, s.cfg.HTTP, s.log)
+	srv.BaseContext = func(net.Listener) context.Context { return s.ctx }
+	return srv
 }
 
 func (s *Server) serve(srv *http.Server, ln net.Listener) {
 	s.serving.Go(func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ops.GuardListener(ln)); !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
 		}
 	})

@@ -78,14 +78,6 @@ type group struct {
 	pids     []int
 }
 
-// ProcessState is what the supervisor knows of one follower's processes.
-type ProcessState struct {
-	ID       string `json:"id"`
-	PIDs     []int  `json:"pids,omitempty"`
-	Stopping bool   `json:"stopping,omitempty"`
-	Restarts int    `json:"restarts,omitempty"`
-}
-
 // NewSupervisor validates cfg.
 func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
 	if err := cfg.Policy.Validate(); err != nil {
@@ -128,15 +120,26 @@ func (s *Supervisor) Target() int64 {
 }
 
 // Processes lists the followers the supervisor runs, by id.
-func (s *Supervisor) Processes() []ProcessState {
+func (s *Supervisor) Processes() []fleet.Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]ProcessState, 0, len(s.groups))
+	out := make([]fleet.Process, 0, len(s.groups))
 	for _, g := range s.groups {
-		out = append(out, ProcessState{ID: g.id, PIDs: slices.Clone(g.pids), Stopping: g.stopping, Restarts: g.restarts})
+		out = append(out, fleet.Process{ID: g.id, PIDs: slices.Clone(g.pids), Stopping: g.stopping, Restarts: g.restarts})
 	}
-	slices.SortFunc(out, func(a, b ProcessState) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b fleet.Process) int { return strings.Compare(a.ID, b.ID) })
 	return out
+}
+
+// Decision is the supervisor's replica decision as `up` announces it.
+func (s *Supervisor) Decision() fleet.Decision {
+	p := s.cfg.Policy
+	procs := s.Processes()
+	return fleet.Decision{
+		V: fleet.Version, Service: s.cfg.Service, By: "up", Target: s.Target(),
+		TargetPerReplica: p.Target, Min: p.Min, Max: p.Max, ScaleToZero: p.ScaleToZero,
+		Processes: procs[:min(len(procs), fleet.MaxDecisionProcesses)],
+	}
 }
 
 // Run reconciles until ctx ends, then drains and stops every follower.

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"github.com/headcount-dev/headcount/replicas"
 	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/scaler"
+	"github.com/headcount-dev/headcount/verify"
 )
 
 // UpConfig is the whole system on one machine.
@@ -36,9 +38,16 @@ type UpConfig struct {
 	// Listeners of the router (streaming, control) and the scaler's gRPC port.
 	StreamingAddr, ControlAddr, ScalerAddr string
 	Policy                                 replicas.Policy
-	ScaleDownWindow                        time.Duration
-	DrainTimeout                           time.Duration // a follower's drain on scale-down
-	InstanceTTL                            time.Duration // demo followers destroy an abandoned instance after this
+	// Addresses restricts what followers may advertise (up defaults it to
+	// loopback); Limits bound the view; NoVerify trusts reports unprobed.
+	Addresses       fleet.AddressPolicy
+	Limits          fleet.Limits
+	NoVerify        bool
+	ProbeTimeout    time.Duration
+	HTTP            ops.HTTPLimits // the router's listeners
+	ScaleDownWindow time.Duration
+	DrainTimeout    time.Duration // a follower's drain on scale-down
+	InstanceTTL     time.Duration // demo followers destroy an abandoned instance after this
 	// Executable runs the demo followers (`<exe> follower …`); default this program.
 	Executable string
 	// FollowerCmd and LeaderCmd, when set, are shell commands run instead of
@@ -49,6 +58,9 @@ type UpConfig struct {
 	FollowerCmd, LeaderCmd string
 	// ChildLogLevel is passed to follower and sidecar processes.
 	ChildLogLevel string
+	// AddrFile, when set, receives the listening addresses as one JSON
+	// object (Addrs) once everything serves: for scripts and tests.
+	AddrFile string
 	// Out receives the URLs and the live table; Live redraws it in place.
 	Out    io.Writer
 	Live   bool
@@ -162,8 +174,12 @@ func (s *system) listen() error {
 // watch starts the process's one watcher, over every service (the scaler
 // answers KEDA for any); the router's own placements are counted as made.
 func (s *system) watch() error {
-	s.view = fleet.NewView()
-	w, err := fleet.Watch(s.nc, s.view, fleet.WatchConfig{Subjects: s.cfg.Subjects, Self: routerID, Logger: s.cfg.Logger})
+	s.view = fleet.NewViewWith(fleet.ViewConfig{Limits: s.cfg.Limits, Verify: !s.cfg.NoVerify, Logger: s.cfg.Logger})
+	probeCtx, stopProbes := context.WithCancel(context.Background())
+	s.stack.push(stopProbes)
+	go verify.New(verify.Config{Timeout: s.cfg.ProbeTimeout}).Run(probeCtx, s.view)
+	w, err := fleet.Watch(s.nc, s.view, fleet.WatchConfig{Subjects: s.cfg.Subjects, Self: routerID,
+		Policy: s.cfg.Addresses, Logger: s.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -193,6 +209,11 @@ func (s *system) compose() error {
 	s.watcher.OnChange(s.scaler.Changed)
 	rc := router.DefaultConfig()
 	rc.Subjects, rc.Service, rc.ID, rc.Logger = s.cfg.Subjects, s.cfg.Service, routerID, s.cfg.Logger
+	// The view's figures and drops on the router's /metrics, as the router command has them.
+	rc.Registry = ops.NewRegistry()
+	if err := rc.Registry.Register(fleet.NewCollector(s.view, s.watcher)); err != nil {
+		return err
+	}
 	if s.router, err = router.New(s.nc, s.view, rc); err != nil {
 		return err
 	}
@@ -204,6 +225,8 @@ func (s *system) compose() error {
 // run serves until ctx ends or a server fails, then drains the followers
 // while the router still serves their streams, and stops the servers.
 func (s *system) run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	var servers sync.WaitGroup
 	serverErrs := make(chan error, 3)
@@ -212,7 +235,7 @@ func (s *system) run(ctx context.Context) error {
 		h  http.Handler
 	}{{s.lns["streaming"], s.router.Streaming()}, {s.lns["control"], s.router.Control()}} {
 		servers.Go(func() {
-			serverErrs <- ops.Serve(serveCtx, &http.Server{Handler: srv.h, ReadHeaderTimeout: 10 * time.Second}, srv.ln, 5*time.Second)
+			serverErrs <- ops.Serve(serveCtx, ops.NewServer(srv.h, s.cfg.HTTP, s.cfg.Logger), srv.ln, 5*time.Second)
 		})
 	}
 	servers.Go(func() {
@@ -224,11 +247,18 @@ func (s *system) run(ctx context.Context) error {
 		s.cfg.Logger.Warn("no ready leader after 60 s; starting the followers anyway", "service", s.cfg.Service)
 	}
 	s.cfg.printWelcome(s.addrs())
+	if err := s.cfg.writeAddrs(s.addrs()); err != nil {
+		stopServing()
+		servers.Wait()
+		return err
+	}
 	supDone := make(chan struct{})
 	supCtx, stopSup := context.WithCancel(context.Background())
 	go func() { s.sup.Run(supCtx); close(supDone) }()
 	displayDone := make(chan struct{})
 	go func() { s.cfg.display(ctx, s.view, s.sup); close(displayDone) }()
+	announceDone := make(chan struct{})
+	go func() { s.announce(ctx); close(announceDone) }()
 
 	var runErr error
 	select {
@@ -236,7 +266,9 @@ func (s *system) run(ctx context.Context) error {
 	case runErr = <-serverErrs:
 		runErr = fmt.Errorf("server stopped: %w", runErr)
 	}
+	stop()
 	<-displayDone
+	<-announceDone
 	s.cfg.Logger.Info("stopping: draining followers")
 	stopSup() // the router keeps serving their open streams while they drain
 	<-supDone
@@ -252,6 +284,22 @@ type Addrs struct {
 	Control   string `json:"control"`   // http://host:port
 	Scaler    string `json:"scaler"`    // host:port (gRPC)
 	NATS      string `json:"nats"`      // nats://host:port
+}
+
+// writeAddrs writes a to AddrFile, whole or not at all (renamed into place).
+func (cfg UpConfig) writeAddrs(a Addrs) error {
+	if cfg.AddrFile == "" {
+		return nil
+	}
+	data, _ := json.Marshal(a)
+	tmp := cfg.AddrFile + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	if err := os.Rename(tmp, cfg.AddrFile); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	return nil
 }
 
 func (s *system) addrs() Addrs {

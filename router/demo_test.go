@@ -1,11 +1,8 @@
 package router_test
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -19,6 +16,7 @@ import (
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/demotest"
 	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
@@ -30,26 +28,13 @@ const createBody = `{"name":"posts"}` // the demo's resource streams one leader 
 // instance ttl is long so that live counts only change when the test says.
 func startDemo(t *testing.T, nc *nats.Conn, id string, leader *demo.Server) *demo.Server {
 	t.Helper()
-	listen := func() net.Listener {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		return ln
-	}
-	cfg := demo.Config{Service: svc, ID: id, NATS: nc, Heartbeat: 100 * time.Millisecond,
-		InstanceTTL: 10 * time.Minute, Logger: slog.New(slog.DiscardHandler)}
+	cfg := demo.Config{Service: svc, ID: id, NATS: nc, InstanceTTL: 10 * time.Minute}
 	start := demo.StartLeader
 	if leader != nil {
 		cfg.LeaderControl, cfg.LeaderStreaming = leader.ControlAddr(), leader.StreamingAddr()
 		start = demo.StartFollower
 	}
-	s, err := start(cfg, listen(), listen())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = s.Shutdown(ctx)
-	})
-	return s
+	return demotest.Start(t, start, cfg)
 }
 
 // demoFleet starts NATS, a demo leader, n demo followers and two routers
@@ -254,19 +239,23 @@ func TestDemoCreationHeldUntilAFollowerStarts(t *testing.T) {
 	}
 }
 
-func TestDemoRefusedConnectionRetriedElsewhere(t *testing.T) {
+// A follower whose advertised address refuses connections is never verified,
+// so no creation is even tried on it (dead followers that were verified
+// before dying: eject_test.go).
+func TestDemoUnverifiableFollowerGetsNoAttempt(t *testing.T) {
 	nc, followers, r1, _ := demoFleet(t, 2)
 	dead, err := agent.New(nc, agent.Config{Service: svc, Follower: "follower-dead",
 		Control: closedAddr(t), Streaming: closedAddr(t), Heartbeat: 100 * time.Millisecond})
 	require.NoError(t, err)
 	dead.Ready()
 	t.Cleanup(func() { _ = dead.Close() })
-	r1.waitReady(t, 3)
+	require.Eventually(t, func() bool { return r1.View().Drops()[fleet.ReasonUnverified] > 0 }, 10*time.Second, 5*time.Millisecond)
 	for range 10 {
 		require.NotNil(t, ownerOf(followers, r1.create(t)))
 	}
-	assert.NotContains(t, scrape(t, r1), `headcount_router_retries_total{service="svc"} 0`)
+	assert.Zero(t, counter(t, r1, "headcount_router_retries_total"))
 	_, ok := r1.View().Member(svc, "follower-dead")
-	assert.True(t, ok, "the dead follower was in the view all along")
+	assert.False(t, ok, "the dead follower never joined the view")
+	assert.Equal(t, 1, r1.View().Totals(svc).Unverified)
 	assert.Equal(t, fleet.StateReady, dead.Report().State)
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/ops"
 )
 
 // Config says which follower the sidecar fronts and how it registers it.
@@ -40,10 +41,10 @@ type Config struct {
 	Advertise string
 
 	// InstanceTTL is how long after its subscriber leaves an instance is
-	// counted as collected: Skip's collection delay (default 30 s).
+	// counted as collected: Skip's collection delay.
 	InstanceTTL time.Duration
-	// HealthInterval is the period of GET /v1/healthcheck on the follower
-	// (default 1 s); it is also each check's timeout.
+	// HealthInterval is the period of GET /v1/healthcheck on the follower;
+	// it is also each check's timeout.
 	HealthInterval time.Duration
 	Heartbeat      time.Duration // report heartbeat (agent default when 0)
 	Capacity       int64
@@ -51,7 +52,14 @@ type Config struct {
 	Namespace      string
 
 	Registry prometheus.Registerer // optional; metrics are registered here
+	HTTP     ops.HTTPLimits        // hardening of both listeners
 	Logger   *slog.Logger
+}
+
+// DefaultConfig is the sidecar's defaults, the flags' included; Start also
+// gives them to zero fields.
+func DefaultConfig() Config {
+	return Config{Role: fleet.RoleFollower, InstanceTTL: 30 * time.Second, HealthInterval: time.Second, Heartbeat: agent.DefaultHeartbeat}
 }
 
 // Sidecar is a running sidecar; Shutdown drains and stops it.
@@ -91,11 +99,12 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 			return nil, fmt.Errorf("sidecar: upstream %q: want host:port: %w", u, err)
 		}
 	}
+	def := DefaultConfig()
 	if cfg.InstanceTTL <= 0 {
-		cfg.InstanceTTL = 30 * time.Second
+		cfg.InstanceTTL = def.InstanceTTL
 	}
 	if cfg.HealthInterval <= 0 {
-		cfg.HealthInterval = time.Second
+		cfg.HealthInterval = def.HealthInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -135,7 +144,12 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
 	s.proxy = s.newProxy()
-	s.serve(control, s.handler(apiControl, cfg.UpstreamControl))
+	// The identity probe is the sidecar's to answer: the follower behind it
+	// does not know its incarnation.
+	controlMux := http.NewServeMux()
+	controlMux.Handle(fleet.IdentityPath, s.agent.IdentityHandler())
+	controlMux.Handle("/", s.handler(apiControl, cfg.UpstreamControl))
+	s.serve(control, controlMux)
 	s.serve(streaming, s.handler(apiStreaming, cfg.UpstreamStreaming))
 	go s.watchHealth()
 	s.log.Info("sidecar started", "control", controlAddr, "streaming", streamingAddr,
@@ -144,16 +158,12 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 }
 
 func (s *Sidecar) serve(ln net.Listener, h http.Handler) {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := ops.NewServer(h, s.cfg.HTTP, s.log)
 	s.servers = append(s.servers, srv)
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ops.GuardListener(ln)); !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
 		}
 	}()

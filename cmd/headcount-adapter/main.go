@@ -28,6 +28,7 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/metricsadapter"
 	"github.com/headcount-dev/headcount/ops"
+	"github.com/headcount-dev/headcount/verify"
 )
 
 func main() {
@@ -42,12 +43,12 @@ func main() {
 // flags are headcount's own; the library's keep their names and have no
 // HEADCOUNT_* equivalents.
 type flags struct {
-	natsURL, prefix, httpAddr   string
-	services                    []string
-	external, verifyPodIP       bool
-	maxStaleness, settle, grace time.Duration
-	serviceLabel, podSelector   string
-	logLevel, logFormat         string
+	natsURL, prefix, httpAddr                 string
+	services                                  []string
+	external, verifyPodIP, noVerify           bool
+	maxStaleness, settle, grace, probeTimeout time.Duration
+	serviceLabel, podSelector                 string
+	logLevel, logFormat                       string
 }
 
 func newCommand() *cobra.Command {
@@ -69,6 +70,8 @@ func newCommand() *cobra.Command {
 	own.DurationVar(&f.maxStaleness, "max-staleness", metricsadapter.DefaultMaxStaleness, "serve the last values this long while NATS is disconnected, then answer 503")
 	own.StringVar(&f.serviceLabel, "service-label", metricsadapter.DefaultServiceLabel, "Deployment/StatefulSet label naming its headcount service")
 	own.BoolVar(&f.verifyPodIP, "verify-pod-ip", true, "count a report for a pod only if its control address is one of the pod's IPs (off for hostNetwork or DNS-named followers)")
+	own.BoolVar(&f.noVerify, "no-verify-followers", false, "trust reports without probing that the advertised control address answers as that follower and incarnation (tests only)")
+	own.DurationVar(&f.probeTimeout, "probe-timeout", 2*time.Second, "how long a follower's identity probe may take")
 	own.StringVar(&f.podSelector, "pod-selector", "", "label selector limiting the cached pods, e.g. headcount.dev/role=follower (default: all)")
 	own.DurationVar(&f.settle, "rollcall-settle", 250*time.Millisecond, "wait this long after the roll call before reporting ready")
 	own.DurationVar(&f.grace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long the HTTP listener lets requests finish")
@@ -136,7 +139,11 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 		return fmt.Errorf("NATS %s: %w", f.natsURL, err)
 	}
 	defer nc.Close()
-	view := fleet.NewView()
+	// Like every view: a member counts once its address answered as itself.
+	view := fleet.NewViewWith(fleet.ViewConfig{Verify: !f.noVerify})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go verify.New(verify.Config{Timeout: f.probeTimeout}).Run(ctx, view)
 	watcher, err := fleet.Watch(nc, view, fleet.WatchConfig{Subjects: subjects, Services: f.services})
 	if err != nil {
 		return err
@@ -175,8 +182,6 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	mux := http.NewServeMux()
 	ops.Mount(mux, reg, checks)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	cluster.Start(ctx)
 	slog.Info("adapter started", "secure_port", base.SecureServing.BindPort, "http", ln.Addr().String(),
 		"external_metrics", f.external, "max_staleness", f.maxStaleness)

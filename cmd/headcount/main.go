@@ -8,10 +8,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
@@ -45,6 +47,9 @@ func newRoot() *cobra.Command {
 			if err := ops.BindEnv(cmd.Flags()); err != nil {
 				return err
 			}
+			if err := checkNumbers(cmd.Flags()); err != nil {
+				return err
+			}
 			return ops.SetupLogging(g.logLevel, g.logFormat)
 		},
 	}
@@ -55,6 +60,41 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(commands(g)...)
 	return root
+}
+
+// positiveFlag marks the numeric flags for which zero means nothing
+// sensible (a zero heartbeat, a zero ttl): checkNumbers refuses it.
+const positiveFlag = "headcount/positive"
+
+func positive(cmd *cobra.Command, names ...string) {
+	for _, n := range names {
+		if err := cmd.Flags().SetAnnotation(n, positiveFlag, []string{"true"}); err != nil {
+			panic(err) // a misspelt flag name: a bug, caught by any test that builds the commands
+		}
+	}
+}
+
+// checkNumbers refuses, in one line naming the flag, a negative duration or
+// count (no headcount flag means anything below zero) and a zero where the
+// flag is marked positive.
+func checkNumbers(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		switch f.Value.Type() {
+		case "duration", "int", "int64", "float64":
+		default:
+			return
+		}
+		v := f.Value.String()
+		switch _, mustBePositive := f.Annotations[positiveFlag]; {
+		case err != nil:
+		case strings.HasPrefix(v, "-"):
+			err = fmt.Errorf("--%s %s: must not be negative", f.Name, v)
+		case mustBePositive && (v == "0" || v == "0s"):
+			err = fmt.Errorf("--%s %s: must be above zero", f.Name, v)
+		}
+	})
+	return err
 }
 
 // listenFlag is an address to bind and the flag that gave it, for errors.
@@ -86,15 +126,16 @@ func (g *global) subjects() (fleet.Subjects, error) { return fleet.NewSubjects(g
 // fleetProcess is a process's NATS connection and its one fleet watcher:
 // the composition root owns both and hands each component the view.
 type fleetProcess struct {
-	nc      *nats.Conn
-	view    *fleet.View
-	watcher *fleet.Watcher
+	nc         *nats.Conn
+	view       *fleet.View
+	watcher    *fleet.Watcher
+	stopProbes func()
 }
 
 // watchFleet connects as name and watches services (all when empty) for
 // followers advertising addresses in allowedCIDRs (--allowed-cidrs; any
 // when empty); self is the process's router id, if it runs a router.
-func (g *global) watchFleet(name string, allowedCIDRs, services []string, self string) (*fleetProcess, error) {
+func (g *global) watchFleet(name string, allowedCIDRs, services []string, self string, vf *viewFlags) (*fleetProcess, error) {
 	subjects, err := g.subjects()
 	if err != nil {
 		return nil, err
@@ -107,12 +148,14 @@ func (g *global) watchFleet(name string, allowedCIDRs, services []string, self s
 	if err != nil {
 		return nil, err
 	}
-	p := &fleetProcess{nc: nc, view: fleet.NewView()}
+	p := &fleetProcess{nc: nc}
+	p.view, p.stopProbes = vf.view()
 	p.watcher, err = fleet.Watch(nc, p.view, fleet.WatchConfig{
 		Subjects: subjects, Services: services, Self: self,
 		Policy: fleet.AddressPolicy{Allowed: allowed}, Logger: slog.Default(),
 	})
 	if err != nil {
+		p.stopProbes()
 		nc.Close()
 		return nil, err
 	}
@@ -123,6 +166,7 @@ func (g *global) watchFleet(name string, allowedCIDRs, services []string, self s
 // e.g. a router's withdrawn demand, are sent).
 func (p *fleetProcess) close() {
 	p.watcher.Close()
+	p.stopProbes()
 	_ = p.nc.Drain()
 }
 

@@ -2,12 +2,14 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/local"
 	"github.com/headcount-dev/headcount/replicas"
 )
@@ -16,6 +18,9 @@ func upCmd(g *global) *cobra.Command {
 	var (
 		cfg    = local.DefaultUpConfig()
 		policy policyFlags
+		vf     viewFlags
+		cidrs  []string
+		hf     httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -31,6 +36,12 @@ and on Ctrl-C drains and stops everything.`,
 			if cfg.Subjects, err = g.subjects(); err != nil {
 				return err
 			}
+			allowed, err := fleet.ParseCIDRs(cidrs)
+			if err != nil {
+				return fmt.Errorf("--allowed-cidrs: %w", err)
+			}
+			cfg.Addresses = fleet.AddressPolicy{Allowed: allowed}
+			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout, cfg.HTTP = vf.limits, vf.noVerify, vf.probeTimeout, hf.limits
 			if cfg.Policy, err = policy.policy(); err != nil {
 				return err
 			}
@@ -58,14 +69,22 @@ and on Ctrl-C drains and stops everything.`,
 	f.DurationVar(&cfg.ScaleDownWindow, "scale-down-window", cfg.ScaleDownWindow, "how long the target must stay lower before followers are stopped")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long a follower being scaled down may drain")
 	f.DurationVar(&cfg.InstanceTTL, "instance-ttl", cfg.InstanceTTL, "demo followers destroy an instance this long after its subscriber leaves")
-	f.StringVar(&cfg.FollowerCmd, "follower-cmd", "", "shell command to run each follower instead of the demo (gets its ports and leader address in HEADCOUNT_* env; runs behind a sidecar)")
-	f.StringVar(&cfg.LeaderCmd, "leader-cmd", "", "shell command to run the leader instead of the demo (behind a sidecar)")
+	f.StringVar(&cfg.FollowerCmd, "follower-cmd", "", "shell command to run each follower instead of the demo, behind a sidecar; it gets SKIP_ROLE=follower, "+
+		"its ports in SKIP_CONTROL_PORT and SKIP_STREAMING_PORT, its leader in SKIP_LEADER_HOST, SKIP_LEADER_CONTROL and SKIP_LEADER_STREAMING, "+
+		"SKIP_RESOURCE_PREFIX=<its id>, and HEADCOUNT_FOLLOWER_ID, HEADCOUNT_SERVICE and HEADCOUNT_NATS_URL")
+	f.StringVar(&cfg.LeaderCmd, "leader-cmd", "", "shell command to run the leader instead of the demo, behind a sidecar; it gets SKIP_ROLE=leader "+
+		"and its ports in SKIP_CONTROL_PORT and SKIP_STREAMING_PORT (and the HEADCOUNT_* three)")
+	f.StringVar(&cfg.AddrFile, "addr-file", "", "once up serves, write its addresses there as JSON ({\"streaming\",\"control\",\"scaler\",\"nats\"}), for scripts")
+	f.StringSliceVar(&cidrs, "allowed-cidrs", []string{"127.0.0.0/8", "::1/128"}, "CIDRs follower addresses must be in (empty: any)")
+	positive(cmd, "instance-ttl")
 	policy.register(cmd)
+	vf.register(f)
+	hf.register(f)
 	return cmd
 }
 
 // policyFlags turn --target, --plan, --min, --max and --scale-to-zero into
-// a replica policy; up and status share them.
+// a replica policy.
 type policyFlags struct {
 	target      float64
 	plan        string

@@ -40,11 +40,17 @@ func Follower(t testing.TB, nc *nats.Conn, service, id string, leader *demo.Serv
 	return s
 }
 
-// Start runs start with cfg and the tests' timings; the server is stopped,
-// without waiting for its instances, when t ends.
+// Start runs start with cfg, the tests' timings where cfg leaves them zero
+// and a discarding logger; the server is stopped, without waiting for its
+// instances, when t ends.
 func Start(t testing.TB, start func(demo.Config, net.Listener, net.Listener) (*demo.Server, error), cfg demo.Config) *demo.Server {
 	t.Helper()
-	cfg.Heartbeat, cfg.InstanceTTL = Heartbeat, InstanceTTL
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = Heartbeat
+	}
+	if cfg.InstanceTTL == 0 {
+		cfg.InstanceTTL = InstanceTTL
+	}
 	// Background goroutines may log after t ends, where t.Log would panic.
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	s, err := demo.StartLoopback(start, cfg)
