@@ -190,7 +190,7 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	// Either server failing stops the other.
 	wg.Go(func() { errs[0] = base.Run(ctx); cancel() })
 	wg.Go(func() {
-		errs[1] = ops.Serve(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln, f.grace)
+		errs[1] = ops.Serve(ctx, ops.NewServer(mux, ops.HTTPLimits{}, slog.Default()), ln, f.grace)
 		cancel()
 	})
 	wg.Wait()
