@@ -27,6 +27,7 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/metricsadapter"
+	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/verify"
 )
@@ -49,6 +50,7 @@ type flags struct {
 	maxStaleness, settle, grace, probeTimeout time.Duration
 	serviceLabel, podSelector                 string
 	logLevel, logFormat                       string
+	natsAuth                                  natsauth.Client
 }
 
 func newCommand() *cobra.Command {
@@ -63,6 +65,7 @@ func newCommand() *cobra.Command {
 	}
 	own := pflag.NewFlagSet("headcount", pflag.ContinueOnError)
 	own.StringVar(&f.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	f.natsAuth.AddFlags(own)
 	own.StringVar(&f.prefix, "prefix", fleet.DefaultPrefix, "first token of every headcount NATS subject")
 	own.StringSliceVar(&f.services, "services", nil, "services to watch (default: all)")
 	own.StringVar(&f.httpAddr, "http-addr", ":9091", "plain HTTP listener for /healthz /readyz /metrics")
@@ -122,8 +125,12 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	}
 	defer ln.Close()
 
+	auth, err := f.natsAuth.Options()
+	if err != nil {
+		return err
+	}
 	link := &metricsadapter.ConnState{}
-	nc, err := nats.Connect(f.natsURL,
+	nc, err := nats.Connect(f.natsURL, append(auth,
 		nats.Name("headcount-adapter"),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -134,7 +141,9 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 			link.Reconnected()
 			slog.Info("NATS reconnected", "url", c.ConnectedUrl())
 		}),
-	)
+		// A permission violation is a misconfigured identity: say so loudly.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) }),
+	)...)
 	if err != nil {
 		return fmt.Errorf("NATS %s: %w", f.natsURL, err)
 	}

@@ -12,7 +12,7 @@ import (
 // the library's flags keep their names and defaults adjusted for a container.
 func TestFlags(t *testing.T) {
 	cmd := newCommand()
-	for _, name := range []string{"nats-url", "prefix", "services", "http-addr", "external-metrics", "max-staleness",
+	for _, name := range []string{"nats-url", "nats-creds", "nats-token-file", "nats-tls-ca", "prefix", "services", "http-addr", "external-metrics", "max-staleness",
 		"service-label", "pod-selector", "verify-pod-ip", "no-verify-followers", "probe-timeout", "rollcall-settle", "shutdown-grace", "log-level", "log-format",
 		"secure-port", "cert-dir", "tls-cert-file", "authentication-kubeconfig", "authorization-kubeconfig", "lister-kubeconfig"} {
 		require.NotNil(t, cmd.Flags().Lookup(name), name)
