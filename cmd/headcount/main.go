@@ -16,8 +16,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/ops"
 )
 
 // global holds the flags every subcommand shares.
