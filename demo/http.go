@@ -97,7 +97,9 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), createTimeout)
 	defer cancel()
-	id, err := s.instances.create(ctx, collection)
+	var from origin
+	from.resource, from.params, _ = fleet.EncodeOrigin(r.PathValue("resource"), body)
+	id, err := s.instances.create(ctx, collection, from)
 	if err != nil {
 		s.failAcquire(w, err)
 		return
@@ -246,6 +248,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, inst *instance) 
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	if o := inst.origin; o.resource != "" {
+		h.Set(fleet.HeaderResource, o.resource)
+		h.Set(fleet.HeaderParams, o.params)
+	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	send := func(b []byte) bool {

@@ -27,6 +27,7 @@ type computation struct {
 type instance struct {
 	id         string
 	comp       *computation
+	origin     origin // what the instance was created from, for routers that move it
 	subscribed bool
 	gen        uint64 // invalidates expiry timers armed before the last subscribe
 	timer      *time.Timer
@@ -90,13 +91,17 @@ func (r *registry) releaseLocked(c *computation) (stop func()) {
 	return c.stop
 }
 
+// origin is the creation's resource and params as the headers carry them
+// (fleet.EncodeOrigin); empty when they cannot be carried.
+type origin struct{ resource, params string }
+
 // create makes a new instance of collection's computation.
-func (r *registry) create(ctx context.Context, collection string) (string, error) {
+func (r *registry) create(ctx context.Context, collection string, from origin) (string, error) {
 	c, err := r.acquire(ctx, collection)
 	if err != nil {
 		return "", err
 	}
-	inst := &instance{id: uuid.NewString(), comp: c, done: make(chan struct{})}
+	inst := &instance{id: uuid.NewString(), comp: c, origin: from, done: make(chan struct{})}
 	r.mu.Lock()
 	r.byID[inst.id] = inst
 	r.armLocked(inst)
@@ -172,4 +177,17 @@ func (r *registry) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.byID)
+}
+
+// streams counts the instances with an open stream.
+func (r *registry) streams() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, inst := range r.byID {
+		if inst.subscribed {
+			n++
+		}
+	}
+	return n
 }

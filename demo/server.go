@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -105,6 +106,8 @@ type Server struct {
 	control, streaming     *http.Server
 	controlLn, streamingLn net.Listener
 	serving                sync.WaitGroup
+	active                 atomic.Int64 // connections serving a request
+	activeConns            sync.Map     // net.Conn → struct{}, those connections
 
 	ctx    context.Context // cancelled when the server stops: ends streams and mirrors
 	cancel context.CancelFunc
@@ -206,7 +209,22 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 func (s *Server) httpServer(h http.Handler) *http.Server {
 	srv := ops.NewServer(h, s.cfg.HTTP, s.log)
 	srv.BaseContext = func(net.Listener) context.Context { return s.ctx }
+	srv.ConnState = s.connState
 	return srv
+}
+
+// connState counts the connections serving a request, so that stop need not
+// wait for connections that never sent one.
+func (s *Server) connState(c net.Conn, state http.ConnState) {
+	_, was := s.activeConns.Load(c)
+	switch {
+	case state == http.StateActive && !was:
+		s.activeConns.Store(c, struct{}{})
+		s.active.Add(1)
+	case state != http.StateActive && was:
+		s.activeConns.Delete(c)
+		s.active.Add(-1)
+	}
 }
 
 func (s *Server) serve(srv *http.Server, ln net.Listener) {
@@ -276,20 +294,21 @@ func (s *Server) readyErr() error {
 	return nil
 }
 
-// Shutdown drains, waits for the instances to go (or ctx), publishes "gone"
-// and stops serving.
+// Shutdown drains, waits for the open streams to go (the routers move them
+// to other followers) or ctx, publishes "gone" and stops serving. Instances
+// without a stream do not hold the drain: nobody is reading them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for s.instances.count() > 0 && ctx.Err() == nil {
+	for s.instances.streams() > 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-tick.C:
 		}
 	}
-	if n := s.instances.count(); n > 0 {
-		s.log.Warn("stopping with live instances", "instances", n)
+	if n := s.instances.streams(); n > 0 {
+		s.log.Warn("stopping with open streams", "streams", n)
 	}
 	err := s.agent.Close()
 	s.stop()
@@ -314,11 +333,30 @@ func (s *Server) stop() {
 		s.cancel()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		for _, srv := range []*http.Server{s.control, s.streaming} {
-			if err := srv.Shutdown(ctx); err != nil {
-				_ = srv.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for _, srv := range []*http.Server{s.control, s.streaming} {
+				_ = srv.Shutdown(ctx)
+			}
+		}()
+		// Shutdown waits up to 5 s for connections a client opened and never
+		// used; once no request is in flight, nothing is lost by closing.
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for closed := false; !closed; {
+			select {
+			case <-done:
+				closed = true
+			case <-ctx.Done():
+				closed = true
+			case <-tick.C:
+				closed = s.active.Load() == 0
 			}
 		}
+		_ = s.control.Close()
+		_ = s.streaming.Close()
+		<-done
 		s.serving.Wait()
 		s.log.Info("demo stopped")
 	})

@@ -57,7 +57,7 @@ func (s Subjects) RollCall(service string) string {
 }
 
 // Watch is the wildcard a view subscribes to for service ("" = every
-// service): reports, placements and demand.
+// service): reports, placements, demand and move announcements.
 func (s Subjects) Watch(service string) string {
 	if service == "" {
 		service = "*"

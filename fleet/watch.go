@@ -43,6 +43,7 @@ type Watcher struct {
 	cancel    context.CancelFunc
 	loops     sync.WaitGroup
 	consumers atomic.Pointer[[]func(service string)]
+	moved     atomic.Pointer[[]func(service string, m Moved)]
 	mu        sync.Mutex
 	drops     map[string]uint64
 	applied   map[string]uint64
@@ -140,6 +141,20 @@ func (w *Watcher) OnChange(f func(service string)) {
 	}
 	fs = append(fs, f)
 	w.consumers.Store(&fs)
+}
+
+// OnMoved adds f to the consumers told of every valid move announcement
+// (routers send a moved instance's old id to its new owner). f runs on the
+// NATS delivery goroutine: it must be short and must not block.
+func (w *Watcher) OnMoved(f func(service string, m Moved)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var fs []func(string, Moved)
+	if old := w.moved.Load(); old != nil {
+		fs = append(fs, *old...)
+	}
+	fs = append(fs, f)
+	w.moved.Store(&fs)
 }
 
 func (w *Watcher) changed(service string) {
@@ -265,6 +280,19 @@ func (w *Watcher) handle(msg *nats.Msg) {
 		if !w.view.ApplyDemand(service, d, now) {
 			return // counted by the view
 		}
+	case KindMoved:
+		m, err := DecodeMoved(msg.Data, name)
+		if err != nil {
+			w.drop(msg, err)
+			return
+		}
+		w.count(kind)
+		if fs := w.moved.Load(); fs != nil {
+			for _, f := range *fs {
+				f(service, m)
+			}
+		}
+		return // the view does not change
 	default:
 		w.drop(msg, invalid(ReasonSubject, "unknown kind %q", kind))
 		return

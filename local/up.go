@@ -245,6 +245,7 @@ func (s *system) compose() error {
 	}
 	s.stack.push(s.router.Close)
 	s.watcher.OnChange(s.router.Changed)
+	s.watcher.OnMoved(s.router.Moved)
 	return nil
 }
 

@@ -29,11 +29,6 @@ const (
 	RoleDecider Role = "decider"
 )
 
-// kindMoved is the subject kind on which a router announces the instances
-// it moved (<prefix>.<service>.moved.<router>; the `moving` branch adds it
-// to fleet).
-const kindMoved = "moved"
-
 // Identity is one connection's claim: its role, the service it belongs to
 // ("" for a reader of every service) and its name (member or router id).
 type Identity struct {
@@ -90,7 +85,7 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 		p.Pub.Allow.Add(
 			s.Placed(svc, "*"),
 			s.Demand(svc, id.Name),
-			s.Prefix+"."+svc+"."+kindMoved+"."+id.Name,
+			s.Moved(svc, id.Name),
 			// Its own service's roll call only: a router has no reason
 			// to make every agent of every service answer.
 			s.RollCall(svc))

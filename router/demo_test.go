@@ -18,6 +18,7 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/demotest"
 	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/router"
 )
 
 // The issue's end-to-end scenarios on the demo leader and followers.
@@ -26,7 +27,7 @@ const createBody = `{"name":"posts"}` // the demo's resource streams one leader 
 
 // startDemo starts a demo leader (leader nil) or follower on loopback. The
 // instance ttl is long so that live counts only change when the test says.
-func startDemo(t *testing.T, nc *nats.Conn, id string, leader *demo.Server) *demo.Server {
+func startDemo(t testing.TB, nc *nats.Conn, id string, leader *demo.Server) *demo.Server {
 	t.Helper()
 	cfg := demo.Config{Service: svc, ID: id, NATS: nc, InstanceTTL: 10 * time.Minute}
 	start := demo.StartLeader
@@ -39,7 +40,7 @@ func startDemo(t *testing.T, nc *nats.Conn, id string, leader *demo.Server) *dem
 
 // demoFleet starts NATS, a demo leader, n demo followers and two routers
 // that see them all.
-func demoFleet(t *testing.T, n int) (nc *nats.Conn, followers []*demo.Server, r1, r2 *testRouter) {
+func demoFleet(t *testing.T, n int, mutate ...func(*router.Config)) (nc *nats.Conn, followers []*demo.Server, r1, r2 *testRouter) {
 	t.Helper()
 	url := natstest.Server(t)
 	nc = natstest.Connect(t, url)
@@ -47,7 +48,7 @@ func demoFleet(t *testing.T, n int) (nc *nats.Conn, followers []*demo.Server, r1
 	for i := range n {
 		followers = append(followers, startDemo(t, nc, "follower-"+string(rune('a'+i)), lead))
 	}
-	r1, r2 = startRouter(t, url, "r-1"), startRouter(t, url, "r-2")
+	r1, r2 = startRouter(t, url, "r-1", mutate...), startRouter(t, url, "r-2", mutate...)
 	for _, r := range []*testRouter{r1, r2} {
 		r.waitReady(t, n)
 		require.Eventually(t, func() bool { _, ok := r.View().Leader(svc); return ok }, 10*time.Second, 5*time.Millisecond)
@@ -181,6 +182,9 @@ func TestDemoDrainingFollowerGetsNoCreation(t *testing.T) {
 		require.NotSame(t, drained, ownerOf(followers, id), id)
 	}
 	assert.Equal(t, before, drained.Agent().Report().Created)
+	// Its open stream moved to another follower: one fresh init, then updates.
+	event, _ = s.next(t)
+	require.Equal(t, "init", event)
 
 	code, body, _ := do(t, http.MethodPatch, r1.control.URL+"/v1/inputs/posts", `[["after-drain",[1]]]`)
 	require.Equal(t, http.StatusOK, code, body)

@@ -192,6 +192,7 @@ func startRouter(t testing.TB, url, id string, mutate ...func(*router.Config)) *
 	rt, err := router.New(nc, view, cfg)
 	require.NoError(t, err)
 	w.OnChange(rt.Changed)
+	w.OnMoved(rt.Moved)
 	tr := &testRouter{Router: rt, view: view, streaming: httptest.NewServer(rt.Streaming()), control: httptest.NewServer(rt.Control())}
 	t.Cleanup(func() {
 		tr.streaming.CloseClientConnections()

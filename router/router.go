@@ -48,7 +48,8 @@ type Config struct {
 	// ForgetAfter is how long a follower that left is remembered, so that
 	// its instance ids get 410 Gone rather than 404.
 	ForgetAfter time.Duration
-	AccessLog   bool // log every request at info level
+	AccessLog   bool       // log every request at info level
+	Moves       MoveConfig // live stream moves (move.go)
 	// Registry receives the router's metrics; default a fresh ops.NewRegistry().
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -68,6 +69,7 @@ func DefaultConfig() Config {
 		RetryAfter:    time.Second,
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,
+		Moves:         DefaultMoveConfig(),
 	}
 }
 
@@ -103,6 +105,9 @@ func (c *Config) defaults() error {
 	}
 	if c.DemandTTL < fleet.MinTTLMillis*time.Millisecond || c.DemandTTL > fleet.MaxTTLMillis*time.Millisecond {
 		return fmt.Errorf("demand ttl %v outside %dms..%dms", c.DemandTTL, fleet.MinTTLMillis, fleet.MaxTTLMillis)
+	}
+	if err := c.Moves.defaults(); err != nil {
+		return err
 	}
 	if c.Registry == nil {
 		c.Registry = ops.NewRegistry()
@@ -152,6 +157,7 @@ type Router struct {
 	proxy http.Handler
 	hold  *holdQueue
 	known *known
+	moves *mover
 	met   *metrics
 	log   *slog.Logger
 
@@ -182,6 +188,9 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
 	rt.proxy = rt.newProxy()
 	met, err := newMetrics(cfg.Registry, cfg.Service, rt.hold.len)
+	if err == nil {
+		rt.moves, err = rt.newMover()
+	}
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -189,9 +198,10 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 	rt.met = met
 	rt.streaming = rt.streamingMux()
 	rt.control = rt.controlMux()
-	rt.loops.Add(2)
+	rt.loops.Add(3)
 	go func() { defer rt.loops.Done(); rt.publishDemand(ctx) }()
 	go func() { defer rt.loops.Done(); rt.remember(ctx) }()
+	go func() { defer rt.loops.Done(); rt.watchMoves(ctx) }()
 	// The watcher's roll call is on the wire once the server has it; answers
 	// follow at once, and anything created meanwhile is held, not refused.
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
@@ -243,6 +253,7 @@ func (rt *Router) Changed(service string) {
 		return
 	}
 	rt.known.dirty.Store(true)
+	rt.kickMoves()
 	if rt.hold.len() > 0 && rt.view.Totals(rt.cfg.Service).Ready > 0 {
 		rt.hold.release()
 	}

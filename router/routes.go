@@ -95,30 +95,25 @@ func (rt *Router) malformed(w http.ResponseWriter, _ *http.Request) {
 	rt.fail(w, http.StatusBadRequest, reasonMalformed, "instance ids are <follower>/<uuid>, as returned by the creation")
 }
 
-// stream proxies an SSE subscription to the instance's owner.
-func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
-	if m, ok := rt.owner(w, r); ok {
-		a := &attempt{addr: m.Streaming, member: m, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}
-		rt.serve(w, r, a, nil)
-		rt.settle(a)
-	}
-}
-
 // destroy sends a deletion to the instance's owner.
 func (rt *Router) destroy(w http.ResponseWriter, r *http.Request) {
-	if m, ok := rt.owner(w, r); ok {
-		a := &attempt{addr: m.Control, member: m, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}
+	if m, key, ok := rt.owner(w, r); ok {
+		a := &attempt{addr: m.Control, member: m, path: "/v1/streams/" + key, gone: true}
 		rt.serve(w, r, a, nil)
 		rt.settle(a)
 	}
 }
 
-// owner finds the follower named by the instance id, or answers 400, 404 or 410.
-func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, bool) {
+// owner finds the follower that serves the instance id now (its own, or the
+// one it moved to) and the follower's key for it, or answers 400, 404 or 410.
+func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, string, bool) {
 	follower, id := r.PathValue("follower"), r.PathValue("uuid")
 	if !fleet.ValidName(follower) || !fleet.ValidInstanceKey(id) {
 		rt.malformed(w, r)
-		return fleet.Member{}, false
+		return fleet.Member{}, "", false
+	}
+	if to := rt.moves.table.resolve(follower+"/"+id, time.Now()); to != follower+"/"+id {
+		follower, id, _ = fleet.SplitInstanceID(to)
 	}
 	exchangeOf(r.Context()).follower = follower
 	m, ok := rt.view.Member(rt.cfg.Service, follower)
@@ -127,13 +122,13 @@ func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, b
 		// The leader holds no client instances: nothing of it is addressable.
 		rt.fail(w, http.StatusNotFound, reasonUnknownOwner, "no follower "+follower+" is known to this router")
 	case ok:
-		return m, true
+		return m, id, true
 	case rt.known.has(follower):
 		rt.gone(w, follower)
 	default:
 		rt.fail(w, http.StatusNotFound, reasonUnknownOwner, "no follower "+follower+" is known to this router")
 	}
-	return fleet.Member{}, false
+	return fleet.Member{}, "", false
 }
 
 func (rt *Router) create(w http.ResponseWriter, r *http.Request) {

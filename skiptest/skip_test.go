@@ -58,17 +58,7 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond, "two ready followers and a leader registered: %+v", view.Totals(service))
 	_ = leaderSC
 
-	// The router's process: its own connection and watcher, as `headcount
-	// router` composes them.
-	rnc := natstest.Connect(t, url)
-	rview, rw := natstest.Watch(t, rnc, fleet.WatchConfig{Services: []string{service}, Self: "r-1", Logger: quiet()})
-	cfg := router.DefaultConfig()
-	cfg.Service, cfg.ID, cfg.Logger = service, "r-1", quiet()
-	rt, err := router.New(rnc, rview, cfg)
-	require.NoError(t, err)
-	rw.OnChange(rt.Changed)
-	t.Cleanup(rt.Close)
-	rtControl, rtStreaming := serve(t, rt.Control()), serve(t, rt.Streaming())
+	_, rtControl, rtStreaming := startRouter(t, url, "r-1")
 
 	// Creations through the router land on both followers, least loaded first,
 	// with Skip's own "<prefix>/<uuid>" ids.
@@ -128,6 +118,23 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	assert.Equal(t, int64(3), view.Totals(service).Instances)
 }
 
+// startRouter runs router id as its own process would be composed: its own
+// connection and watcher, as `headcount router` does. It returns the
+// router's view and its control and streaming addresses.
+func startRouter(t *testing.T, url, id string) (*fleet.View, string, string) {
+	t.Helper()
+	rnc := natstest.Connect(t, url)
+	rview, rw := natstest.Watch(t, rnc, fleet.WatchConfig{Services: []string{service}, Self: id, Logger: quiet()})
+	cfg := router.DefaultConfig()
+	cfg.Service, cfg.ID, cfg.Logger = service, id, quiet()
+	rt, err := router.New(rnc, rview, cfg)
+	require.NoError(t, err)
+	rw.OnChange(rt.Changed)
+	rw.OnMoved(rt.Moved)
+	t.Cleanup(rt.Close)
+	return rview, serve(t, rt.Control()), serve(t, rt.Streaming())
+}
+
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func startSkip(ctx context.Context, t *testing.T, dir string, m skiptest.Member) *skiptest.Process {
@@ -146,7 +153,10 @@ func startSkip(ctx context.Context, t *testing.T, dir string, m skiptest.Member)
 	return p
 }
 
-type sidecarAddrs struct{ control, streaming string }
+type sidecarAddrs struct {
+	control, streaming string
+	sc                 *sidecar.Sidecar
+}
 
 // startSidecar puts a sidecar in front of p on loopback listeners.
 func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *skiptest.Process) *sidecarAddrs {
@@ -167,7 +177,7 @@ func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *sk
 		defer cancel()
 		_ = sc.Shutdown(ctx)
 	})
-	return &sidecarAddrs{control: lc.Addr().String(), streaming: ls.Addr().String()}
+	return &sidecarAddrs{control: lc.Addr().String(), streaming: ls.Addr().String(), sc: sc}
 }
 
 // waitCounts waits until the fleet view has each follower's count.

@@ -217,6 +217,12 @@ func (p *Process) Stop() error {
 	}
 }
 
+// Kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // Output is what the process wrote so far on stdout and stderr.
 func (p *Process) Output() string { return p.out.String() }
 

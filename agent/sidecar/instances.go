@@ -27,8 +27,11 @@ type table struct {
 }
 
 type instance struct {
-	subscribers int
-	collect     *time.Timer // set while nobody is subscribed after someone was
+	// resource and params (fleet.EncodeOrigin) go back on the stream's 200 so
+	// that a router can rebuild the instance elsewhere; "" when not carried.
+	resource, params string
+	subscribers      int
+	collect          *time.Timer // set while nobody is subscribed after someone was
 }
 
 func newTable(ttl time.Duration, add func(int64), event func(string)) *table {
@@ -37,13 +40,13 @@ func newTable(ttl time.Duration, add func(int64), event func(string)) *table {
 
 // created counts a new instance. Skip never collects an instance that was
 // never subscribed, so neither does the table: no timer starts here.
-func (t *table) created(key string) {
+func (t *table) created(key, resource, params string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.byKey[key]; ok {
 		return // the same id twice: still one instance
 	}
-	t.byKey[key] = &instance{}
+	t.byKey[key] = &instance{resource: resource, params: params}
 	t.add(1)
 	t.event(eventCreated)
 }
@@ -61,20 +64,35 @@ func (t *table) len() int {
 	return len(t.byKey)
 }
 
-// subscribed records an SSE subscriber; a pending collection is called off,
-// as Skip clears its garbage mark on a new subscription.
-func (t *table) subscribed(key string) {
+// streams counts the instances with an open stream.
+func (t *table) streams() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, inst := range t.byKey {
+		if inst.subscribers > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// subscribed records an SSE subscriber and returns the instance's origin; a
+// pending collection is called off, as Skip clears its garbage mark on a new
+// subscription.
+func (t *table) subscribed(key string) (resource, params string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	inst, ok := t.byKey[key]
 	if !ok {
-		return
+		return "", ""
 	}
 	inst.subscribers++
 	if inst.collect != nil {
 		inst.collect.Stop()
 		inst.collect = nil
 	}
+	return inst.resource, inst.params
 }
 
 // unsubscribed records a subscriber leaving; the last one starts the TTL

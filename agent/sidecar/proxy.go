@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/httpx"
 )
 
@@ -38,6 +39,8 @@ type exchange struct {
 	path  string // upstream path when the id's prefix is stripped; "" keeps the client's
 	id    ID     // for delete and stream, when known
 	known bool   // id is an instance the table counts
+	// resource and params of a creation, as fleet.EncodeOrigin carries them
+	resource, params string
 }
 
 type exchangeKey struct{}
@@ -87,6 +90,7 @@ func (s *Sidecar) classify(api, upstream string, r *http.Request) *exchange {
 	switch {
 	case api == apiControl && r.Method == http.MethodPost && !strings.Contains(rest, "/"):
 		ex.route = routeCreate
+		s.remember(ex, rest, r)
 		return ex
 	case api == apiControl && r.Method == http.MethodDelete:
 		ex.route = routeDelete
@@ -110,7 +114,7 @@ func (s *Sidecar) observe(resp *http.Response) error {
 	code := resp.StatusCode
 	switch {
 	case ex.route == routeCreate && code == http.StatusCreated:
-		return s.created(resp)
+		return s.created(resp, ex)
 	case !ex.known:
 	case code == http.StatusNotFound:
 		// The follower no longer has it (collected earlier than we thought, or
@@ -120,14 +124,17 @@ func (s *Sidecar) observe(resp *http.Response) error {
 		s.table.remove(ex.id.Key, eventDeleted)
 	case ex.route == routeStream && code == http.StatusOK:
 		key := ex.id.Key
-		s.table.subscribed(key)
+		if res, params := s.table.subscribed(key); res != "" {
+			resp.Header.Set(fleet.HeaderResource, res)
+			resp.Header.Set(fleet.HeaderParams, params)
+		}
 		resp.Body = &onClose{ReadCloser: resp.Body, f: func() { s.table.unsubscribed(key) }}
 	}
 	return nil
 }
 
 // created reads the instance id from a 201 and gives the body back intact.
-func (s *Sidecar) created(resp *http.Response) error {
+func (s *Sidecar) created(resp *http.Response, ex *exchange) error {
 	head, err := io.ReadAll(io.LimitReader(resp.Body, maxID+3)) // room for a trailing newline
 	if err != nil {
 		_ = resp.Body.Close()
@@ -140,8 +147,18 @@ func (s *Sidecar) created(resp *http.Response) error {
 		s.log.Warn("201 from the follower without an instance id: not counted", "path", resp.Request.URL.Path, "body", strconv.Quote(string(head[:min(len(head), 80)])))
 		return nil
 	}
-	s.table.created(id.Key)
+	s.table.created(id.Key, ex.resource, ex.params)
 	return nil
+}
+
+// remember keeps a creation's resource and params (up to fleet.MaxParams,
+// else the instance is simply not movable) and gives the body back intact.
+func (s *Sidecar) remember(ex *exchange, resource string, r *http.Request) {
+	head, err := io.ReadAll(io.LimitReader(r.Body, fleet.MaxParams+1))
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+	if err == nil {
+		ex.resource, ex.params, _ = fleet.EncodeOrigin(resource, head)
+	}
 }
 
 func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) {

@@ -251,9 +251,10 @@ func (s *Sidecar) check() error {
 }
 
 // Shutdown drains: the member is published as "draining" (no new placements,
-// new creations get 503), open streams keep being proxied, and it waits until
-// the count reaches 0 or ctx ends. Then it publishes "gone" and stops the
-// listeners, cutting any stream still open.
+// new creations get 503), open streams keep being proxied while the routers
+// move them to other followers, and it waits until no stream is open or ctx
+// ends. Then it publishes "gone" and stops the listeners, cutting any stream
+// still open. Instances without a stream do not hold the drain.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
 	var err error
 	s.shutdown.Do(func() {
@@ -262,9 +263,9 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 		s.draining.Store(true)
 		s.agent.Drain()
 		s.log.Info("draining", "instances", s.table.len())
-		s.waitEmpty(ctx)
-		if n := s.table.len(); n > 0 {
-			s.log.Warn("drain time over with instances left", "instances", n)
+		s.waitNoStreams(ctx)
+		if n := s.table.streams(); n > 0 {
+			s.log.Warn("drain time over with streams open", "streams", n)
 		}
 		err = s.agent.Close()
 		s.table.stop()
@@ -277,10 +278,10 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func (s *Sidecar) waitEmpty(ctx context.Context) {
-	tick := time.NewTicker(50 * time.Millisecond)
+func (s *Sidecar) waitNoStreams(ctx context.Context) {
+	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for s.table.len() > 0 {
+	for s.table.streams() > 0 {
 		select {
 		case <-ctx.Done():
 			return

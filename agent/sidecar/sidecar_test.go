@@ -141,7 +141,7 @@ func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Contains(t, body, `"reason":"draining"`)
 
-	st.Close() // collected after the TTL: the drain is over
+	st.Close() // the last stream went: the drain is over
 	select {
 	case err := <-done:
 		require.NoError(t, err)
@@ -155,7 +155,9 @@ func TestDrainKeepsStreamsThenDeregisters(t *testing.T) {
 
 func TestDrainTimeoutStillDeregisters(t *testing.T) {
 	f := newFixture(t, options{})
-	f.create() // never subscribed: never collected
+	st, code := e2e.Subscribe(t, f.stream, f.create()) // a stream nobody moves
+	require.Equal(t, http.StatusOK, code)
+	st.Next(t)
 	f.reports.WaitInstances(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -262,4 +264,16 @@ func TestLeaderBehindASidecarRegistersAsLeader(t *testing.T) {
 	f := newFixture(t, options{id: "leader", role: fleet.RoleLeader})
 	rep := f.reports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 	assert.Equal(t, fleet.RoleLeader, rep.Role)
+}
+
+func TestStreamCarriesTheCreationsOrigin(t *testing.T) {
+	f := newFixture(t, options{})
+	code, id := e2e.Do(t, http.MethodPost, f.control+"/v1/streams/posts", `{"limit":3}`)
+	require.Equal(t, http.StatusCreated, code, id)
+	st, code := e2e.Subscribe(t, f.stream, id)
+	require.Equal(t, http.StatusOK, code)
+	res, params, ok := fleet.DecodeOrigin(st.Header().Get(fleet.HeaderResource), st.Header().Get(fleet.HeaderParams))
+	require.True(t, ok, "origin headers: %v", st.Header())
+	assert.Equal(t, "posts", res)
+	assert.JSONEq(t, `{"limit":3}`, string(params))
 }

@@ -55,11 +55,6 @@ func TestBadFlagsAreRefusedBeforeAnythingStarts(t *testing.T) {
 	}
 }
 
-func TestEnvName(t *testing.T) {
-	require.Equal(t, "HEADCOUNT_NATS_URL", envName("nats-url"))
-	require.Equal(t, "HEADCOUNT_SCALE_DOWN_WINDOW", envName("scale-down-window"))
-}
-
 func TestBadNATSIdentityFlagsNameTheFlag(t *testing.T) {
 	for _, c := range []struct {
 		args []string

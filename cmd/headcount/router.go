@@ -76,12 +76,21 @@ func routerCmd(g *global) *cobra.Command {
 	f.DurationVar(&c.DemandTTL, "demand-ttl", c.DemandTTL, "ttl of the demand events published while creations are held")
 	f.DurationVar(&c.ForgetAfter, "forget-after", c.ForgetAfter, "how long a departed follower's instances answer 410 rather than 404")
 	f.BoolVar(&c.AccessLog, "access-log", false, "log every request")
+	f.DurationVar(&c.Moves.Timeout, "move-timeout", c.Moves.Timeout, "how long moving a live stream to another follower may take (create, open, init)")
+	f.IntVar(&c.Moves.Concurrency, "move-concurrency", c.Moves.Concurrency, "live stream moves in flight at once")
+	f.DurationVar(&c.Moves.MovedTTL, "moved-ttl", c.Moves.MovedTTL, "how long a moved instance id keeps reaching its new owner after its stream closed")
+	f.IntVar(&c.Moves.MaxMoved, "max-moved", c.Moves.MaxMoved, "moved instance ids remembered at most")
+	f.Float64Var(&c.Moves.RebalanceThreshold, "rebalance-threshold", c.Moves.RebalanceThreshold, "rebalance when the most loaded follower carries more than this times the mean")
+	f.Float64Var(&c.Moves.RebalanceStop, "rebalance-stop", c.Moves.RebalanceStop, "stop rebalancing at this max/mean (hysteresis; at most --rebalance-threshold)")
+	f.Float64Var(&c.Moves.RebalanceRate, "rebalance-rate", c.Moves.RebalanceRate, "rebalancing moves per second from this router")
+	f.BoolVar(&c.Moves.NoRebalance, "no-rebalance", false, "move streams only off draining or dead followers, never to even out the load")
 	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, how long to fail /readyz while still serving before the listeners close (endpoint propagation; 0: none)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
 	o.view.register(f)
 	o.http.register(f)
-	positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after")
+	positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after",
+		"move-timeout", "move-concurrency", "moved-ttl", "max-moved", "rebalance-threshold", "rebalance-stop", "rebalance-rate")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }
@@ -100,6 +109,7 @@ func buildRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
 		return nil, err
 	}
 	p.watcher.OnChange(rt.Changed)
+	p.watcher.OnMoved(rt.Moved)
 	return rt, nil
 }
 

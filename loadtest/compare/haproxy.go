@@ -90,6 +90,17 @@ func ensureHAProxy(bin string, out io.Writer) (string, error) {
 }
 
 func startHAProxy(bin, dir string, s *stack, noDelay bool) (*haproxy, error) {
+	var followers []haproxyMember
+	for _, f := range s.followers {
+		followers = append(followers, haproxyMember{ID: f.Agent().Report().Follower,
+			Control: f.ControlAddr(), Streaming: f.StreamingAddr()})
+	}
+	return startHAProxyFor(bin, dir, s.leader.ControlAddr(), followers, noDelay)
+}
+
+// startHAProxyFor runs HAProxy as Skip's example configures it in front of
+// leader (control address) and followers.
+func startHAProxyFor(bin, dir, leader string, followers []haproxyMember, noDelay bool) (*haproxy, error) {
 	control, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -98,11 +109,7 @@ func startHAProxy(bin, dir string, s *stack, noDelay bool) (*haproxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := haproxyParams{Control: control, Streaming: streaming, Leader: s.leader.ControlAddr(), NoDelay: noDelay}
-	for _, f := range s.followers {
-		p.Followers = append(p.Followers, haproxyMember{ID: f.Agent().Report().Follower,
-			Control: f.ControlAddr(), Streaming: f.StreamingAddr()})
-	}
+	p := haproxyParams{Control: control, Streaming: streaming, Leader: leader, Followers: followers, NoDelay: noDelay}
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
 	var cfg strings.Builder
 	if err := haproxyConfig.Execute(&cfg, p); err != nil {

@@ -35,6 +35,7 @@ type config struct {
 	balanceRate, holdMinMs, holdMaxMs     int
 	holdAlpha                             float64
 	instanceTTL                           time.Duration
+	memoryStreams                         int
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	flag.Float64Var(&c.holdAlpha, "hold-alpha", 1.1, "balance scenario: Pareto shape of lifetimes (smaller: more skew)")
 	flag.IntVar(&c.holdMaxMs, "hold-max-ms", 20000, "balance scenario: longest stream lifetime")
 	flag.DurationVar(&c.instanceTTL, "instance-ttl", time.Second, "followers destroy an instance this long after its subscriber leaves (Skip: 30s)")
+	flag.IntVar(&c.memoryStreams, "memory-streams", 0, "instead of the k6 scenarios: memory and file descriptors per open stream at this many streams, router vs HAProxy")
 	flag.Parse()
 	if err := run(c, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
@@ -82,12 +84,16 @@ func run(c config, w io.Writer) error {
 	}
 	defer func() { _ = report.Close() }()
 	w = io.MultiWriter(w, report)
-	if _, err := os.Stat(c.k6); err != nil {
-		return fmt.Errorf("k6 binary: %w (build it with: task k6)", err)
-	}
 	haproxyBin, err := ensureHAProxy(c.haproxy, w)
 	if err != nil {
 		return err
+	}
+	if c.memoryStreams > 0 {
+		fmt.Fprintf(w, "%s  command: %s\n", time.Now().UTC().Format(time.RFC3339), strings.Join(os.Args, " "))
+		return runMemory(c, haproxyBin, w)
+	}
+	if _, err := os.Stat(c.k6); err != nil {
+		return fmt.Errorf("k6 binary: %w (build it with: task k6)", err)
 	}
 	if c.cpuProfile != "" {
 		f, err := os.Create(c.cpuProfile)

@@ -112,6 +112,7 @@ func (s *stack) startRouter(id string, log *slog.Logger) (*routerServer, error) 
 		return nil, err
 	}
 	w.OnChange(rt.Changed)
+	w.OnMoved(rt.Moved)
 	r := &routerServer{rt: rt, view: view, watcher: w}
 	serve := func(h http.Handler) (*http.Server, string, error) {
 		ln, err := listen()

@@ -1,0 +1,191 @@
+package router_test
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/internal/natstest"
+)
+
+// The built binary as separate processes on loopback: a demo leader, demo
+// followers and two routers, with stream moves on scale-down (SIGTERM with
+// --drain-timeout 60s), scale-up (rebalance) and kill -9.
+
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func startProc(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	require.NoError(t, p.cmd.Start())
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%v wrote:\n%s", args[:3], p.out.String())
+		}
+	})
+	return p
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	bin := e2e.Binary(t)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
+	view := fleet.NewView()
+	w, err := fleet.Watch(nc, view, fleet.WatchConfig{Services: []string{svc}})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+
+	common := []string{"--nats-url", url, "--service", svc, "--log-level", "warn"}
+	leaderControl, leaderStreaming := freeAddr(t), freeAddr(t)
+	startProc(t, bin, append([]string{"leader", "--id", "leader", "--control-addr", leaderControl,
+		"--streaming-addr", leaderStreaming, "--heartbeat", "200ms"}, common...)...)
+	followers := map[string]*proc{}
+	follower := func(id string) {
+		followers[id] = startProc(t, bin, append([]string{"follower", "--id", id,
+			"--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0", "--heartbeat", "200ms",
+			"--leader-control", leaderControl, "--leader-streaming", leaderStreaming, "--drain-timeout", "60s"}, common...)...)
+	}
+	for _, id := range []string{"follower-a", "follower-b", "follower-c", "follower-d"} {
+		follower(id)
+	}
+	var controls, streams []string
+	for _, id := range []string{"r-1", "r-2"} {
+		c, s := freeAddr(t), freeAddr(t)
+		startProc(t, bin, append([]string{"router", "--id", id, "--control-addr", c, "--streaming-addr", s}, common...)...)
+		controls, streams = append(controls, c), append(streams, s)
+	}
+	waitFollowers := func(n int) {
+		require.Eventually(t, func() bool {
+			_, lead := view.Leader(svc)
+			return lead && view.Totals(svc).Ready == n
+		}, 30*time.Second, 20*time.Millisecond, "%d ready followers and the leader", n)
+	}
+	waitFollowers(4)
+	for _, c := range controls {
+		require.Eventually(t, func() bool { code, _ := e2e.Do(t, http.MethodGet, c+"/readyz", ""); return code == 200 },
+			10*time.Second, 20*time.Millisecond)
+	}
+	write := func(entries string) {
+		code, body := e2e.Do(t, http.MethodPatch, controls[0]+"/v1/inputs/posts", entries)
+		require.Equal(t, http.StatusOK, code, body)
+	}
+	// until reads every client up to key and returns how many saw an init on the way.
+	until := func(clients []*e2e.Client, key string) (moved int) {
+		for _, c := range clients {
+			before := c.Inits
+			c.Until(t, key)
+			require.LessOrEqual(t, c.Inits-before, 1, "one fresh init per move: %v", c.Seen)
+			moved += c.Inits - before
+			require.True(t, c.Stream.Open(), "stream %s cut", c.ID)
+		}
+		return moved
+	}
+
+	clients := make([]*e2e.Client, 200)
+	for i := range clients {
+		code, id := e2e.Do(t, http.MethodPost, controls[i%2]+"/v1/streams/collection", createBody)
+		require.Equal(t, http.StatusCreated, code, id)
+		st, code := e2e.Subscribe(t, streams[(i+1)%2], id)
+		require.Equal(t, http.StatusOK, code)
+		clients[i] = &e2e.Client{ID: id, Stream: st}
+		require.Equal(t, "init", clients[i].Next(t).Kind)
+	}
+	onD := 0
+	for _, c := range clients {
+		if owner, _, _ := fleet.SplitInstanceID(c.ID); owner == "follower-d" {
+			onD++
+		}
+	}
+
+	// Scale to one: SIGTERM three followers; each exits once its streams moved.
+	var drains sync.WaitGroup
+	for _, id := range []string{"follower-a", "follower-b", "follower-c"} {
+		p := followers[id]
+		start := time.Now()
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		drains.Go(func() {
+			select {
+			case <-p.done:
+				t.Logf("drain of %s: %v", id, time.Since(start))
+			case <-time.After(20 * time.Second): // generous; docs/benchmarks.md has the figure
+				t.Errorf("%s still draining after 20 s with --drain-timeout 60s", id)
+			}
+		})
+	}
+	drains.Wait()
+	write(`[["after-drain",[1]]]`)
+	assert.Equal(t, 200-onD, until(clients, `"after-drain"`), "moved by the drain")
+
+	// Scale up to four: the rebalance spreads the streams.
+	for _, id := range []string{"follower-e", "follower-f", "follower-g"} {
+		follower(id)
+	}
+	waitFollowers(4)
+	spread := func() (ratio float64, most fleet.Member) {
+		var sum int64
+		members := 0
+		for _, m := range view.Members(svc) {
+			if m.Role == fleet.RoleFollower && m.State == fleet.StateReady {
+				members++
+				sum += m.Instances
+				if m.Instances > most.Instances {
+					most = m
+				}
+			}
+		}
+		return float64(most.Instances) / (float64(sum) / float64(members)), most
+	}
+	require.Eventually(t, func() bool { r, _ := spread(); return r <= 1.1 }, 15*time.Second, 50*time.Millisecond,
+		"max/mean never reached 1.1")
+	write(`[["after-rebalance",[1]]]`)
+	assert.GreaterOrEqual(t, until(clients, `"after-rebalance"`), 140, "moved by the rebalance")
+
+	// kill -9 of a follower holding about 50 streams: they continue elsewhere.
+	victim, ok := view.Member(svc, "follower-e")
+	require.True(t, ok)
+	require.NoError(t, followers["follower-e"].cmd.Process.Signal(syscall.SIGKILL))
+	write(`[["after-kill",[1]]]`)
+	assert.Equal(t, int(victim.Instances), until(clients, `"after-kill"`), "moved after the kill")
+	t.Logf("streams on the killed follower: %d", victim.Instances)
+}
