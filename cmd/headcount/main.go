@@ -8,14 +8,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/ops"
 )
 
 // global holds the flags every subcommand shares.
@@ -43,10 +42,10 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd.Flags()); err != nil {
+			if err := ops.BindEnv(cmd.Flags()); err != nil {
 				return err
 			}
-			return g.setupLogging()
+			return ops.SetupLogging(g.logLevel, g.logFormat)
 		},
 	}
 	pf := root.PersistentFlags()
@@ -56,44 +55,6 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(commands(g)...)
 	return root
-}
-
-// bindEnv gives every flag a HEADCOUNT_<NAME> environment equivalent; a flag
-// set on the command line wins.
-func bindEnv(fs *pflag.FlagSet) error {
-	var err error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed {
-			return
-		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
-			if setErr := fs.Set(f.Name, v); setErr != nil {
-				err = fmt.Errorf("%s: %w", envName(f.Name), setErr)
-			}
-		}
-	})
-	return err
-}
-
-func envName(flag string) string {
-	return "HEADCOUNT_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-func (g *global) setupLogging() error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch g.logFormat {
-	case "text":
-		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts)))
-	case "json":
-		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, opts)))
-	default:
-		return fmt.Errorf("--log-format %q: want text or json", g.logFormat)
-	}
-	return nil
 }
 
 // listenFlag is an address to bind and the flag that gave it, for errors.

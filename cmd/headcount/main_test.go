@@ -54,8 +54,3 @@ func TestBadFlagsAreRefusedBeforeAnythingStarts(t *testing.T) {
 		require.Error(t, err, strings.Join(args, " "))
 	}
 }
-
-func TestEnvName(t *testing.T) {
-	require.Equal(t, "HEADCOUNT_NATS_URL", envName("nats-url"))
-	require.Equal(t, "HEADCOUNT_SCALE_DOWN_WINDOW", envName("scale-down-window"))
-}

@@ -1,0 +1,324 @@
+// Package metricsadapter serves the fleet view as the Kubernetes custom
+// metrics API (and, optionally, the external metrics API) through
+// sigs.k8s.io/custom-metrics-apiserver's provider interfaces, so that a plain
+// HPA scales followers by their live resource instances.
+package metricsadapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/metrics/pkg/apis/custom_metrics"
+	"k8s.io/metrics/pkg/apis/external_metrics"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+
+	"github.com/headcount-dev/headcount/fleet"
+)
+
+// The metrics served (docs/adapter.md).
+const (
+	// PodMetric is a follower pod's live resource instances.
+	PodMetric = "resource_instances"
+	// WorkloadMetric is the live instances of the service a Deployment or
+	// StatefulSet maps to.
+	WorkloadMetric = "live_instances"
+	// ExternalMetric is a service's live instances on the external API.
+	ExternalMetric = "headcount_instances"
+	// ServiceKey is the label naming a service: on the external metric's
+	// selector and on every value's metric labels.
+	ServiceKey = "service"
+	// DefaultMaxStaleness is how long values outlive a NATS outage.
+	DefaultMaxStaleness = 2 * time.Minute
+)
+
+var (
+	pods         = schema.GroupResource{Resource: "pods"}
+	deployments  = schema.GroupResource{Group: "apps", Resource: "deployments"}
+	statefulsets = schema.GroupResource{Group: "apps", Resource: "statefulsets"}
+	kinds        = map[schema.GroupResource][2]string{ // apiVersion, kind
+		pods:         {"v1", "Pod"},
+		deployments:  {"apps/v1", "Deployment"},
+		statefulsets: {"apps/v1", "StatefulSet"},
+	}
+)
+
+// Fleet is what the adapter reads of the fleet view; *fleet.View has it.
+type Fleet interface {
+	Services() []string
+	Members(service string) []fleet.Member
+	Totals(service string) fleet.Totals
+}
+
+// Link tells whether the view is still fed by NATS.
+type Link interface {
+	// DisconnectedSince is when NATS went away; the zero time while connected.
+	DisconnectedSince() time.Time
+}
+
+// Cluster is what the adapter reads of the Kubernetes API: the labels that
+// the API server (not a follower) holds.
+type Cluster interface {
+	// Synced is nil once the caches hold a full list; until then answers
+	// that need labels are 503 rather than silently partial.
+	Synced() error
+	// PodLabels returns the labels of a pod, false when it is not known.
+	PodLabels(namespace, name string) (labels.Set, bool)
+	// Workloads lists the workloads of resource (deployments or
+	// statefulsets in group apps) in namespace that match selector, with
+	// the service each maps to ("" when it has no service label).
+	Workloads(resource schema.GroupResource, namespace string, selector labels.Selector) (map[string]string, error)
+	// Workload returns the service a workload maps to; found is false when
+	// the workload does not exist, service "" when it has no service label.
+	Workload(resource schema.GroupResource, namespace, name string) (service string, found bool, err error)
+}
+
+// Config wires a Provider to its sources.
+type Config struct {
+	Fleet   Fleet
+	Link    Link
+	Cluster Cluster
+	// MaxStaleness bounds how long the last values are served while NATS is
+	// away (default DefaultMaxStaleness); after it every answer is 503.
+	MaxStaleness time.Duration
+	// Metrics counts answers; nil counts nothing.
+	Metrics *Metrics
+}
+
+// Provider answers the custom and external metrics APIs from the fleet view.
+// It keeps no state of its own: every answer reads the view.
+type Provider struct {
+	cfg Config
+}
+
+var (
+	_ provider.CustomMetricsProvider   = (*Provider)(nil)
+	_ provider.ExternalMetricsProvider = (*Provider)(nil)
+)
+
+// New returns a provider reading cfg's sources.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Fleet == nil || cfg.Link == nil || cfg.Cluster == nil {
+		return nil, errors.New("metricsadapter: Fleet, Link and Cluster are required")
+	}
+	if cfg.MaxStaleness <= 0 {
+		cfg.MaxStaleness = DefaultMaxStaleness
+	}
+	return &Provider{cfg: cfg}, nil
+}
+
+// ListAllMetrics is what discovery lists.
+func (p *Provider) ListAllMetrics() []provider.CustomMetricInfo {
+	return []provider.CustomMetricInfo{
+		{GroupResource: pods, Namespaced: true, Metric: PodMetric},
+		{GroupResource: deployments, Namespaced: true, Metric: WorkloadMetric},
+		{GroupResource: statefulsets, Namespaced: true, Metric: WorkloadMetric},
+	}
+}
+
+// ListAllExternalMetrics is what discovery lists on the external API.
+func (p *Provider) ListAllExternalMetrics() []provider.ExternalMetricInfo {
+	return []provider.ExternalMetricInfo{{Metric: ExternalMetric}}
+}
+
+// GetMetricByName answers one pod's or one workload's metric.
+func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, metricSelector labels.Selector) (v *custom_metrics.MetricValue, err error) {
+	defer func() { p.cfg.Metrics.answered("custom", err) }()
+	asOf, err := p.asOf()
+	if err != nil {
+		return nil, err
+	}
+	if err := known(info); err != nil {
+		return nil, err
+	}
+	if info.GroupResource == pods {
+		items := p.podValues(name.Namespace, asOf, func(pod string) bool { return pod == name.Name }, metricSelector)
+		if len(items) == 0 {
+			return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
+		}
+		return &items[0], nil
+	}
+	service, found, err := p.cfg.Cluster.Workload(info.GroupResource, name.Namespace, name.Name)
+	if err != nil {
+		return nil, apierrors.NewServiceUnavailable(err.Error())
+	}
+	if !found || service == "" {
+		return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
+	}
+	if !metricSelector.Matches(labels.Set{ServiceKey: service}) {
+		return nil, provider.NewMetricNotFoundForSelectorError(info.GroupResource, info.Metric, name.Name, metricSelector)
+	}
+	value := p.workloadValue(info.GroupResource, name.Namespace, name.Name, service, asOf)
+	return &value, nil
+}
+
+// GetMetricBySelector answers the metric of every pod or workload in
+// namespace matching selector (the HPA's path for Pods metrics).
+func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (list *custom_metrics.MetricValueList, err error) {
+	defer func() { p.cfg.Metrics.answered("custom", err) }()
+	asOf, err := p.asOf()
+	if err != nil {
+		return nil, err
+	}
+	if err := known(info); err != nil {
+		return nil, err
+	}
+	if info.GroupResource == pods {
+		match := func(string) bool { return true }
+		if !selector.Empty() {
+			if err := p.cfg.Cluster.Synced(); err != nil {
+				return nil, apierrors.NewServiceUnavailable(err.Error())
+			}
+			match = func(pod string) bool {
+				l, ok := p.cfg.Cluster.PodLabels(namespace, pod)
+				return ok && selector.Matches(l)
+			}
+		}
+		return &custom_metrics.MetricValueList{Items: p.podValues(namespace, asOf, match, metricSelector)}, nil
+	}
+	workloads, err := p.cfg.Cluster.Workloads(info.GroupResource, namespace, selector)
+	if err != nil {
+		return nil, apierrors.NewServiceUnavailable(err.Error())
+	}
+	list = &custom_metrics.MetricValueList{}
+	for name, service := range workloads {
+		if service != "" && metricSelector.Matches(labels.Set{ServiceKey: service}) {
+			list.Items = append(list.Items, p.workloadValue(info.GroupResource, namespace, name, service, asOf))
+		}
+	}
+	return list, nil
+}
+
+// GetExternalMetric answers headcount_instances for the services selected by
+// the label "service". A selector naming one service always answers, 0 when
+// nothing reports: a service scaled to zero has no followers to report.
+func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector labels.Selector, info provider.ExternalMetricInfo) (list *external_metrics.ExternalMetricValueList, err error) {
+	defer func() { p.cfg.Metrics.answered("external", err) }()
+	asOf, err := p.asOf()
+	if err != nil {
+		return nil, err
+	}
+	if info.Metric != ExternalMetric {
+		return nil, provider.NewMetricNotFoundError(schema.GroupResource{Group: external_metrics.GroupName}, info.Metric)
+	}
+	services := p.cfg.Fleet.Services()
+	if named, ok := selector.RequiresExactMatch(ServiceKey); ok {
+		services = []string{named}
+	}
+	list = &external_metrics.ExternalMetricValueList{}
+	for _, s := range services {
+		if !selector.Matches(labels.Set{ServiceKey: s}) {
+			continue
+		}
+		live, window := p.serviceLive(s)
+		list.Items = append(list.Items, external_metrics.ExternalMetricValue{
+			MetricName:    ExternalMetric,
+			MetricLabels:  map[string]string{ServiceKey: s},
+			Timestamp:     asOf,
+			WindowSeconds: &window,
+			Value:         *resource.NewQuantity(live, resource.DecimalSI),
+		})
+	}
+	return list, nil
+}
+
+// asOf is the time the view's values were true: now while NATS is connected,
+// the disconnection while it is away, and an error once that is older than
+// MaxStaleness (the HPA then holds the replica count).
+func (p *Provider) asOf() (metav1.Time, error) {
+	since := p.cfg.Link.DisconnectedSince()
+	if since.IsZero() {
+		return metav1.Now(), nil
+	}
+	if away := time.Since(since); away > p.cfg.MaxStaleness {
+		return metav1.Time{}, apierrors.NewServiceUnavailable(fmt.Sprintf(
+			"NATS has been unreachable for %s, longer than --max-staleness %s: the fleet's values are too old to scale on",
+			away.Round(time.Second), p.cfg.MaxStaleness))
+	}
+	return metav1.NewTime(since), nil
+}
+
+func known(info provider.CustomMetricInfo) error {
+	want := WorkloadMetric
+	if info.GroupResource == pods {
+		want = PodMetric
+	}
+	if _, ok := kinds[info.GroupResource]; !ok || info.Metric != want || !info.Namespaced {
+		return provider.NewMetricNotFoundError(info.GroupResource, info.Metric)
+	}
+	return nil
+}
+
+// podValues sums the instances of the followers reporting each pod of
+// namespace that match says to include, in pod order.
+func (p *Provider) podValues(namespace string, asOf metav1.Time, match func(pod string) bool, metricSelector labels.Selector) []custom_metrics.MetricValue {
+	type sum struct {
+		instances int64
+		ttl       int64
+		service   string
+	}
+	var order []string
+	byPod := map[string]*sum{}
+	for _, service := range p.cfg.Fleet.Services() {
+		if !metricSelector.Matches(labels.Set{ServiceKey: service}) {
+			continue
+		}
+		for _, m := range p.cfg.Fleet.Members(service) {
+			if m.Role != fleet.RoleFollower || m.Pod == "" || m.Namespace != namespace || !match(m.Pod) {
+				continue
+			}
+			s := byPod[m.Pod]
+			if s == nil {
+				s = &sum{service: service}
+				byPod[m.Pod] = s
+				order = append(order, m.Pod)
+			}
+			s.instances += m.Instances
+			s.ttl = max(s.ttl, m.TTLMillis)
+		}
+	}
+	items := make([]custom_metrics.MetricValue, 0, len(order))
+	for _, pod := range order {
+		s := byPod[pod]
+		items = append(items, value(pods, namespace, pod, PodMetric, s.instances, windowSeconds(s.ttl), asOf))
+	}
+	return items
+}
+
+func (p *Provider) workloadValue(gr schema.GroupResource, namespace, name, service string, asOf metav1.Time) custom_metrics.MetricValue {
+	live, window := p.serviceLive(service)
+	return value(gr, namespace, name, WorkloadMetric, live, window, asOf)
+}
+
+// serviceLive is the service's live instances and the window of its reports.
+func (p *Provider) serviceLive(service string) (live, window int64) {
+	var ttl int64
+	for _, m := range p.cfg.Fleet.Members(service) {
+		ttl = max(ttl, m.TTLMillis)
+	}
+	return p.cfg.Fleet.Totals(service).Live(), windowSeconds(ttl)
+}
+
+func value(gr schema.GroupResource, namespace, name, metric string, v, window int64, asOf metav1.Time) custom_metrics.MetricValue {
+	kind := kinds[gr]
+	return custom_metrics.MetricValue{
+		DescribedObject: custom_metrics.ObjectReference{APIVersion: kind[0], Kind: kind[1], Namespace: namespace, Name: name},
+		Metric:          custom_metrics.MetricIdentifier{Name: metric},
+		Timestamp:       asOf,
+		WindowSeconds:   &window,
+		Value:           *resource.NewQuantity(v, resource.DecimalSI),
+	}
+}
+
+// windowSeconds is a TTL in whole seconds, rounded up, at least 1.
+func windowSeconds(ttlMillis int64) int64 {
+	return max(1, int64(math.Ceil(float64(ttlMillis)/1000)))
+}
