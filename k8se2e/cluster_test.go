@@ -224,7 +224,7 @@ func startCluster(bin, dir, host string) (_ *cluster, err error) {
 		"--use-service-account-credentials=true",
 		"--service-account-private-key-file", p("sa.key"),
 		"--root-ca-file", p("apiserver-certs/apiserver.crt"),
-		"--controllers", "deployment-controller,replicaset-controller,horizontal-pod-autoscaler-controller,serviceaccount-token-controller",
+		"--controllers", "deployment-controller,replicaset-controller,horizontal-pod-autoscaler-controller,serviceaccount-controller,serviceaccount-token-controller",
 		"--horizontal-pod-autoscaler-sync-period", "1s",
 		"--concurrent-replicaset-syncs", "2",
 		"--v", "1")
