@@ -186,17 +186,10 @@ func TestHPAScalesOnTheAdaptersMetric(t *testing.T) {
 	installCRDs(t, a)
 	a.applyOverlay(t, "hpa")
 
-	// The adapter's endpoint: its address in the namespace (no kubelet
-	// reports the adapter pod's IP, and an endpoint may not be loopback).
-	_, err := c.client.CoreV1().Endpoints(namespace).Create(ctx, &corev1.Endpoints{ //nolint:staticcheck // the aggregator may read either
-		ObjectMeta: metav1.ObjectMeta{Name: "headcount-adapter"},
-		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: env.ns.nsIP}},
-			Ports: []corev1.EndpointPort{{Name: "https", Port: 6443}}}},
-	}, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		require.NoError(t, err)
-	}
-	_, err = c.client.DiscoveryV1().EndpointSlices(namespace).Create(ctx, &discoveryv1.EndpointSlice{
+	// The adapter's endpoint, which the aggregator routes to: its address in
+	// the namespace (no kubelet reports the adapter pod's IP, and an
+	// endpoint may not be loopback). No endpoint controller runs to replace it.
+	_, err := c.client.DiscoveryV1().EndpointSlices(namespace).Create(ctx, &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: "headcount-adapter-k8se2e", Labels: map[string]string{discoveryv1.LabelServiceName: "headcount-adapter"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{env.ns.nsIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}}},
