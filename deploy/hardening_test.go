@@ -62,10 +62,12 @@ type workload struct {
 	pod        corev1.PodTemplateSpec
 }
 
+// strict decodes YAML into client-go's types, refusing unknown fields.
+var strict = kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+	kjson.SerializerOptions{Yaml: true, Strict: true})
+
 func decode(t *testing.T, dir string) rendered {
 	t.Helper()
-	strict := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
-		kjson.SerializerOptions{Yaml: true, Strict: true})
 	r := rendered{services: map[string]*corev1.Service{}, other: map[string][]map[string]any{}}
 	for _, res := range render(t, dir).Resources() {
 		y, err := res.AsYAML()
@@ -415,4 +417,40 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	}
 	require.NotEmpty(t, names)
 	return names
+}
+
+// The 3-node NATS option (overlays/ha): a StatefulSet whose cluster routes
+// name each of its pods through its headless Service, which publishes
+// not-ready addresses so that servers starting together find each other.
+func TestNATSClusterRoutesNameEveryServer(t *testing.T) {
+	m := render(t, filepath.Join("overlays", "ha"))
+	var sts *appsv1.StatefulSet
+	deployments := 0
+	for _, r := range m.Resources() {
+		if r.GetName() != "nats" {
+			continue
+		}
+		y, err := r.AsYAML()
+		require.NoError(t, err)
+		switch r.GetKind() {
+		case "StatefulSet":
+			obj, _, err := strict.Decode(y, nil, nil)
+			require.NoError(t, err)
+			sts = obj.(*appsv1.StatefulSet)
+		case "Deployment":
+			deployments++
+		}
+	}
+	require.NotNil(t, sts)
+	assert.Zero(t, deployments, "the single server is replaced, not doubled")
+	n := int(*sts.Spec.Replicas)
+	assert.Equal(t, 3, n)
+	args := strings.Join(sts.Spec.Template.Spec.Containers[0].Args, " ")
+	for i := range n {
+		assert.Contains(t, args, fmt.Sprintf("nats://%s-%d.%s:6222", sts.Name, i, sts.Spec.ServiceName))
+	}
+	svc := decode(t, filepath.Join("overlays", "ha")).services[sts.Spec.ServiceName]
+	require.NotNil(t, svc, "the headless Service")
+	assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP)
+	assert.True(t, svc.Spec.PublishNotReadyAddresses)
 }
