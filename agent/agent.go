@@ -47,11 +47,14 @@ type Agent struct {
 	stop    chan struct{}
 	stopped chan struct{}
 
-	mu        sync.Mutex
-	report    fleet.Report // seq is the last one published
-	published bool
-	closed    bool
+	mu     sync.Mutex
+	report fleet.Report // seq is the last one published
+	closed bool
 }
+
+// DefaultHeartbeat is the report period when nothing changes: every member
+// (agent, sidecar, demo) and its flags default to it.
+const DefaultHeartbeat = time.Second
 
 // New validates cfg, publishes a "starting" report with a fresh incarnation
 // and starts reporting.
@@ -63,7 +66,7 @@ func New(nc *nats.Conn, cfg Config) (*Agent, error) {
 		cfg.Role = fleet.RoleFollower
 	}
 	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = time.Second
+		cfg.Heartbeat = DefaultHeartbeat
 	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = 3 * cfg.Heartbeat

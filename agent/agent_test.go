@@ -10,7 +10,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 var subjects = fleet.Subjects{Prefix: fleet.DefaultPrefix}
@@ -56,7 +56,7 @@ func newAgent(t *testing.T, nc *nats.Conn, cfg agent.Config) *agent.Agent {
 }
 
 func TestAgentLifecycle(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
+	nc := natstest.Connect(t, natstest.Server(t))
 	ch := reports(t, nc, "f-1")
 	a := newAgent(t, nc, config("f-1"))
 
@@ -81,7 +81,7 @@ func TestAgentLifecycle(t *testing.T) {
 }
 
 func TestAgentCoalescesBurstsOfChanges(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
+	nc := natstest.Connect(t, natstest.Server(t))
 	ch := reports(t, nc, "f-1")
 	a := newAgent(t, nc, config("f-1"))
 	next(t, ch) // starting
@@ -101,7 +101,7 @@ func TestAgentCoalescesBurstsOfChanges(t *testing.T) {
 }
 
 func TestAgentHeartbeatsAndAnswersRollCalls(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
+	nc := natstest.Connect(t, natstest.Server(t))
 	ch := reports(t, nc, "f-1")
 	cfg := config("f-1")
 	cfg.Heartbeat = 100 * time.Millisecond
@@ -121,7 +121,7 @@ func TestAgentHeartbeatsAndAnswersRollCalls(t *testing.T) {
 }
 
 func TestAgentRefusesBadConfig(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
+	nc := natstest.Connect(t, natstest.Server(t))
 	for name, mutate := range map[string]func(*agent.Config){
 		"bad service":  func(c *agent.Config) { c.Service = "Bad_Service" },
 		"bad follower": func(c *agent.Config) { c.Follower = "" },
@@ -137,7 +137,7 @@ func TestAgentRefusesBadConfig(t *testing.T) {
 }
 
 func TestAgentReportIsTheWireContract(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
+	nc := natstest.Connect(t, natstest.Server(t))
 	raw := make(chan []byte, 1)
 	_, err := nc.Subscribe(subjects.Report("svc", "f-1"), func(m *nats.Msg) { raw <- m.Data })
 	require.NoError(t, err)
@@ -156,7 +156,7 @@ func TestAgentReportIsTheWireContract(t *testing.T) {
 // Abandon goes silent like a crash: no "gone", no heartbeat, no roll-call
 // answer; a later Close publishes nothing either.
 func TestAbandonGoesSilent(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
+	nc := natstest.Connect(t, natstest.Server(t))
 	ch := reports(t, nc, "f-1")
 	cfg := config("f-1")
 	cfg.Heartbeat = 40 * time.Millisecond

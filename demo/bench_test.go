@@ -1,4 +1,4 @@
-package demo
+package demo_test
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/headcount-dev/headcount/internal/demotest"
+
 	"github.com/headcount-dev/headcount/internal/e2e"
 )
 
@@ -14,10 +16,10 @@ import (
 // two followers (10 each) has its SSE update.
 func BenchmarkWriteFanOut(b *testing.B) {
 	nc := testNATS(b)
-	leader := TestLeader(b, nc, "bench")
+	leader := demotest.Leader(b, nc, "bench")
 	var streams []*e2e.Stream
 	for i := range 2 {
-		f := TestFollower(b, nc, "bench", fmt.Sprintf("follower-%d", i), leader)
+		f := demotest.Follower(b, nc, "bench", fmt.Sprintf("follower-%d", i), leader)
 		for range 10 {
 			st := subscribe(b, f, create(b, f, "c"))
 			st.Next(b)
@@ -42,34 +44,14 @@ func BenchmarkWriteFanOut(b *testing.B) {
 // already running) and delete it, over HTTP.
 func BenchmarkCreateDelete(b *testing.B) {
 	nc := testNATS(b)
-	leader := TestLeader(b, nc, "bench")
-	f := TestFollower(b, nc, "bench", "follower-1", leader)
+	leader := demotest.Leader(b, nc, "bench")
+	f := demotest.Follower(b, nc, "bench", "follower-1", leader)
 	keep := create(b, f, "c") // holds the mirror open
 	_ = keep
 	for b.Loop() {
 		id := create(b, f, "c")
 		if code, _ := do(b, http.MethodDelete, "http://"+f.ControlAddr()+"/v1/streams/"+id, ""); code != http.StatusOK {
 			b.Fatalf("DELETE: %d", code)
-		}
-	}
-}
-
-// BenchmarkParseEntries: a 100-key PATCH body.
-func BenchmarkParseEntries(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteString("[")
-	for i := range 100 {
-		if i > 0 {
-			sb.WriteString(",")
-		}
-		fmt.Fprintf(&sb, `["post-%d",[{"title":"t%d","votes":%d,"by":"u"}]]`, i, i, i)
-	}
-	sb.WriteString("]")
-	body := []byte(sb.String())
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		if _, err := parseEntries(body); err != nil {
-			b.Fatal(err)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package demo
+package demo_test
 
 import (
 	"bufio"
@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headcount-dev/headcount/demo"
+	"github.com/headcount-dev/headcount/internal/demotest"
+
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
 )
@@ -16,16 +19,16 @@ import (
 // A write to the leader reaches, as an SSE update, every subscriber of every follower.
 func TestWriteReachesEverySubscriberOfEveryFollower(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
+	leader := demotest.Leader(t, nc, "hn")
 	write(t, leader, "posts", `[["p1",[{"title":"a","votes":1}]],["p2",[{"votes":2,"title":"b"}]]]`)
-	followers := []*Server{TestFollower(t, nc, "hn", "follower-1", leader), TestFollower(t, nc, "hn", "follower-2", leader)}
+	followers := []*demo.Server{demotest.Follower(t, nc, "hn", "follower-1", leader), demotest.Follower(t, nc, "hn", "follower-2", leader)}
 
 	const init = `[["p1",[{"title":"a","votes":1}]],["p2",[{"title":"b","votes":2}]]]`
 	var streams []*e2e.Stream
 	for _, f := range followers {
 		for range 2 { // two instances per follower: they share one mirror
 			id := create(t, f, "posts")
-			if !strings.HasPrefix(id, f.cfg.ID+"/") {
+			if !strings.HasPrefix(id, f.Agent().Report().Follower+"/") {
 				t.Fatalf("id %q lacks the follower's prefix", id)
 			}
 			st := subscribe(t, f, id)
@@ -33,7 +36,7 @@ func TestWriteReachesEverySubscriberOfEveryFollower(t *testing.T) {
 			streams = append(streams, st)
 		}
 	}
-	if n := leader.instances.count(); n != len(followers) {
+	if n := leader.InstanceCount(); n != len(followers) {
 		t.Fatalf("leader holds %d instances, want one mirror per follower (%d)", n, len(followers))
 	}
 
@@ -57,7 +60,7 @@ func TestWriteReachesEverySubscriberOfEveryFollower(t *testing.T) {
 
 func TestStreamFormatIsSkips(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
+	leader := demotest.Leader(t, nc, "hn")
 	write(t, leader, "c", `[[1,["a","b"]]]`)
 	resp := get(t, "http://"+leader.StreamingAddr()+"/v1/streams/"+create(t, leader, "c"))
 	defer resp.Body.Close()
@@ -78,8 +81,8 @@ func TestStreamFormatIsSkips(t *testing.T) {
 
 func TestSecondSubscriberGets409(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	leader := demotest.Leader(t, nc, "hn")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	id := create(t, f, "c")
 	first := subscribe(t, f, id)
 	first.Expect(t, "init", `[]`)
@@ -99,8 +102,8 @@ func TestSecondSubscriberGets409(t *testing.T) {
 
 func TestUnknownInstanceIs404(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	leader := demotest.Leader(t, nc, "hn")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	id := create(t, f, "c")
 	_, uuid, _ := strings.Cut(id, "/")
 	for _, path := range []string{"nope", "follower-1/nope", "follower-2/" + uuid, "a/b/c"} {
@@ -119,8 +122,8 @@ func TestUnknownInstanceIs404(t *testing.T) {
 
 func TestDeleteEndsInstanceAndStream(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	leader := demotest.Leader(t, nc, "hn")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	for _, form := range []string{"prefixed", "bare"} {
 		id := create(t, f, "c")
 		st := subscribe(t, f, id)
@@ -142,14 +145,14 @@ func TestDeleteEndsInstanceAndStream(t *testing.T) {
 		}
 	}
 	// The last instance gone, the follower releases its mirror on the leader.
-	eventually(t, "leader instance released", func() bool { return leader.instances.count() == 0 })
+	eventually(t, "leader instance released", func() bool { return leader.InstanceCount() == 0 })
 }
 
 func TestHealthAndOpsEndpoints(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
-	for _, s := range []*Server{leader, f} {
+	leader := demotest.Leader(t, nc, "hn")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
+	for _, s := range []*demo.Server{leader, f} {
 		for _, url := range []string{
 			"http://" + s.ControlAddr() + "/v1/healthcheck",
 			"http://" + s.StreamingAddr() + "/v1/healthcheck",
@@ -157,7 +160,7 @@ func TestHealthAndOpsEndpoints(t *testing.T) {
 			"http://" + s.ControlAddr() + "/readyz",
 		} {
 			if code, body := do(t, http.MethodGet, url, ""); code != http.StatusOK {
-				t.Errorf("%s %s: %d %s", s.role, url, code, body)
+				t.Errorf("%s %s: %d %s", s.Agent().Report().Role, url, code, body)
 			}
 		}
 	}
@@ -175,8 +178,8 @@ func TestHealthAndOpsEndpoints(t *testing.T) {
 
 func TestFollowerHasNoInputs(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	leader := demotest.Leader(t, nc, "hn")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	if code, _ := do(t, http.MethodPatch, "http://"+f.ControlAddr()+"/v1/inputs/c", `[["k",[1]]]`); code != http.StatusNotFound {
 		t.Fatalf("PATCH on a follower: %d, want 404", code)
 	}
@@ -184,37 +187,37 @@ func TestFollowerHasNoInputs(t *testing.T) {
 
 func TestSnapshotAndLookup(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	leader := demotest.Leader(t, nc, "hn")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	write(t, leader, "c", `[["a",[1,2]],["b",[3]]]`)
-	for _, s := range []*Server{leader, f} {
+	for _, s := range []*demo.Server{leader, f} {
 		code, body := do(t, http.MethodPost, "http://"+s.ControlAddr()+"/v1/snapshot/collection", `{"name":"c"}`)
 		if code != http.StatusOK || body != `[["a",[1,2]],["b",[3]]]` {
-			t.Errorf("%s snapshot: %d %s", s.role, code, body)
+			t.Errorf("%s snapshot: %d %s", s.Agent().Report().Role, code, body)
 		}
 		code, body = do(t, http.MethodPost, "http://"+s.ControlAddr()+"/v1/snapshot/collection/lookup", `{"key":"a","params":{"name":"c"}}`)
 		if code != http.StatusOK || body != `[1,2]` {
-			t.Errorf("%s lookup: %d %s", s.role, code, body)
+			t.Errorf("%s lookup: %d %s", s.Agent().Report().Role, code, body)
 		}
 		code, body = do(t, http.MethodPost, "http://"+s.ControlAddr()+"/v1/snapshot/collection/lookup", `{"key":"zz","params":{"name":"c"}}`)
 		if code != http.StatusOK || body != `[]` {
-			t.Errorf("%s lookup of an absent key: %d %s", s.role, code, body)
+			t.Errorf("%s lookup of an absent key: %d %s", s.Agent().Report().Role, code, body)
 		}
 	}
 	// Snapshots are temporary: nothing stays on the follower, nor its mirror on the leader.
-	if n := f.instances.count(); n != 0 {
+	if n := f.InstanceCount(); n != 0 {
 		t.Fatalf("follower keeps %d instances after snapshots", n)
 	}
-	eventually(t, "leader mirror released", func() bool { return leader.instances.count() == 0 })
+	eventually(t, "leader mirror released", func() bool { return leader.InstanceCount() == 0 })
 }
 
 // The instance count reported on NATS rises on create and falls once the
 // subscriber has left for InstanceTTL.
 func TestInstanceCountOnNATS(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
+	leader := demotest.Leader(t, nc, "hn")
 	reps := e2e.WatchReports(t, nc, "hn", "follower-1")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	reps.WaitFor(t, "ready", func(r fleet.Report) bool {
 		return r.State == fleet.StateReady && r.Instances == 0 && r.Role == fleet.RoleFollower && r.Streaming == f.StreamingAddr()
 	})
@@ -223,15 +226,15 @@ func TestInstanceCountOnNATS(t *testing.T) {
 
 	st := subscribe(t, f, id)
 	st.Expect(t, "init", `[]`)
-	time.Sleep(2 * f.cfg.InstanceTTL) // subscribed: the TTL does not run
-	if n := f.instances.count(); n != 1 {
+	time.Sleep(2 * demotest.InstanceTTL) // subscribed: the TTL does not run
+	if n := f.InstanceCount(); n != 1 {
 		t.Fatalf("subscribed instance destroyed: %d left", n)
 	}
 	left := time.Now()
 	st.Close()
 	reps.WaitFor(t, "0 instances", func(r fleet.Report) bool { return r.Instances == 0 && r.Created == 1 })
-	if waited := time.Since(left); waited < f.cfg.InstanceTTL {
-		t.Fatalf("destroyed %v after the subscriber left, before the TTL (%v)", waited, f.cfg.InstanceTTL)
+	if waited := time.Since(left); waited < demotest.InstanceTTL {
+		t.Fatalf("destroyed %v after the subscriber left, before the TTL (%v)", waited, demotest.InstanceTTL)
 	}
 	resp := get(t, "http://"+f.StreamingAddr()+"/v1/streams/"+id)
 	resp.Body.Close()
@@ -243,7 +246,7 @@ func TestInstanceCountOnNATS(t *testing.T) {
 func TestLeaderRegistersAsLeader(t *testing.T) {
 	nc := testNATS(t)
 	reps := e2e.WatchReports(t, nc, "hn", "leader")
-	leader := TestLeader(t, nc, "hn")
+	leader := demotest.Leader(t, nc, "hn")
 	reps.WaitFor(t, "leader ready", func(r fleet.Report) bool {
 		return r.Role == fleet.RoleLeader && r.State == fleet.StateReady && r.Control == leader.ControlAddr()
 	})
@@ -251,9 +254,9 @@ func TestLeaderRegistersAsLeader(t *testing.T) {
 
 func TestBadRequestsAreClear4xx(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
+	leader := demotest.Leader(t, nc, "hn")
 	c, s := "http://"+leader.ControlAddr(), "http://"+leader.StreamingAddr()
-	big := `{"name":"` + strings.Repeat("x", maxParamsBytes) + `"}`
+	big := `{"name":"` + strings.Repeat("x", demo.MaxParamsBytes) + `"}`
 	for _, tc := range []struct {
 		method, url, body string
 		want              int
@@ -296,23 +299,18 @@ func TestBadRequestsAreClear4xx(t *testing.T) {
 // subscribers see the difference as an update.
 func TestMirrorReconnects(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	leader := demotest.Leader(t, nc, "hn")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	write(t, leader, "c", `[["a",[1]],["b",[2]]]`)
 	st := subscribe(t, f, create(t, f, "c"))
 	st.Expect(t, "init", `[["a",[1]],["b",[2]]]`)
 
 	// Destroy the follower's instance on the leader: its stream ends.
-	leader.instances.mu.Lock()
-	var upstream []string
-	for id := range leader.instances.byID {
-		upstream = append(upstream, id)
-	}
-	leader.instances.mu.Unlock()
+	upstream := leader.InstanceIDs()
 	if len(upstream) != 1 {
 		t.Fatalf("leader holds %d instances, want 1", len(upstream))
 	}
-	leader.instances.destroy(upstream[0])
+	leader.DestroyInstance(upstream[0])
 	write(t, leader, "c", `[["a",[]],["b",[3]]]`) // lands while the mirror is away, or after
 
 	// One write is atomic: whether it lands before the new init (a diff) or
@@ -329,9 +327,9 @@ func TestMirrorReconnects(t *testing.T) {
 
 func TestDrainThenShutdown(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
+	leader := demotest.Leader(t, nc, "hn")
 	reps := e2e.WatchReports(t, nc, "hn", "follower-1")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	id := create(t, f, "c")
 	st := subscribe(t, f, id)
 	st.Expect(t, "init", `[]`)
@@ -370,16 +368,16 @@ func TestDrainThenShutdown(t *testing.T) {
 
 func TestKillPublishesNoGone(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
+	leader := demotest.Leader(t, nc, "hn")
 	reps := e2e.WatchReports(t, nc, "hn", "follower-1")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	reps.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 	f.Kill()
 	if _, err := http.Get("http://" + f.ControlAddr() + "/v1/healthcheck"); err == nil {
 		t.Fatal("control port still answers after Kill")
 	}
 	n := len(reps.All())
-	time.Sleep(5 * f.cfg.Heartbeat)
+	time.Sleep(5 * demotest.Heartbeat)
 	after := reps.All()
 	for _, r := range after {
 		if r.State == fleet.StateGone {
@@ -393,7 +391,7 @@ func TestKillPublishesNoGone(t *testing.T) {
 
 func TestKeepAliveComments(t *testing.T) {
 	nc := testNATS(t)
-	leader := testServer(t, StartLeader, Config{Service: "hn", ID: "leader", NATS: nc, keepAlive: 20 * time.Millisecond})
+	leader := demotest.Start(t, demo.StartLeader, demo.Config{Service: "hn", ID: "leader", NATS: nc, KeepAlive: 20 * time.Millisecond})
 	resp := get(t, "http://"+leader.StreamingAddr()+"/v1/streams/"+create(t, leader, "c"))
 	defer resp.Body.Close()
 	r := bufio.NewReader(resp.Body)
@@ -413,15 +411,15 @@ func TestStartRefusesBadConfig(t *testing.T) {
 	nc := testNATS(t)
 	for _, tc := range []struct {
 		name  string
-		start func(Config, net.Listener, net.Listener) (*Server, error)
-		cfg   Config
+		start func(demo.Config, net.Listener, net.Listener) (*demo.Server, error)
+		cfg   demo.Config
 	}{
-		{"no id", StartLeader, Config{NATS: nc}},
-		{"bad id", StartLeader, Config{ID: "Leader_1", NATS: nc}},
-		{"bad service", StartLeader, Config{Service: "a.b", ID: "leader", NATS: nc}},
-		{"no NATS", StartLeader, Config{ID: "leader"}},
-		{"prefix with a slash", StartLeader, Config{ID: "leader", NATS: nc, ResourcePrefix: "a/b"}},
-		{"follower without leader", StartFollower, Config{ID: "f-1", NATS: nc}},
+		{"no id", demo.StartLeader, demo.Config{NATS: nc}},
+		{"bad id", demo.StartLeader, demo.Config{ID: "Leader_1", NATS: nc}},
+		{"bad service", demo.StartLeader, demo.Config{Service: "a.b", ID: "leader", NATS: nc}},
+		{"no NATS", demo.StartLeader, demo.Config{ID: "leader"}},
+		{"prefix with a slash", demo.StartLeader, demo.Config{ID: "leader", NATS: nc, ResourcePrefix: "a/b"}},
+		{"follower without leader", demo.StartFollower, demo.Config{ID: "f-1", NATS: nc}},
 	} {
 		control, streaming := listen(t), listen(t)
 		if s, err := tc.start(tc.cfg, control, streaming); err == nil {
@@ -445,8 +443,8 @@ func listen(t *testing.T) net.Listener {
 // streams stay open meanwhile.
 func TestFollowerRetriesALostLeader(t *testing.T) {
 	nc := testNATS(t)
-	leader := TestLeader(t, nc, "hn")
-	f := TestFollower(t, nc, "hn", "follower-1", leader)
+	leader := demotest.Leader(t, nc, "hn")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
 	st := subscribe(t, f, create(t, f, "c"))
 	st.Expect(t, "init", `[]`)
 	leader.Kill()
@@ -461,8 +459,8 @@ func TestFollowerRetriesALostLeader(t *testing.T) {
 // A leader stream silent for 4 keep-alive periods counts as lost.
 func TestSilentLeaderStreamIsDropped(t *testing.T) {
 	nc := testNATS(t)
-	leader := testServer(t, StartLeader, Config{Service: "hn", ID: "leader", NATS: nc, keepAlive: time.Hour})
-	f := testServer(t, StartFollower, Config{Service: "hn", ID: "follower-1", NATS: nc, keepAlive: 20 * time.Millisecond,
+	leader := demotest.Start(t, demo.StartLeader, demo.Config{Service: "hn", ID: "leader", NATS: nc, KeepAlive: time.Hour})
+	f := demotest.Start(t, demo.StartFollower, demo.Config{Service: "hn", ID: "follower-1", NATS: nc, KeepAlive: 20 * time.Millisecond,
 		LeaderControl: leader.ControlAddr(), LeaderStreaming: leader.StreamingAddr()})
 	create(t, f, "c")
 	eventually(t, "silent stream dropped", func() bool {

@@ -1,4 +1,4 @@
-package demo
+package demo_test
 
 import (
 	"io"
@@ -8,17 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headcount-dev/headcount/demo"
+	"github.com/headcount-dev/headcount/internal/natstest"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
 )
 
 const wait = 10 * time.Second // generous: the machine is shared
 
 func testNATS(t testing.TB) *nats.Conn {
 	t.Helper()
-	return natsembed.Connect(t, natsembed.Test(t))
+	return natstest.Connect(t, natstest.Server(t))
 }
 
 // do sends one request and returns the status and body.
@@ -45,7 +47,7 @@ func do(t testing.TB, method, url, body string, header ...string) (int, string) 
 }
 
 // create makes an instance of collection on s and returns its id as s answered it.
-func create(t testing.TB, s *Server, collection string) string {
+func create(t testing.TB, s *demo.Server, collection string) string {
 	t.Helper()
 	code, body := do(t, http.MethodPost, "http://"+s.ControlAddr()+"/v1/streams/collection", `{"name":"`+collection+`"}`)
 	if code != http.StatusCreated {
@@ -54,7 +56,7 @@ func create(t testing.TB, s *Server, collection string) string {
 	return body
 }
 
-func write(t testing.TB, leader *Server, collection, body string) {
+func write(t testing.TB, leader *demo.Server, collection, body string) {
 	t.Helper()
 	if code, resp := do(t, http.MethodPatch, "http://"+leader.ControlAddr()+"/v1/inputs/"+collection, body); code != http.StatusOK {
 		t.Fatalf("write %s: %d %s", collection, code, resp)
@@ -62,7 +64,7 @@ func write(t testing.TB, leader *Server, collection, body string) {
 }
 
 // subscribe opens the stream of id and fails unless it answers 200 as SSE.
-func subscribe(t testing.TB, s *Server, id string) *e2e.Stream {
+func subscribe(t testing.TB, s *demo.Server, id string) *e2e.Stream {
 	t.Helper()
 	st, code := e2e.Subscribe(t, s.StreamingAddr(), id)
 	if code != http.StatusOK {
@@ -100,7 +102,7 @@ func eventually(t testing.TB, what string, cond func() bool) {
 }
 
 // metric reads one unlabelled metric from s's /metrics (-1 when absent).
-func metric(t testing.TB, s *Server, name string) float64 {
+func metric(t testing.TB, s *demo.Server, name string) float64 {
 	t.Helper()
 	_, body := do(t, http.MethodGet, "http://"+s.ControlAddr()+"/metrics", "")
 	for line := range strings.SplitSeq(body, "\n") {

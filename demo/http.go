@@ -257,7 +257,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, inst *instance) 
 	if !send(buf) {
 		return
 	}
-	ping := time.NewTicker(s.cfg.keepAlive)
+	ping := time.NewTicker(s.cfg.KeepAlive)
 	defer ping.Stop()
 	for {
 		select {
@@ -273,7 +273,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, inst *instance) 
 				continue
 			}
 			buf = appendEvent(buf[:0], ev)
-			ping.Reset(s.cfg.keepAlive)
+			ping.Reset(s.cfg.KeepAlive)
 		}
 		if !send(buf) {
 			return

@@ -141,7 +141,7 @@ func (s *Server) follow(ctx context.Context, collection string, f *feed, b *back
 	// silence mean a dead connection.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	idle := 4 * s.cfg.keepAlive
+	idle := 4 * s.cfg.KeepAlive
 	watchdog := time.AfterFunc(idle, cancel)
 	defer watchdog.Stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.cfg.LeaderStreaming+"/v1/streams/"+id, nil)

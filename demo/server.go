@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -33,36 +32,42 @@ type Config struct {
 	LeaderControl   string         // followers: leader's control host:port
 	LeaderStreaming string         // followers: leader's streaming host:port
 	ResourcePrefix  string         // SKIP_RESOURCE_PREFIX; followers default to ID
-	InstanceTTL     time.Duration  // destroy delay after the subscriber leaves (default 30s)
-	Heartbeat       time.Duration  // agent heartbeat (default 1s)
+	InstanceTTL     time.Duration  // destroy delay after the subscriber leaves
+	Heartbeat       time.Duration  // agent heartbeat
 	Advertise       string         // optional host to advertise instead of the listener's
 	Logger          *slog.Logger
-	Pod             string // optional Kubernetes pod name, reported to the fleet
-	Namespace       string // optional Kubernetes namespace, reported to the fleet
-
-	keepAlive time.Duration // SSE keep-alive period (15 s); tests shorten it
+	Pod             string        // optional Kubernetes pod name, reported to the fleet
+	Namespace       string        // optional Kubernetes namespace, reported to the fleet
+	KeepAlive       time.Duration // SSE keep-alive comment period (default 15 s)
 }
 
-const (
-	defaultKeepAlive = 15 * time.Second
-	createTimeout    = 10 * time.Second // a follower waits this long for the leader's init
-)
+const createTimeout = 10 * time.Second // a follower waits this long for the leader's init
+
+// DefaultConfig is the demo's defaults, the flags' included; the servers
+// also give them to zero fields.
+func DefaultConfig() Config {
+	return Config{
+		Service: "demo", Subjects: fleet.Subjects{Prefix: fleet.DefaultPrefix},
+		InstanceTTL: 30 * time.Second, Heartbeat: agent.DefaultHeartbeat, KeepAlive: 15 * time.Second,
+	}
+}
 
 func (c *Config) defaults(role fleet.Role) error {
+	def := DefaultConfig()
 	if c.Service == "" {
-		c.Service = "demo"
+		c.Service = def.Service
 	}
 	if c.Subjects.Prefix == "" {
-		c.Subjects.Prefix = fleet.DefaultPrefix
+		c.Subjects = def.Subjects
 	}
 	if c.InstanceTTL <= 0 {
-		c.InstanceTTL = 30 * time.Second
+		c.InstanceTTL = def.InstanceTTL
 	}
 	if c.Heartbeat <= 0 {
-		c.Heartbeat = time.Second
+		c.Heartbeat = def.Heartbeat
 	}
-	if c.keepAlive <= 0 {
-		c.keepAlive = defaultKeepAlive
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = def.KeepAlive
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -119,6 +124,26 @@ func StartLeader(cfg Config, control, streaming net.Listener) (*Server, error) {
 // or Kill; it returns once registered and becomes ready once the leader answers.
 func StartFollower(cfg Config, control, streaming net.Listener) (*Server, error) {
 	return start(cfg, fleet.RoleFollower, control, streaming)
+}
+
+// StartLoopback runs start (StartLeader or StartFollower) on two fresh
+// loopback listeners, as `headcount up` runs its in-process leader.
+func StartLoopback(start func(Config, net.Listener, net.Listener) (*Server, error), cfg Config) (*Server, error) {
+	control, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	streaming, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = control.Close()
+		return nil, err
+	}
+	s, err := start(cfg, control, streaming)
+	if err != nil {
+		_ = control.Close()
+		_ = streaming.Close()
+	}
+	return s, err
 }
 
 func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Server, error) {
@@ -300,21 +325,4 @@ func (s *Server) stop() {
 		s.serving.Wait()
 		s.log.Info("demo stopped")
 	})
-}
-
-// HostnameID derives a DNS-1123 label from the hostname (in Kubernetes, the
-// pod name): a follower's default id.
-func HostnameID() string {
-	h, _ := os.Hostname()
-	id := []byte(strings.ToLower(h))
-	for i, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-			id[i] = '-'
-		}
-	}
-	label := strings.Trim(string(id[:min(len(id), 63)]), "-")
-	if label == "" {
-		return "follower"
-	}
-	return label
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -178,4 +179,24 @@ func FuzzSSEReader(f *testing.F) {
 			t.Fatalf("round trip of %q %q %q: %q %q %q %v", kind, id, data, k, i, d, err)
 		}
 	})
+}
+
+// BenchmarkParseEntries: a 100-key PATCH body.
+func BenchmarkParseEntries(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("[")
+	for i := range 100 {
+		if i > 0 {
+			sb.WriteString(",")
+		}
+		fmt.Fprintf(&sb, `["post-%d",[{"title":"t%d","votes":%d,"by":"u"}]]`, i, i, i)
+	}
+	sb.WriteString("]")
+	body := []byte(sb.String())
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := parseEntries(body); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

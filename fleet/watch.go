@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,29 +24,31 @@ type WatchConfig struct {
 	Policy AddressPolicy
 	// SweepEvery is how often silent members are expired (default 100 ms).
 	SweepEvery time.Duration
-	// OnChange, if set, is called after a message changed service's view,
-	// on the NATS delivery goroutine: keep it short.
-	OnChange func(service string)
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Watcher feeds a View from NATS: it applies reports, placements and demand,
 // drops (and counts) what fails validation, sends a roll call on start and on
-// every reconnect, and expires silent members.
+// every reconnect, expires silent members, and tells its consumers (OnChange)
+// which service changed. A process runs one, owned by its composition root.
 type Watcher struct {
-	view    *View
-	nc      *nats.Conn
-	cfg     WatchConfig
-	subs    []*nats.Subscription
-	logs    *rate.Limiter
-	cancel  context.CancelFunc
-	mu      sync.Mutex
-	drops   map[string]uint64
-	applied map[string]uint64
+	view      *View
+	nc        *nats.Conn
+	cfg       WatchConfig
+	subs      []*nats.Subscription
+	status    chan nats.Status
+	logs      *rate.Limiter
+	cancel    context.CancelFunc
+	loops     sync.WaitGroup
+	consumers atomic.Pointer[[]func(service string)]
+	mu        sync.Mutex
+	drops     map[string]uint64
+	applied   map[string]uint64
 }
 
 // Watch subscribes view to cfg's subjects on nc and sends a roll call, so that
-// the view is full within one round trip. Close stops it.
+// the view is full within one round trip. Close stops it. The watcher only
+// adds subscriptions and a status listener to nc, and removes them on Close.
 func Watch(nc *nats.Conn, view *View, cfg WatchConfig) (*Watcher, error) {
 	if cfg.Subjects.Prefix == "" {
 		cfg.Subjects.Prefix = DefaultPrefix
@@ -80,23 +83,64 @@ func Watch(nc *nats.Conn, view *View, cfg WatchConfig) (*Watcher, error) {
 		}
 		w.subs = append(w.subs, sub)
 	}
-	// A reconnected client may have missed anything: ask everyone again,
-	// keeping whatever reconnect handler the connection already had.
-	previous := nc.Opts.ReconnectedCB
-	nc.SetReconnectHandler(func(c *nats.Conn) {
-		if previous != nil {
-			previous(c)
-		}
-		if ctx.Err() == nil {
-			_ = w.RollCall()
-		}
-	})
+	w.status = nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	if err := w.RollCall(); err != nil {
 		w.Close()
 		return nil, err
 	}
-	go w.sweep(ctx)
+	w.loops.Add(2)
+	go func() {
+		defer w.loops.Done()
+		for st := range w.status { // closed by Close
+			w.statusChanged(st)
+		}
+	}()
+	go func() { defer w.loops.Done(); w.sweep(ctx) }()
 	return w, nil
+}
+
+// statusChanged handles the connection's state transitions, in order, on the
+// watcher's own goroutine: the one place that reacts to the connection.
+func (w *Watcher) statusChanged(st nats.Status) {
+	switch st {
+	case nats.CONNECTED: // the first connection predates Watch: this is a reconnect
+		// A reconnected client may have missed anything: ask everyone again.
+		if err := w.RollCall(); err != nil {
+			w.cfg.Logger.Warn("roll call after reconnect failed", "err", err)
+		}
+	}
+}
+
+// Connected is nil while the connection is up; otherwise it says how it is,
+// for readiness checks (the view goes stale while disconnected).
+func (w *Watcher) Connected() error {
+	if w.nc.IsConnected() {
+		return nil
+	}
+	return errors.New("NATS " + w.nc.Status().String())
+}
+
+// OnChange adds f to the consumers told, after a message or an expiry changed
+// a service's view, which service it was. f runs on the NATS delivery
+// goroutine: it must be short and must not block. Consumers read the view
+// when told, so one added after the roll call misses nothing it cannot read.
+func (w *Watcher) OnChange(f func(service string)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var fs []func(string)
+	if old := w.consumers.Load(); old != nil {
+		fs = append(fs, *old...)
+	}
+	fs = append(fs, f)
+	w.consumers.Store(&fs)
+}
+
+func (w *Watcher) changed(service string) {
+	if fs := w.consumers.Load(); fs != nil {
+		for _, f := range *fs {
+			f(service)
+		}
+	}
 }
 
 // RollCall asks every agent of the watched services to report now.
@@ -116,12 +160,16 @@ func (w *Watcher) RollCall() error {
 	return nil
 }
 
-// Close unsubscribes and stops expiring members.
+// Close unsubscribes, removes its status listener and stops expiring members.
 func (w *Watcher) Close() {
 	w.cancel()
+	if w.status != nil {
+		w.nc.RemoveStatusListener(w.status)
+	}
 	for _, s := range w.subs {
 		_ = s.Unsubscribe()
 	}
+	w.loops.Wait()
 }
 
 // Drops returns the messages dropped so far, by reason.
@@ -149,9 +197,9 @@ func (w *Watcher) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if w.view.Sweep(now) > 0 && w.cfg.OnChange != nil {
+			if w.view.Sweep(now) > 0 {
 				for _, s := range w.view.Services() {
-					w.cfg.OnChange(s)
+					w.changed(s)
 				}
 			}
 		}
@@ -195,18 +243,14 @@ func (w *Watcher) handle(msg *nats.Msg) {
 			w.drop(msg, err)
 			return
 		}
-		if d.Router == w.cfg.Self {
-			return
-		}
+		// A router's own demand counts too: its view may be the scaler's.
 		w.view.ApplyDemand(service, d, now)
 	default:
 		w.drop(msg, invalid(ReasonSubject, "unknown kind %q", kind))
 		return
 	}
 	w.count(kind)
-	if w.cfg.OnChange != nil {
-		w.cfg.OnChange(service)
-	}
+	w.changed(service)
 }
 
 func (w *Watcher) count(kind string) {

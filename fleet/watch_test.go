@@ -12,6 +12,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsembed"
 )
 
@@ -26,14 +27,14 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	url := natsembed.Test(t)
-	return &harness{t: t, url: url, nc: natsembed.Connect(t, url)}
+	url := natstest.Server(t)
+	return &harness{t: t, url: url, nc: natstest.Connect(t, url)}
 }
 
 // watch starts a view fed from NATS on a connection of its own.
 func (h *harness) watch() (*fleet.View, *fleet.Watcher) {
 	view := fleet.NewView()
-	w, err := fleet.Watch(natsembed.Connect(h.t, h.url), view, fleet.WatchConfig{
+	w, err := fleet.Watch(natstest.Connect(h.t, h.url), view, fleet.WatchConfig{
 		Subjects: subjects, Services: []string{service}, SweepEvery: 20 * time.Millisecond,
 	})
 	require.NoError(h.t, err)
@@ -43,7 +44,7 @@ func (h *harness) watch() (*fleet.View, *fleet.Watcher) {
 
 // agent starts a follower agent on a connection of its own.
 func (h *harness) agent(id string, heartbeat time.Duration) (*agent.Agent, *nats.Conn) {
-	nc := natsembed.Connect(h.t, h.url)
+	nc := natstest.Connect(h.t, h.url)
 	a, err := agent.New(nc, agent.Config{
 		Subjects: subjects, Service: service, Follower: id,
 		Control: "127.0.0.1:18081", Streaming: "127.0.0.1:18080", Heartbeat: heartbeat,
@@ -184,7 +185,7 @@ func TestWatcherRollsCallAgainAfterReconnect(t *testing.T) {
 	first, err := natsembed.Start(natsembed.Options{})
 	require.NoError(t, err)
 	url := first.ClientURL()
-	h := &harness{t: t, url: url, nc: natsembed.Connect(t, url)}
+	h := &harness{t: t, url: url, nc: natstest.Connect(t, url)}
 	_, _ = h.watch()
 
 	port := first.Addr().(*net.TCPAddr).Port
@@ -197,7 +198,7 @@ func TestWatcherRollsCallAgainAfterReconnect(t *testing.T) {
 	// Connected before the watcher's reconnect (nats.go waits ~2 s to retry),
 	// this listener sees the roll call the reconnect triggers.
 	calls := make(chan *nats.Msg, 1)
-	_, err = natsembed.Connect(t, url).ChanSubscribe(subjects.RollCall(service), calls)
+	_, err = natstest.Connect(t, url).ChanSubscribe(subjects.RollCall(service), calls)
 	require.NoError(t, err)
 	select {
 	case <-calls:

@@ -25,10 +25,17 @@ import (
 // drains before the follower stops).
 type Spawn func(id string) ([]*exec.Cmd, error)
 
+// Fleet is what the supervisor reads: the process's one fleet.View, fed by
+// the watcher `up` owns (which also pokes the supervisor on changes).
+type Fleet interface {
+	Totals(service string) fleet.Totals
+	Member(service, follower string) (fleet.Member, bool)
+}
+
 // SupervisorConfig says what to scale and how.
 type SupervisorConfig struct {
 	Service string
-	View    *fleet.View // the fleet as NATS shows it: live instances and loads
+	View    Fleet // the fleet as NATS shows it: live instances and loads
 	Policy  replicas.Policy
 	// ScaleDownWindow is how long the target must stay lower before
 	// followers are stopped (the HPA's downscale stabilization; default 30 s).
@@ -69,14 +76,6 @@ type group struct {
 	stopping bool
 	restarts int
 	pids     []int
-}
-
-// ProcessState is what the supervisor knows of one follower's processes.
-type ProcessState struct {
-	ID       string `json:"id"`
-	PIDs     []int  `json:"pids,omitempty"`
-	Stopping bool   `json:"stopping,omitempty"`
-	Restarts int    `json:"restarts,omitempty"`
 }
 
 // NewSupervisor validates cfg.
@@ -121,15 +120,26 @@ func (s *Supervisor) Target() int64 {
 }
 
 // Processes lists the followers the supervisor runs, by id.
-func (s *Supervisor) Processes() []ProcessState {
+func (s *Supervisor) Processes() []fleet.Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]ProcessState, 0, len(s.groups))
+	out := make([]fleet.Process, 0, len(s.groups))
 	for _, g := range s.groups {
-		out = append(out, ProcessState{ID: g.id, PIDs: slices.Clone(g.pids), Stopping: g.stopping, Restarts: g.restarts})
+		out = append(out, fleet.Process{ID: g.id, PIDs: slices.Clone(g.pids), Stopping: g.stopping, Restarts: g.restarts})
 	}
-	slices.SortFunc(out, func(a, b ProcessState) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b fleet.Process) int { return strings.Compare(a.ID, b.ID) })
 	return out
+}
+
+// Decision is the supervisor's replica decision as `up` announces it.
+func (s *Supervisor) Decision() fleet.Decision {
+	p := s.cfg.Policy
+	procs := s.Processes()
+	return fleet.Decision{
+		V: fleet.Version, Service: s.cfg.Service, By: "up", Target: s.Target(),
+		TargetPerReplica: p.Target, Min: p.Min, Max: p.Max, ScaleToZero: p.ScaleToZero,
+		Processes: procs[:min(len(procs), fleet.MaxDecisionProcesses)],
+	}
 }
 
 // Run reconciles until ctx ends, then drains and stops every follower.

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,10 +50,25 @@ type UpConfig struct {
 	FollowerCmd, LeaderCmd string
 	// ChildLogLevel is passed to follower and sidecar processes.
 	ChildLogLevel string
+	// AddrFile, when set, receives the listening addresses as one JSON
+	// object (Addrs) once everything serves: for scripts and tests.
+	AddrFile string
 	// Out receives the URLs and the live table; Live redraws it in place.
 	Out    io.Writer
 	Live   bool
 	Logger *slog.Logger
+}
+
+// DefaultUpConfig is `up`'s defaults, the flags' included.
+func DefaultUpConfig() UpConfig {
+	return UpConfig{
+		Service:  "demo",
+		Subjects: fleet.Subjects{Prefix: fleet.DefaultPrefix},
+		NATSAddr: "127.0.0.1:4222", StreamingAddr: "127.0.0.1:8080", ControlAddr: "127.0.0.1:8081",
+		ScalerAddr:      "127.0.0.1:9090",
+		ScaleDownWindow: 30 * time.Second, DrainTimeout: 30 * time.Second, InstanceTTL: 30 * time.Second,
+		ChildLogLevel: "info",
+	}
 }
 
 // Up runs NATS, the leader, the router, the scaler and the supervisor until
@@ -68,90 +84,164 @@ func Up(ctx context.Context, cfg UpConfig) error {
 		}
 		cfg.Executable = exe
 	}
-	var stack cleanup
-	defer stack.run()
+	sys := &system{cfg: cfg}
+	defer sys.stack.run()
+	if err := sys.build(); err != nil {
+		return err
+	}
+	return sys.run(ctx)
+}
 
-	natsURL := cfg.NATSURL
-	if natsURL == "" {
-		host, port, err := splitAddr(cfg.NATSAddr)
+// system is the whole of `up` on one machine: one NATS connection and one
+// fleet watcher, whose view every component reads and whose changes reach
+// the router, the scaler's streams and the supervisor.
+type system struct {
+	cfg     UpConfig
+	stack   cleanup
+	natsURL string
+	nc      *nats.Conn
+	view    *fleet.View
+	watcher *fleet.Watcher
+	lns     map[string]net.Listener // streaming, control, scaler
+
+	leaderControl, leaderStreaming string
+	sup                            *Supervisor
+	scaler                         *scaler.Scaler
+	router                         *router.Router
+}
+
+// routerID is the id of the one router `up` runs.
+const routerID = "router-1"
+
+func (s *system) build() error {
+	for _, step := range []func() error{s.startNATS, s.listen, s.watch, s.startLeader, s.compose} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startNATS runs the embedded server (unless NATSURL is set) and connects.
+func (s *system) startNATS() error {
+	s.natsURL = s.cfg.NATSURL
+	if s.natsURL == "" {
+		host, port, err := splitAddr(s.cfg.NATSAddr)
 		if err != nil {
 			return fmt.Errorf("--nats-addr: %w", err)
 		}
 		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: port})
 		if err != nil {
-			return err
+			return fmt.Errorf("--nats-addr %s: %w", s.cfg.NATSAddr, err)
 		}
-		stack.push(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		natsURL = ns.ClientURL()
+		s.stack.push(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		s.natsURL = ns.ClientURL()
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("headcount-up"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(s.natsURL, nats.Name("headcount-up"), nats.MaxReconnects(-1))
 	if err != nil {
-		return fmt.Errorf("NATS %s: %w", natsURL, err)
+		return fmt.Errorf("NATS %s: %w", s.natsURL, err)
 	}
-	stack.push(nc.Close)
+	s.stack.push(nc.Close)
+	s.nc = nc
+	return nil
+}
 
-	listeners := map[string]net.Listener{}
-	for name, addr := range map[string]string{"streaming": cfg.StreamingAddr, "control": cfg.ControlAddr, "scaler": cfg.ScalerAddr} {
-		ln, err := net.Listen("tcp", addr)
+func (s *system) listen() error {
+	s.lns = map[string]net.Listener{}
+	for _, l := range []struct{ name, flag, addr string }{
+		{"streaming", "--streaming-addr", s.cfg.StreamingAddr},
+		{"control", "--control-addr", s.cfg.ControlAddr},
+		{"scaler", "--scaler-addr", s.cfg.ScalerAddr},
+	} {
+		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			return fmt.Errorf("%s listener %s: %w", name, addr, err)
+			return fmt.Errorf("%s %s: %w", l.flag, l.addr, err)
 		}
-		stack.push(func() { _ = ln.Close() })
-		listeners[name] = ln
+		s.stack.push(func() { _ = ln.Close() })
+		s.lns[l.name] = ln
 	}
+	return nil
+}
 
-	leaderControl, leaderStreaming, stopLeader, err := cfg.startLeader(nc, natsURL)
+// watch starts the process's one watcher, over every service (the scaler
+// answers KEDA for any); the router's own placements are counted as made.
+func (s *system) watch() error {
+	s.view = fleet.NewView()
+	w, err := fleet.Watch(s.nc, s.view, fleet.WatchConfig{Subjects: s.cfg.Subjects, Self: routerID, Logger: s.cfg.Logger})
 	if err != nil {
 		return err
 	}
-	stack.push(stopLeader)
+	s.stack.push(w.Close)
+	s.watcher = w
+	return nil
+}
 
-	view := fleet.NewView()
-	sup, err := NewSupervisor(SupervisorConfig{
-		Service: cfg.Service, View: view, Policy: cfg.Policy,
-		ScaleDownWindow: cfg.ScaleDownWindow, StopTimeout: cfg.DrainTimeout + 10*time.Second,
-		Spawn:  cfg.followerSpawn(natsURL, leaderControl, leaderStreaming),
-		Logger: cfg.Logger,
+// compose builds the supervisor, the scaler and the router on the view and
+// has the watcher tell each of them about changes.
+func (s *system) compose() error {
+	var err error
+	s.sup, err = NewSupervisor(SupervisorConfig{
+		Service: s.cfg.Service, View: s.view, Policy: s.cfg.Policy,
+		ScaleDownWindow: s.cfg.ScaleDownWindow, StopTimeout: s.cfg.DrainTimeout + 10*time.Second,
+		Spawn:  s.cfg.followerSpawn(s.natsURL, s.leaderControl, s.leaderStreaming),
+		Logger: s.cfg.Logger,
 	})
 	if err != nil {
 		return err
 	}
-	sc, err := scaler.New(nc, scaler.Config{Subjects: cfg.Subjects, View: view, OnChange: func(string) { sup.Poke() }, Logger: cfg.Logger})
-	if err != nil {
+	s.watcher.OnChange(func(string) { s.sup.Poke() })
+	sc := scaler.DefaultConfig()
+	sc.Connected, sc.Logger = s.watcher.Connected, s.cfg.Logger
+	s.scaler = scaler.New(s.view, sc)
+	s.stack.push(s.scaler.Close)
+	s.watcher.OnChange(s.scaler.Changed)
+	rc := router.DefaultConfig()
+	rc.Subjects, rc.Service, rc.ID, rc.Logger = s.cfg.Subjects, s.cfg.Service, routerID, s.cfg.Logger
+	if s.router, err = router.New(s.nc, s.view, rc); err != nil {
 		return err
 	}
-	stack.push(sc.Close)
-	rt, err := router.New(nc, router.Config{Subjects: cfg.Subjects, Service: cfg.Service, ID: "router-1", Logger: cfg.Logger})
-	if err != nil {
-		return err
-	}
-	stack.push(rt.Close)
+	s.stack.push(s.router.Close)
+	s.watcher.OnChange(s.router.Changed)
+	return nil
+}
 
+// run serves until ctx ends or a server fails, then drains the followers
+// while the router still serves their streams, and stops the servers.
+func (s *system) run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	var servers sync.WaitGroup
 	serverErrs := make(chan error, 3)
-	for _, s := range []struct {
+	for _, srv := range []struct {
 		ln net.Listener
 		h  http.Handler
-	}{{listeners["streaming"], rt.Streaming()}, {listeners["control"], rt.Control()}} {
+	}{{s.lns["streaming"], s.router.Streaming()}, {s.lns["control"], s.router.Control()}} {
 		servers.Go(func() {
-			serverErrs <- ops.Serve(serveCtx, &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}, s.ln, 5*time.Second)
+			serverErrs <- ops.Serve(serveCtx, &http.Server{Handler: srv.h, ReadHeaderTimeout: 10 * time.Second}, srv.ln, 5*time.Second)
 		})
 	}
 	servers.Go(func() {
-		serverErrs <- scaler.NewServer(sc, scaler.ServerConfig{}).Serve(serveCtx, listeners["scaler"], 5*time.Second)
+		serverErrs <- scaler.NewServer(s.scaler, scaler.DefaultServerConfig()).Serve(serveCtx, s.lns["scaler"], 5*time.Second)
 	})
 
 	// Followers that start before their leader may crash (Skip's do).
-	if !waitFor(ctx, 60*time.Second, func() bool { _, ok := view.Leader(cfg.Service); return ok }) {
-		cfg.Logger.Warn("no ready leader after 60 s; starting the followers anyway", "service", cfg.Service)
+	if !waitFor(ctx, 60*time.Second, func() bool { _, ok := s.view.Leader(s.cfg.Service); return ok }) {
+		s.cfg.Logger.Warn("no ready leader after 60 s; starting the followers anyway", "service", s.cfg.Service)
 	}
-	cfg.printWelcome(natsURL, listeners)
+	s.cfg.printWelcome(s.addrs())
+	if err := s.cfg.writeAddrs(s.addrs()); err != nil {
+		stopServing()
+		servers.Wait()
+		return err
+	}
 	supDone := make(chan struct{})
 	supCtx, stopSup := context.WithCancel(context.Background())
-	go func() { sup.Run(supCtx); close(supDone) }()
+	go func() { s.sup.Run(supCtx); close(supDone) }()
 	displayDone := make(chan struct{})
-	go func() { cfg.display(ctx, view, sup); close(displayDone) }()
+	go func() { s.cfg.display(ctx, s.view, s.sup); close(displayDone) }()
+	announceDone := make(chan struct{})
+	go func() { s.announce(ctx); close(announceDone) }()
 
 	var runErr error
 	select {
@@ -159,48 +249,77 @@ func Up(ctx context.Context, cfg UpConfig) error {
 	case runErr = <-serverErrs:
 		runErr = fmt.Errorf("server stopped: %w", runErr)
 	}
+	stop()
 	<-displayDone
-	cfg.Logger.Info("stopping: draining followers")
+	<-announceDone
+	s.cfg.Logger.Info("stopping: draining followers")
 	stopSup() // the router keeps serving their open streams while they drain
 	<-supDone
 	stopServing()
 	servers.Wait()
-	cfg.Logger.Info("stopped")
+	s.cfg.Logger.Info("stopped")
 	return runErr
 }
 
+// Addrs are where a running `up` listens.
+type Addrs struct {
+	Streaming string `json:"streaming"` // http://host:port
+	Control   string `json:"control"`   // http://host:port
+	Scaler    string `json:"scaler"`    // host:port (gRPC)
+	NATS      string `json:"nats"`      // nats://host:port
+}
+
+// writeAddrs writes a to AddrFile, whole or not at all (renamed into place).
+func (cfg UpConfig) writeAddrs(a Addrs) error {
+	if cfg.AddrFile == "" {
+		return nil
+	}
+	data, _ := json.Marshal(a)
+	tmp := cfg.AddrFile + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	if err := os.Rename(tmp, cfg.AddrFile); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	return nil
+}
+
+func (s *system) addrs() Addrs {
+	return Addrs{
+		Streaming: "http://" + s.lns["streaming"].Addr().String(),
+		Control:   "http://" + s.lns["control"].Addr().String(),
+		Scaler:    s.lns["scaler"].Addr().String(),
+		NATS:      s.natsURL,
+	}
+}
+
 // startLeader runs the demo leader in process, or LeaderCmd behind a
-// sidecar under a one-replica supervisor. It returns the leader's own
-// (not the sidecar's) control and streaming addresses, for the followers.
-func (cfg UpConfig) startLeader(nc *nats.Conn, natsURL string) (control, streaming string, stop func(), err error) {
+// sidecar under a one-replica supervisor, and keeps the leader's own (not
+// the sidecar's) control and streaming addresses for the followers.
+func (s *system) startLeader() error {
+	cfg := s.cfg
 	if cfg.LeaderCmd == "" {
-		cl, err := net.Listen("tcp", "127.0.0.1:0")
+		leader, err := demo.StartLoopback(demo.StartLeader, demo.Config{Service: cfg.Service, ID: "leader", NATS: s.nc, Subjects: cfg.Subjects, Logger: cfg.Logger})
 		if err != nil {
-			return "", "", nil, err
+			return err
 		}
-		sl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			_ = cl.Close()
-			return "", "", nil, err
-		}
-		leader, err := demo.StartLeader(demo.Config{Service: cfg.Service, ID: "leader", NATS: nc, Subjects: cfg.Subjects, Logger: cfg.Logger}, cl, sl)
-		if err != nil {
-			return "", "", nil, err
-		}
-		stop = func() {
+		s.stack.push(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_ = leader.Shutdown(ctx)
-		}
-		return leader.ControlAddr(), leader.StreamingAddr(), stop, nil
+		})
+		s.leaderControl, s.leaderStreaming = leader.ControlAddr(), leader.StreamingAddr()
+		return nil
 	}
 	ports, err := freePorts(2)
 	if err != nil {
-		return "", "", nil, err
+		return err
 	}
-	control, streaming = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
+	s.leaderControl, s.leaderStreaming = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
+	natsURL := s.natsURL
 	leaderSup, err := NewSupervisor(SupervisorConfig{
-		Service: cfg.Service, View: fleet.NewView(), IDPrefix: "leader",
+		Service: cfg.Service, View: s.view, IDPrefix: "leader",
 		Policy: replicas.Policy{Target: 1, Min: 1, Max: 1},
 		Spawn: func(id string) ([]*exec.Cmd, error) {
 			env := []string{"SKIP_ROLE=leader", "SKIP_CONTROL_PORT=" + ports[0], "SKIP_STREAMING_PORT=" + ports[1]}
@@ -209,12 +328,13 @@ func (cfg UpConfig) startLeader(nc *nats.Conn, natsURL string) (control, streami
 		StopTimeout: 10 * time.Second, Logger: cfg.Logger,
 	})
 	if err != nil {
-		return "", "", nil, err
+		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { leaderSup.Run(ctx); close(done) }()
-	return control, streaming, func() { cancel(); <-done }, nil
+	s.stack.push(func() { cancel(); <-done })
+	return nil
 }
 
 // followerSpawn starts a demo follower, or FollowerCmd behind a sidecar.

@@ -6,6 +6,7 @@ package replicas
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -61,6 +62,20 @@ type Policy struct {
 // the plan and the caller's configuration allow it.
 func (p Plan) Policy(target float64, scaleToZero bool) Policy {
 	return Policy{Target: target, Min: p.Min, Max: p.Max, ScaleToZero: p.ScaleToZero && scaleToZero}
+}
+
+// Bounds is the replica range for people: "1–10", "0–3" with scale to
+// zero (0 only while nothing is live), "1–unlimited".
+func (p Policy) Bounds() string {
+	lo := p.Min
+	if p.ScaleToZero {
+		lo = 0
+	}
+	hi := "unlimited"
+	if p.Max > 0 {
+		hi = strconv.FormatInt(p.Max, 10)
+	}
+	return strconv.FormatInt(lo, 10) + "–" + hi
 }
 
 // Validate reports a policy that Desired cannot honour.

@@ -79,3 +79,18 @@ func mustPlan(t *testing.T, name string) Plan {
 	require.NoError(t, err)
 	return p
 }
+
+func TestBounds(t *testing.T) {
+	for _, tc := range []struct {
+		p    Policy
+		want string
+	}{
+		{Policy{Min: 1, Max: 10}, "1–10"},
+		{Policy{Min: 1, Max: 3, ScaleToZero: true}, "0–3"},
+		{Policy{Min: 2}, "2–unlimited"},
+	} {
+		if got := tc.p.Bounds(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.p, got, tc.want)
+		}
+	}
+}

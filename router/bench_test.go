@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // Router overhead: every iteration does the same request directly to the
@@ -21,8 +21,8 @@ import (
 //	go test -run '^$' -bench . -benchtime 2000x ./router/
 
 func benchFleet(b *testing.B) (follower *member, r *testRouter) {
-	url := natsembed.Test(b)
-	follower = startMember(b, natsembed.Connect(b, url), "follower-a")
+	url := natstest.Server(b)
+	follower = startMember(b, natstest.Connect(b, url), "follower-a")
 	r = startRouter(b, url, "r-1")
 	r.waitReady(b, 1)
 	return follower, r

@@ -1,11 +1,8 @@
 package router_test
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -19,7 +16,8 @@ import (
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/demotest"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // The issue's end-to-end scenarios on the demo leader and followers.
@@ -30,34 +28,21 @@ const createBody = `{"name":"posts"}` // the demo's resource streams one leader 
 // instance ttl is long so that live counts only change when the test says.
 func startDemo(t *testing.T, nc *nats.Conn, id string, leader *demo.Server) *demo.Server {
 	t.Helper()
-	listen := func() net.Listener {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		return ln
-	}
-	cfg := demo.Config{Service: svc, ID: id, NATS: nc, Heartbeat: 100 * time.Millisecond,
-		InstanceTTL: 10 * time.Minute, Logger: slog.New(slog.DiscardHandler)}
+	cfg := demo.Config{Service: svc, ID: id, NATS: nc, InstanceTTL: 10 * time.Minute}
 	start := demo.StartLeader
 	if leader != nil {
 		cfg.LeaderControl, cfg.LeaderStreaming = leader.ControlAddr(), leader.StreamingAddr()
 		start = demo.StartFollower
 	}
-	s, err := start(cfg, listen(), listen())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = s.Shutdown(ctx)
-	})
-	return s
+	return demotest.Start(t, start, cfg)
 }
 
 // demoFleet starts NATS, a demo leader, n demo followers and two routers
 // that see them all.
 func demoFleet(t *testing.T, n int) (nc *nats.Conn, followers []*demo.Server, r1, r2 *testRouter) {
 	t.Helper()
-	url := natsembed.Test(t)
-	nc = natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc = natstest.Connect(t, url)
 	lead := startDemo(t, nc, "leader", nil)
 	for i := range n {
 		followers = append(followers, startDemo(t, nc, "follower-"+string(rune('a'+i)), lead))
@@ -205,8 +190,8 @@ func TestDemoDrainingFollowerGetsNoCreation(t *testing.T) {
 }
 
 func TestDemoCreationHeldUntilAFollowerStarts(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	demand := make(chan fleet.Demand, 64)
 	_, err := nc.Subscribe(fleet.Subjects{Prefix: fleet.DefaultPrefix}.Demand(svc, "r-1"), func(m *nats.Msg) {
 		d, err := fleet.DecodeDemand(m.Data, "r-1")

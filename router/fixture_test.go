@@ -19,7 +19,8 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
 )
 
@@ -135,19 +136,30 @@ func (m *member) streamingMux() http.Handler {
 // testRouter is a router on two real loopback listeners.
 type testRouter struct {
 	*router.Router
+	view               *fleet.View
 	streaming, control *httptest.Server
 }
 
+// View is the router's fleet: its process's one view.
+func (tr *testRouter) View() *fleet.View { return tr.view }
+
 func startRouter(t testing.TB, url, id string, mutate ...func(*router.Config)) *testRouter {
 	t.Helper()
-	nc := natsembed.Connect(t, url)
-	cfg := router.Config{Service: svc, ID: id, HoldTimeout: 10 * time.Second, CompatPrefix: "/streams"}
+	nc := natstest.Connect(t, url)
+	cfg := router.DefaultConfig()
+	cfg.Service, cfg.ID, cfg.HoldTimeout, cfg.CompatPrefix = svc, id, 10*time.Second, "/streams"
 	for _, f := range mutate {
 		f(&cfg)
 	}
-	rt, err := router.New(nc, cfg)
+	view, w := natstest.Watch(t, nc, fleet.WatchConfig{Services: []string{svc}, Self: id})
+	if cfg.Registry == nil { // as the router command does
+		cfg.Registry = ops.NewRegistry()
+		require.NoError(t, cfg.Registry.Register(fleet.NewCollector(view, w)))
+	}
+	rt, err := router.New(nc, view, cfg)
 	require.NoError(t, err)
-	tr := &testRouter{Router: rt, streaming: httptest.NewServer(rt.Streaming()), control: httptest.NewServer(rt.Control())}
+	w.OnChange(rt.Changed)
+	tr := &testRouter{Router: rt, view: view, streaming: httptest.NewServer(rt.Streaming()), control: httptest.NewServer(rt.Control())}
 	t.Cleanup(func() {
 		tr.streaming.CloseClientConnections()
 		tr.streaming.Close()

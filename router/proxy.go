@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,7 +14,7 @@ import (
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/internal/proxybuf"
+	"github.com/headcount-dev/headcount/internal/httpx"
 )
 
 // attempt is one try at proxying a request to one upstream; it travels in
@@ -45,29 +44,15 @@ func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
 func (rt *Router) newProxy() *httputil.ReverseProxy {
-	dialer := &net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	return &httputil.ReverseProxy{
-		Rewrite: rewrite,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				c, err := dialer.DialContext(ctx, network, addr)
-				if err != nil {
-					return nil, &dialError{err}
-				}
-				return c, nil
-			},
-			ResponseHeaderTimeout: rt.cfg.HeaderTimeout,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			DisableCompression:    true, // pass bodies through as the follower sent them
-		},
-		FlushInterval:  -1, // SSE: every event goes out as soon as it arrives
-		BufferPool:     &proxybuf.Pool{},
-		ModifyResponse: rt.modifyResponse,
-		ErrorHandler:   rt.proxyError,
-		ErrorLog:       slog.NewLogLogger(rt.log.Handler(), slog.LevelWarn),
+	dialer := httpx.Dialer(rt.cfg.DialTimeout)
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &dialError{err}
+		}
+		return c, nil
 	}
+	return httpx.Proxy(rewrite, httpx.Transport(dial, rt.cfg.HeaderTimeout), rt.modifyResponse, rt.proxyError, rt.log)
 }
 
 // serve proxies r, whose body is replayable, to a.addr.
@@ -149,7 +134,7 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	case r.Context().Err() != nil:
 		// The client left; nobody is there to answer.
 		rt.met.errors.WithLabelValues(reasonClientGone).Inc()
-		a.ex.status = 499 // nginx's convention, for the access log and histogram
+		a.ex.Status, a.ex.Wrote = 499, time.Now() // nginx's convention, for the access log and histogram
 	case errors.Is(err, errUnavailable):
 		// The caller retries elsewhere; nothing was written.
 	case refused && a.retry:
@@ -167,17 +152,10 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 // fail answers with a JSON error the router produced itself.
 func (rt *Router) fail(w http.ResponseWriter, code int, reason, msg string) {
 	rt.met.errors.WithLabelValues(reason).Inc()
-	h := w.Header()
 	if code == http.StatusServiceUnavailable {
-		h.Set("Retry-After", strconv.Itoa(int(max(rt.cfg.RetryAfter.Round(time.Second), time.Second)/time.Second)))
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(rt.cfg.RetryAfter.Round(time.Second), time.Second)/time.Second)))
 	}
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error  string `json:"error"`
-		Reason string `json:"reason"`
-	}{msg, reason})
+	httpx.Error(w, code, reason, msg)
 }
 
 func (rt *Router) gone(w http.ResponseWriter, follower string) {

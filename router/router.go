@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -25,7 +24,8 @@ import (
 )
 
 // Config says which service a router serves and how it behaves under load.
-// Zero values take the defaults documented on each field.
+// DefaultConfig holds every default; New takes a zero duration or size from
+// it too, but Retries 0 means no retry.
 type Config struct {
 	Subjects fleet.Subjects // default prefix "headcount"
 	Service  string         // required: the service whose followers this router fronts
@@ -33,37 +33,54 @@ type Config struct {
 	// CompatPrefix, e.g. "/streams", also serves streams on
 	// GET <prefix>/<follower>/<uuid>, the path of Skip's HAProxy examples.
 	CompatPrefix string
-	MaxBody      int64         // largest request body buffered (413 above); default 1 MiB
-	HoldTimeout  time.Duration // how long a creation waits for a ready follower; default 30 s
-	HoldQueue    int           // how many creations may wait at once; default 1000
+	MaxBody      int64         // largest request body buffered (413 above)
+	HoldTimeout  time.Duration // how long a creation waits for a ready follower
+	HoldQueue    int           // how many creations may wait at once
 	// Retries is how many other followers a creation tries after a refused
-	// connection; default 2, negative for none.
+	// connection or a 503; 0 for none.
 	Retries     int
-	DialTimeout time.Duration // default 2 s
+	DialTimeout time.Duration
 	// HeaderTimeout bounds the wait for an upstream's response headers, so a
-	// hung follower cannot hold requests forever; default 30 s.
+	// hung follower cannot hold requests forever.
 	HeaderTimeout time.Duration
-	RetryAfter    time.Duration // advertised on 503 answers; default 1 s
-	DemandTTL     time.Duration // ttl of the demand events published while holding; default 3 s
+	RetryAfter    time.Duration // advertised on 503 answers
+	DemandTTL     time.Duration // ttl of the demand events published while holding
 	// ForgetAfter is how long a follower that left is remembered, so that
-	// its instance ids get 410 Gone rather than 404; default 10 min.
+	// its instance ids get 410 Gone rather than 404.
 	ForgetAfter time.Duration
-	Policy      fleet.AddressPolicy // addresses followers may advertise
-	AccessLog   bool                // log every request at info level
+	AccessLog   bool // log every request at info level
 	// Registry receives the router's metrics; default a fresh ops.NewRegistry().
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
 }
 
+// DefaultConfig is the router's defaults, the flags' included.
+func DefaultConfig() Config {
+	return Config{
+		Subjects:      fleet.Subjects{Prefix: fleet.DefaultPrefix},
+		ID:            DefaultID(),
+		MaxBody:       1 << 20,
+		HoldTimeout:   30 * time.Second,
+		HoldQueue:     1000,
+		Retries:       2,
+		DialTimeout:   2 * time.Second,
+		HeaderTimeout: 30 * time.Second,
+		RetryAfter:    time.Second,
+		DemandTTL:     3 * time.Second,
+		ForgetAfter:   10 * time.Minute,
+	}
+}
+
 func (c *Config) defaults() error {
+	def := DefaultConfig()
 	if c.Subjects.Prefix == "" {
-		c.Subjects.Prefix = fleet.DefaultPrefix
+		c.Subjects = def.Subjects
 	}
 	if !fleet.ValidName(c.Service) {
 		return fmt.Errorf("service %q is not a DNS-1123 label", c.Service)
 	}
 	if c.ID == "" {
-		c.ID = DefaultID()
+		c.ID = def.ID
 	}
 	if !fleet.ValidName(c.ID) {
 		return fmt.Errorf("router id %q is not a DNS-1123 label", c.ID)
@@ -72,17 +89,17 @@ func (c *Config) defaults() error {
 		strings.ContainsAny(p, "{}") || p == "/v1/streams") {
 		return fmt.Errorf("compat prefix %q: want a path such as /streams, without trailing slash", p)
 	}
-	setDefault(&c.MaxBody, 1<<20)
-	setDefault(&c.HoldTimeout, 30*time.Second)
-	setDefault(&c.HoldQueue, 1000)
-	setDefault(&c.Retries, 2)
-	setDefault(&c.DialTimeout, 2*time.Second)
-	setDefault(&c.HeaderTimeout, 30*time.Second)
-	setDefault(&c.RetryAfter, time.Second)
-	setDefault(&c.DemandTTL, 3*time.Second)
-	setDefault(&c.ForgetAfter, 10*time.Minute)
-	if c.Retries < 0 {
-		c.Retries = 0
+	setDefault(&c.MaxBody, def.MaxBody)
+	setDefault(&c.HoldTimeout, def.HoldTimeout)
+	setDefault(&c.HoldQueue, def.HoldQueue)
+	setDefault(&c.DialTimeout, def.DialTimeout)
+	setDefault(&c.HeaderTimeout, def.HeaderTimeout)
+	setDefault(&c.RetryAfter, def.RetryAfter)
+	setDefault(&c.DemandTTL, def.DemandTTL)
+	setDefault(&c.ForgetAfter, def.ForgetAfter)
+	if c.Retries < 0 || c.MaxBody < 0 || c.HoldQueue < 0 || c.HoldTimeout < 0 || c.DialTimeout < 0 ||
+		c.HeaderTimeout < 0 || c.RetryAfter < 0 || c.ForgetAfter < 0 {
+		return errors.New("negative retries, size or duration")
 	}
 	if c.DemandTTL < fleet.MinTTLMillis*time.Millisecond || c.DemandTTL > fleet.MaxTTLMillis*time.Millisecond {
 		return fmt.Errorf("demand ttl %v outside %dms..%dms", c.DemandTTL, fleet.MinTTLMillis, fleet.MaxTTLMillis)
@@ -102,17 +119,39 @@ func setDefault[T int | int64 | time.Duration](v *T, def T) {
 	}
 }
 
+// Fleet is the view the router places on and routes by: the process's one
+// fleet.View, fed by the watcher its composition root owns.
+type Fleet interface {
+	// Place picks the least-loaded ready follower and counts the placement.
+	Place(service string, exclude func(follower string) bool) (fleet.Member, bool)
+	// Least picks it without counting (snapshots create nothing lasting).
+	Least(service string, exclude func(follower string) bool) (fleet.Member, bool)
+	Unplace(service, follower, incarnation string, n int64)
+	Member(service, follower string) (fleet.Member, bool)
+	Members(service string) []fleet.Member
+	Leader(service string) (fleet.Member, bool)
+	Totals(service string) fleet.Totals
+}
+
+// Conn is what the router does with NATS: announce placements and demand.
+// A *nats.Conn is one; the router never changes it.
+type Conn interface {
+	Publish(subject string, data []byte) error
+	Flush() error
+	FlushTimeout(timeout time.Duration) error
+	IsConnected() bool
+}
+
 // Router serves a streaming handler (public) and a control handler (private).
 type Router struct {
-	cfg     Config
-	nc      *nats.Conn
-	view    *fleet.View
-	watcher *fleet.Watcher
-	proxy   http.Handler
-	hold    *holdQueue
-	known   *known
-	met     *metrics
-	log     *slog.Logger
+	cfg   Config
+	nc    Conn
+	view  Fleet
+	proxy http.Handler
+	hold  *holdQueue
+	known *known
+	met   *metrics
+	log   *slog.Logger
 
 	ready     atomic.Bool
 	streaming http.Handler
@@ -122,9 +161,10 @@ type Router struct {
 	closeOnce sync.Once
 }
 
-// New validates cfg, builds the fleet view from NATS (roll call included)
-// and returns a router ready to serve. Close releases it.
-func New(nc *nats.Conn, cfg Config) (*Router, error) {
+// New validates cfg and returns a router that places on view and announces
+// on nc. The caller feeds view (one watcher per process) and tells the
+// router of every change through Changed. Close releases it.
+func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -132,32 +172,15 @@ func New(nc *nats.Conn, cfg Config) (*Router, error) {
 	rt := &Router{
 		cfg:    cfg,
 		nc:     nc,
-		view:   fleet.NewView(),
+		view:   view,
 		known:  newKnown(),
 		log:    cfg.Logger.With("router", cfg.ID, "service", cfg.Service),
 		cancel: cancel,
 	}
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
 	rt.proxy = rt.newProxy()
-	watcher, err := fleet.Watch(nc, rt.view, fleet.WatchConfig{
-		Subjects: cfg.Subjects,
-		Services: []string{cfg.Service},
-		Self:     cfg.ID,
-		Policy:   cfg.Policy,
-		OnChange: rt.onChange,
-		Logger:   cfg.Logger,
-	})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("watch %s: %w", cfg.Service, err)
-	}
-	rt.watcher = watcher
 	met, err := newMetrics(cfg.Registry, cfg.Service, rt.hold.len)
-	if err == nil {
-		err = cfg.Registry.Register(fleet.NewCollector(rt.view, watcher))
-	}
 	if err != nil {
-		watcher.Close()
 		cancel()
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -167,8 +190,8 @@ func New(nc *nats.Conn, cfg Config) (*Router, error) {
 	rt.loops.Add(2)
 	go func() { defer rt.loops.Done(); rt.publishDemand(ctx) }()
 	go func() { defer rt.loops.Done(); rt.remember(ctx) }()
-	// The roll call is on the wire once the server has it; answers follow at
-	// once, and anything created meanwhile is held, not refused.
+	// The watcher's roll call is on the wire once the server has it; answers
+	// follow at once, and anything created meanwhile is held, not refused.
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
 		rt.Close()
 		return nil, fmt.Errorf("roll call: %w", err)
@@ -184,35 +207,35 @@ func (rt *Router) Streaming() http.Handler { return rt.streaming }
 // Skip's healthcheck, and /healthz, /readyz, /metrics.
 func (rt *Router) Control() http.Handler { return rt.control }
 
-// View is the fleet as this router sees it.
-func (rt *Router) View() *fleet.View { return rt.view }
-
 // Ready is nil once the router is connected to NATS and has called the roll.
 func (rt *Router) Ready() error {
 	switch {
 	case !rt.ready.Load():
 		return errors.New("not started or closing")
 	case !rt.nc.IsConnected():
-		return errors.New("NATS " + rt.nc.Status().String())
+		return errors.New("NATS disconnected")
 	}
 	return nil
 }
 
-// Close stops watching the fleet, answers held creations with 503 and
-// withdraws this router's demand. Proxied requests in flight are not cut.
+// Close answers held creations with 503 and withdraws this router's demand.
+// Proxied requests in flight are not cut.
 func (rt *Router) Close() {
 	rt.closeOnce.Do(func() {
 		rt.ready.Store(false)
 		rt.hold.close()
 		rt.cancel()
 		rt.loops.Wait()
-		rt.watcher.Close()
 	})
 }
 
-// onChange runs on the NATS goroutine after every applied message: cheap
-// unless creations are held and a follower can take them.
-func (rt *Router) onChange(string) {
+// Changed is told of every change of service's view (fleet.Watcher's
+// OnChange), on the NATS goroutine: cheap unless creations are held and a
+// follower can take them.
+func (rt *Router) Changed(service string) {
+	if service != rt.cfg.Service {
+		return
+	}
 	rt.known.dirty.Store(true)
 	if rt.hold.len() > 0 && rt.view.Totals(rt.cfg.Service).Ready > 0 {
 		rt.hold.release()

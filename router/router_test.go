@@ -12,19 +12,19 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/router"
 )
 
 // fleetOf starts NATS, a leader and a follower.
 func fleetOf(t *testing.T) (url string, lead, follower *member) {
-	url = natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url = natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	return url, startMember(t, nc, "leader", leader), startMember(t, nc, "follower-a")
 }
 
 func TestHoldTimeoutAndFullQueueAre503(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	r := startRouter(t, url, "r-1", func(c *router.Config) {
 		c.HoldTimeout = 200 * time.Millisecond
 		c.HoldQueue = 1
@@ -88,8 +88,8 @@ func TestBadRequestsNeverReachAFollower(t *testing.T) {
 }
 
 func TestUnavailableFollowerIsRetriedElsewhere(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	busy := startMember(t, nc, "follower-busy", unavailable)
 	startMember(t, nc, "follower-ok")
 	r := startRouter(t, url, "r-1")
@@ -103,7 +103,7 @@ func TestUnavailableFollowerIsRetriedElsewhere(t *testing.T) {
 	assert.Zero(t, m.Pending, "its refusals were not counted as placements")
 
 	// Without another follower, the follower's 503 comes through.
-	solo := startRouter(t, url, "r-2", func(c *router.Config) { c.Retries = -1 })
+	solo := startRouter(t, url, "r-2", func(c *router.Config) { c.Retries = 0 })
 	solo.waitReady(t, 2)
 	codes := map[int]int{}
 	for range 10 {
@@ -114,8 +114,8 @@ func TestUnavailableFollowerIsRetriedElsewhere(t *testing.T) {
 }
 
 func TestDepartedFollowerIsForgottenAfterAWhile(t *testing.T) {
-	url := natsembed.Test(t)
-	f := startMember(t, natsembed.Connect(t, url), "follower-a")
+	url := natstest.Server(t)
+	f := startMember(t, natstest.Connect(t, url), "follower-a")
 	r := startRouter(t, url, "r-1", func(c *router.Config) { c.ForgetAfter = 300 * time.Millisecond })
 	r.waitReady(t, 1)
 	id := r.create(t)
@@ -126,7 +126,7 @@ func TestDepartedFollowerIsForgottenAfterAWhile(t *testing.T) {
 	code, _, _ := do(t, http.MethodGet, r.streaming.URL+"/v1/streams/"+id, "")
 	assert.Equal(t, http.StatusGone, code, "just departed")
 	// Another member's reports keep the view changing, which is when the router tidies up.
-	startMember(t, natsembed.Connect(t, url), "follower-b")
+	startMember(t, natstest.Connect(t, url), "follower-b")
 	require.Eventually(t, func() bool {
 		code, _, _ := do(t, http.MethodGet, r.streaming.URL+"/v1/streams/"+id, "")
 		return code == http.StatusNotFound
@@ -135,8 +135,8 @@ func TestDepartedFollowerIsForgottenAfterAWhile(t *testing.T) {
 }
 
 func TestHungFollowerIs502AfterTheHeaderTimeout(t *testing.T) {
-	url := natsembed.Test(t)
-	f := startMember(t, natsembed.Connect(t, url), "follower-a", hung)
+	url := natstest.Server(t)
+	f := startMember(t, natstest.Connect(t, url), "follower-a", hung)
 	r := startRouter(t, url, "r-1", func(c *router.Config) { c.HeaderTimeout = 200 * time.Millisecond })
 	r.waitReady(t, 1)
 	code, body, _ := do(t, http.MethodPost, r.control.URL+"/v1/streams/collection", createBody)
@@ -148,8 +148,8 @@ func TestHungFollowerIs502AfterTheHeaderTimeout(t *testing.T) {
 }
 
 func TestWriteWithoutLeaderIs503(t *testing.T) {
-	url := natsembed.Test(t)
-	startMember(t, natsembed.Connect(t, url), "follower-a")
+	url := natstest.Server(t)
+	startMember(t, natstest.Connect(t, url), "follower-a")
 	r := startRouter(t, url, "r-1")
 	r.waitReady(t, 1)
 	code, body, h := do(t, http.MethodPatch, r.control.URL+"/v1/inputs/posts", "{}")
@@ -159,8 +159,8 @@ func TestWriteWithoutLeaderIs503(t *testing.T) {
 }
 
 func TestSnapshotIsNotCountedAndBareIDsArePrefixed(t *testing.T) {
-	url := natsembed.Test(t)
-	f := startMember(t, natsembed.Connect(t, url), "follower-a", bare)
+	url := natstest.Server(t)
+	f := startMember(t, natstest.Connect(t, url), "follower-a", bare)
 	r := startRouter(t, url, "r-1")
 	r.waitReady(t, 1)
 	code, body, _ := do(t, http.MethodPost, r.control.URL+"/v1/snapshot/posts/lookup", `{"key":1}`)
@@ -200,24 +200,17 @@ func TestOpsEndpoints(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
 	for _, cfg := range []router.Config{
 		{Service: "Bad_Service"},
 		{Service: svc, ID: "bad id"},
 		{Service: svc, CompatPrefix: "streams"},
 		{Service: svc, CompatPrefix: "/streams/"},
 		{Service: svc, DemandTTL: time.Millisecond},
+		{Service: svc, Retries: -1},
 	} {
-		_, err := router.New(nc, cfg)
+		_, err := router.New(nil, fleet.NewView(), cfg)
 		assert.Error(t, err, "%+v", cfg)
 	}
-}
-
-func TestLabel(t *testing.T) {
-	assert.Equal(t, "web-7d9f-abcde", router.Label("Web_7d9f.abcde", "router"))
-	assert.Equal(t, "router", router.Label("---", "router"))
-	assert.Equal(t, strings.Repeat("a", 63), router.Label(strings.Repeat("a", 70), "router"))
-	assert.True(t, fleet.ValidName(router.DefaultID()))
 }
 
 func scrape(t *testing.T, r *testRouter) string {

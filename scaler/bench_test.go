@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 var subjects = fleet.Subjects{Prefix: fleet.DefaultPrefix}
@@ -44,10 +44,10 @@ func reportLatencies(b *testing.B, d []time.Duration) {
 // BenchmarkReportToGetMetrics: a follower's report published on NATS until
 // GetMetrics (over gRPC) returns its count.
 func BenchmarkReportToGetMetrics(b *testing.B) {
-	url := natsembed.Test(b)
+	url := natstest.Server(b)
 	_, addr, _ := serve(b, url, ServerConfig{})
 	c, _ := dial(b, addr)
-	nc := natsembed.Connect(b, url)
+	nc := natstest.Connect(b, url)
 	r := ref("bench")
 	req := &externalscaler.GetMetricsRequest{ScaledObjectRef: r}
 	ctx := context.Background()
@@ -74,10 +74,10 @@ func BenchmarkReportToGetMetrics(b *testing.B) {
 // BenchmarkDemandToStreamIsActive: a router's first demand published on NATS
 // until an open StreamIsActive receives true.
 func BenchmarkDemandToStreamIsActive(b *testing.B) {
-	url := natsembed.Test(b)
+	url := natstest.Server(b)
 	_, addr, _ := serve(b, url, ServerConfig{})
 	c, _ := dial(b, addr)
-	nc := natsembed.Connect(b, url)
+	nc := natstest.Connect(b, url)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stream, err := c.StreamIsActive(ctx, ref("bench"))
@@ -108,15 +108,15 @@ func BenchmarkDemandToStreamIsActive(b *testing.B) {
 // view, called in-process (the scaler's own cost) and over loopback gRPC.
 func BenchmarkGetMetrics10kFollowers(b *testing.B) {
 	const followers = 10_000
-	url := natsembed.Test(b)
+	url := natstest.Server(b)
 	s, addr, _ := serve(b, url, ServerConfig{})
 	c, _ := dial(b, addr)
-	nc := natsembed.Connect(b, url)
+	nc := natstest.Connect(b, url)
 	for i := range followers {
 		publishReport(b, nc, "bench", fmt.Sprintf("follower-%d", i), 1, 3)
 	}
 	require.NoError(b, nc.Flush())
-	require.Eventually(b, func() bool { return s.View().Totals("bench").Ready == followers }, time.Minute, 10*time.Millisecond)
+	require.Eventually(b, func() bool { return s.view.Totals("bench").Ready == followers }, time.Minute, 10*time.Millisecond)
 	req := &externalscaler.GetMetricsRequest{ScaledObjectRef: ref("bench")}
 	ctx := context.Background()
 

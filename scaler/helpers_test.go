@@ -16,18 +16,37 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // wait bounds every eventual assertion: generous, the machine is shared.
 const wait = 10 * time.Second
 
+// watched is a scaler fed from nc as the scaler command composes it: one
+// watcher of every service, whose changes wake the scaler's streams.
+func watched(t testing.TB, nc *nats.Conn) (*Scaler, *fleet.View, *fleet.Watcher) {
+	t.Helper()
+	view, w := natstest.Watch(t, nc, fleet.WatchConfig{})
+	cfg := DefaultConfig()
+	cfg.Connected = w.Connected
+	s := New(view, cfg)
+	w.OnChange(s.Changed)
+	return s, view, w
+}
+
 // serve runs a scaler fed by the NATS server at url, with its gRPC server on
 // a random loopback port; stop (also run at cleanup) shuts it down gracefully.
 func serve(t testing.TB, url string, sc ServerConfig) (s *Scaler, addr string, stop func()) {
 	t.Helper()
-	s, err := New(natsembed.Connect(t, url), Config{})
-	require.NoError(t, err)
+	s, _, _ = watched(t, natstest.Connect(t, url))
+	addr, stop = serveScaler(t, s, sc)
+	return s, addr, stop
+}
+
+// serveScaler serves s's gRPC on a random loopback port; stop (also run at
+// cleanup) shuts it down gracefully.
+func serveScaler(t testing.TB, s *Scaler, sc ServerConfig) (addr string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -44,7 +63,7 @@ func serve(t testing.TB, url string, sc ServerConfig) (s *Scaler, addr string, s
 		s.Close()
 	}
 	t.Cleanup(stop)
-	return s, ln.Addr().String(), stop
+	return ln.Addr().String(), stop
 }
 
 func dial(t testing.TB, addr string, opts ...grpc.DialOption) (externalscaler.ExternalScalerClient, *grpc.ClientConn) {
@@ -92,7 +111,7 @@ func eventuallyLive(t testing.TB, want float64, r *externalscaler.ScaledObjectRe
 
 func newAgent(t testing.TB, url, service, follower string, role fleet.Role, heartbeat time.Duration) *agent.Agent {
 	t.Helper()
-	a, err := agent.New(natsembed.Connect(t, url), agent.Config{
+	a, err := agent.New(natstest.Connect(t, url), agent.Config{
 		Service: service, Follower: follower, Role: role,
 		Control: "127.0.0.1:8081", Streaming: "127.0.0.1:8080",
 		Pod: service + "-" + follower, Namespace: "default",

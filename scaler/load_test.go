@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/agent"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // TestLoad10kAgents runs the scaler in its own process, fed by 10,000 real
@@ -43,7 +43,7 @@ func TestLoad10kAgents(t *testing.T) {
 	}
 	agents := envInt(t, "HEADCOUNT_SCALER_LOAD_AGENTS", 10_000)
 	window := time.Duration(envInt(t, "HEADCOUNT_SCALER_LOAD_DURATION", 30)) * time.Second
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 
 	args := []string{"-test.run=^TestScalerProcess$"}
 	if prof := os.Getenv("HEADCOUNT_SCALER_LOAD_CPUPROFILE"); prof != "" {
@@ -73,13 +73,13 @@ func TestLoad10kAgents(t *testing.T) {
 	c, _ := dial(t, addr)
 
 	var reports atomic.Int64
-	counter := natsembed.Connect(t, url)
+	counter := natstest.Connect(t, url)
 	_, err = counter.Subscribe("headcount.load.report.*", func(*nats.Msg) { reports.Add(1) })
 	require.NoError(t, err)
 
 	conns := make([]*nats.Conn, 16)
 	for i := range conns {
-		conns[i] = natsembed.Connect(t, url)
+		conns[i] = natstest.Connect(t, url)
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	var want int64
@@ -136,8 +136,7 @@ func TestScalerProcess(t *testing.T) {
 	nc, err := nats.Connect(url)
 	require.NoError(t, err)
 	defer nc.Close()
-	s, err := New(nc, Config{})
-	require.NoError(t, err)
+	s, _, _ := watched(t, nc)
 	defer s.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

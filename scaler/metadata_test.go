@@ -10,11 +10,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 func TestMetadataErrorsAreInvalidArgument(t *testing.T) {
-	_, addr, _ := serve(t, natsembed.Test(t), ServerConfig{})
+	_, addr, _ := serve(t, natstest.Server(t), ServerConfig{})
 	c, _ := dial(t, addr)
 	cases := []struct {
 		name  string

@@ -3,16 +3,12 @@ package scaler
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
-// Register adds the scaler's metrics to reg: the view's figures and drop
-// counts (fleet.Collector), and the scaler's own, read at scrape time.
+// Register adds the scaler's own metrics to reg, read at scrape time (the
+// view's figures are fleet.Collector's, registered by the process).
 func (s *Scaler) Register(reg prometheus.Registerer) error {
-	if err := reg.Register(fleet.NewCollector(s.view, s.watcher)); err != nil {
-		return err
-	}
 	if err := reg.Register(s.rpcs); err != nil {
 		return err
 	}

@@ -15,11 +15,12 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsembed"
 )
 
 func TestReflectionListsServices(t *testing.T) {
-	_, addr, _ := serve(t, natsembed.Test(t), ServerConfig{})
+	_, addr, _ := serve(t, natstest.Server(t), ServerConfig{})
 	_, cc := dial(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -39,16 +40,18 @@ func TestReflectionListsServices(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	url := natsembed.Test(t)
-	s, addr, _ := serve(t, url, ServerConfig{})
+	url := natstest.Server(t)
+	s, view, w := watched(t, natstest.Connect(t, url))
+	addr, _ := serveScaler(t, s, ServerConfig{})
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, s.Register(reg))
+	require.NoError(t, reg.Register(fleet.NewCollector(view, w))) // as the scaler command does
 	c, _ := dial(t, addr)
 
 	a := newAgent(t, url, "hackernews", "follower-1", fleet.RoleFollower, time.Second)
 	a.Ready()
 	a.Add(200)
-	publishDemand(t, natsembed.Connect(t, url), "hackernews", "r-1", 50)
+	publishDemand(t, natstest.Connect(t, url), "hackernews", "r-1", 50)
 	r := ref("hackernews") // target 100 → 250 live wants 3 replicas
 	eventuallyLive(t, 250, r, c)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -89,7 +92,7 @@ headcount_demand{service="hackernews"} 50
 	assert.Positive(t, testutil.ToFloat64(s.rpcs.WithLabelValues("GetMetrics", "OK")))
 
 	// A report that fails validation is dropped and counted, not applied.
-	nc := natsembed.Connect(t, url)
+	nc := natstest.Connect(t, url)
 	require.NoError(t, nc.Publish("headcount.hackernews.report.follower-9", []byte(`{"v":1,"instances":-3}`)))
 	require.NoError(t, nc.Flush())
 	require.Eventually(t, func() bool {

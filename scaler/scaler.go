@@ -1,6 +1,7 @@
 // Package scaler is headcount's KEDA external scaler: a gRPC server that
 // answers KEDA (external and external-push triggers) from a fleet.View fed
 // over NATS, so that every scaler replica answers the same, in O(1), without I/O.
+// The process's composition root owns the NATS connection and the watcher.
 package scaler
 
 import (
@@ -12,28 +13,31 @@ import (
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/headcount-dev/headcount/fleet"
 )
 
-// Config says what the scaler watches.
+// Config tunes the scaler; DefaultConfig holds the defaults.
 type Config struct {
-	Subjects fleet.Subjects
-	// Policy restricts the addresses followers may advertise.
-	Policy fleet.AddressPolicy
-	// View to fill; a new one when nil (pass one to share it, e.g. with the
-	// deletion-cost controller).
-	View *fleet.View
-	// Settle is how long after its roll call the scaler waits for the answers
-	// before it calls itself ready (default 250 ms).
+	// Settle is how long after the roll call the scaler waits for the
+	// answers before it calls itself ready.
 	Settle time.Duration
-	// OnChange, if set, is also told about every change of a service's view,
-	// on the NATS delivery goroutine: keep it short.
-	OnChange func(service string)
-	Logger   *slog.Logger
+	// Connected, if set, fails while the view's NATS connection is down (the
+	// view then goes stale): readiness follows it. fleet.Watcher.Connected.
+	Connected func() error
+	Logger    *slog.Logger
+}
+
+// DefaultConfig is the scaler's defaults, the flags' included.
+func DefaultConfig() Config { return Config{Settle: 250 * time.Millisecond} }
+
+// Fleet is what the scaler answers from: the process's one fleet.View, fed
+// by the watcher its composition root owns.
+type Fleet interface {
+	Totals(service string) fleet.Totals
+	Services() []string
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -41,9 +45,7 @@ type Scaler struct {
 	externalscaler.UnimplementedExternalScalerServer
 
 	cfg     Config
-	nc      *nats.Conn
-	view    *fleet.View
-	watcher *fleet.Watcher
+	view    Fleet
 	streams *hub
 	settled chan struct{}
 	settle  *time.Timer
@@ -58,19 +60,18 @@ type Scaler struct {
 	stopped  chan struct{} // closed: open streams end
 }
 
-// New watches every service on nc and sends a roll call. Close stops it.
-func New(nc *nats.Conn, cfg Config) (*Scaler, error) {
-	if cfg.View == nil {
-		cfg.View = fleet.NewView()
-	}
-	if cfg.Settle <= 0 {
-		cfg.Settle = 250 * time.Millisecond
+// New answers from view, which the caller fills (and has just called the
+// roll for); the caller tells the scaler of every change through Changed.
+// Close stops it.
+func New(view Fleet, cfg Config) *Scaler {
+	if cfg.Settle < 0 {
+		cfg.Settle = 0
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	s := &Scaler{
-		cfg: cfg, nc: nc, view: cfg.View,
+		cfg: cfg, view: view,
 		streams: newHub(),
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_scaler_rpcs_total",
@@ -79,29 +80,13 @@ func New(nc *nats.Conn, cfg Config) (*Scaler, error) {
 		settled: make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	w, err := fleet.Watch(nc, s.view, fleet.WatchConfig{
-		Subjects: cfg.Subjects,
-		Policy:   cfg.Policy,
-		OnChange: s.changed,
-		Logger:   cfg.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.watcher = w
 	s.settle = time.AfterFunc(cfg.Settle, func() { close(s.settled) })
-	return s, nil
+	return s
 }
 
-func (s *Scaler) changed(service string) {
-	s.streams.notify(service)
-	if s.cfg.OnChange != nil {
-		s.cfg.OnChange(service)
-	}
-}
-
-// View is the live fleet the scaler answers from.
-func (s *Scaler) View() *fleet.View { return s.view }
+// Changed wakes the StreamIsActive streams of service (fleet.Watcher's
+// OnChange); cheap, on the NATS goroutine.
+func (s *Scaler) Changed(service string) { s.streams.notify(service) }
 
 // Settled is closed once the roll call's answers had time to arrive.
 func (s *Scaler) Settled() <-chan struct{} { return s.settled }
@@ -114,8 +99,8 @@ func (s *Scaler) Ready() error {
 	default:
 		return errors.New("waiting for the roll call's answers")
 	}
-	if !s.nc.IsConnected() {
-		return errors.New("NATS " + s.nc.Status().String())
+	if s.cfg.Connected != nil {
+		return s.cfg.Connected()
 	}
 	return nil
 }
@@ -124,11 +109,10 @@ func (s *Scaler) Ready() error {
 // reopens them on another replica; used before a graceful stop.
 func (s *Scaler) EndStreams() { s.stopOnce.Do(func() { close(s.stopped) }) }
 
-// Close ends the streams and stops watching.
+// Close ends the streams.
 func (s *Scaler) Close() {
 	s.EndStreams()
 	s.settle.Stop()
-	s.watcher.Close()
 }
 
 // GetMetricSpec returns the trigger's one metric with its target per replica.

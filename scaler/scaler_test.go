@@ -12,11 +12,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 func TestValuesFollowAgentsOnEveryReplica(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	_, addr1, _ := serve(t, url, ServerConfig{})
 	_, addr2, _ := serve(t, url, ServerConfig{})
 	c1, _ := dial(t, addr1)
@@ -60,7 +60,7 @@ func TestValuesFollowAgentsOnEveryReplica(t *testing.T) {
 }
 
 func TestGetMetricSpec(t *testing.T) {
-	_, addr, _ := serve(t, natsembed.Test(t), ServerConfig{})
+	_, addr, _ := serve(t, natstest.Server(t), ServerConfig{})
 	c, _ := dial(t, addr)
 	spec, err := c.GetMetricSpec(context.Background(), ref("hackernews", KeyTarget, "12.5"))
 	require.NoError(t, err)
@@ -71,7 +71,7 @@ func TestGetMetricSpec(t *testing.T) {
 }
 
 func TestRestartedScalerAnswersAfterRollCall(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	// Heartbeats far apart: only the roll call can fill a new scaler's view in time.
 	a := newAgent(t, url, "hackernews", "follower-1", fleet.RoleFollower, time.Minute)
 	b := newAgent(t, url, "hackernews", "follower-2", fleet.RoleFollower, time.Minute)
@@ -97,10 +97,10 @@ func TestRestartedScalerAnswersAfterRollCall(t *testing.T) {
 }
 
 func TestStreamIsActive(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	s, addr, _ := serve(t, url, ServerConfig{})
 	c, _ := dial(t, addr)
-	router := natsembed.Connect(t, url)
+	router := natstest.Connect(t, url)
 
 	open := func(r *externalscaler.ScaledObjectRef) (recv func() bool, cancel func()) {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -139,7 +139,7 @@ func TestStreamIsActive(t *testing.T) {
 }
 
 func TestShutdownEndsStreamsCleanly(t *testing.T) {
-	_, addr, stop := serve(t, natsembed.Test(t), ServerConfig{})
+	_, addr, stop := serve(t, natstest.Server(t), ServerConfig{})
 	c, _ := dial(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -161,7 +161,7 @@ func TestShutdownEndsStreamsCleanly(t *testing.T) {
 // Connections are recycled after their max age (to spread KEDA over scaler
 // replicas): unary calls carry on, a cut stream is reopened and answers at once.
 func TestMaxConnectionAge(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	_, addr, _ := serve(t, url, ServerConfig{MaxConnectionAge: 100 * time.Millisecond, MaxConnectionAgeGrace: 100 * time.Millisecond})
 	c, _ := dial(t, addr)
 	a := newAgent(t, url, "hackernews", "follower-1", fleet.RoleFollower, time.Second)

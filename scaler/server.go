@@ -26,9 +26,9 @@ type ServerConfig struct {
 	// so that KEDA's pooled connection spreads over scaler replicas as they
 	// come and go; MaxConnectionAgeGrace bounds the RPCs still open then.
 	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
-	// KeepaliveTime pings idle connections (default 30 s) so that
-	// middleboxes keep the long-lived StreamIsActive open and dead peers are
-	// found; KeepaliveTimeout waits for the answer (default 10 s).
+	// KeepaliveTime pings idle connections so that middleboxes keep the
+	// long-lived StreamIsActive open and dead peers are found;
+	// KeepaliveTimeout waits for the answer.
 	KeepaliveTime, KeepaliveTimeout time.Duration
 }
 
@@ -40,13 +40,23 @@ type Server struct {
 	health *health.Server
 }
 
-// NewServer builds the gRPC server for s.
+// DefaultServerConfig is the gRPC server's defaults, the flags' included.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{
+		MaxConnectionAge: 10 * time.Minute, MaxConnectionAgeGrace: 30 * time.Second,
+		KeepaliveTime: 30 * time.Second, KeepaliveTimeout: 10 * time.Second,
+	}
+}
+
+// NewServer builds the gRPC server for s. A zero keepalive takes
+// DefaultServerConfig's (gRPC has no "never" for them).
 func NewServer(s *Scaler, cfg ServerConfig) *Server {
+	def := DefaultServerConfig()
 	if cfg.KeepaliveTime <= 0 {
-		cfg.KeepaliveTime = 30 * time.Second
+		cfg.KeepaliveTime = def.KeepaliveTime
 	}
 	if cfg.KeepaliveTimeout <= 0 {
-		cfg.KeepaliveTimeout = 10 * time.Second
+		cfg.KeepaliveTimeout = def.KeepaliveTimeout
 	}
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{

@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // pki is a throwaway CA with a server and a client certificate, written to a
@@ -93,7 +93,7 @@ func (p *pki) creds(withClientCert bool) grpc.DialOption {
 
 func TestTLS(t *testing.T) {
 	p := newPKI(t)
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	call := func(addr string, opt grpc.DialOption) error {

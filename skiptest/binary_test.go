@@ -19,7 +19,7 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/skiptest"
 )
 
@@ -32,9 +32,9 @@ func TestSidecarBinaryDrainsARealSkipFollowerOnSIGTERM(t *testing.T) {
 	defer cancel()
 	bin := e2e.Binary(t)
 
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	view := fleet.NewView()
-	watcher, err := fleet.Watch(natsembed.Connect(t, url), view, fleet.WatchConfig{Services: []string{service}, Logger: quiet()})
+	watcher, err := fleet.Watch(natstest.Connect(t, url), view, fleet.WatchConfig{Services: []string{service}, Logger: quiet()})
 	require.NoError(t, err)
 	t.Cleanup(watcher.Close)
 

@@ -18,7 +18,7 @@ import (
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/skiptest"
 )
@@ -34,10 +34,10 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
 	view := fleet.NewView()
-	watcher, err := fleet.Watch(natsembed.Connect(t, url), view, fleet.WatchConfig{Services: []string{service}, Logger: quiet()})
+	watcher, err := fleet.Watch(natstest.Connect(t, url), view, fleet.WatchConfig{Services: []string{service}, Logger: quiet()})
 	require.NoError(t, err)
 	t.Cleanup(watcher.Close)
 
@@ -58,8 +58,15 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond, "two ready followers and a leader registered: %+v", view.Totals(service))
 	_ = leaderSC
 
-	rt, err := router.New(nc, router.Config{Service: service, ID: "r-1", Logger: quiet()})
+	// The router's process: its own connection and watcher, as `headcount
+	// router` composes them.
+	rnc := natstest.Connect(t, url)
+	rview, rw := natstest.Watch(t, rnc, fleet.WatchConfig{Services: []string{service}, Self: "r-1", Logger: quiet()})
+	cfg := router.DefaultConfig()
+	cfg.Service, cfg.ID, cfg.Logger = service, "r-1", quiet()
+	rt, err := router.New(rnc, rview, cfg)
 	require.NoError(t, err)
+	rw.OnChange(rt.Changed)
 	t.Cleanup(rt.Close)
 	rtControl, rtStreaming := serve(t, rt.Control()), serve(t, rt.Streaming())
 

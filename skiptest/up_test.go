@@ -10,7 +10,7 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/skiptest"
 )
 
@@ -25,7 +25,7 @@ func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
 		"--target", "3", "--plan", "starter", "--instance-ttl", "2s", "--scale-down-window", "3s", "--drain-timeout", "10s")
 
 	view := fleet.NewView()
-	w, err := fleet.Watch(natsembed.Connect(t, up.NATS), view, fleet.WatchConfig{Services: []string{"skipsvc"}, Logger: quiet()})
+	w, err := fleet.Watch(natstest.Connect(t, up.NATS), view, fleet.WatchConfig{Services: []string{"skipsvc"}, Logger: quiet()})
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
 	totals := func() fleet.Totals { return view.Totals("skipsvc") }

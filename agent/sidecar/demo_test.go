@@ -9,20 +9,20 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
-	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/demotest"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // The demo follower counts its own instances through its embedded agent: a
 // sidecar in front of it, counting from the traffic alone, must agree.
 func TestSidecarAgreesWithTheDemoFollowersOwnCount(t *testing.T) {
-	url := natsembed.Test(t)
-	nc := natsembed.Connect(t, url)
-	leader := demo.TestLeader(t, nc, "svc")
-	follower := demo.TestFollower(t, nc, "svc", "f1", leader)
-	scReports := e2e.WatchReports(t, natsembed.Connect(t, url), "svc", "sc-f1")
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
+	leader := demotest.Leader(t, nc, "svc")
+	follower := demotest.Follower(t, nc, "svc", "f1", leader)
+	scReports := e2e.WatchReports(t, natstest.Connect(t, url), "svc", "sc-f1")
 	var control, stream string
 	sc := startSidecar(t, sidecar.Config{
 		NATS: nc, Service: "svc", ID: "sc-f1",

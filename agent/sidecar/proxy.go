@@ -3,10 +3,7 @@ package sidecar
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
@@ -14,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/headcount-dev/headcount/internal/proxybuf"
+	"github.com/headcount-dev/headcount/internal/httpx"
 )
 
 // The two APIs of a Skip service and the routes the sidecar looks into.
@@ -46,44 +43,30 @@ type exchangeKey struct{}
 func exchangeOf(ctx context.Context) *exchange { return ctx.Value(exchangeKey{}).(*exchange) }
 
 func (s *Sidecar) newProxy() *httputil.ReverseProxy {
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			ex := exchangeOf(pr.In.Context())
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = ex.addr
-			if ex.path != "" {
-				pr.Out.URL.Path, pr.Out.URL.RawPath = ex.path, ""
-			}
-			pr.SetXForwarded() // Out.Host stays the client's
-		},
-		Transport: &http.Transport{
-			DialContext:         dialer.DialContext,
-			MaxIdleConns:        1024,
-			MaxIdleConnsPerHost: 256,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true, // bodies pass as the follower wrote them
-		},
-		FlushInterval:  -1, // SSE: every event leaves as soon as it arrives
-		BufferPool:     &proxybuf.Pool{},
-		ModifyResponse: s.observe,
-		ErrorHandler:   s.proxyError,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	rewrite := func(pr *httputil.ProxyRequest) {
+		ex := exchangeOf(pr.In.Context())
+		pr.Out.URL.Scheme = "http"
+		pr.Out.URL.Host = ex.addr
+		if ex.path != "" {
+			pr.Out.URL.Path, pr.Out.URL.RawPath = ex.path, ""
+		}
+		pr.SetXForwarded() // Out.Host stays the client's
 	}
+	return httpx.Proxy(rewrite, httpx.Transport(httpx.Dialer(5*time.Second).DialContext, 0), s.observe, s.proxyError, s.log)
 }
 
 // handler proxies one API of the follower.
 func (s *Sidecar) handler(api, upstream string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ex := s.classify(api, upstream, r)
-		rec := &recorder{ResponseWriter: w}
+		rec := &httpx.Recorder{ResponseWriter: w}
 		if ex.route == routeCreate && s.draining.Load() {
 			rec.Header().Set("Retry-After", "1")
-			fail(rec, http.StatusServiceUnavailable, "draining", "this follower is draining: create the instance on another follower")
+			httpx.Error(rec, http.StatusServiceUnavailable, "draining", "this follower is draining: create the instance on another follower")
 		} else {
 			s.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
 		}
-		code := rec.code
+		code := rec.Status
 		if code == 0 {
 			code = 499 // the client left before any answer (nginx's convention)
 		}
@@ -165,43 +148,8 @@ func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	ex := exchangeOf(r.Context())
 	s.log.Warn("follower did not answer", "api", ex.api, "addr", ex.addr, "method", r.Method, "path", r.URL.Path, "err", err)
-	fail(w, http.StatusBadGateway, "upstream_unavailable", "the follower's "+ex.api+" API at "+ex.addr+" did not answer")
+	httpx.Error(w, http.StatusBadGateway, "upstream_unavailable", "the follower's "+ex.api+" API at "+ex.addr+" did not answer")
 }
-
-// fail answers with a JSON error the sidecar produced itself, so that a
-// client can tell it from the follower's own answers.
-func fail(w http.ResponseWriter, code int, reason, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error  string `json:"error"`
-		Reason string `json:"reason"`
-	}{msg, reason})
-}
-
-// recorder keeps the status code for the metrics; Unwrap lets the
-// ReverseProxy flush SSE events through it.
-type recorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 && code >= 200 { // 1xx are interim
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // onClose runs f once when the stream's body is closed: the ReverseProxy
 // closes it when either side ends the stream.

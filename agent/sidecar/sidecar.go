@@ -40,10 +40,10 @@ type Config struct {
 	Advertise string
 
 	// InstanceTTL is how long after its subscriber leaves an instance is
-	// counted as collected: Skip's collection delay (default 30 s).
+	// counted as collected: Skip's collection delay.
 	InstanceTTL time.Duration
-	// HealthInterval is the period of GET /v1/healthcheck on the follower
-	// (default 1 s); it is also each check's timeout.
+	// HealthInterval is the period of GET /v1/healthcheck on the follower;
+	// it is also each check's timeout.
 	HealthInterval time.Duration
 	Heartbeat      time.Duration // report heartbeat (agent default when 0)
 	Capacity       int64
@@ -52,6 +52,12 @@ type Config struct {
 
 	Registry prometheus.Registerer // optional; metrics are registered here
 	Logger   *slog.Logger
+}
+
+// DefaultConfig is the sidecar's defaults, the flags' included; Start also
+// gives them to zero fields.
+func DefaultConfig() Config {
+	return Config{Role: fleet.RoleFollower, InstanceTTL: 30 * time.Second, HealthInterval: time.Second, Heartbeat: agent.DefaultHeartbeat}
 }
 
 // Sidecar is a running sidecar; Shutdown drains and stops it.
@@ -91,11 +97,12 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 			return nil, fmt.Errorf("sidecar: upstream %q: want host:port: %w", u, err)
 		}
 	}
+	def := DefaultConfig()
 	if cfg.InstanceTTL <= 0 {
-		cfg.InstanceTTL = 30 * time.Second
+		cfg.InstanceTTL = def.InstanceTTL
 	}
 	if cfg.HealthInterval <= 0 {
-		cfg.HealthInterval = time.Second
+		cfg.HealthInterval = def.HealthInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

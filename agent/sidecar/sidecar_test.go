@@ -13,7 +13,7 @@ import (
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 func TestCountsCreationsDeletionsAndCollection(t *testing.T) {
@@ -192,10 +192,10 @@ func TestEverythingElsePassesThroughUntouched(t *testing.T) {
 }
 
 func TestUnreachableFollowerIsAClear502(t *testing.T) {
-	url := natsembed.Test(t)
+	url := natstest.Server(t)
 	var control, stream string
 	sc := startSidecar(t, sidecar.Config{
-		NATS: natsembed.Connect(t, url), Service: "svc", ID: "f1",
+		NATS: natstest.Connect(t, url), Service: "svc", ID: "f1",
 		UpstreamControl: "127.0.0.1:1", UpstreamStreaming: "127.0.0.1:1",
 		HealthInterval: 50 * time.Millisecond,
 	}, &control, &stream)
@@ -208,7 +208,7 @@ func TestUnreachableFollowerIsAClear502(t *testing.T) {
 }
 
 func TestBadConfigIsRefused(t *testing.T) {
-	nc := natsembed.Connect(t, natsembed.Test(t))
+	nc := natstest.Connect(t, natstest.Server(t))
 	for name, cfg := range map[string]sidecar.Config{
 		"no upstream":  {NATS: nc, Service: "svc", ID: "f1", UpstreamControl: "127.0.0.1:1"},
 		"bad upstream": {NATS: nc, Service: "svc", ID: "f1", UpstreamControl: "nope", UpstreamStreaming: "127.0.0.1:1"},

@@ -22,7 +22,7 @@ import (
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/ops"
 )
 
@@ -228,9 +228,9 @@ func newFixture(t testing.TB, o options) *fixture {
 	if o.ttl == 0 {
 		o.ttl = 300 * time.Millisecond
 	}
-	url := natsembed.Test(t)
-	f := &fixture{t: t, up: newSkipish(t, o.prefix), nc: natsembed.Connect(t, url)}
-	f.reports = e2e.WatchReports(t, natsembed.Connect(t, url), "svc", o.id)
+	url := natstest.Server(t)
+	f := &fixture{t: t, up: newSkipish(t, o.prefix), nc: natstest.Connect(t, url)}
+	f.reports = e2e.WatchReports(t, natstest.Connect(t, url), "svc", o.id)
 	f.registry = ops.NewRegistry()
 	f.sc = startSidecar(t, sidecar.Config{
 		NATS: f.nc, Service: "svc", ID: o.id, Role: o.role,

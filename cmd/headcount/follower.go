@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/headcount-dev/headcount/demo"
+	"github.com/headcount-dev/headcount/fleet"
 )
 
 func followerCmd(g *global) *cobra.Command {
@@ -16,7 +17,7 @@ func followerCmd(g *global) *cobra.Command {
 			return f.run(cmd, g, "follower", demo.StartFollower)
 		},
 	}
-	f.register(cmd, demo.HostnameID())
+	f.register(cmd, fleet.HostLabel("follower"))
 	fs := cmd.Flags()
 	fs.StringVar(&f.cfg.LeaderControl, "leader-control", "127.0.0.1:8081", "leader's control API host:port")
 	fs.StringVar(&f.cfg.LeaderStreaming, "leader-streaming", "127.0.0.1:8080", "leader's streaming API host:port")

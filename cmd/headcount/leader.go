@@ -36,17 +36,19 @@ type demoFlags struct {
 
 func (f *demoFlags) register(cmd *cobra.Command, defaultID string) {
 	fs := cmd.Flags()
-	fs.StringVar(&f.cfg.Service, "service", "demo", "service name (DNS-1123 label)")
+	f.cfg = demo.DefaultConfig()
+	fs.StringVar(&f.cfg.Service, "service", f.cfg.Service, "service name (DNS-1123 label)")
 	fs.StringVar(&f.cfg.ID, "id", defaultID, "member id (DNS-1123 label)")
 	fs.StringVar(&f.controlAddr, "control-addr", ":8081", "control API listen address")
 	fs.StringVar(&f.streamingAddr, "streaming-addr", ":8080", "streaming (SSE) API listen address")
 	fs.StringVar(&f.cfg.ResourcePrefix, "resource-prefix", "", "instance ids are <prefix>/<uuid> (default $SKIP_RESOURCE_PREFIX, else the id for a follower)")
-	fs.DurationVar(&f.cfg.InstanceTTL, "instance-ttl", 30*time.Second, "destroy an instance this long after its subscriber leaves")
-	fs.DurationVar(&f.cfg.Heartbeat, "heartbeat", time.Second, "report heartbeat period on NATS")
+	fs.DurationVar(&f.cfg.InstanceTTL, "instance-ttl", f.cfg.InstanceTTL, "destroy an instance this long after its subscriber leaves")
+	fs.DurationVar(&f.cfg.Heartbeat, "heartbeat", f.cfg.Heartbeat, "report heartbeat period on NATS")
 	fs.StringVar(&f.cfg.Advertise, "advertise", "", "host to advertise to the fleet (default: the listen IP, or the first non-loopback IP)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 25*time.Second, "on SIGTERM, how long to wait for instances to go before stopping")
 	fs.StringVar(&f.cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&f.cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
+	positive(cmd, "instance-ttl", "heartbeat")
 }
 
 // run serves until the command's context ends (SIGTERM), then drains.

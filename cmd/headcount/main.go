@@ -8,10 +8,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
@@ -45,6 +47,9 @@ func newRoot() *cobra.Command {
 			if err := ops.BindEnv(cmd.Flags()); err != nil {
 				return err
 			}
+			if err := checkNumbers(cmd.Flags()); err != nil {
+				return err
+			}
 			return ops.SetupLogging(g.logLevel, g.logFormat)
 		},
 	}
@@ -55,6 +60,41 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(commands(g)...)
 	return root
+}
+
+// positiveFlag marks the numeric flags for which zero means nothing
+// sensible (a zero heartbeat, a zero ttl): checkNumbers refuses it.
+const positiveFlag = "headcount/positive"
+
+func positive(cmd *cobra.Command, names ...string) {
+	for _, n := range names {
+		if err := cmd.Flags().SetAnnotation(n, positiveFlag, []string{"true"}); err != nil {
+			panic(err) // a misspelt flag name: a bug, caught by any test that builds the commands
+		}
+	}
+}
+
+// checkNumbers refuses, in one line naming the flag, a negative duration or
+// count (no headcount flag means anything below zero) and a zero where the
+// flag is marked positive.
+func checkNumbers(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		switch f.Value.Type() {
+		case "duration", "int", "int64", "float64":
+		default:
+			return
+		}
+		v := f.Value.String()
+		switch _, mustBePositive := f.Annotations[positiveFlag]; {
+		case err != nil:
+		case strings.HasPrefix(v, "-"):
+			err = fmt.Errorf("--%s %s: must not be negative", f.Name, v)
+		case mustBePositive && (v == "0" || v == "0s"):
+			err = fmt.Errorf("--%s %s: must be above zero", f.Name, v)
+		}
+	})
+	return err
 }
 
 // listenFlag is an address to bind and the flag that gave it, for errors.
@@ -83,18 +123,47 @@ func closeAll(lns []net.Listener) {
 
 func (g *global) subjects() (fleet.Subjects, error) { return fleet.NewSubjects(g.prefix) }
 
-// watching is what a component that watches the fleet needs: the subjects
-// and the addresses followers may advertise (--allowed-cidrs).
-func (g *global) watching(allowedCIDRs []string) (fleet.Subjects, fleet.AddressPolicy, error) {
+// fleetProcess is a process's NATS connection and its one fleet watcher:
+// the composition root owns both and hands each component the view.
+type fleetProcess struct {
+	nc      *nats.Conn
+	view    *fleet.View
+	watcher *fleet.Watcher
+}
+
+// watchFleet connects as name and watches services (all when empty) for
+// followers advertising addresses in allowedCIDRs (--allowed-cidrs; any
+// when empty); self is the process's router id, if it runs a router.
+func (g *global) watchFleet(name string, allowedCIDRs, services []string, self string) (*fleetProcess, error) {
 	subjects, err := g.subjects()
 	if err != nil {
-		return fleet.Subjects{}, fleet.AddressPolicy{}, err
+		return nil, err
 	}
 	allowed, err := fleet.ParseCIDRs(allowedCIDRs)
 	if err != nil {
-		return fleet.Subjects{}, fleet.AddressPolicy{}, fmt.Errorf("--allowed-cidrs: %w", err)
+		return nil, fmt.Errorf("--allowed-cidrs: %w", err)
 	}
-	return subjects, fleet.AddressPolicy{Allowed: allowed}, nil
+	nc, err := g.connect(name)
+	if err != nil {
+		return nil, err
+	}
+	p := &fleetProcess{nc: nc, view: fleet.NewView()}
+	p.watcher, err = fleet.Watch(nc, p.view, fleet.WatchConfig{
+		Subjects: subjects, Services: services, Self: self,
+		Policy: fleet.AddressPolicy{Allowed: allowed}, Logger: slog.Default(),
+	})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// close stops watching and drains the connection (publications in flight,
+// e.g. a router's withdrawn demand, are sent).
+func (p *fleetProcess) close() {
+	p.watcher.Close()
+	_ = p.nc.Drain()
 }
 
 // connect opens a NATS connection that keeps reconnecting forever: every

@@ -33,7 +33,7 @@ func TestEveryFlagHasAnEnvironmentEquivalent(t *testing.T) {
 func TestBadEnvironmentValueIsAClearError(t *testing.T) {
 	t.Setenv("HEADCOUNT_TARGET", "lots")
 	root := newRoot()
-	root.SetArgs([]string{"status"})
+	root.SetArgs([]string{"up"}) // refused before anything starts
 	err := root.ExecuteContext(context.Background())
 	require.ErrorContains(t, err, "HEADCOUNT_TARGET")
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -10,89 +11,114 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
 )
 
+// routerOpts are the router command's flags.
+type routerOpts struct {
+	cfg                         router.Config
+	streamingAddr, controlAddr  string
+	cidrs                       []string
+	grace, idleTimeout, readHdr time.Duration
+}
+
 func routerCmd(g *global) *cobra.Command {
-	var (
-		cfg                         router.Config
-		streamingAddr, controlAddr  string
-		cidrs                       []string
-		grace, idleTimeout, readHdr time.Duration
-	)
+	o := routerOpts{cfg: router.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "router",
 		Short: "Skip-compatible reverse proxy: least-loaded placement, owner routing, hold while scaling from zero",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Subjects, cfg.Policy, err = g.watching(cidrs); err != nil {
+			if o.cfg.Subjects, err = g.subjects(); err != nil {
 				return err
 			}
-			lns, err := listen(listenFlag{"--streaming-addr", streamingAddr}, listenFlag{"--control-addr", controlAddr})
+			lns, err := listen(listenFlag{"--streaming-addr", o.streamingAddr}, listenFlag{"--control-addr", o.controlAddr})
 			if err != nil {
 				return err
 			}
 			defer closeAll(lns)
-			streamingLn, controlLn := lns[0], lns[1]
-			nc, err := g.connect("headcount-router-" + cfg.ID)
+			p, err := g.watchFleet("headcount-router-"+o.cfg.ID, o.cidrs, []string{o.cfg.Service}, o.cfg.ID)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			rt, err := router.New(nc, cfg)
+			defer p.close()
+			rt, err := buildRouter(p, o.cfg)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			go func() {
-				<-ctx.Done()
-				// Held creations get their 503 now rather than at their deadline.
-				rt.Close()
-			}()
-			server := func(h http.Handler) *http.Server {
-				// No write timeout: streams last as long as their clients.
-				return &http.Server{Handler: h, ReadHeaderTimeout: readHdr, IdleTimeout: idleTimeout,
-					ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn)}
-			}
-			slog.Info("router started", "id", cfg.ID, "service", cfg.Service,
-				"streaming", streamingLn.Addr().String(), "control", controlLn.Addr().String())
-			var wg sync.WaitGroup
-			errs := make([]error, 2)
-			for i, s := range []struct {
-				ln net.Listener
-				h  http.Handler
-			}{{streamingLn, rt.Streaming()}, {controlLn, rt.Control()}} {
-				wg.Go(func() { errs[i] = ops.Serve(ctx, server(s.h), s.ln, grace) })
-			}
-			wg.Wait()
-			rt.Close()
-			_ = nc.Drain()
-			slog.Info("router stopped")
-			return errors.Join(errs...)
+			return o.serve(cmd.Context(), rt, lns[0], lns[1])
 		},
 	}
+	c := &o.cfg
 	f := cmd.Flags()
-	f.StringVar(&cfg.Service, "service", "", "service whose followers this router fronts (required)")
-	f.StringVar(&cfg.ID, "id", router.DefaultID(), "router id, a DNS-1123 label unique among routers (default: from the host name)")
-	f.StringVar(&streamingAddr, "streaming-addr", ":8080", "public listener: GET /v1/streams/<follower>/<uuid>")
-	f.StringVar(&controlAddr, "control-addr", ":8081", "private listener: creations, deletions, snapshots, writes, /healthz /readyz /metrics")
-	f.StringVar(&cfg.CompatPrefix, "compat-prefix", "", "also serve streams on <prefix>/<follower>/<uuid>, e.g. /streams as in Skip's HAProxy examples")
-	f.Int64Var(&cfg.MaxBody, "max-body", 1<<20, "largest request body in bytes (413 above)")
-	f.DurationVar(&cfg.HoldTimeout, "hold-timeout", 30*time.Second, "how long a creation waits for a ready follower before 503")
-	f.IntVar(&cfg.HoldQueue, "hold-queue", 1000, "how many creations may wait for a ready follower at once")
-	f.IntVar(&cfg.Retries, "retries", 2, "other followers a creation tries after a refused connection (negative: none)")
-	f.DurationVar(&cfg.DialTimeout, "dial-timeout", 2*time.Second, "connection timeout to followers and the leader")
-	f.DurationVar(&cfg.HeaderTimeout, "upstream-header-timeout", 30*time.Second, "how long an upstream may take to send response headers (502 after)")
-	f.DurationVar(&cfg.RetryAfter, "retry-after", time.Second, "Retry-After advertised on 503 answers")
-	f.DurationVar(&cfg.DemandTTL, "demand-ttl", 3*time.Second, "ttl of the demand events published while creations are held")
-	f.DurationVar(&cfg.ForgetAfter, "forget-after", 10*time.Minute, "how long a departed follower's instances answer 410 rather than 404")
-	f.BoolVar(&cfg.AccessLog, "access-log", false, "log every request")
-	f.StringSliceVar(&cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
-	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open requests and streams may continue")
-	f.DurationVar(&idleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
-	f.DurationVar(&readHdr, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
+	f.StringVar(&c.Service, "service", "", "service whose followers this router fronts (required)")
+	f.StringVar(&c.ID, "id", c.ID, "router id, a DNS-1123 label unique among routers (default: from the host name)")
+	f.StringVar(&o.streamingAddr, "streaming-addr", ":8080", "public listener: GET /v1/streams/<follower>/<uuid>")
+	f.StringVar(&o.controlAddr, "control-addr", ":8081", "private listener: creations, deletions, snapshots, writes, /healthz /readyz /metrics")
+	f.StringVar(&c.CompatPrefix, "compat-prefix", "", "also serve streams on <prefix>/<follower>/<uuid>, e.g. /streams as in Skip's HAProxy examples")
+	f.Int64Var(&c.MaxBody, "max-body", c.MaxBody, "largest request body in bytes (413 above)")
+	f.DurationVar(&c.HoldTimeout, "hold-timeout", c.HoldTimeout, "how long a creation waits for a ready follower before 503")
+	f.IntVar(&c.HoldQueue, "hold-queue", c.HoldQueue, "how many creations may wait for a ready follower at once")
+	f.IntVar(&c.Retries, "retries", c.Retries, "other followers a creation tries after a refused connection or a 503 (0: none)")
+	f.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "connection timeout to followers and the leader")
+	f.DurationVar(&c.HeaderTimeout, "upstream-header-timeout", c.HeaderTimeout, "how long an upstream may take to send response headers (502 after)")
+	f.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After advertised on 503 answers")
+	f.DurationVar(&c.DemandTTL, "demand-ttl", c.DemandTTL, "ttl of the demand events published while creations are held")
+	f.DurationVar(&c.ForgetAfter, "forget-after", c.ForgetAfter, "how long a departed follower's instances answer 410 rather than 404")
+	f.BoolVar(&c.AccessLog, "access-log", false, "log every request")
+	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
+	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open requests and streams may continue")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
+	f.DurationVar(&o.readHdr, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
+	positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
+}
+
+// buildRouter makes a router on p's view, told of its changes, with the
+// view's figures in its metrics.
+func buildRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
+	if cfg.Registry == nil {
+		cfg.Registry = ops.NewRegistry()
+	}
+	if err := cfg.Registry.Register(fleet.NewCollector(p.view, p.watcher)); err != nil {
+		return nil, err
+	}
+	rt, err := router.New(p.nc, p.view, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.watcher.OnChange(rt.Changed)
+	return rt, nil
+}
+
+// serve runs the router's two listeners until ctx ends, then shuts down.
+func (o *routerOpts) serve(ctx context.Context, rt *router.Router, streamingLn, controlLn net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		// Held creations get their 503 now rather than at their deadline.
+		rt.Close()
+	}()
+	server := func(h http.Handler) *http.Server {
+		// No write timeout: streams last as long as their clients.
+		return &http.Server{Handler: h, ReadHeaderTimeout: o.readHdr, IdleTimeout: o.idleTimeout,
+			ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn)}
+	}
+	slog.Info("router started", "id", o.cfg.ID, "service", o.cfg.Service,
+		"streaming", streamingLn.Addr().String(), "control", controlLn.Addr().String())
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, s := range []struct {
+		ln net.Listener
+		h  http.Handler
+	}{{streamingLn, rt.Streaming()}, {controlLn, rt.Control()}} {
+		wg.Go(func() { errs[i] = ops.Serve(ctx, server(s.h), s.ln, o.grace) })
+	}
+	wg.Wait()
+	rt.Close()
+	slog.Info("router stopped")
+	return errors.Join(errs...)
 }

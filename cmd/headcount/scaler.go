@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -20,116 +22,144 @@ import (
 	"github.com/headcount-dev/headcount/scaler/deletioncost"
 )
 
+// scalerOpts are the scaler command's flags.
+type scalerOpts struct {
+	cfg                          scaler.Config
+	srv                          scaler.ServerConfig
+	cost                         deletioncost.Config
+	grpcAddr, httpAddr           string
+	tlsCert, tlsKey, tlsClientCA string
+	cidrs                        []string
+	grace                        time.Duration
+	deletionCost                 bool
+	kubeconfig                   string
+}
+
 func scalerCmd(g *global) *cobra.Command {
-	var (
-		cfg                          scaler.Config
-		srv                          scaler.ServerConfig
-		cost                         deletioncost.Config
-		grpcAddr, httpAddr           string
-		tlsCert, tlsKey, tlsClientCA string
-		cidrs                        []string
-		grace                        time.Duration
-		deletionCost                 bool
-		kubeconfig                   string
-	)
+	o := scalerOpts{cfg: scaler.DefaultConfig(), srv: scaler.DefaultServerConfig(), cost: deletioncost.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "scaler",
 		Short: "KEDA external scaler (external and external-push): live instances as the replica metric",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var err error
-			if cfg.Subjects, cfg.Policy, err = g.watching(cidrs); err != nil {
+			if err := o.parse(); err != nil {
 				return err
 			}
-			if tlsCert != "" || tlsKey != "" || tlsClientCA != "" {
-				if srv.TLS, err = scaler.TLSConfig(tlsCert, tlsKey, tlsClientCA); err != nil {
-					return fmt.Errorf("--tls-cert/--tls-key/--tls-client-ca: %w", err)
-				}
-			}
-			reg := ops.NewRegistry()
-			cfg.View = fleet.NewView()
-			var costs *deletioncost.Controller
-			if deletionCost {
-				// Both empty: the in-cluster configuration.
-				rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-				if err != nil {
-					return fmt.Errorf("--kubeconfig: %w", err)
-				}
-				client, err := kubernetes.NewForConfig(rc)
-				if err != nil {
-					return fmt.Errorf("kubernetes client: %w", err)
-				}
-				costs = deletioncost.New(client, cfg.View, cost)
-				cfg.OnChange = costs.Notify
-				reg.MustRegister(costs.Collector())
-			}
-			lns, err := listen(listenFlag{"--grpc-addr", grpcAddr}, listenFlag{"--http-addr", httpAddr})
+			lns, err := listen(listenFlag{"--grpc-addr", o.grpcAddr}, listenFlag{"--http-addr", o.httpAddr})
 			if err != nil {
 				return err
 			}
 			defer closeAll(lns)
-			nc, err := g.connect("headcount-scaler")
+			p, err := g.watchFleet("headcount-scaler", o.cidrs, nil, "")
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			s, err := scaler.New(nc, cfg)
+			defer p.close()
+			s, costs, reg, err := o.build(p)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			if err := s.Register(reg); err != nil {
-				return err
-			}
-			checks := &ops.Checks{}
-			checks.Add("scaler", s.Ready)
-			mux := http.NewServeMux()
-			ops.Mount(mux, reg, checks)
-
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			slog.Info("scaler started", "grpc", lns[0].Addr().String(), "http", lns[1].Addr().String(),
-				"tls", srv.TLS != nil, "mtls", srv.TLS != nil && srv.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
-				"deletion_cost", deletionCost)
-			var wg sync.WaitGroup
-			errs := make([]error, 3)
-			// Any server failing stops the others.
-			run := func(i int, f func() error) {
-				wg.Go(func() {
-					errs[i] = f()
-					cancel()
-				})
-			}
-			run(0, func() error { return scaler.NewServer(s, srv).Serve(ctx, lns[0], grace) })
-			run(1, func() error {
-				return ops.Serve(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, lns[1], grace)
-			})
-			if costs != nil {
-				run(2, func() error { return costs.Run(ctx) })
-			}
-			wg.Wait()
-			_ = nc.Drain()
-			slog.Info("scaler stopped")
-			return errors.Join(errs...)
+			return o.run(cmd.Context(), s, costs, reg, lns[0], lns[1])
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&grpcAddr, "grpc-addr", ":9090", "gRPC listener for KEDA (externalscaler.ExternalScaler, health, reflection)")
-	f.StringVar(&httpAddr, "http-addr", ":9091", "HTTP listener for /healthz /readyz /metrics")
-	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate for the gRPC port (re-read when it changes); TLS when set")
-	f.StringVar(&tlsKey, "tls-key", "", "PEM key of --tls-cert")
-	f.StringVar(&tlsClientCA, "tls-client-ca", "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)")
-	f.DurationVar(&srv.MaxConnectionAge, "max-connection-age", 10*time.Minute, "close gRPC connections after about this long, to spread KEDA over scaler replicas (0: never)")
-	f.DurationVar(&srv.MaxConnectionAgeGrace, "max-connection-age-grace", 30*time.Second, "how long RPCs may continue on a connection past its max age")
-	f.DurationVar(&srv.KeepaliveTime, "keepalive-time", 30*time.Second, "ping idle gRPC connections this often")
-	f.DurationVar(&srv.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose ping is not answered in this time")
-	f.DurationVar(&cfg.Settle, "rollcall-settle", 250*time.Millisecond, "wait this long after the roll call before reporting ready")
-	f.StringSliceVar(&cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
-	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open RPCs may finish (streams end at once, KEDA reopens them)")
-	f.BoolVar(&deletionCost, "deletion-cost", false, "keep controller.kubernetes.io/pod-deletion-cost of follower pods equal to their live instances")
-	f.Float64Var(&cost.QPS, "deletion-cost-qps", 5, "pod patches per second at most")
-	f.IntVar(&cost.Burst, "deletion-cost-burst", 10, "pod patches in a burst at most")
-	f.DurationVar(&cost.Every, "deletion-cost-every", time.Second, "compare a changed service's pods at most this often")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
+	f.StringVar(&o.grpcAddr, "grpc-addr", ":9090", "gRPC listener for KEDA (externalscaler.ExternalScaler, health, reflection)")
+	f.StringVar(&o.httpAddr, "http-addr", ":9091", "HTTP listener for /healthz /readyz /metrics")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate for the gRPC port (re-read when it changes); TLS when set")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)")
+	f.DurationVar(&o.srv.MaxConnectionAge, "max-connection-age", o.srv.MaxConnectionAge, "close gRPC connections after about this long, to spread KEDA over scaler replicas (0: never)")
+	f.DurationVar(&o.srv.MaxConnectionAgeGrace, "max-connection-age-grace", o.srv.MaxConnectionAgeGrace, "how long RPCs may continue on a connection past its max age")
+	f.DurationVar(&o.srv.KeepaliveTime, "keepalive-time", o.srv.KeepaliveTime, "ping idle gRPC connections this often")
+	f.DurationVar(&o.srv.KeepaliveTimeout, "keepalive-timeout", o.srv.KeepaliveTimeout, "close a connection whose ping is not answered in this time")
+	f.DurationVar(&o.cfg.Settle, "rollcall-settle", o.cfg.Settle, "wait this long after the roll call before reporting ready")
+	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
+	f.DurationVar(&o.grace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open RPCs may finish (streams end at once, KEDA reopens them)")
+	f.BoolVar(&o.deletionCost, "deletion-cost", false, "keep controller.kubernetes.io/pod-deletion-cost of follower pods equal to their live instances")
+	f.Float64Var(&o.cost.QPS, "deletion-cost-qps", o.cost.QPS, "pod patches per second at most")
+	f.IntVar(&o.cost.Burst, "deletion-cost-burst", o.cost.Burst, "pod patches in a burst at most")
+	f.DurationVar(&o.cost.Every, "deletion-cost-every", o.cost.Every, "compare a changed service's pods at most this often")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
+	positive(cmd, "keepalive-time", "keepalive-timeout", "deletion-cost-qps", "deletion-cost-burst", "deletion-cost-every")
 	return cmd
+}
+
+// parse checks what the flags alone can tell.
+func (o *scalerOpts) parse() error {
+	if o.tlsCert == "" && o.tlsKey == "" && o.tlsClientCA == "" {
+		return nil
+	}
+	var err error
+	if o.srv.TLS, err = scaler.TLSConfig(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {
+		return fmt.Errorf("--tls-cert/--tls-key/--tls-client-ca: %w", err)
+	}
+	return nil
+}
+
+// build makes the scaler and, with --deletion-cost, the controller, both on
+// p's view and told of its changes, and the registry of their metrics.
+func (o *scalerOpts) build(p *fleetProcess) (*scaler.Scaler, *deletioncost.Controller, *prometheus.Registry, error) {
+	reg := ops.NewRegistry()
+	if err := reg.Register(fleet.NewCollector(p.view, p.watcher)); err != nil {
+		return nil, nil, nil, err
+	}
+	var costs *deletioncost.Controller
+	if o.deletionCost {
+		// Both empty: the in-cluster configuration.
+		rc, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--kubeconfig: %w", err)
+		}
+		client, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+		costs = deletioncost.New(client, p.view, o.cost)
+		p.watcher.OnChange(costs.Notify)
+		if err := reg.Register(costs.Collector()); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	cfg := o.cfg
+	cfg.Connected = p.watcher.Connected
+	s := scaler.New(p.view, cfg)
+	p.watcher.OnChange(s.Changed)
+	if err := s.Register(reg); err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	return s, costs, reg, nil
+}
+
+// run serves gRPC and ops (and runs the controller) until ctx ends or one
+// of them fails, which stops the others.
+func (o *scalerOpts) run(ctx context.Context, s *scaler.Scaler, costs *deletioncost.Controller, reg *prometheus.Registry, grpcLn, httpLn net.Listener) error {
+	checks := &ops.Checks{}
+	checks.Add("scaler", s.Ready)
+	mux := http.NewServeMux()
+	ops.Mount(mux, reg, checks)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	slog.Info("scaler started", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(),
+		"tls", o.srv.TLS != nil, "mtls", o.srv.TLS != nil && o.srv.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
+		"deletion_cost", costs != nil)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	run := func(i int, f func() error) {
+		wg.Go(func() {
+			errs[i] = f()
+			cancel()
+		})
+	}
+	run(0, func() error { return scaler.NewServer(s, o.srv).Serve(ctx, grpcLn, o.grace) })
+	run(1, func() error {
+		return ops.Serve(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, httpLn, o.grace)
+	})
+	if costs != nil {
+		run(2, func() error { return costs.Run(ctx) })
+	}
+	wg.Wait()
+	slog.Info("scaler stopped")
+	return errors.Join(errs...)
 }

@@ -11,14 +11,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
-	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 )
 
 func sidecarCmd(g *global) *cobra.Command {
 	var (
-		cfg                            sidecar.Config
+		cfg                            = sidecar.DefaultConfig()
 		role                           string
 		listenControl, listenStreaming string
 		opsAddr                        string
@@ -38,21 +37,22 @@ func sidecarCmd(g *global) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.Service, "service", "demo", "service name (DNS-1123 label)")
-	fs.StringVar(&cfg.ID, "id", demo.HostnameID(), "member id to register the follower as (DNS-1123 label)")
-	fs.StringVar(&role, "role", string(fleet.RoleFollower), "role to register: follower, or leader for a leader behind a sidecar")
+	fs.StringVar(&cfg.ID, "id", fleet.HostLabel("follower"), "member id to register the follower as (DNS-1123 label)")
+	fs.StringVar(&role, "role", string(cfg.Role), "role to register: follower, or leader for a leader behind a sidecar")
 	fs.StringVar(&listenControl, "listen-control", ":8081", "listen address of the proxied control API")
 	fs.StringVar(&listenStreaming, "listen-streaming", ":8080", "listen address of the proxied streaming (SSE) API")
 	fs.StringVar(&cfg.UpstreamControl, "upstream-control", "127.0.0.1:18081", "the follower's control API host:port")
 	fs.StringVar(&cfg.UpstreamStreaming, "upstream-streaming", "127.0.0.1:18080", "the follower's streaming API host:port")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "host to register for the sidecar's listeners (default: the listen IP, or the first non-loopback IP)")
-	fs.DurationVar(&cfg.InstanceTTL, "instance-ttl", 30*time.Second, "count an instance as collected this long after its subscriber leaves (Skip's delay)")
-	fs.DurationVar(&cfg.HealthInterval, "health-interval", time.Second, "period (and timeout) of GET /v1/healthcheck on the follower")
-	fs.DurationVar(&cfg.Heartbeat, "heartbeat", time.Second, "report heartbeat period on NATS")
+	fs.DurationVar(&cfg.InstanceTTL, "instance-ttl", cfg.InstanceTTL, "count an instance as collected this long after its subscriber leaves (Skip's delay)")
+	fs.DurationVar(&cfg.HealthInterval, "health-interval", cfg.HealthInterval, "period (and timeout) of GET /v1/healthcheck on the follower")
+	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "report heartbeat period on NATS")
 	fs.DurationVar(&drainTimeout, "drain-timeout", 25*time.Second, "on SIGTERM, how long to wait for instances to reach 0 before deregistering")
 	fs.Int64Var(&cfg.Capacity, "capacity", 0, "optional placement weight (0: equal weights)")
 	fs.StringVar(&cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
 	fs.StringVar(&opsAddr, "ops-addr", ":9091", "listen address of /healthz, /readyz and /metrics")
+	positive(cmd, "instance-ttl", "health-interval", "heartbeat")
 	return cmd
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -15,7 +14,7 @@ import (
 
 func upCmd(g *global) *cobra.Command {
 	var (
-		cfg    local.UpConfig
+		cfg    = local.DefaultUpConfig()
 		policy policyFlags
 	)
 	cmd := &cobra.Command{
@@ -51,22 +50,27 @@ and on Ctrl-C drains and stops everything.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Service, "service", "demo", "service name (DNS-1123 label)")
-	f.StringVar(&cfg.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS listen address (unused with --nats-url)")
-	f.StringVar(&cfg.StreamingAddr, "streaming-addr", "127.0.0.1:8080", "router's public streaming listener")
-	f.StringVar(&cfg.ControlAddr, "control-addr", "127.0.0.1:8081", "router's private control listener")
-	f.StringVar(&cfg.ScalerAddr, "scaler-addr", "127.0.0.1:9090", "KEDA external scaler gRPC listener")
-	f.DurationVar(&cfg.ScaleDownWindow, "scale-down-window", 30*time.Second, "how long the target must stay lower before followers are stopped")
-	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long a follower being scaled down may drain")
-	f.DurationVar(&cfg.InstanceTTL, "instance-ttl", 30*time.Second, "demo followers destroy an instance this long after its subscriber leaves")
-	f.StringVar(&cfg.FollowerCmd, "follower-cmd", "", "shell command to run each follower instead of the demo (gets its ports and leader address in HEADCOUNT_* env; runs behind a sidecar)")
-	f.StringVar(&cfg.LeaderCmd, "leader-cmd", "", "shell command to run the leader instead of the demo (behind a sidecar)")
+	f.StringVar(&cfg.Service, "service", cfg.Service, "service name (DNS-1123 label)")
+	f.StringVar(&cfg.NATSAddr, "nats-addr", cfg.NATSAddr, "embedded NATS listen address (unused with --nats-url)")
+	f.StringVar(&cfg.StreamingAddr, "streaming-addr", cfg.StreamingAddr, "router's public streaming listener")
+	f.StringVar(&cfg.ControlAddr, "control-addr", cfg.ControlAddr, "router's private control listener")
+	f.StringVar(&cfg.ScalerAddr, "scaler-addr", cfg.ScalerAddr, "KEDA external scaler gRPC listener")
+	f.DurationVar(&cfg.ScaleDownWindow, "scale-down-window", cfg.ScaleDownWindow, "how long the target must stay lower before followers are stopped")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long a follower being scaled down may drain")
+	f.DurationVar(&cfg.InstanceTTL, "instance-ttl", cfg.InstanceTTL, "demo followers destroy an instance this long after its subscriber leaves")
+	f.StringVar(&cfg.FollowerCmd, "follower-cmd", "", "shell command to run each follower instead of the demo, behind a sidecar; it gets SKIP_ROLE=follower, "+
+		"its ports in SKIP_CONTROL_PORT and SKIP_STREAMING_PORT, its leader in SKIP_LEADER_HOST, SKIP_LEADER_CONTROL and SKIP_LEADER_STREAMING, "+
+		"SKIP_RESOURCE_PREFIX=<its id>, and HEADCOUNT_FOLLOWER_ID, HEADCOUNT_SERVICE and HEADCOUNT_NATS_URL")
+	f.StringVar(&cfg.LeaderCmd, "leader-cmd", "", "shell command to run the leader instead of the demo, behind a sidecar; it gets SKIP_ROLE=leader "+
+		"and its ports in SKIP_CONTROL_PORT and SKIP_STREAMING_PORT (and the HEADCOUNT_* three)")
+	f.StringVar(&cfg.AddrFile, "addr-file", "", "once up serves, write its addresses there as JSON ({\"streaming\",\"control\",\"scaler\",\"nats\"}), for scripts")
+	positive(cmd, "instance-ttl")
 	policy.register(cmd)
 	return cmd
 }
 
 // policyFlags turn --target, --plan, --min, --max and --scale-to-zero into
-// a replica policy; up and status share them.
+// a replica policy.
 type policyFlags struct {
 	target      float64
 	plan        string

@@ -1,12 +1,12 @@
 package e2e
 
 import (
-	"bufio"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,52 +24,53 @@ func Binary(t testing.TB) string {
 	return bin
 }
 
-// Up is a running `headcount up` and the URLs it printed.
+// Up is a running `headcount up` and its addresses: Streaming, Control and
+// Scaler as host:port, NATS as a nats:// URL.
 type Up struct {
 	Cmd                              *exec.Cmd
+	exited                           chan struct{}
 	Streaming, Control, NATS, Scaler string
 }
 
-var upURLs = map[string]*regexp.Regexp{
-	"streaming": regexp.MustCompile(`router streaming \(public\)\s+http://([0-9.:]+)`),
-	"control":   regexp.MustCompile(`router control \(private\)\s+http://([0-9.:]+)`),
-	"scaler":    regexp.MustCompile(`KEDA external scaler\s+([0-9.:]+)`),
-	"nats":      regexp.MustCompile(`NATS\s+(nats://[0-9.:]+)`),
-}
-
-// StartUp runs `bin up` with args on free loopback ports, reads the URLs it
-// prints, and kills it when t ends (stop it earlier with Cmd.Process.Signal).
+// StartUp runs `bin up` with args on free loopback ports, reads the
+// addresses it writes to its --addr-file, and kills it when t ends (stop it
+// earlier with Stop).
 func StartUp(t testing.TB, bin string, args ...string) *Up {
 	t.Helper()
+	file := filepath.Join(t.TempDir(), "addrs.json")
 	args = append([]string{"up", "--nats-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
-		"--control-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0"}, args...)
+		"--control-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0", "--addr-file", file}, args...)
 	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
+		<-exited
 	})
-	found := map[string]string{}
-	lines := bufio.NewScanner(stdout)
-	for len(found) < len(upURLs) && lines.Scan() {
-		for name, re := range upURLs {
-			if m := re.FindStringSubmatch(lines.Text()); m != nil {
-				found[name] = m[1]
+	deadline := time.Now().Add(2 * time.Minute) // the leader must be ready first
+	for {
+		data, err := os.ReadFile(file)
+		if err == nil {
+			var a struct{ Streaming, Control, Scaler, NATS string }
+			if err := json.Unmarshal(data, &a); err != nil {
+				t.Fatalf("%s: %v", file, err)
 			}
+			return &Up{Cmd: cmd, exited: exited, Streaming: strings.TrimPrefix(a.Streaming, "http://"),
+				Control: strings.TrimPrefix(a.Control, "http://"), Scaler: a.Scaler, NATS: a.NATS}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("up exited before writing %s: %v", file, cmd.ProcessState)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("up wrote no %s in 2 minutes", file)
 		}
 	}
-	if len(found) < len(upURLs) {
-		t.Fatalf("up printed only %v", found)
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	return &Up{Cmd: cmd, Streaming: found["streaming"], Control: found["control"], NATS: found["nats"], Scaler: found["scaler"]}
 }
 
 // Stop sends Ctrl-C (SIGINT) and fails t unless up drains, stops and exits 0
@@ -79,12 +80,10 @@ func (u *Up) Stop(t testing.TB, timeout time.Duration) {
 	if err := u.Cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- u.Cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("up exited with %v on Ctrl-C, want 0", err)
+	case <-u.exited:
+		if !u.Cmd.ProcessState.Success() {
+			t.Fatalf("up exited with %v on Ctrl-C, want 0", u.Cmd.ProcessState)
 		}
 	case <-time.After(timeout):
 		t.Fatalf("up did not stop within %v of Ctrl-C", timeout)

@@ -34,6 +34,8 @@ type stack struct {
 // routerServer is one router replica with its two HTTP listeners.
 type routerServer struct {
 	rt                    *router.Router
+	view                  *fleet.View
+	watcher               *fleet.Watcher
 	control, streaming    *http.Server
 	controlURL, streamURL string
 }
@@ -56,7 +58,7 @@ func startStack(followers, routers int, instanceTTL time.Duration, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	if s.leader, err = startDemo(demo.StartLeader, c); err != nil {
+	if s.leader, err = demo.StartLoopback(demo.StartLeader, c); err != nil {
 		return nil, err
 	}
 	for i := range followers {
@@ -64,7 +66,7 @@ func startStack(followers, routers int, instanceTTL time.Duration, log *slog.Log
 			return nil, err
 		}
 		c.LeaderControl, c.LeaderStreaming = s.leader.ControlAddr(), s.leader.StreamingAddr()
-		f, err := startDemo(demo.StartFollower, c)
+		f, err := demo.StartLoopback(demo.StartFollower, c)
 		if err != nil {
 			return nil, err
 		}
@@ -88,24 +90,6 @@ func (s *stack) connect(name string) (*nats.Conn, error) {
 	return nc, err
 }
 
-func startDemo(start func(demo.Config, net.Listener, net.Listener) (*demo.Server, error), cfg demo.Config) (*demo.Server, error) {
-	control, err := listen()
-	if err != nil {
-		return nil, err
-	}
-	streaming, err := listen()
-	if err != nil {
-		_ = control.Close()
-		return nil, err
-	}
-	srv, err := start(cfg, control, streaming)
-	if err != nil {
-		_ = control.Close()
-		_ = streaming.Close()
-	}
-	return srv, err
-}
-
 func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 
 func (s *stack) startRouter(id string, log *slog.Logger) (*routerServer, error) {
@@ -113,11 +97,21 @@ func (s *stack) startRouter(id string, log *slog.Logger) (*routerServer, error) 
 	if err != nil {
 		return nil, err
 	}
-	rt, err := router.New(nc, router.Config{Service: service, ID: id, Logger: log})
+	// One watcher per router process, as `headcount router` composes it.
+	view := fleet.NewView()
+	w, err := fleet.Watch(nc, view, fleet.WatchConfig{Services: []string{service}, Self: id, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	r := &routerServer{rt: rt}
+	cfg := router.DefaultConfig()
+	cfg.Service, cfg.ID, cfg.Logger = service, id, log
+	rt, err := router.New(nc, view, cfg)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	w.OnChange(rt.Changed)
+	r := &routerServer{rt: rt, view: view, watcher: w}
 	serve := func(h http.Handler) (*http.Server, string, error) {
 		ln, err := listen()
 		if err != nil {
@@ -140,6 +134,7 @@ func (s *stack) startRouter(id string, log *slog.Logger) (*routerServer, error) 
 
 func (r *routerServer) close() {
 	r.rt.Close()
+	r.watcher.Close()
 	for _, srv := range []*http.Server{r.control, r.streaming} {
 		if srv != nil {
 			_ = srv.Close()
@@ -156,7 +151,7 @@ func (s *stack) awaitReady(timeout time.Duration) error {
 			ready = ready && f.Agent().Report().State == fleet.StateReady
 		}
 		for _, r := range s.routers {
-			ready = ready && r.rt.View().Totals(service).Ready == len(s.followers)
+			ready = ready && r.view.Totals(service).Ready == len(s.followers)
 		}
 		if ready {
 			return nil

@@ -26,21 +26,33 @@ import (
 // deleted first on scale-down.
 const Annotation = "controller.kubernetes.io/pod-deletion-cost"
 
-// Config bounds the load the controller puts on the API server.
+// Config bounds the load the controller puts on the API server;
+// DefaultConfig holds the defaults, which New also gives zero fields.
 type Config struct {
-	// QPS and Burst limit the patches (default 5/s, burst 10).
+	// QPS and Burst limit the patches.
 	QPS   float64
 	Burst int
-	// Every bounds how often a changed service's pods are compared (default
-	// 1 s): heartbeats rarely change a count, and a pass is O(followers).
+	// Every bounds how often a changed service's pods are compared:
+	// heartbeats rarely change a count, and a pass is O(followers).
 	Every  time.Duration
 	Logger *slog.Logger
+}
+
+// DefaultConfig is the controller's defaults, the flags' included.
+func DefaultConfig() Config { return Config{QPS: 5, Burst: 10, Every: time.Second} }
+
+// Fleet is what the controller reads: the members of each service, from the
+// process's one fleet.View.
+type Fleet interface {
+	Members(service string) []fleet.Member
+	Member(service, follower string) (fleet.Member, bool)
+	Services() []string
 }
 
 // Controller patches pods whose cost differs from the last value it wrote.
 type Controller struct {
 	client  kubernetes.Interface
-	view    *fleet.View
+	view    Fleet
 	cfg     Config
 	limiter *rate.Limiter
 	patches *prometheus.CounterVec
@@ -56,15 +68,16 @@ type Controller struct {
 type pod struct{ namespace, name string }
 
 // New returns a controller of the pods of view's followers.
-func New(client kubernetes.Interface, view *fleet.View, cfg Config) *Controller {
+func New(client kubernetes.Interface, view Fleet, cfg Config) *Controller {
+	def := DefaultConfig()
 	if cfg.QPS <= 0 {
-		cfg.QPS = 5
+		cfg.QPS = def.QPS
 	}
 	if cfg.Burst <= 0 {
-		cfg.Burst = 10
+		cfg.Burst = def.Burst
 	}
 	if cfg.Every <= 0 {
-		cfg.Every = time.Second
+		cfg.Every = def.Every
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -85,7 +98,7 @@ func New(client kubernetes.Interface, view *fleet.View, cfg Config) *Controller 
 // Collector exports the patch counts.
 func (c *Controller) Collector() prometheus.Collector { return c.patches }
 
-// Notify marks service's pods for comparison; cheap, for fleet's OnChange.
+// Notify marks service's pods for comparison; cheap, for fleet.Watcher's OnChange.
 func (c *Controller) Notify(service string) {
 	c.mu.Lock()
 	c.dirty[service] = struct{}{}

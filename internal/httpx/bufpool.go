@@ -1,13 +1,12 @@
-// Package proxybuf recycles httputil.ReverseProxy's copy buffers: without a
-// pool every proxied response allocates 32 KiB, which shows in the tail
-// latency of the router and the sidecar.
-package proxybuf
+package httpx
 
 import "sync"
 
 const size = 32 << 10 // what ReverseProxy allocates by default
 
-// Pool implements httputil.BufferPool; the zero value is ready to use.
+// Pool recycles httputil.ReverseProxy's copy buffers: without a pool every
+// proxied response allocates 32 KiB, which shows in the tail latency of the
+// router and the sidecar. The zero value is ready to use.
 type Pool struct{ pool sync.Pool }
 
 func (p *Pool) Get() []byte {

@@ -1,0 +1,88 @@
+// Package httpx holds the HTTP plumbing the router and the sidecar share:
+// the upstream transport and reverse proxy, the JSON error they answer with
+// themselves, and the status-recording ResponseWriter of their metrics.
+package httpx
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"time"
+)
+
+// Transport is the connection pool to upstreams (followers, leaders):
+// generous idle pools, since every request goes to one of a few hosts, and
+// bodies passed through as the upstream wrote them. dial may wrap a
+// net.Dialer to mark its errors; headerTimeout 0 waits forever.
+func Transport(dial func(ctx context.Context, network, addr string) (net.Conn, error), headerTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		DialContext:           dial,
+		ResponseHeaderTimeout: headerTimeout,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+	}
+}
+
+// Dialer is the upstream dialer with timeout and TCP keep-alives.
+func Dialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+}
+
+// Proxy is a reverse proxy for SSE and short requests alike: every event is
+// flushed as soon as it arrives, copy buffers are pooled, and its own
+// errors are logged at warn level.
+func Proxy(rewrite func(*httputil.ProxyRequest), t http.RoundTripper, modify func(*http.Response) error,
+	onError func(http.ResponseWriter, *http.Request, error), log *slog.Logger) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      t,
+		FlushInterval:  -1,
+		BufferPool:     &Pool{},
+		ModifyResponse: modify,
+		ErrorHandler:   onError,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// Error answers with a JSON error produced by headcount itself, so that a
+// client can tell it from the upstream's own answers.
+func Error(w http.ResponseWriter, code int, reason, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error  string `json:"error"`
+		Reason string `json:"reason"`
+	}{msg, reason})
+}
+
+// Recorder keeps the final status code and when the headers went out, for
+// metrics and access logs; Unwrap lets http.ResponseController (and so the
+// ReverseProxy) flush SSE events through it.
+type Recorder struct {
+	http.ResponseWriter
+	Status int       // 0 until the headers are written; 1xx are interim
+	Wrote  time.Time // when Status was set
+}
+
+func (r *Recorder) WriteHeader(code int) {
+	if r.Status == 0 && code >= 200 {
+		r.Status, r.Wrote = code, time.Now()
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *Recorder) Write(b []byte) (int, error) {
+	if r.Status == 0 {
+		r.WriteHeader(http.StatusOK)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *Recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
