@@ -187,3 +187,22 @@ func managers(u *unstructured.Unstructured) []string {
 	}
 	return out
 }
+
+// Re-applying the manifests leaves the followers' scale to the autoscaler:
+// the Deployment sets no spec.replicas, so server-side apply does not own
+// the field and a scale made since (by KEDA, the HPA or here by hand) stays.
+func TestReapplyKeepsTheFollowersScale(t *testing.T) {
+	c := need(t)
+	a := newApplier(t, c)
+	installCRDs(t, a)
+	a.applyOverlay(t, "pro")
+	ctx := context.Background()
+	if err := c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Delete(ctx, follower, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		require.NoError(t, err)
+	}
+	scale(t, c, 3)
+	a.applyOverlay(t, "pro")
+	d, err := c.client.AppsV1().Deployments(namespace).Get(ctx, follower, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.EqualValues(t, 3, *d.Spec.Replicas)
+}
