@@ -24,6 +24,7 @@ func (s *Server) controlMux(reg prometheus.Gatherer, checks *ops.Checks) *http.S
 	mux.HandleFunc("POST /v1/snapshot/{resource}/lookup", s.handleLookup)
 	mux.HandleFunc("PATCH /v1/inputs/{collection}", s.handleWrite)
 	mux.HandleFunc("GET /v1/healthcheck", handleHealth)
+	mux.Handle(fleet.IdentityPath, s.agent.IdentityHandler())
 	ops.Mount(mux, reg, checks)
 	return mux
 }

@@ -36,9 +36,10 @@ type Config struct {
 	Heartbeat       time.Duration  // agent heartbeat
 	Advertise       string         // optional host to advertise instead of the listener's
 	Logger          *slog.Logger
-	Pod             string        // optional Kubernetes pod name, reported to the fleet
-	Namespace       string        // optional Kubernetes namespace, reported to the fleet
-	KeepAlive       time.Duration // SSE keep-alive comment period (default 15 s)
+	Pod             string         // optional Kubernetes pod name, reported to the fleet
+	Namespace       string         // optional Kubernetes namespace, reported to the fleet
+	KeepAlive       time.Duration  // SSE keep-alive comment period (default 15 s)
+	HTTP            ops.HTTPLimits // hardening of both listeners
 }
 
 const createTimeout = 10 * time.Second // a follower waits this long for the leader's init
@@ -203,18 +204,14 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 }
 
 func (s *Server) httpServer(h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return s.ctx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := ops.NewServer(h, s.cfg.HTTP, s.log)
+	srv.BaseContext = func(net.Listener) context.Context { return s.ctx }
+	return srv
 }
 
 func (s *Server) serve(srv *http.Server, ln net.Listener) {
 	s.serving.Go(func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ops.GuardListener(ln)); !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
 		}
 	})

@@ -8,24 +8,25 @@ type Collector struct {
 	view    *View
 	watcher *Watcher
 
-	followers, instances, demand, leaders, dropped, applied *prometheus.Desc
+	followers, instances, demand, leaders, unverified, dropped, applied *prometheus.Desc
 }
 
 // NewCollector describes view and (if not nil) watcher under the headcount_ namespace.
 func NewCollector(view *View, watcher *Watcher) *Collector {
 	return &Collector{
 		view: view, watcher: watcher,
-		followers: prometheus.NewDesc("headcount_followers", "Followers in the view, by state.", []string{"service", "state"}, nil),
-		instances: prometheus.NewDesc("headcount_instances", "Live resource instances on ready and draining followers.", []string{"service"}, nil),
-		demand:    prometheus.NewDesc("headcount_demand", "Creations held by routers because no follower is ready.", []string{"service"}, nil),
-		leaders:   prometheus.NewDesc("headcount_leaders", "Leaders in the view.", []string{"service"}, nil),
-		dropped:   prometheus.NewDesc("headcount_messages_dropped_total", "NATS messages dropped by validation, by reason.", []string{"reason"}, nil),
-		applied:   prometheus.NewDesc("headcount_messages_applied_total", "NATS messages applied to the view, by kind.", []string{"kind"}, nil),
+		followers:  prometheus.NewDesc("headcount_followers", "Followers in the view, by state.", []string{"service", "state"}, nil),
+		instances:  prometheus.NewDesc("headcount_instances", "Live resource instances on ready and draining followers.", []string{"service"}, nil),
+		demand:     prometheus.NewDesc("headcount_demand", "Creations held by routers because no follower is ready.", []string{"service"}, nil),
+		leaders:    prometheus.NewDesc("headcount_leaders", "Leaders in the view.", []string{"service"}, nil),
+		unverified: prometheus.NewDesc("headcount_unverified", "Incarnations not (yet) verified to answer at their address: no traffic, not counted.", []string{"service"}, nil),
+		dropped:    prometheus.NewDesc("headcount_messages_dropped_total", "NATS messages dropped by validation or by the view's bounds, by reason.", []string{"reason"}, nil),
+		applied:    prometheus.NewDesc("headcount_messages_applied_total", "NATS messages applied to the view, by kind.", []string{"kind"}, nil),
 	}
 }
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.followers, c.instances, c.demand, c.leaders, c.dropped, c.applied} {
+	for _, d := range []*prometheus.Desc{c.followers, c.instances, c.demand, c.leaders, c.unverified, c.dropped, c.applied} {
 		ch <- d
 	}
 }
@@ -42,12 +43,19 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.instances, float64(t.Instances), s)
 		gauge(c.demand, float64(t.Demand), s)
 		gauge(c.leaders, float64(t.Leaders), s)
+		gauge(c.unverified, float64(t.Unverified), s)
+	}
+	drops := c.view.Drops()
+	if c.watcher != nil {
+		for reason, n := range c.watcher.Drops() {
+			drops[reason] += n
+		}
+	}
+	for reason, n := range drops {
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), reason)
 	}
 	if c.watcher == nil {
 		return
-	}
-	for reason, n := range c.watcher.Drops() {
-		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), reason)
 	}
 	for kind, n := range c.watcher.Applied() {
 		ch <- prometheus.MustNewConstMetric(c.applied, prometheus.CounterValue, float64(n), kind)

@@ -314,3 +314,29 @@ func printable(s string) bool {
 	}
 	return true
 }
+
+// IdentityPath is where an agent answers a verification probe on its control
+// port: GET IdentityPath?nonce=<n> returns its Identity with the nonce echoed,
+// so a router can tell that the address answers as that incarnation now.
+const IdentityPath = "/headcount/v1/identity"
+
+// Identity is an agent's answer to a verification probe.
+type Identity struct {
+	Service     string `json:"service"`
+	Follower    string `json:"follower"`
+	Incarnation string `json:"incarnation"`
+	Nonce       string `json:"nonce"`
+}
+
+// ValidNonce accepts the probe nonces routers send: 16 to 64 hex digits.
+func ValidNonce(s string) bool {
+	if len(s) < 16 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

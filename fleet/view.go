@@ -2,15 +2,25 @@ package fleet
 
 import (
 	"container/heap"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // retiredFor is how long a replaced or deregistered incarnation is remembered,
 // so that its late or reordered reports cannot bring it back.
 const retiredFor = 2 * time.Minute
+
+// Probe backoff: an incarnation that failed verification is asked again on a
+// later report, no sooner than this, doubling up to the maximum.
+const (
+	minReprobe = 500 * time.Millisecond
+	maxReprobe = 30 * time.Second
+)
 
 // Member is a copy of what the view knows of one follower or leader.
 type Member struct {
@@ -20,6 +30,9 @@ type Member struct {
 	Pending int64
 	// Expires is when the member is dropped unless it reports again.
 	Expires time.Time
+	// Ejected is true while this process's router keeps the member out of
+	// placement after a refused or reset connection.
+	Ejected bool
 }
 
 // Load is the least-loaded criterion: (instances + pending) / capacity, with
@@ -31,7 +44,7 @@ func load(instances, pending, capacity int64) float64 {
 }
 
 // Totals are a service's figures, kept up to date on every change so that
-// reading them costs O(1).
+// reading them costs O(1). Only verified members count.
 type Totals struct {
 	// Instances sums the instances of ready and draining followers.
 	Instances int64
@@ -39,6 +52,9 @@ type Totals struct {
 	Demand                    int64
 	Starting, Ready, Draining int
 	Leaders                   int
+	// Unverified counts incarnations waiting for (or having failed) their
+	// probe: they get no traffic and count nowhere else.
+	Unverified int
 }
 
 // Live is the scaling metric: instances served plus creations waiting.
@@ -53,31 +69,117 @@ const (
 	Replaced                  // a new incarnation replaced the old one
 	Removed                   // gone: the member left the view
 	Stale                     // old seq or retired incarnation: ignored
+	Unverified                // kept aside until its address answers as itself
+	Dropped                   // over a bound: counted in Drops
 )
+
+// Reasons the view itself drops or refuses something; they join the
+// validation reasons in headcount_messages_dropped_total.
+const (
+	ReasonMembersCap  = "members_cap"
+	ReasonServicesCap = "services_cap"
+	ReasonRoutersCap  = "routers_cap"
+	ReasonDemandCap   = "demand_cap"
+	ReasonInstanceCap = "instances_cap"
+	ReasonClaimant    = "leader_claimant"
+	ReasonUnverified  = "unverified"
+	ReasonProbeQueue  = "probe_queue_full"
+	ReasonMoved       = "address_changed"
+)
+
+// Limits bound what messages can make a view hold. Zero fields take the
+// defaults named on each.
+type Limits struct {
+	// MembersPerService caps member ids per service, incarnations awaiting
+	// verification included (default 10,000).
+	MembersPerService int
+	// Services caps the services one view tracks (default 1,000).
+	Services int
+	// RoutersPerService caps the routers whose demand a service counts (default 64).
+	RoutersPerService int
+	// DemandPerRouter is the most creations one router may hold: set it to
+	// the routers' --hold-queue; more is dropped (default 1,000).
+	DemandPerRouter int64
+	// InstancesPerMember is the most instances (and unreported placements)
+	// one member may claim; a report above it is dropped (default 100,000).
+	InstancesPerMember int64
+}
+
+func (l *Limits) defaults() {
+	setMin(&l.MembersPerService, 10_000)
+	setMin(&l.Services, 1_000)
+	setMin(&l.RoutersPerService, 64)
+	setMin(&l.DemandPerRouter, 1_000)
+	setMin(&l.InstancesPerMember, 100_000)
+}
+
+func setMin[T int | int64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// ViewConfig configures NewViewWith.
+type ViewConfig struct {
+	Limits Limits
+	// Verify holds every new incarnation out of placement, totals and member
+	// lists until a prober (package verify) reading Probes confirms that its
+	// control address answers as that follower and incarnation. Off, every
+	// valid report is trusted at once.
+	Verify bool
+	Logger *slog.Logger
+}
+
+// Probe asks a prober to confirm that Control answers as Follower/Incarnation.
+type Probe struct {
+	Service, Follower, Incarnation string
+	Control                        string
+	// Incumbent, when set, is the verified incarnation this one would replace:
+	// it must no longer answer at its own address.
+	Incumbent *Incumbent
+}
+
+// Incumbent names a verified incarnation and where it answers.
+type Incumbent struct{ Incarnation, Control string }
 
 // View is the live fleet of every service seen, built from reports. All
 // methods are safe for concurrent use.
 type View struct {
+	cfg      ViewConfig
+	probes   chan Probe
+	logs     *rate.Limiter
 	mu       sync.Mutex
 	services map[string]*service
+	drops    map[string]uint64
 }
 
 type service struct {
-	members map[string]*member
-	ready   loadHeap
-	leaders map[string]*member
-	retired map[string]time.Time // follower/incarnation → forget at
-	demand  map[string]demand    // by router
-	totals  Totals
+	members map[string]*member // by follower id: the incarnation in use
+	// candidates are new incarnations of a verified member's id, kept aside
+	// until verified: a forged replacement must retire nothing.
+	candidates map[string]*member
+	ready      loadHeap
+	leaders    map[string]*member
+	leader     *member              // the one verified leader writes go to
+	retired    map[string]time.Time // follower/incarnation → forget at
+	demand     map[string]demand    // by router
+	totals     Totals
 }
 
 type member struct {
-	r        Report
-	expires  time.Time
-	placed   int64
-	load     float64 // cached for the heap's comparisons
-	tiebreak uint64
-	index    int // in service.ready, or -1
+	r          Report
+	expires    time.Time
+	placed     int64
+	load       float64 // cached for the heap's comparisons
+	tiebreak   uint64
+	index      int // in service.ready, or -1
+	verified   bool
+	verifiedAt time.Time
+	ejected    bool
+	ejectedSeq uint64    // a report newer than this may clear the ejection
+	probing    bool      // a probe is queued or under way
+	nextProbe  time.Time // no new probe before
+	backoff    time.Duration
 }
 
 type demand struct {
@@ -85,17 +187,62 @@ type demand struct {
 	expires time.Time
 }
 
-// NewView returns an empty view.
-func NewView() *View { return &View{services: map[string]*service{}} }
+// NewView returns an empty view that trusts every valid report at once and
+// has the default limits.
+func NewView() *View { return NewViewWith(ViewConfig{}) }
 
+// NewViewWith returns an empty view configured by cfg.
+func NewViewWith(cfg ViewConfig) *View {
+	cfg.Limits.defaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	v := &View{cfg: cfg, services: map[string]*service{}, drops: map[string]uint64{}, logs: rate.NewLimiter(5, 10)}
+	if cfg.Verify {
+		v.probes = make(chan Probe, 256)
+	}
+	return v
+}
+
+// Probes delivers the verifications the view needs; nil when it verifies nothing.
+func (v *View) Probes() <-chan Probe { return v.probes }
+
+// Limits returns the view's bounds.
+func (v *View) Limits() Limits { return v.cfg.Limits }
+
+// Drops returns what the view refused so far, by reason.
+func (v *View) Drops() map[string]uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make(map[string]uint64, len(v.drops))
+	for k, n := range v.drops {
+		out[k] = n
+	}
+	return out
+}
+
+// drop counts a refusal; v.mu is held.
+func (v *View) drop(reason, msg string, args ...any) {
+	v.drops[reason]++
+	if v.logs.Allow() {
+		v.cfg.Logger.Warn(msg, append(args, "reason", reason)...)
+	}
+}
+
+// service returns name's state, creating it within the services cap; v.mu is held.
 func (v *View) service(name string) *service {
 	s := v.services[name]
 	if s == nil {
+		if len(v.services) >= v.cfg.Limits.Services {
+			v.drop(ReasonServicesCap, "service not tracked: too many services", "service", name)
+			return nil
+		}
 		s = &service{
-			members: map[string]*member{},
-			leaders: map[string]*member{},
-			retired: map[string]time.Time{},
-			demand:  map[string]demand{},
+			members:    map[string]*member{},
+			candidates: map[string]*member{},
+			leaders:    map[string]*member{},
+			retired:    map[string]time.Time{},
+			demand:     map[string]demand{},
 		}
 		v.services[name] = s
 	}
@@ -106,50 +253,245 @@ func (v *View) service(name string) *service {
 func (v *View) Apply(r Report, now time.Time) Outcome {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if r.Instances > v.cfg.Limits.InstancesPerMember {
+		v.drop(ReasonInstanceCap, "report dropped: instances over the per-member limit",
+			"service", r.Service, "follower", r.Follower, "instances", r.Instances)
+		return Dropped
+	}
 	s := v.service(r.Service)
-	key := r.Follower + "/" + r.Incarnation
-	if _, ok := s.retired[key]; ok {
+	if s == nil {
+		return Dropped
+	}
+	if _, ok := s.retired[r.Follower+"/"+r.Incarnation]; ok {
 		return Stale
 	}
-	outcome := Registered
 	m := s.members[r.Follower]
-	if m != nil {
-		if m.r.Incarnation == r.Incarnation {
-			if r.Seq <= m.r.Seq {
-				return Stale
-			}
-			outcome = Updated
-		} else {
-			s.retire(m, now)
-			m = nil
-			outcome = Replaced
-		}
+	switch {
+	case m != nil && m.r.Incarnation == r.Incarnation:
+		return v.update(s, m, r, now)
+	case m != nil && m.verified:
+		return v.contend(s, m, r, now)
+	case m != nil:
+		// Two unverified claims to one id: the newer one is probed; the
+		// other never had traffic, so nothing is retired.
+		s.remove(m)
 	}
 	if r.State == StateGone {
-		s.retired[key] = now.Add(retiredFor)
-		if m != nil {
-			s.remove(m)
-		}
-		if m != nil || outcome == Replaced {
-			return Removed
-		}
 		return Stale
 	}
-	if m == nil {
-		m = &member{index: -1}
-		s.members[r.Follower] = m
-	} else {
+	if len(s.members)+len(s.candidates) >= v.cfg.Limits.MembersPerService {
+		v.drop(ReasonMembersCap, "report dropped: too many members", "service", r.Service, "follower", r.Follower)
+		return Dropped
+	}
+	m = &member{index: -1, r: r}
+	m.expires = expiry(r, now)
+	s.members[r.Follower] = m
+	if !v.cfg.Verify {
+		v.verify(s, m, now)
+		return Registered
+	}
+	s.totals.Unverified++
+	v.probe(s, m, nil, now)
+	return Unverified
+}
+
+// update applies a newer report of m's incarnation.
+func (v *View) update(s *service, m *member, r Report, now time.Time) Outcome {
+	if r.Seq <= m.r.Seq {
+		return Stale
+	}
+	if r.State == StateGone {
+		s.retired[r.Follower+"/"+r.Incarnation] = now.Add(retiredFor)
+		v.removeMember(s, m)
+		return Removed
+	}
+	if v.moved(m.r, r) {
+		return Dropped
+	}
+	if m.verified {
 		s.count(m, -1)
 	}
 	m.r = r
-	m.expires = now.Add(time.Duration(r.TTLMillis) * time.Millisecond)
+	m.expires = expiry(r, now)
+	switch {
+	case !m.verified:
+		v.probe(s, m, nil, now)
+		return Updated
+	case m.ejected && r.Seq > m.ejectedSeq && !v.cfg.Verify:
+		m.ejected = false
+	case m.ejected && r.Seq > m.ejectedSeq:
+		v.probe(s, m, nil, now) // a fresh report: is it healthy again?
+	}
 	s.count(m, +1)
 	s.reindex(m)
-	return outcome
+	return Updated
+}
+
+// contend handles a new incarnation of a verified member's id: it replaces
+// the incumbent only once verified, and only if the incumbent stopped answering.
+func (v *View) contend(s *service, m *member, r Report, now time.Time) Outcome {
+	c := s.candidates[r.Follower]
+	if c != nil && c.r.Incarnation == r.Incarnation && r.Seq <= c.r.Seq {
+		return Stale
+	}
+	if c != nil && c.r.Incarnation == r.Incarnation && v.moved(c.r, r) {
+		return Dropped
+	}
+	if r.State == StateGone {
+		if c != nil && c.r.Incarnation == r.Incarnation {
+			s.dropCandidate(c)
+		}
+		return Stale
+	}
+	if c == nil {
+		if len(s.members)+len(s.candidates) >= v.cfg.Limits.MembersPerService {
+			v.drop(ReasonMembersCap, "report dropped: too many members", "service", r.Service, "follower", r.Follower)
+			return Dropped
+		}
+		c = &member{index: -1}
+		s.candidates[r.Follower] = c
+		s.totals.Unverified++
+	} else if c.r.Incarnation != r.Incarnation {
+		*c = member{index: -1} // a newer claim: probe it afresh
+	}
+	c.r = r
+	c.expires = expiry(r, now)
+	if !v.cfg.Verify {
+		v.promote(s, c, now)
+		return Replaced
+	}
+	v.probe(s, c, &Incumbent{Incarnation: m.r.Incarnation, Control: m.r.Control}, now)
+	return Unverified
+}
+
+// moved reports, and counts, a report that moves an incarnation to other
+// addresses: no agent does, and the addresses verified are the ones used.
+func (v *View) moved(was, r Report) bool {
+	if r.State == StateGone || (r.Control == was.Control && r.Streaming == was.Streaming) {
+		return false
+	}
+	v.drop(ReasonMoved, "report dropped: an incarnation's addresses never change",
+		"service", r.Service, "follower", r.Follower, "control", r.Control, "was", was.Control)
+	return true
+}
+
+// probe queues a verification of m unless one is under way or backing off.
+func (v *View) probe(s *service, m *member, inc *Incumbent, now time.Time) {
+	if v.probes == nil || m.probing || now.Before(m.nextProbe) || m.r.State == StateGone {
+		return
+	}
+	p := Probe{Service: m.r.Service, Follower: m.r.Follower, Incarnation: m.r.Incarnation, Control: m.r.Control, Incumbent: inc}
+	select {
+	case v.probes <- p:
+		m.probing = true
+	default:
+		m.nextProbe = now.Add(minReprobe)
+		v.drop(ReasonProbeQueue, "probe postponed: queue full", "service", p.Service, "follower", p.Follower)
+	}
+}
+
+// Verified records a probe's result: err nil means the incarnation answered
+// as itself (and its incumbent, if any, no longer did).
+func (v *View) Verified(p Probe, err error, now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.services[p.Service]
+	if s == nil {
+		return
+	}
+	m := s.members[p.Follower]
+	candidate := false
+	if c := s.candidates[p.Follower]; c != nil && c.r.Incarnation == p.Incarnation {
+		m, candidate = c, true
+	}
+	if m == nil || m.r.Incarnation != p.Incarnation {
+		return // replaced or gone meanwhile
+	}
+	m.probing = false
+	if err != nil {
+		m.backoff = min(max(2*m.backoff, minReprobe), maxReprobe)
+		m.nextProbe = now.Add(m.backoff)
+		if !m.verified || candidate {
+			v.drop(ReasonUnverified, "incarnation not verified: no traffic",
+				"service", p.Service, "follower", p.Follower, "incarnation", p.Incarnation, "control", p.Control, "err", err)
+		}
+		return
+	}
+	m.backoff, m.nextProbe = 0, time.Time{}
+	switch {
+	case candidate:
+		v.promote(s, m, now)
+	case !m.verified:
+		s.totals.Unverified--
+		v.verify(s, m, now)
+	case m.ejected:
+		m.ejected = false
+		s.reindex(m)
+	}
+}
+
+// promote makes candidate c the member of its id, retiring the incumbent.
+func (v *View) promote(s *service, c *member, now time.Time) {
+	if s.candidates[c.r.Follower] == c {
+		delete(s.candidates, c.r.Follower)
+		s.totals.Unverified--
+	}
+	if old := s.members[c.r.Follower]; old != nil {
+		s.retired[old.r.Follower+"/"+old.r.Incarnation] = now.Add(retiredFor)
+		v.removeMember(s, old)
+	}
+	s.members[c.r.Follower] = c
+	v.verify(s, c, now)
+}
+
+// verify admits m to totals, placement and the leader election; a second
+// leader is logged and ignored while the first one lives.
+func (v *View) verify(s *service, m *member, now time.Time) {
+	m.verified, m.verifiedAt = true, now
+	s.count(m, +1)
+	s.reindex(m)
+	if m.r.Role != RoleLeader {
+		return
+	}
+	if s.leader == nil {
+		s.leader = m
+		return
+	}
+	v.drop(ReasonClaimant, "second leader ignored while the first lives",
+		"service", m.r.Service, "leader", s.leader.r.Follower, "claimant", m.r.Follower)
+}
+
+// elect makes the longest-verified leader the one leader; v.mu is held.
+func (v *View) elect(s *service) {
+	s.leader = nil
+	for _, m := range s.leaders {
+		if s.leader == nil || m.verifiedAt.Before(s.leader.verifiedAt) ||
+			(m.verifiedAt.Equal(s.leader.verifiedAt) && m.r.Follower < s.leader.r.Follower) {
+			s.leader = m
+		}
+	}
+}
+
+// removeMember takes m out of the view, electing another leader if it was
+// the one; a candidate for its id stays, awaiting its probe as a newcomer.
+func (v *View) removeMember(s *service, m *member) {
+	s.remove(m)
+	if c := s.candidates[m.r.Follower]; c != nil {
+		delete(s.candidates, m.r.Follower)
+		s.members[m.r.Follower] = c
+	}
+	if s.leader == m {
+		v.elect(s)
+	}
+}
+
+func expiry(r Report, now time.Time) time.Time {
+	return now.Add(time.Duration(r.TTLMillis) * time.Millisecond)
 }
 
 // ApplyPlaced counts n placements on the named incarnation; it reports false
 // when that incarnation is not in the view (its report will carry them).
+// Unreported placements are bounded like instances.
 func (v *View) ApplyPlaced(service string, p Placed) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -158,38 +500,63 @@ func (v *View) ApplyPlaced(service string, p Placed) bool {
 		return false
 	}
 	m := s.members[p.Follower]
-	if m == nil || m.r.Incarnation != p.Incarnation {
+	if m == nil || !m.verified || m.r.Incarnation != p.Incarnation {
 		return false
 	}
-	m.placed = max(m.placed+p.N, 0)
+	m.placed = min(max(m.placed+p.N, 0), m.r.Created+v.cfg.Limits.InstancesPerMember)
 	s.reindex(m)
 	return true
 }
 
 // ApplyDemand records the creations a router holds; pending 0 clears them.
-func (v *View) ApplyDemand(service string, d Demand, now time.Time) {
+// It reports false when the demand is over a bound (dropped and counted):
+// more than one router's hold queue, or more routers than the cap.
+func (v *View) ApplyDemand(service string, d Demand, now time.Time) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	s := v.service(service)
-	s.totals.Demand -= s.demand[d.Router].pending
+	if d.Pending > v.cfg.Limits.DemandPerRouter {
+		v.drop(ReasonDemandCap, "demand dropped: more than a router may hold", "service", service, "router", d.Router, "pending", d.Pending)
+		return false
+	}
+	s := v.services[service]
+	if s == nil && d.Pending == 0 {
+		return true
+	}
+	if s == nil {
+		if s = v.service(service); s == nil {
+			return false
+		}
+	}
+	old, known := s.demand[d.Router]
+	if d.Pending > 0 && !known && len(s.demand) >= v.cfg.Limits.RoutersPerService {
+		v.drop(ReasonRoutersCap, "demand dropped: too many routers", "service", service, "router", d.Router)
+		return false
+	}
+	s.totals.Demand -= old.pending
 	if d.Pending == 0 {
 		delete(s.demand, d.Router)
-		return
+		return true
 	}
 	s.demand[d.Router] = demand{pending: d.Pending, expires: now.Add(time.Duration(d.TTLMillis) * time.Millisecond)}
 	s.totals.Demand += d.Pending
+	return true
 }
 
-// Sweep drops members and demand that stayed silent past their TTL, and
-// forgets retired incarnations after a while. Watch calls it periodically.
+// Sweep drops members, candidates and demand that stayed silent past their
+// TTL, and forgets retired incarnations after a while. Watch calls it periodically.
 func (v *View) Sweep(now time.Time) (expired int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for name, s := range v.services {
 		for _, m := range s.members {
 			if now.After(m.expires) {
-				s.remove(m)
+				v.removeMember(s, m)
 				expired++
+			}
+		}
+		for _, c := range s.candidates {
+			if now.After(c.expires) {
+				s.dropCandidate(c)
 			}
 		}
 		for router, d := range s.demand {
@@ -203,7 +570,7 @@ func (v *View) Sweep(now time.Time) (expired int) {
 				delete(s.retired, key)
 			}
 		}
-		if len(s.members) == 0 && len(s.demand) == 0 && len(s.retired) == 0 {
+		if len(s.members) == 0 && len(s.candidates) == 0 && len(s.demand) == 0 && len(s.retired) == 0 {
 			delete(v.services, name)
 		}
 	}
@@ -212,7 +579,8 @@ func (v *View) Sweep(now time.Time) (expired int) {
 
 // Place chooses the least-loaded ready follower of service not excluded and
 // counts one placement on it, so that concurrent callers spread out. ok is
-// false when no follower qualifies.
+// false when no follower qualifies. Unverified and ejected followers are not
+// in the placement heap at all, so they cost nothing here.
 func (v *View) Place(service string, exclude func(follower string) bool) (Member, bool) {
 	return v.choose(service, exclude, 1)
 }
@@ -222,10 +590,31 @@ func (v *View) Least(service string, exclude func(follower string) bool) (Member
 	return v.choose(service, exclude, 0)
 }
 
-// Unplace takes back placements that did not happen (the follower refused
-// the connection), if that incarnation is still in the view.
+// Unplace takes back placements that did not happen, if that incarnation is
+// still in the view.
 func (v *View) Unplace(service, follower, incarnation string, n int64) {
 	v.ApplyPlaced(service, Placed{Follower: follower, Incarnation: incarnation, N: -n})
+}
+
+// Eject takes a follower's incarnation out of placement after a refused or
+// reset connection, until a newer report (re-verified when the view verifies)
+// shows it healthy: passive outlier ejection. It reports whether it was
+// placeable until now.
+func (v *View) Eject(service, follower, incarnation string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.services[service]
+	if s == nil {
+		return false
+	}
+	m := s.members[follower]
+	if m == nil || m.r.Incarnation != incarnation || m.ejected {
+		return false
+	}
+	m.ejected, m.ejectedSeq = true, m.r.Seq
+	wasPlaceable := m.index >= 0
+	s.reindex(m)
+	return wasPlaceable
 }
 
 func (v *View) choose(service string, exclude func(string) bool, n int64) (Member, bool) {
@@ -267,40 +656,32 @@ func (v *View) Totals(service string) Totals {
 	return Totals{}
 }
 
-// Member returns the current incarnation of follower (or leader) in service.
+// Member returns the verified current incarnation of follower (or leader) in service.
 func (v *View) Member(service, follower string) (Member, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if s := v.services[service]; s != nil {
-		if m := s.members[follower]; m != nil {
+		if m := s.members[follower]; m != nil && m.verified {
 			return m.snapshot(), true
 		}
 	}
 	return Member{}, false
 }
 
-// Leader returns a ready leader of service, preferring the lowest id so that
-// every router picks the same one.
+// Leader returns the service's one leader: the first verified leader still
+// in the view, if it is ready. Later claimants are ignored while it lives.
 func (v *View) Leader(service string) (Member, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	s := v.services[service]
-	if s == nil {
+	if s == nil || s.leader == nil || s.leader.r.State != StateReady {
 		return Member{}, false
 	}
-	var best *member
-	for _, m := range s.leaders {
-		if m.r.State == StateReady && (best == nil || m.r.Follower < best.r.Follower) {
-			best = m
-		}
-	}
-	if best == nil {
-		return Member{}, false
-	}
-	return best.snapshot(), true
+	return s.leader.snapshot(), true
 }
 
-// Members lists service's members by id (O(n): for status pages, not hot paths).
+// Members lists service's verified members by id (O(n): for status pages,
+// not hot paths).
 func (v *View) Members(service string) []Member {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -310,7 +691,9 @@ func (v *View) Members(service string) []Member {
 	}
 	out := make([]Member, 0, len(s.members))
 	for _, m := range s.members {
-		out = append(out, m.snapshot())
+		if m.verified {
+			out = append(out, m.snapshot())
+		}
 	}
 	slices.SortFunc(out, func(a, b Member) int {
 		if a.Follower < b.Follower {
@@ -337,12 +720,12 @@ func (v *View) Services() []string {
 }
 
 func (m *member) snapshot() Member {
-	return Member{Report: m.r, Pending: m.pending(), Expires: m.expires}
+	return Member{Report: m.r, Pending: m.pending(), Expires: m.expires, Ejected: m.ejected}
 }
 
 func (m *member) pending() int64 { return max(m.placed-m.r.Created, 0) }
 
-// count adds (sign=+1) or removes (sign=-1) m's share of the totals.
+// count adds (sign=+1) or removes (sign=-1) a verified m's share of the totals.
 func (s *service) count(m *member, sign int) {
 	if m.r.Role == RoleLeader {
 		s.totals.Leaders += sign
@@ -368,7 +751,7 @@ func (s *service) count(m *member, sign int) {
 // reindex puts m in, moves it within, or takes it out of the ready heap. A
 // fresh random tiebreak on every change breaks ties between equal loads at random.
 func (s *service) reindex(m *member) {
-	placeable := m.r.Role == RoleFollower && m.r.State == StateReady
+	placeable := m.verified && !m.ejected && m.r.Role == RoleFollower && m.r.State == StateReady
 	m.load = load(m.r.Instances, m.pending(), m.r.Capacity)
 	switch {
 	case placeable && m.index < 0:
@@ -383,16 +766,20 @@ func (s *service) reindex(m *member) {
 }
 
 func (s *service) remove(m *member) {
-	s.count(m, -1)
+	if m.verified {
+		s.count(m, -1)
+	} else {
+		s.totals.Unverified--
+	}
 	if m.index >= 0 {
 		heap.Remove(&s.ready, m.index)
 	}
 	delete(s.members, m.r.Follower)
 }
 
-func (s *service) retire(m *member, now time.Time) {
-	s.retired[m.r.Follower+"/"+m.r.Incarnation] = now.Add(retiredFor)
-	s.remove(m)
+func (s *service) dropCandidate(c *member) {
+	delete(s.candidates, c.r.Follower)
+	s.totals.Unverified--
 }
 
 // loadHeap orders ready followers by load, then by a random tiebreak.

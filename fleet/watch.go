@@ -223,8 +223,14 @@ func (w *Watcher) handle(msg *nats.Msg) {
 			w.drop(msg, err)
 			return
 		}
-		if w.view.Apply(r, now) == Stale {
+		switch w.view.Apply(r, now) {
+		case Stale:
 			w.count("stale")
+			return
+		case Dropped:
+			return // counted by the view
+		case Unverified:
+			w.count("unverified")
 			return
 		}
 	case KindPlaced:
@@ -244,7 +250,9 @@ func (w *Watcher) handle(msg *nats.Msg) {
 			return
 		}
 		// A router's own demand counts too: its view may be the scaler's.
-		w.view.ApplyDemand(service, d, now)
+		if !w.view.ApplyDemand(service, d, now) {
+			return // counted by the view
+		}
 	default:
 		w.drop(msg, invalid(ReasonSubject, "unknown kind %q", kind))
 		return

@@ -37,7 +37,7 @@ func TestReadmeLoadLoopStopsOnOneCtrlC(t *testing.T) {
 	}
 	loop := readmeLine(t, "seq 35")
 	bin := e2e.Binary(t)
-	up := e2e.StartUp(t, bin, "--target", "100", "--instance-ttl", "1s")
+	up := e2e.StartUp(t, bin, "--target", "100", "--instance-ttl", "5s") // 1 s collected instances before their stream opened on a loaded machine
 	loop = strings.NewReplacer("http://127.0.0.1:8081", "http://"+up.Control, "http://127.0.0.1:8080", "http://"+up.Streaming).Replace(loop)
 	require.NotContains(t, loop, "127.0.0.1:808", "the README's default addresses were all replaced")
 

@@ -25,6 +25,7 @@ import (
 	"github.com/headcount-dev/headcount/replicas"
 	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/scaler"
+	"github.com/headcount-dev/headcount/verify"
 )
 
 // UpConfig is the whole system on one machine.
@@ -37,9 +38,16 @@ type UpConfig struct {
 	// Listeners of the router (streaming, control) and the scaler's gRPC port.
 	StreamingAddr, ControlAddr, ScalerAddr string
 	Policy                                 replicas.Policy
-	ScaleDownWindow                        time.Duration
-	DrainTimeout                           time.Duration // a follower's drain on scale-down
-	InstanceTTL                            time.Duration // demo followers destroy an abandoned instance after this
+	// Addresses restricts what followers may advertise (up defaults it to
+	// loopback); Limits bound the view; NoVerify trusts reports unprobed.
+	Addresses       fleet.AddressPolicy
+	Limits          fleet.Limits
+	NoVerify        bool
+	ProbeTimeout    time.Duration
+	HTTP            ops.HTTPLimits // the router's listeners
+	ScaleDownWindow time.Duration
+	DrainTimeout    time.Duration // a follower's drain on scale-down
+	InstanceTTL     time.Duration // demo followers destroy an abandoned instance after this
 	// Executable runs the demo followers (`<exe> follower …`); default this program.
 	Executable string
 	// FollowerCmd and LeaderCmd, when set, are shell commands run instead of
@@ -166,8 +174,12 @@ func (s *system) listen() error {
 // watch starts the process's one watcher, over every service (the scaler
 // answers KEDA for any); the router's own placements are counted as made.
 func (s *system) watch() error {
-	s.view = fleet.NewView()
-	w, err := fleet.Watch(s.nc, s.view, fleet.WatchConfig{Subjects: s.cfg.Subjects, Self: routerID, Logger: s.cfg.Logger})
+	s.view = fleet.NewViewWith(fleet.ViewConfig{Limits: s.cfg.Limits, Verify: !s.cfg.NoVerify, Logger: s.cfg.Logger})
+	probeCtx, stopProbes := context.WithCancel(context.Background())
+	s.stack.push(stopProbes)
+	go verify.New(verify.Config{Timeout: s.cfg.ProbeTimeout}).Run(probeCtx, s.view)
+	w, err := fleet.Watch(s.nc, s.view, fleet.WatchConfig{Subjects: s.cfg.Subjects, Self: routerID,
+		Policy: s.cfg.Addresses, Logger: s.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -197,6 +209,11 @@ func (s *system) compose() error {
 	s.watcher.OnChange(s.scaler.Changed)
 	rc := router.DefaultConfig()
 	rc.Subjects, rc.Service, rc.ID, rc.Logger = s.cfg.Subjects, s.cfg.Service, routerID, s.cfg.Logger
+	// The view's figures and drops on the router's /metrics, as the router command has them.
+	rc.Registry = ops.NewRegistry()
+	if err := rc.Registry.Register(fleet.NewCollector(s.view, s.watcher)); err != nil {
+		return err
+	}
 	if s.router, err = router.New(s.nc, s.view, rc); err != nil {
 		return err
 	}
@@ -218,7 +235,7 @@ func (s *system) run(ctx context.Context) error {
 		h  http.Handler
 	}{{s.lns["streaming"], s.router.Streaming()}, {s.lns["control"], s.router.Control()}} {
 		servers.Go(func() {
-			serverErrs <- ops.Serve(serveCtx, &http.Server{Handler: srv.h, ReadHeaderTimeout: 10 * time.Second}, srv.ln, 5*time.Second)
+			serverErrs <- ops.Serve(serveCtx, ops.NewServer(srv.h, s.cfg.HTTP, s.cfg.Logger), srv.ln, 5*time.Second)
 		})
 	}
 	servers.Go(func() {

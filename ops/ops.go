@@ -67,11 +67,11 @@ func Mount(mux *http.ServeMux, reg prometheus.Gatherer, ready *Checks) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 }
 
-// Serve serves srv on ln until ctx is done, then shuts it down, giving open
+// Serve serves srv on ln (through GuardListener) until ctx is done, then shuts it down, giving open
 // requests up to grace to finish. Streams still open after grace are cut.
 func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(GuardListener(ln)) }()
 	select {
 	case err := <-errc:
 		return err

@@ -239,19 +239,23 @@ func TestDemoCreationHeldUntilAFollowerStarts(t *testing.T) {
 	}
 }
 
-func TestDemoRefusedConnectionRetriedElsewhere(t *testing.T) {
+// A follower whose advertised address refuses connections is never verified,
+// so no creation is even tried on it (dead followers that were verified
+// before dying: eject_test.go).
+func TestDemoUnverifiableFollowerGetsNoAttempt(t *testing.T) {
 	nc, followers, r1, _ := demoFleet(t, 2)
 	dead, err := agent.New(nc, agent.Config{Service: svc, Follower: "follower-dead",
 		Control: closedAddr(t), Streaming: closedAddr(t), Heartbeat: 100 * time.Millisecond})
 	require.NoError(t, err)
 	dead.Ready()
 	t.Cleanup(func() { _ = dead.Close() })
-	r1.waitReady(t, 3)
+	require.Eventually(t, func() bool { return r1.View().Drops()[fleet.ReasonUnverified] > 0 }, 10*time.Second, 5*time.Millisecond)
 	for range 10 {
 		require.NotNil(t, ownerOf(followers, r1.create(t)))
 	}
-	assert.NotContains(t, scrape(t, r1), `headcount_router_retries_total{service="svc"} 0`)
+	assert.Zero(t, counter(t, r1, "headcount_router_retries_total"))
 	_, ok := r1.View().Member(svc, "follower-dead")
-	assert.True(t, ok, "the dead follower was in the view all along")
+	assert.False(t, ok, "the dead follower never joined the view")
+	assert.Equal(t, 1, r1.View().Totals(svc).Unverified)
 	assert.Equal(t, fleet.StateReady, dead.Report().State)
 }

@@ -37,7 +37,9 @@ type member struct {
 	bare               bool         // answer creations with "<uuid>", as without SKIP_RESOURCE_PREFIX
 	unavailable        bool         // answer creations 503, as a follower draining before the views know
 	hung               bool         // never answer creations
+	ticking            bool         // streams send an update every 250 ms
 	requests           atomic.Int64 // every request received, on both ports
+	ident              atomic.Pointer[agent.Agent]
 	mu                 sync.Mutex
 	instances          map[string]bool
 }
@@ -48,6 +50,7 @@ func leader(_ *member, c *agent.Config)      { c.Role = fleet.RoleLeader }
 func bare(m *member, _ *agent.Config)        { m.bare = true }
 func unavailable(m *member, _ *agent.Config) { m.unavailable = true }
 func hung(m *member, _ *agent.Config)        { m.hung = true }
+func ticking(m *member, _ *agent.Config)     { m.ticking = true }
 
 // startMember starts id on two loopback listeners, registers it and marks it ready.
 func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *member {
@@ -67,6 +70,7 @@ func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *mem
 	a, err := agent.New(nc, cfg)
 	require.NoError(t, err)
 	m.agent = a
+	m.ident.Store(a)
 	a.Ready()
 	t.Cleanup(func() {
 		_ = a.Close()
@@ -78,15 +82,26 @@ func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *mem
 	return m
 }
 
+// count counts every request but the identity probes of verifying routers.
 func (m *member) count(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.requests.Add(1)
+		if r.URL.Path != fleet.IdentityPath {
+			m.requests.Add(1)
+		}
 		h.ServeHTTP(w, r)
 	})
 }
 
 func (m *member) controlMux() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+fleet.IdentityPath, func(w http.ResponseWriter, r *http.Request) {
+		a := m.ident.Load() // nil until agent.New returned
+		if a == nil {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		a.IdentityHandler().ServeHTTP(w, r)
+	})
 	mux.HandleFunc("POST /v1/streams/{resource}", func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case m.hung:
@@ -109,6 +124,9 @@ func (m *member) controlMux() http.Handler {
 		}
 		_, _ = io.WriteString(w, id)
 	})
+	mux.HandleFunc("PATCH /v1/inputs/{collection}", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "{}")
+	})
 	mux.HandleFunc("POST /v1/snapshot/{resource...}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"follower":%q,"resource":%q}`, m.id, r.PathValue("resource"))
 	})
@@ -128,7 +146,21 @@ func (m *member) streamingMux() http.Handler {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "event: init\nid: 1\ndata: {\"follower\":%q}\n\n", m.id)
 		http.NewResponseController(w).Flush()
-		<-r.Context().Done()
+		if !m.ticking {
+			<-r.Context().Done()
+			return
+		}
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for n := 2; ; n++ {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+				fmt.Fprintf(w, "event: update\nid: %d\ndata: []\n\n", n)
+				http.NewResponseController(w).Flush()
+			}
+		}
 	})
 	return mux
 }
@@ -151,7 +183,8 @@ func startRouter(t testing.TB, url, id string, mutate ...func(*router.Config)) *
 	for _, f := range mutate {
 		f(&cfg)
 	}
-	view, w := natstest.Watch(t, nc, fleet.WatchConfig{Services: []string{svc}, Self: id})
+	// Verifying, as in production.
+	view, w := natstest.WatchVerifying(t, nc, fleet.WatchConfig{Services: []string{svc}, Self: id})
 	if cfg.Registry == nil { // as the router command does
 		cfg.Registry = ops.NewRegistry()
 		require.NoError(t, cfg.Registry.Register(fleet.NewCollector(view, w)))

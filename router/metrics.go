@@ -30,6 +30,7 @@ type metrics struct {
 	placements *prometheus.CounterVec   // follower
 	latency    *prometheus.HistogramVec // route, code
 	retries    prometheus.Counter
+	ejections  prometheus.Counter
 	errors     *prometheus.CounterVec // reason
 	holds      *prometheus.CounterVec // outcome
 }
@@ -50,6 +51,10 @@ func newMetrics(reg prometheus.Registerer, service string, held func() int) (*me
 			Name: "headcount_router_retries_total", ConstLabels: labels,
 			Help: "Creations and snapshots retried on another follower after a refused connection or a 503.",
 		}),
+		ejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headcount_router_ejections_total", ConstLabels: labels,
+			Help: "Followers taken out of placement after a refused or reset connection or a 503.",
+		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_router_errors_total", ConstLabels: labels,
 			Help: "Requests the router answered with an error itself, by reason.",
@@ -63,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, service string, held func() int) (*me
 		Name: "headcount_router_held_requests", ConstLabels: labels,
 		Help: "Creations waiting now for a ready follower.",
 	}, func() float64 { return float64(held()) })
-	for _, c := range []prometheus.Collector{m.placements, m.latency, m.retries, m.errors, m.holds, gauge} {
+	for _, c := range []prometheus.Collector{m.placements, m.latency, m.retries, m.ejections, m.errors, m.holds, gauge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -29,7 +30,10 @@ type attempt struct {
 	gone   bool         // a refused dial means the owner is gone: 410
 
 	refused bool // the dial failed or the follower was unavailable: the caller may retry
+	broken  bool // the follower refused or reset the connection: eject it
 	placed  bool // the follower accepted the placement
+	settled bool // unplaced and ejected as needed (settle)
+	ejected bool // settle took the follower out of placement
 }
 
 type attemptKey struct{}
@@ -85,10 +89,12 @@ var errUnavailable = errors.New("follower unavailable")
 func (rt *Router) modifyResponse(resp *http.Response) error {
 	a := attemptOf(resp.Request.Context())
 	if a.retry && resp.StatusCode == http.StatusServiceUnavailable {
-		a.refused = true
+		a.refused, a.broken = true, true
+		rt.settle(a)
 		return errUnavailable
 	}
 	if !a.place || resp.StatusCode < 200 || resp.StatusCode > 299 {
+		rt.settle(a)
 		return nil
 	}
 	a.placed = true
@@ -130,6 +136,8 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	a := attemptOf(r.Context())
 	var dial *dialError
 	refused := errors.As(err, &dial)
+	a.broken = a.broken || refused || errors.Is(err, syscall.ECONNRESET)
+	rt.settle(a)
 	switch {
 	case r.Context().Err() != nil:
 		// The client left; nobody is there to answer.

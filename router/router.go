@@ -127,6 +127,9 @@ type Fleet interface {
 	// Least picks it without counting (snapshots create nothing lasting).
 	Least(service string, exclude func(follower string) bool) (fleet.Member, bool)
 	Unplace(service, follower, incarnation string, n int64)
+	// Eject takes a follower that refused or reset a connection out of
+	// placement until it shows itself healthy again.
+	Eject(service, follower, incarnation string) bool
 	Member(service, follower string) (fleet.Member, bool)
 	Members(service string) []fleet.Member
 	Leader(service string) (fleet.Member, bool)

@@ -45,7 +45,9 @@ func (rt *Router) controlMux() http.Handler {
 		http.MethodDelete: rt.malformed,
 	}))
 	mux.Handle("/v1/streams/{follower}/{uuid}", rt.instrument(routeDelete, methods{http.MethodDelete: rt.destroy}))
-	mux.Handle("/v1/snapshot/{resource...}", rt.instrument(routeSnapshot, methods{http.MethodPost: rt.snapshot}))
+	snapshot := rt.instrument(routeSnapshot, methods{http.MethodPost: rt.snapshot})
+	mux.Handle("/v1/snapshot/{resource}", snapshot)
+	mux.Handle("/v1/snapshot/{resource}/lookup", snapshot)
 	mux.Handle("/v1/inputs/{collection}", rt.instrument(routeWrite, methods{http.MethodPatch: rt.write}))
 	checks := &ops.Checks{}
 	checks.Add("router", rt.Ready)
@@ -96,14 +98,18 @@ func (rt *Router) malformed(w http.ResponseWriter, _ *http.Request) {
 // stream proxies an SSE subscription to the instance's owner.
 func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	if m, ok := rt.owner(w, r); ok {
-		rt.serve(w, r, &attempt{addr: m.Streaming, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}, nil)
+		a := &attempt{addr: m.Streaming, member: m, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}
+		rt.serve(w, r, a, nil)
+		rt.settle(a)
 	}
 }
 
 // destroy sends a deletion to the instance's owner.
 func (rt *Router) destroy(w http.ResponseWriter, r *http.Request) {
 	if m, ok := rt.owner(w, r); ok {
-		rt.serve(w, r, &attempt{addr: m.Control, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}, nil)
+		a := &attempt{addr: m.Control, member: m, path: "/v1/streams/" + r.PathValue("uuid"), gone: true}
+		rt.serve(w, r, a, nil)
+		rt.settle(a)
 	}
 }
 
@@ -117,6 +123,9 @@ func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, b
 	exchangeOf(r.Context()).follower = follower
 	m, ok := rt.view.Member(rt.cfg.Service, follower)
 	switch {
+	case ok && m.Role == fleet.RoleLeader:
+		// The leader holds no client instances: nothing of it is addressable.
+		rt.fail(w, http.StatusNotFound, reasonUnknownOwner, "no follower "+follower+" is known to this router")
 	case ok:
 		return m, true
 	case rt.known.has(follower):
@@ -141,9 +150,12 @@ func (rt *Router) snapshot(w http.ResponseWriter, r *http.Request) {
 
 // place sends a creation (counted) or a snapshot (not counted) to the least
 // loaded ready follower, holding it while there is none, and trying the next
-// best after a refused connection or a 503, since nothing was created.
+// best after a refused connection or a 503, since nothing was created. A
+// refusal that ejects its follower costs no retry budget: the follower is out
+// of placement, so the loop ends when no placeable follower is left.
 func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, count bool) {
 	var tried []string
+	spent := 0 // refusals that ejected nobody
 	exclude := func(f string) bool { return slices.Contains(tried, f) }
 	pick := func() (fleet.Member, bool) {
 		if count {
@@ -166,10 +178,11 @@ func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, cou
 		}
 		rt.known.note(m.Follower, time.Now())
 		exchangeOf(r.Context()).follower = m.Follower
-		a := &attempt{addr: m.Control, member: m, place: count, retry: len(tried) < rt.cfg.Retries}
+		a := &attempt{addr: m.Control, member: m, place: count, retry: spent < rt.cfg.Retries}
 		rt.serve(w, r, a, body)
-		if count && !a.placed {
-			rt.view.Unplace(rt.cfg.Service, m.Follower, m.Incarnation, 1)
+		rt.settle(a)
+		if !a.ejected {
+			spent++
 		}
 		if !a.refused {
 			return
@@ -178,6 +191,29 @@ func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, cou
 		rt.log.Warn("follower refused the request, trying another", "follower", m.Follower, "addr", m.Control)
 		tried = append(tried, m.Follower)
 	}
+}
+
+// settle runs once per attempt, before the client hears its answer: it takes
+// back a placement that did not happen, and takes a follower that refused or
+// reset the connection out of placement at once (passive outlier ejection):
+// retries and later creations skip it until a fresh report, re-verified,
+// shows it healthy.
+func (rt *Router) settle(a *attempt) {
+	if a.settled {
+		return
+	}
+	a.settled = true
+	if a.place && !a.placed {
+		rt.view.Unplace(rt.cfg.Service, a.member.Follower, a.member.Incarnation, 1)
+	}
+	if !a.broken || a.member.Follower == "" ||
+		!rt.view.Eject(rt.cfg.Service, a.member.Follower, a.member.Incarnation) {
+		return
+	}
+	a.ejected = true
+	rt.met.ejections.Inc()
+	rt.log.Warn("follower ejected from placement", "follower", a.member.Follower,
+		"incarnation", a.member.Incarnation, "addr", a.addr)
 }
 
 // held waits in the hold queue and counts the outcome.

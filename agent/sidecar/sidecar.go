@@ -23,6 +23,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/ops"
 )
 
 // Config says which follower the sidecar fronts and how it registers it.
@@ -51,6 +52,7 @@ type Config struct {
 	Namespace      string
 
 	Registry prometheus.Registerer // optional; metrics are registered here
+	HTTP     ops.HTTPLimits        // hardening of both listeners
 	Logger   *slog.Logger
 }
 
@@ -142,7 +144,12 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
 	s.proxy = s.newProxy()
-	s.serve(control, s.handler(apiControl, cfg.UpstreamControl))
+	// The identity probe is the sidecar's to answer: the follower behind it
+	// does not know its incarnation.
+	controlMux := http.NewServeMux()
+	controlMux.Handle(fleet.IdentityPath, s.agent.IdentityHandler())
+	controlMux.Handle("/", s.handler(apiControl, cfg.UpstreamControl))
+	s.serve(control, controlMux)
 	s.serve(streaming, s.handler(apiStreaming, cfg.UpstreamStreaming))
 	go s.watchHealth()
 	s.log.Info("sidecar started", "control", controlAddr, "streaming", streamingAddr,
@@ -151,16 +158,12 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 }
 
 func (s *Sidecar) serve(ln net.Listener, h http.Handler) {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := ops.NewServer(h, s.cfg.HTTP, s.log)
 	s.servers = append(s.servers, srv)
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ops.GuardListener(ln)); !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
 		}
 	}()

@@ -32,6 +32,7 @@ type demoFlags struct {
 	controlAddr   string
 	streamingAddr string
 	drainTimeout  time.Duration
+	http          httpFlags
 }
 
 func (f *demoFlags) register(cmd *cobra.Command, defaultID string) {
@@ -48,6 +49,7 @@ func (f *demoFlags) register(cmd *cobra.Command, defaultID string) {
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 25*time.Second, "on SIGTERM, how long to wait for instances to go before stopping")
 	fs.StringVar(&f.cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&f.cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
+	f.http.register(fs)
 	positive(cmd, "instance-ttl", "heartbeat")
 }
 
@@ -70,7 +72,7 @@ func (f *demoFlags) run(cmd *cobra.Command, g *global, role string, start func(d
 		return err
 	}
 	defer closeAll(lns)
-	f.cfg.NATS, f.cfg.Subjects, f.cfg.Logger = nc, subjects, slog.Default()
+	f.cfg.NATS, f.cfg.Subjects, f.cfg.Logger, f.cfg.HTTP = nc, subjects, slog.Default(), f.http.limits
 	s, err := start(f.cfg, lns[0], lns[1])
 	if err != nil {
 		return err

@@ -126,15 +126,16 @@ func (g *global) subjects() (fleet.Subjects, error) { return fleet.NewSubjects(g
 // fleetProcess is a process's NATS connection and its one fleet watcher:
 // the composition root owns both and hands each component the view.
 type fleetProcess struct {
-	nc      *nats.Conn
-	view    *fleet.View
-	watcher *fleet.Watcher
+	nc         *nats.Conn
+	view       *fleet.View
+	watcher    *fleet.Watcher
+	stopProbes func()
 }
 
 // watchFleet connects as name and watches services (all when empty) for
 // followers advertising addresses in allowedCIDRs (--allowed-cidrs; any
 // when empty); self is the process's router id, if it runs a router.
-func (g *global) watchFleet(name string, allowedCIDRs, services []string, self string) (*fleetProcess, error) {
+func (g *global) watchFleet(name string, allowedCIDRs, services []string, self string, vf *viewFlags) (*fleetProcess, error) {
 	subjects, err := g.subjects()
 	if err != nil {
 		return nil, err
@@ -147,12 +148,14 @@ func (g *global) watchFleet(name string, allowedCIDRs, services []string, self s
 	if err != nil {
 		return nil, err
 	}
-	p := &fleetProcess{nc: nc, view: fleet.NewView()}
+	p := &fleetProcess{nc: nc}
+	p.view, p.stopProbes = vf.view()
 	p.watcher, err = fleet.Watch(nc, p.view, fleet.WatchConfig{
 		Subjects: subjects, Services: services, Self: self,
 		Policy: fleet.AddressPolicy{Allowed: allowed}, Logger: slog.Default(),
 	})
 	if err != nil {
+		p.stopProbes()
 		nc.Close()
 		return nil, err
 	}
@@ -163,6 +166,7 @@ func (g *global) watchFleet(name string, allowedCIDRs, services []string, self s
 // e.g. a router's withdrawn demand, are sent).
 func (p *fleetProcess) close() {
 	p.watcher.Close()
+	p.stopProbes()
 	_ = p.nc.Drain()
 }
 

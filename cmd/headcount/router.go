@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,10 +19,12 @@ import (
 
 // routerOpts are the router command's flags.
 type routerOpts struct {
-	cfg                         router.Config
-	streamingAddr, controlAddr  string
-	cidrs                       []string
-	grace, idleTimeout, readHdr time.Duration
+	cfg                        router.Config
+	streamingAddr, controlAddr string
+	cidrs                      []string
+	grace                      time.Duration
+	view                       viewFlags
+	http                       httpFlags
 }
 
 func routerCmd(g *global) *cobra.Command {
@@ -35,12 +38,16 @@ func routerCmd(g *global) *cobra.Command {
 			if o.cfg.Subjects, err = g.subjects(); err != nil {
 				return err
 			}
+			if int64(o.cfg.HoldQueue) > o.view.limits.DemandPerRouter {
+				return fmt.Errorf("--hold-queue %d exceeds --max-demand %d: every view would drop this router's demand",
+					o.cfg.HoldQueue, o.view.limits.DemandPerRouter)
+			}
 			lns, err := listen(listenFlag{"--streaming-addr", o.streamingAddr}, listenFlag{"--control-addr", o.controlAddr})
 			if err != nil {
 				return err
 			}
 			defer closeAll(lns)
-			p, err := g.watchFleet("headcount-router-"+o.cfg.ID, o.cidrs, []string{o.cfg.Service}, o.cfg.ID)
+			p, err := g.watchFleet("headcount-router-"+o.cfg.ID, o.cidrs, []string{o.cfg.Service}, o.cfg.ID, &o.view)
 			if err != nil {
 				return err
 			}
@@ -71,8 +78,8 @@ func routerCmd(g *global) *cobra.Command {
 	f.BoolVar(&c.AccessLog, "access-log", false, "log every request")
 	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open requests and streams may continue")
-	f.DurationVar(&o.idleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
-	f.DurationVar(&o.readHdr, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
+	o.view.register(f)
+	o.http.register(f)
 	positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
@@ -102,11 +109,6 @@ func (o *routerOpts) serve(ctx context.Context, rt *router.Router, streamingLn, 
 		// Held creations get their 503 now rather than at their deadline.
 		rt.Close()
 	}()
-	server := func(h http.Handler) *http.Server {
-		// No write timeout: streams last as long as their clients.
-		return &http.Server{Handler: h, ReadHeaderTimeout: o.readHdr, IdleTimeout: o.idleTimeout,
-			ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn)}
-	}
 	slog.Info("router started", "id", o.cfg.ID, "service", o.cfg.Service,
 		"streaming", streamingLn.Addr().String(), "control", controlLn.Addr().String())
 	var wg sync.WaitGroup
@@ -115,7 +117,7 @@ func (o *routerOpts) serve(ctx context.Context, rt *router.Router, streamingLn, 
 		ln net.Listener
 		h  http.Handler
 	}{{streamingLn, rt.Streaming()}, {controlLn, rt.Control()}} {
-		wg.Go(func() { errs[i] = ops.Serve(ctx, server(s.h), s.ln, o.grace) })
+		wg.Go(func() { errs[i] = ops.Serve(ctx, o.http.server(s.h), s.ln, o.grace) })
 	}
 	wg.Wait()
 	rt.Close()

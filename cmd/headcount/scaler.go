@@ -33,6 +33,8 @@ type scalerOpts struct {
 	grace                        time.Duration
 	deletionCost                 bool
 	kubeconfig                   string
+	view                         viewFlags
+	http                         httpFlags
 }
 
 func scalerCmd(g *global) *cobra.Command {
@@ -50,7 +52,7 @@ func scalerCmd(g *global) *cobra.Command {
 				return err
 			}
 			defer closeAll(lns)
-			p, err := g.watchFleet("headcount-scaler", o.cidrs, nil, "")
+			p, err := g.watchFleet("headcount-scaler", o.cidrs, nil, "", &o.view)
 			if err != nil {
 				return err
 			}
@@ -81,6 +83,8 @@ func scalerCmd(g *global) *cobra.Command {
 	f.IntVar(&o.cost.Burst, "deletion-cost-burst", o.cost.Burst, "pod patches in a burst at most")
 	f.DurationVar(&o.cost.Every, "deletion-cost-every", o.cost.Every, "compare a changed service's pods at most this often")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
+	o.view.register(f)
+	o.http.register(f)
 	positive(cmd, "keepalive-time", "keepalive-timeout", "deletion-cost-qps", "deletion-cost-burst", "deletion-cost-every")
 	return cmd
 }
@@ -154,7 +158,7 @@ func (o *scalerOpts) run(ctx context.Context, s *scaler.Scaler, costs *deletionc
 	}
 	run(0, func() error { return scaler.NewServer(s, o.srv).Serve(ctx, grpcLn, o.grace) })
 	run(1, func() error {
-		return ops.Serve(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, httpLn, o.grace)
+		return ops.Serve(ctx, o.http.server(mux), httpLn, o.grace)
 	})
 	if costs != nil {
 		run(2, func() error { return costs.Run(ctx) })

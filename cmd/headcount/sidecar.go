@@ -22,6 +22,7 @@ func sidecarCmd(g *global) *cobra.Command {
 		listenControl, listenStreaming string
 		opsAddr                        string
 		drainTimeout                   time.Duration
+		hf                             httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -32,6 +33,7 @@ func sidecarCmd(g *global) *cobra.Command {
 			if cfg.Role != fleet.RoleFollower && cfg.Role != fleet.RoleLeader {
 				return fmt.Errorf("--role %q: want follower or leader", role)
 			}
+			cfg.HTTP = hf.limits
 			return runSidecar(cmd.Context(), g, cfg, listenControl, listenStreaming, opsAddr, drainTimeout)
 		},
 	}
@@ -52,6 +54,7 @@ func sidecarCmd(g *global) *cobra.Command {
 	fs.StringVar(&cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
 	fs.StringVar(&opsAddr, "ops-addr", ":9091", "listen address of /healthz, /readyz and /metrics")
+	hf.register(fs)
 	positive(cmd, "instance-ttl", "health-interval", "heartbeat")
 	return cmd
 }
@@ -85,7 +88,7 @@ func runSidecar(ctx context.Context, g *global, cfg sidecar.Config, listenContro
 	opsCtx, stopOps := context.WithCancel(context.Background())
 	opsDone := make(chan error, 1)
 	go func() {
-		opsDone <- ops.Serve(opsCtx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, listeners[2], time.Second)
+		opsDone <- ops.Serve(opsCtx, ops.NewServer(mux, cfg.HTTP, slog.Default()), listeners[2], time.Second)
 	}()
 
 	opsFailed := false

@@ -2,12 +2,14 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/local"
 	"github.com/headcount-dev/headcount/replicas"
 )
@@ -16,6 +18,9 @@ func upCmd(g *global) *cobra.Command {
 	var (
 		cfg    = local.DefaultUpConfig()
 		policy policyFlags
+		vf     viewFlags
+		cidrs  []string
+		hf     httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -31,6 +36,12 @@ and on Ctrl-C drains and stops everything.`,
 			if cfg.Subjects, err = g.subjects(); err != nil {
 				return err
 			}
+			allowed, err := fleet.ParseCIDRs(cidrs)
+			if err != nil {
+				return fmt.Errorf("--allowed-cidrs: %w", err)
+			}
+			cfg.Addresses = fleet.AddressPolicy{Allowed: allowed}
+			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout, cfg.HTTP = vf.limits, vf.noVerify, vf.probeTimeout, hf.limits
 			if cfg.Policy, err = policy.policy(); err != nil {
 				return err
 			}
@@ -64,8 +75,11 @@ and on Ctrl-C drains and stops everything.`,
 	f.StringVar(&cfg.LeaderCmd, "leader-cmd", "", "shell command to run the leader instead of the demo, behind a sidecar; it gets SKIP_ROLE=leader "+
 		"and its ports in SKIP_CONTROL_PORT and SKIP_STREAMING_PORT (and the HEADCOUNT_* three)")
 	f.StringVar(&cfg.AddrFile, "addr-file", "", "once up serves, write its addresses there as JSON ({\"streaming\",\"control\",\"scaler\",\"nats\"}), for scripts")
+	f.StringSliceVar(&cidrs, "allowed-cidrs", []string{"127.0.0.0/8", "::1/128"}, "CIDRs follower addresses must be in (empty: any)")
 	positive(cmd, "instance-ttl")
 	policy.register(cmd)
+	vf.register(f)
+	hf.register(f)
 	return cmd
 }
 

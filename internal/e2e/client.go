@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -153,4 +154,25 @@ func (s *Stream) Open() bool {
 			return true
 		}
 	}
+}
+
+// Raw sends req to addr exactly as written, bytes and all, and reads the
+// answer; the connection closes when t ends. The server may answer and close
+// before it read everything, so write errors are ignored.
+func Raw(t testing.TB, addr, req string) *http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, req)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s: %v", addr, err)
+	}
+	return resp
 }

@@ -4,12 +4,15 @@
 package natstest
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/verify"
 )
 
 // Server starts a server for t on a random loopback port and shuts it down
@@ -42,7 +45,22 @@ func Connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
 // does; the watcher stops when t ends.
 func Watch(t testing.TB, nc *nats.Conn, cfg fleet.WatchConfig) (*fleet.View, *fleet.Watcher) {
 	t.Helper()
-	view := fleet.NewView()
+	return watch(t, nc, fleet.NewView(), cfg)
+}
+
+// WatchVerifying is Watch with a view that admits a member only once its
+// control address answers the identity probe as it, as production does.
+func WatchVerifying(t testing.TB, nc *nats.Conn, cfg fleet.WatchConfig) (*fleet.View, *fleet.Watcher) {
+	t.Helper()
+	view := fleet.NewViewWith(fleet.ViewConfig{Verify: true})
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go verify.New(verify.Config{Timeout: time.Second}).Run(ctx, view)
+	return watch(t, nc, view, cfg)
+}
+
+func watch(t testing.TB, nc *nats.Conn, view *fleet.View, cfg fleet.WatchConfig) (*fleet.View, *fleet.Watcher) {
+	t.Helper()
 	w, err := fleet.Watch(nc, view, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsembed"
+	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
 )
 
@@ -117,9 +118,9 @@ func (s *stack) startRouter(id string, log *slog.Logger) (*routerServer, error) 
 		if err != nil {
 			return nil, "", err
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		go func() { _ = srv.Serve(ln) }()
+		// Hardened as in production, so that the comparison measures it.
+		srv := ops.NewServer(h, ops.HTTPLimits{}, log)
+		go func() { _ = srv.Serve(ops.GuardListener(ln)) }()
 		return srv, "http://" + ln.Addr().String(), nil
 	}
 	if r.control, r.controlURL, err = serve(rt.Control()); err == nil {
