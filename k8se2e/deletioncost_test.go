@@ -3,7 +3,6 @@ package k8se2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"testing"
@@ -17,7 +16,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/scaler/deletioncost"
 )
@@ -116,19 +114,6 @@ func waitPods(t *testing.T, c *cluster, n int) []corev1.Pod {
 	return pods
 }
 
-// startAgent reports for pod as a ready follower holding instances.
-func startAgent(t *testing.T, nc *nats.Conn, pod string, addr string, instances int64) *agent.Agent {
-	t.Helper()
-	a, err := agent.New(nc, agent.Config{Service: service, Follower: pod, Pod: pod, Namespace: namespace,
-		Control: net.JoinHostPort(addr, "8081"), Streaming: net.JoinHostPort(addr, "8080"),
-		Heartbeat: 200 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = a.Close() })
-	a.Set(instances)
-	a.Ready()
-	return a
-}
-
 // Deletion cost for real: with `headcount scaler --deletion-cost` (as the
 // ServiceAccount deploy/rbac grants), scaling the follower Deployment down
 // makes the ReplicaSet controller delete exactly the pods with the fewest
@@ -175,8 +160,11 @@ func TestDeletionCostPicksTheEmptiestFollowers(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	counts := map[string]int64{pods[0].Name: 1, pods[1].Name: 2, pods[2].Name: 40, pods[3].Name: 30}
-	for i, p := range pods {
-		startAgent(t, nc, p.Name, fmt.Sprintf("10.215.0.%d", i+1), counts[p.Name])
+	for _, p := range pods {
+		f, err := startFollower(nc, c.host, p.Name)
+		require.NoError(t, err)
+		t.Cleanup(f.stop)
+		f.Set(counts[p.Name])
 	}
 
 	// The scaler annotates each pod with its live instances.

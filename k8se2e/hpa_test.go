@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
@@ -27,7 +26,7 @@ const node = "k8se2e-node"
 
 // kubelet plays the one part of a kubelet the HPA needs: it binds each new
 // follower pod to a Node object, sets its status Running and Ready (the HPA
-// ignores Pending pods), and starts a follower agent reporting for it, as
+// ignores Pending pods), and starts a fake follower reporting for it, as
 // the follower in that pod would; it removes pods being deleted (a kubelet
 // confirms the deletion once the containers stopped) and stops their agent.
 // No container runs: the counts are the test's.
@@ -35,7 +34,7 @@ type kubelet struct {
 	c      *cluster
 	nc     *nats.Conn
 	mu     sync.Mutex
-	agents map[string]*agent.Agent
+	agents map[string]*fakeFollower
 	ips    int // pod IPs handed out
 	stop   chan struct{}
 	done   chan struct{}
@@ -49,13 +48,13 @@ func startKubelet(t *testing.T, c *cluster, nc *nats.Conn) *kubelet {
 	if !apierrors.IsAlreadyExists(err) {
 		require.NoError(t, err)
 	}
-	k := &kubelet{c: c, nc: nc, agents: map[string]*agent.Agent{}, stop: make(chan struct{}), done: make(chan struct{})}
+	k := &kubelet{c: c, nc: nc, agents: map[string]*fakeFollower{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go k.run()
 	t.Cleanup(func() {
 		close(k.stop)
 		<-k.done
-		for _, a := range k.agents {
-			_ = a.Close()
+		for _, f := range k.agents {
+			f.stop()
 		}
 	})
 	return k
@@ -116,15 +115,12 @@ func (k *kubelet) sync(ctx context.Context) error {
 		}
 		k.mu.Lock()
 		if _, ok := k.agents[p.Name]; !ok {
-			a, err := agent.New(k.nc, agent.Config{Service: service, Follower: p.Name, Pod: p.Name, Namespace: namespace,
-				Control: net.JoinHostPort(p.Status.PodIP, "8081"), Streaming: net.JoinHostPort(p.Status.PodIP, "8080"),
-				Heartbeat: 200 * time.Millisecond})
+			f, err := startFollower(k.nc, k.c.host, p.Name)
 			if err != nil {
 				k.mu.Unlock()
 				return err
 			}
-			a.Ready()
-			k.agents[p.Name] = a
+			k.agents[p.Name] = f
 		}
 		k.mu.Unlock()
 	}
@@ -134,8 +130,8 @@ func (k *kubelet) sync(ctx context.Context) error {
 func (k *kubelet) forget(pod string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if a, ok := k.agents[pod]; ok {
-		_ = a.Close()
+	if f, ok := k.agents[pod]; ok {
+		f.stop()
 		delete(k.agents, pod)
 	}
 }
