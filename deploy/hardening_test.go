@@ -296,15 +296,23 @@ func TestEveryOverlayIsHardened(t *testing.T) {
 					require.NotNil(t, c.Lifecycle, "lifecycle")
 					require.NotNil(t, c.Lifecycle.PreStop, "preStop")
 					require.NotNil(t, c.Lifecycle.PreStop.Sleep, "preStop sleep action")
-					drain := 30 * time.Second // the router's --shutdown-grace default
+					// The drain: --shutdown-delay (when the router has it) then
+					// --shutdown-grace (default 30 s).
+					var delay time.Duration
+					grace := 30 * time.Second
 					for i, a := range c.Args {
-						if a == "--shutdown-grace" {
-							var err error
-							drain, err = time.ParseDuration(c.Args[i+1])
+						switch a {
+						case "--shutdown-delay", "--shutdown-grace":
+							d, err := time.ParseDuration(c.Args[i+1])
 							require.NoError(t, err)
+							if a == "--shutdown-delay" {
+								delay = d
+							} else {
+								grace = d
+							}
 						}
 					}
-					need := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second + drain
+					need := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second + delay + grace
 					require.NotNil(t, w.pod.Spec.TerminationGracePeriodSeconds)
 					assert.Greater(t, time.Duration(*w.pod.Spec.TerminationGracePeriodSeconds)*time.Second, need)
 				}
