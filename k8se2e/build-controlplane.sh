@@ -49,7 +49,11 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 )
 GO
-    (cd "$w" && go mod tidy -e >/dev/null 2>&1 || true; go get "k8s.io/kubernetes@$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+    # tidy -e records what tools.go imports (quietly: it lists every
+    # download); go get then pins the release and fails loudly if something
+    # is missing.
+    (cd "$w" && { go mod tidy -e >/dev/null 2>&1 || true; } &&
+      go get "k8s.io/kubernetes@$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
   fi
   local minor="${K8S_VERSION#v1.}"
   minor="${minor%%.*}"
