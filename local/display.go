@@ -22,9 +22,9 @@ func (cfg UpConfig) printWelcome(a Addrs) {
   router streaming (public)  %s/v1/streams/<follower>/<uuid>
   router control (private)   %s   (/v1/streams/:resource, /v1/inputs/:collection, /metrics)
   KEDA external scaler       %s   (gRPC)
-  NATS                       %s   (nats sub '%s.>')
+  NATS                       %s%s
 
-`, cfg.Service, cfg.Policy.Target, cfg.Policy.Bounds(), a.Streaming, a.Control, a.Scaler, a.NATS, cfg.Subjects.Prefix)
+`, cfg.Service, cfg.Policy.Target, cfg.Policy.Bounds(), a.Streaming, a.Control, a.Scaler, a.NATS, observerLine(a.NATSCreds, cfg.Subjects.Prefix))
 	if cfg.FollowerCmd != "" || cfg.LeaderCmd != "" {
 		fmt.Fprintf(cfg.Out, `Create instances of your service's resources through the router's control address
 (POST %s/v1/streams/<resource>), read them on the streaming address, and watch
@@ -120,4 +120,13 @@ func (s *system) announce(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// observerLine says where the read-only credentials for another terminal
+// are (embedded NATS only: an external one has its own).
+func observerLine(creds, prefix string) string {
+	if creds == "" {
+		return ""
+	}
+	return fmt.Sprintf("\n  NATS reader credentials    %s   (headcount status --nats-creds …; nats sub --creds … '%s.*.*.*')", creds, prefix)
 }

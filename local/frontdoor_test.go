@@ -6,6 +6,7 @@ package local_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -37,7 +39,9 @@ func TestReadmeLoadLoopStopsOnOneCtrlC(t *testing.T) {
 	}
 	loop := readmeLine(t, "seq 35")
 	bin := e2e.Binary(t)
-	up := e2e.StartUp(t, bin, "--target", "100", "--instance-ttl", "5s") // 1 s collected instances before their stream opened on a loaded machine
+	// A loaded machine may take seconds between a creation and its stream:
+	// README's instance ttl (30 s) keeps the instance for it, as for a user.
+	up := e2e.StartUp(t, bin, "--target", "100", "--drain-timeout", "5s")
 	loop = strings.NewReplacer("http://127.0.0.1:8081", "http://"+up.Control, "http://127.0.0.1:8080", "http://"+up.Streaming).Replace(loop)
 	require.NotContains(t, loop, "127.0.0.1:808", "the README's default addresses were all replaced")
 
@@ -53,25 +57,48 @@ func TestReadmeLoadLoopStopsOnOneCtrlC(t *testing.T) {
 	t.Cleanup(func() {
 		_ = exec.Command("tmux", "-L", socket, "kill-server").Run()
 		for _, pid := range streams() { // only if the test failed
-			_ = syscall(pid)
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Kill()
+			}
 		}
 	})
+	// Type only once bash shows its prompt: keys sent while it starts may be
+	// echoed and read twice, or lost.
+	waitUntil(t, 10*time.Second, func() bool {
+		pane := strings.TrimSpace(tmux("capture-pane", "-p", "-t", "load"))
+		return strings.HasSuffix(pane, "$") || strings.HasSuffix(pane, "#")
+	}, "bash's prompt", func() string { return tmux("capture-pane", "-p", "-t", "load") })
 	tmux("send-keys", "-t", "load", "-l", loop)
 	tmux("send-keys", "-t", "load", "Enter")
 
-	view, _ := natstest.Watch(t, natstest.Connect(t, up.NATS), fleet.WatchConfig{Services: []string{"demo"}})
-	require.Eventually(t, func() bool { return len(streams()) == 35 && view.Totals("demo").Instances == 35 },
-		60*time.Second, 50*time.Millisecond, "35 streams open; %d curl streams, view %+v; the shell shows:\n%s",
-		len(streams()), view.Totals("demo"), tmux("capture-pane", "-p", "-t", "load"))
+	view, _ := natstest.Watch(t, natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds)), fleet.WatchConfig{Services: []string{"demo"}})
+	state := func() string {
+		pane := strings.TrimSpace(tmux("capture-pane", "-p", "-t", "load"))
+		tree, _ := exec.Command("ps", "-o", "pid,stat,args", "--forest", "-s", strings.TrimSpace(tmux("display", "-p", "-t", "load", "#{pane_pid}"))).CombinedOutput()
+		return fmt.Sprintf("%d curl streams, view %+v\nthe shell shows:\n%s\nits processes:\n%s", len(streams()), view.Totals("demo"), pane, tree)
+	}
+	waitUntil(t, 60*time.Second, func() bool { return len(streams()) == 35 && view.Totals("demo").Instances == 35 }, "35 streams open", state)
 
 	tmux("send-keys", "-t", "load", "C-c")
-	require.Eventually(t, func() bool { return len(streams()) == 0 }, 5*time.Second, 20*time.Millisecond,
-		"one Ctrl-C ends every stream; still open: %v", streams())
+	waitUntil(t, 5*time.Second, func() bool { return len(streams()) == 0 }, "one Ctrl-C ends every stream", state)
 
 	tmux("send-keys", "-t", "load", "echo shell-still-here", "Enter")
-	require.Eventually(t, func() bool { return strings.Contains(tmux("capture-pane", "-p", "-t", "load"), "\nshell-still-here") },
-		5*time.Second, 20*time.Millisecond, "the interactive shell survived the Ctrl-C")
+	waitUntil(t, 5*time.Second, func() bool { return strings.Contains(tmux("capture-pane", "-p", "-t", "load"), "\nshell-still-here") },
+		"the interactive shell survived the Ctrl-C", state)
 	up.Stop(t, 30*time.Second)
+}
+
+// waitUntil polls cond until within passes, then fails t with what and the
+// state at that moment.
+func waitUntil(t *testing.T, within time.Duration, cond func() bool, what string, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; %s", what, within, state())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // readmeLine is the one line of README.md's shell blocks that contains marker.
@@ -106,14 +133,6 @@ func processesWith(name, s string) []int {
 		}
 	}
 	return pids
-}
-
-func syscall(pid int) error {
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return err
-	}
-	return p.Kill()
 }
 
 // TestUpWithNATSPortTakenFailsFastNamingIt holds the NATS address itself and
@@ -161,7 +180,7 @@ func TestStatusShowsWhatUpDecides(t *testing.T) {
 
 	var st status.Status
 	require.Eventually(t, func() bool {
-		out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--json").Output()
+		out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--nats-creds", up.Creds, "--json").Output()
 		if err != nil || json.Unmarshal(out, &st) != nil {
 			return false
 		}
@@ -171,7 +190,7 @@ func TestStatusShowsWhatUpDecides(t *testing.T) {
 	require.Equal(t, int64(1), st.Min)
 	require.Equal(t, int64(3), st.Max, "starter's bounds")
 
-	table, err := exec.Command(bin, "status", "--nats-url", up.NATS).Output()
+	table, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--nats-creds", up.Creds).Output()
 	require.NoError(t, err)
 	require.Contains(t, string(table), "replica target 1   bounds 1–3   5 instances per replica   (decided by up)")
 	require.Contains(t, string(table), "running (pid ", "the PROCESS column names the follower's processes")

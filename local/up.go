@@ -20,6 +20,7 @@ import (
 
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/replicas"
@@ -32,9 +33,11 @@ import (
 type UpConfig struct {
 	Service  string
 	Subjects fleet.Subjects
-	// NATSURL, when set, uses that NATS; otherwise an embedded server listens
-	// on NATSAddr.
+	// NATSURL, when set, uses that NATS, authenticating every process with
+	// NATSAuth; otherwise an embedded server listens on NATSAddr and trusts
+	// only the identities Up issues to its processes.
 	NATSURL, NATSAddr string
+	NATSAuth          natsauth.Client
 	// Listeners of the router (streaming, control) and the scaler's gRPC port.
 	StreamingAddr, ControlAddr, ScalerAddr string
 	Policy                                 replicas.Policy
@@ -104,13 +107,15 @@ func Up(ctx context.Context, cfg UpConfig) error {
 // fleet watcher, whose view every component reads and whose changes reach
 // the router, the scaler's streams and the supervisor.
 type system struct {
-	cfg     UpConfig
-	stack   cleanup
-	natsURL string
-	nc      *nats.Conn
-	view    *fleet.View
-	watcher *fleet.Watcher
-	lns     map[string]net.Listener // streaming, control, scaler
+	cfg      UpConfig
+	stack    cleanup
+	access   *natsAccess
+	natsURL  string
+	observer string // read-only credentials for another terminal
+	nc       *nats.Conn
+	view     *fleet.View
+	watcher  *fleet.Watcher
+	lns      map[string]net.Listener // streaming, control, scaler
 
 	leaderControl, leaderStreaming string
 	sup                            *Supervisor
@@ -130,24 +135,45 @@ func (s *system) build() error {
 	return nil
 }
 
-// startNATS runs the embedded server (unless NATSURL is set) and connects.
+// startNATS runs the embedded server (unless NATSURL is set), which trusts
+// only the identities up issues, and connects as this process: its router,
+// its scaler (a reader of every service), its supervisor (the decider) and
+// its in-process leader.
 func (s *system) startNATS() error {
-	s.natsURL = s.cfg.NATSURL
-	if s.natsURL == "" {
+	access, removeCreds, err := newNATSAccess(s.cfg)
+	if err != nil {
+		return err
+	}
+	s.stack.push(removeCreds)
+	s.access = access
+	if access.auth != nil {
 		host, port, err := splitAddr(s.cfg.NATSAddr)
 		if err != nil {
 			return fmt.Errorf("--nats-addr: %w", err)
 		}
-		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: port})
+		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: port, Auth: access.auth})
 		if err != nil {
 			return fmt.Errorf("--nats-addr %s: %w", s.cfg.NATSAddr, err)
 		}
 		s.stack.push(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		s.natsURL = ns.ClientURL()
+		access.url = ns.ClientURL()
+		// For `headcount status` and `nats sub` from another terminal.
+		if s.observer, err = access.credsFile("observer", natsauth.Identity{Role: natsauth.RoleReader}); err != nil {
+			return err
+		}
 	}
-	nc, err := nats.Connect(s.natsURL, nats.Name("headcount-up"), nats.MaxReconnects(-1))
+	s.natsURL = access.url
+	ids := []natsauth.Identity{
+		{Role: natsauth.RoleRouter, Service: s.cfg.Service, Name: routerID},
+		{Role: natsauth.RoleReader},
+		{Role: natsauth.RoleDecider, Service: s.cfg.Service},
+	}
+	if s.cfg.LeaderCmd == "" {
+		ids = append(ids, natsauth.Identity{Role: natsauth.RoleMember, Service: s.cfg.Service, Name: "leader"})
+	}
+	nc, err := access.connect(ids...)
 	if err != nil {
-		return fmt.Errorf("NATS %s: %w", s.natsURL, err)
+		return err
 	}
 	s.stack.push(nc.Close)
 	s.nc = nc
@@ -195,7 +221,7 @@ func (s *system) compose() error {
 	s.sup, err = NewSupervisor(SupervisorConfig{
 		Service: s.cfg.Service, View: s.view, Policy: s.cfg.Policy,
 		ScaleDownWindow: s.cfg.ScaleDownWindow, StopTimeout: s.cfg.DrainTimeout + 10*time.Second,
-		Spawn:  s.cfg.followerSpawn(s.natsURL, s.leaderControl, s.leaderStreaming),
+		Spawn:  s.cfg.followerSpawn(s.access, s.leaderControl, s.leaderStreaming),
 		Logger: s.cfg.Logger,
 	})
 	if err != nil {
@@ -284,6 +310,8 @@ type Addrs struct {
 	Control   string `json:"control"`   // http://host:port
 	Scaler    string `json:"scaler"`    // host:port (gRPC)
 	NATS      string `json:"nats"`      // nats://host:port
+	// NATSCreds is the file of a read-only NATS identity (embedded NATS only).
+	NATSCreds string `json:"nats_creds,omitempty"`
 }
 
 // writeAddrs writes a to AddrFile, whole or not at all (renamed into place).
@@ -308,6 +336,7 @@ func (s *system) addrs() Addrs {
 		Control:   "http://" + s.lns["control"].Addr().String(),
 		Scaler:    s.lns["scaler"].Addr().String(),
 		NATS:      s.natsURL,
+		NATSCreds: s.observer,
 	}
 }
 
@@ -334,13 +363,13 @@ func (s *system) startLeader() error {
 		return err
 	}
 	s.leaderControl, s.leaderStreaming = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
-	natsURL := s.natsURL
+	access := s.access
 	leaderSup, err := NewSupervisor(SupervisorConfig{
 		Service: cfg.Service, View: s.view, IDPrefix: "leader",
 		Policy: replicas.Policy{Target: 1, Min: 1, Max: 1},
 		Spawn: func(id string) ([]*exec.Cmd, error) {
 			env := []string{"SKIP_ROLE=leader", "SKIP_CONTROL_PORT=" + ports[0], "SKIP_STREAMING_PORT=" + ports[1]}
-			return cfg.behindSidecar(id, "leader", cfg.LeaderCmd, env, natsURL, ports)
+			return cfg.behindSidecar(id, "leader", cfg.LeaderCmd, env, access, ports)
 		},
 		StopTimeout: 10 * time.Second, Logger: cfg.Logger,
 	})
@@ -355,16 +384,20 @@ func (s *system) startLeader() error {
 }
 
 // followerSpawn starts a demo follower, or FollowerCmd behind a sidecar.
-func (cfg UpConfig) followerSpawn(natsURL, leaderControl, leaderStreaming string) Spawn {
+func (cfg UpConfig) followerSpawn(access *natsAccess, leaderControl, leaderStreaming string) Spawn {
 	return func(id string) ([]*exec.Cmd, error) {
 		if cfg.FollowerCmd == "" {
+			natsEnv, err := access.env(natsauth.Identity{Role: natsauth.RoleMember, Service: cfg.Service, Name: id})
+			if err != nil {
+				return nil, err
+			}
 			cmd := exec.Command(cfg.Executable, "follower",
-				"--id", id, "--service", cfg.Service, "--nats-url", natsURL, "--prefix", cfg.Subjects.Prefix,
+				"--id", id, "--service", cfg.Service, "--prefix", cfg.Subjects.Prefix,
 				"--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
 				"--leader-control", leaderControl, "--leader-streaming", leaderStreaming,
 				"--instance-ttl", cfg.InstanceTTL.String(), "--drain-timeout", cfg.DrainTimeout.String(),
 				"--log-level", cfg.ChildLogLevel)
-			cmd.Env = childEnv(nil)
+			cmd.Env = childEnv(natsEnv)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			return []*exec.Cmd{cmd}, nil
 		}
@@ -381,24 +414,29 @@ func (cfg UpConfig) followerSpawn(natsURL, leaderControl, leaderStreaming string
 			// leader has none: Skip followers subscribe to its bare ids.
 			"SKIP_RESOURCE_PREFIX=" + id,
 		}
-		return cfg.behindSidecar(id, "follower", cfg.FollowerCmd, env, natsURL, ports)
+		return cfg.behindSidecar(id, "follower", cfg.FollowerCmd, env, access, ports)
 	}
 }
 
 // behindSidecar runs shell command cmdline with its ports in the environment,
 // then a `headcount sidecar` in front of it that reports for it on NATS.
-func (cfg UpConfig) behindSidecar(id, role, cmdline string, env []string, natsURL string, ports []string) ([]*exec.Cmd, error) {
-	env = append(env, "HEADCOUNT_FOLLOWER_ID="+id, "HEADCOUNT_SERVICE="+cfg.Service, "HEADCOUNT_NATS_URL="+natsURL)
+// Only the sidecar gets NATS credentials: the application never speaks on NATS.
+func (cfg UpConfig) behindSidecar(id, role, cmdline string, env []string, access *natsAccess, ports []string) ([]*exec.Cmd, error) {
+	natsEnv, err := access.env(natsauth.Identity{Role: natsauth.RoleMember, Service: cfg.Service, Name: id})
+	if err != nil {
+		return nil, err
+	}
+	env = append(env, "HEADCOUNT_FOLLOWER_ID="+id, "HEADCOUNT_SERVICE="+cfg.Service, "HEADCOUNT_NATS_URL="+access.url)
 	app := exec.Command("/bin/sh", "-c", cmdline)
 	app.Env = childEnv(env)
 	app.Stdout, app.Stderr = os.Stderr, os.Stderr
 	sidecar := exec.Command(cfg.Executable, "sidecar",
-		"--id", id, "--role", role, "--service", cfg.Service, "--nats-url", natsURL, "--prefix", cfg.Subjects.Prefix,
+		"--id", id, "--role", role, "--service", cfg.Service, "--prefix", cfg.Subjects.Prefix,
 		"--listen-control", "127.0.0.1:0", "--listen-streaming", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0",
 		"--upstream-control", "127.0.0.1:"+ports[0], "--upstream-streaming", "127.0.0.1:"+ports[1],
 		"--instance-ttl", cfg.InstanceTTL.String(), "--drain-timeout", cfg.DrainTimeout.String(),
 		"--log-level", cfg.ChildLogLevel)
-	sidecar.Env = childEnv(nil)
+	sidecar.Env = childEnv(natsEnv)
 	sidecar.Stdout, sidecar.Stderr = os.Stderr, os.Stderr
 	return []*exec.Cmd{app, sidecar}, nil
 }

@@ -2,12 +2,15 @@ package local_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -25,7 +28,7 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 		"--scale-down-window", "4s", "--instance-ttl", "1s", "--drain-timeout", "10s")
 
 	view := fleet.NewView()
-	w, err := fleet.Watch(natstest.Connect(t, up.NATS), view, fleet.WatchConfig{Services: []string{"demo"}})
+	w, err := fleet.Watch(natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds)), view, fleet.WatchConfig{Services: []string{"demo"}})
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
 	ready := func() int { return view.Totals("demo").Ready }
@@ -51,7 +54,7 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 
 	// `headcount status` shows the same fleet from NATS alone, and the
 	// target that up's supervisor decided, with the processes it runs.
-	out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--json").Output()
+	out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--nats-creds", up.Creds, "--json").Output()
 	require.NoError(t, err)
 	var st status.Status
 	require.NoError(t, json.Unmarshal(out, &st))
@@ -64,7 +67,7 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 			require.Contains(t, m.Process, "running (pid ", "PROCESS of %s", m.ID)
 		}
 	}
-	table, err := exec.Command(bin, "status", "--nats-url", up.NATS).Output()
+	table, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--nats-creds", up.Creds).Output()
 	require.NoError(t, err)
 	require.Contains(t, string(table), "replica target 4   bounds 1–10")
 
@@ -86,4 +89,58 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 	}, 60*time.Second, 100*time.Millisecond, "back to one follower after the window; view: %+v", view.Totals("demo"))
 
 	up.Stop(t, 30*time.Second) // Ctrl-C drains and stops everything
+	require.NotContains(t, up.Logs(), "Permissions Violation", "up and every follower stay within their NATS grants")
+}
+
+// Only the fleet may speak on up's NATS: an anonymous client is refused, and
+// a follower's own credentials (read from up's private directory, as a
+// compromised follower could) cannot forge another member's `gone`, a
+// placement or demand; the fleet is untouched.
+func TestUpRefusesAnonymousAndForgedSpeakers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the whole system")
+	}
+	up := e2e.StartUp(t, e2e.Binary(t), "--target", "10", "--drain-timeout", "5s")
+	_, err := nats.Connect(up.NATS)
+	require.ErrorContains(t, err, "Authorization Violation", "anonymous connect")
+
+	view := fleet.NewView()
+	w, err := fleet.Watch(natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds)), view, fleet.WatchConfig{Services: []string{"demo"}})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	require.Eventually(t, func() bool { return view.Totals("demo").Ready == 1 && view.Totals("demo").Leaders == 1 },
+		30*time.Second, 50*time.Millisecond, "a leader and a follower")
+	leader, _ := view.Leader("demo")
+
+	violations := make(chan string, 16)
+	follower := natstest.Connect(t, up.NATS, nats.UserCredentials(filepath.Join(filepath.Dir(up.Creds), "follower-1.creds")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				violations <- err.Error()
+			}
+		}))
+	gone := leader.Report
+	gone.State, gone.Seq = fleet.StateGone, leader.Seq+1_000_000
+	body, err := json.Marshal(gone)
+	require.NoError(t, err)
+	subjects := fleet.Subjects{Prefix: fleet.DefaultPrefix}
+	for _, subj := range []string{subjects.Report("demo", "leader"), subjects.Placed("demo", "follower-1"), subjects.Demand("demo", "router-1")} {
+		require.NoError(t, follower.Publish(subj, body))
+		select {
+		case v := <-violations:
+			require.Contains(t, v, subj)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no permission violation for %s", subj)
+		}
+	}
+	// The next roll call's answers arrive after anything the follower sent.
+	require.NoError(t, w.RollCall())
+	require.Eventually(t, func() bool { m, ok := view.Leader("demo"); return ok && m.Seq > leader.Seq },
+		10*time.Second, 20*time.Millisecond, "the leader answered the roll call")
+	got, ok := view.Leader("demo")
+	require.True(t, ok)
+	require.Equal(t, leader.Incarnation, got.Incarnation, "the forged gone retired nothing")
+	require.Equal(t, fleet.StateReady, got.State)
+
+	up.Stop(t, 30*time.Second)
 }

@@ -3,6 +3,7 @@
 package natsembed
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -16,6 +17,17 @@ import (
 type Options struct {
 	Host string // default 127.0.0.1
 	Port int    // 0 picks a free port
+	// Auth, when set, decides who may connect and what they may do (the
+	// zero value admits anonymous clients, for tests of other things).
+	Auth Auth
+	// TLS, when set, makes clients connect with TLS.
+	TLS *tls.Config
+}
+
+// Auth configures a server's authentication and authorization: operator
+// trust (natsauth.Authority) or an auth callout.
+type Auth interface {
+	ConfigureServer(*server.Options) error
 }
 
 // Start runs a server and waits until it accepts clients. A fixed port that
@@ -36,14 +48,22 @@ func Start(o Options) (*server.Server, error) {
 		}
 		_ = ln.Close()
 	}
-	s, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		Host:   o.Host,
 		Port:   port,
 		NoSigs: true,
 		NoLog:  true,
 		// Reports are small; a tight limit makes oversize floods cheap to refuse.
 		MaxPayload: 1 << 20,
-	})
+		TLSConfig:  o.TLS,
+		TLS:        o.TLS != nil,
+	}
+	if o.Auth != nil {
+		if err := o.Auth.ConfigureServer(opts); err != nil {
+			return nil, fmt.Errorf("nats-server auth: %w", err)
+		}
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats-server: %w", err)
 	}

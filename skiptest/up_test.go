@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -25,7 +26,7 @@ func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
 		"--target", "3", "--plan", "starter", "--instance-ttl", "2s", "--scale-down-window", "3s", "--drain-timeout", "10s")
 
 	view := fleet.NewView()
-	w, err := fleet.Watch(natstest.Connect(t, up.NATS), view, fleet.WatchConfig{Services: []string{"skipsvc"}, Logger: quiet()})
+	w, err := fleet.Watch(natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds)), view, fleet.WatchConfig{Services: []string{"skipsvc"}, Logger: quiet()})
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
 	totals := func() fleet.Totals { return view.Totals("skipsvc") }
@@ -74,4 +75,5 @@ func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
 	}, 60*time.Second, 100*time.Millisecond, "scaled back in: %+v", totals())
 
 	up.Stop(t, 40*time.Second) // Ctrl-C drains and stops everything
+	require.NotContains(t, up.Logs(), "Permissions Violation", "up and every sidecar stay within their NATS grants")
 }

@@ -12,5 +12,6 @@ func commands(g *global) []*cobra.Command {
 		sidecarCmd(g),
 		upCmd(g),
 		statusCmd(g),
+		authCalloutCmd(g),
 	}
 }

@@ -16,12 +16,14 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/ops"
 )
 
 // global holds the flags every subcommand shares.
 type global struct {
 	natsURL   string
+	natsAuth  natsauth.Client
 	prefix    string
 	logLevel  string
 	logFormat string
@@ -55,6 +57,7 @@ func newRoot() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	g.natsAuth.AddFlags(pf)
 	pf.StringVar(&g.prefix, "prefix", fleet.DefaultPrefix, "first token of every headcount NATS subject")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
@@ -173,7 +176,11 @@ func (p *fleetProcess) close() {
 // connect opens a NATS connection that keeps reconnecting forever: every
 // component rebuilds its state from a roll call after a reconnect.
 func (g *global) connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(g.natsURL,
+	opts, err := g.natsAuth.Options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(g.natsURL, append(opts,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -182,7 +189,9 @@ func (g *global) connect(name string) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
-	)
+		// A permission violation is a misconfigured identity: say so loudly.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) }),
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", g.natsURL, err)
 	}

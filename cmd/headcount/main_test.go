@@ -54,3 +54,23 @@ func TestBadFlagsAreRefusedBeforeAnythingStarts(t *testing.T) {
 		require.Error(t, err, strings.Join(args, " "))
 	}
 }
+
+
+func TestBadNATSIdentityFlagsNameTheFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--nats-creds", "/nonexistent/x.creds"}, "--nats-creds"},
+		{[]string{"status", "--nats-creds", "main.go", "--nats-nkey", "main.go"}, "exclude one another"},
+		{[]string{"status", "--nats-tls-ca", "main.go"}, "--nats-tls-ca"},
+		{[]string{"auth-callout"}, "issuer-seed"},
+		{[]string{"auth-callout", "--issuer-seed", "main.go"}, "--issuer-seed"},
+	} {
+		root := newRoot()
+		root.SetArgs(c.args)
+		root.SetOut(&bytes.Buffer{})
+		err := root.ExecuteContext(context.Background())
+		require.ErrorContains(t, err, c.want, strings.Join(c.args, " "))
+	}
+}

@@ -46,7 +46,7 @@ and on Ctrl-C drains and stops everything.`,
 				return err
 			}
 			if cmd.Flags().Changed("nats-url") {
-				cfg.NATSURL = g.natsURL
+				cfg.NATSURL, cfg.NATSAuth = g.natsURL, g.natsAuth
 			}
 			cfg.Out = os.Stdout
 			cfg.Live = term.IsTerminal(int(os.Stdout.Fd()))

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +32,31 @@ type Up struct {
 	Cmd                              *exec.Cmd
 	exited                           chan struct{}
 	Streaming, Control, NATS, Scaler string
+	// Creds is the file of the read-only NATS identity up made ("" with
+	// --nats-url: that NATS's own credentials apply).
+	Creds string
+	logs  *syncBuffer
+}
+
+// Logs is what up and its children wrote on stderr so far.
+func (u *Up) Logs() string { return u.logs.String() }
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // StartUp runs `bin up` with args on free loopback ports, reads the
@@ -41,7 +68,8 @@ func StartUp(t testing.TB, bin string, args ...string) *Up {
 	args = append([]string{"up", "--nats-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
 		"--control-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0", "--addr-file", file}, args...)
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = io.Discard, io.MultiWriter(os.Stderr, logs)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -55,12 +83,16 @@ func StartUp(t testing.TB, bin string, args ...string) *Up {
 	for {
 		data, err := os.ReadFile(file)
 		if err == nil {
-			var a struct{ Streaming, Control, Scaler, NATS string }
+			var a struct {
+				Streaming, Control, Scaler, NATS string
+				NATSCreds                        string `json:"nats_creds"`
+			}
 			if err := json.Unmarshal(data, &a); err != nil {
 				t.Fatalf("%s: %v", file, err)
 			}
 			return &Up{Cmd: cmd, exited: exited, Streaming: strings.TrimPrefix(a.Streaming, "http://"),
-				Control: strings.TrimPrefix(a.Control, "http://"), Scaler: a.Scaler, NATS: a.NATS}
+				Control: strings.TrimPrefix(a.Control, "http://"), Scaler: a.Scaler, NATS: a.NATS,
+				Creds: a.NATSCreds, logs: logs}
 		}
 		select {
 		case <-exited:

@@ -1,0 +1,87 @@
+package local
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/headcount-dev/headcount/natsauth"
+)
+
+// natsAccess gives each process of `up` its own NATS identity. With the
+// embedded server, up is the authority: it issues a user JWT per process
+// (children get theirs in a file named by HEADCOUNT_NATS_CREDS). With an
+// external NATS, every process uses the credentials up was given.
+type natsAccess struct {
+	url      string
+	auth     *natsauth.Authority // nil: external NATS
+	external natsauth.Client
+	dir      string // private directory of the children's credentials
+}
+
+// connect opens up's own connection, with the identities of the
+// components it runs in process.
+func (a *natsAccess) connect(ids ...natsauth.Identity) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("headcount-up"), nats.MaxReconnects(-1),
+		// A permission violation is a misconfigured identity: say so loudly.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) })}
+	if a.auth != nil {
+		creds, err := a.auth.Issue(ids...)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, creds.Option())
+	} else {
+		ext, err := a.external.Options()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, ext...)
+	}
+	nc, err := nats.Connect(a.url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("NATS %s: %w", a.url, err)
+	}
+	return nc, nil
+}
+
+// env is a child's NATS settings: its URL and, with the embedded server, a
+// fresh credentials file for id (a restarted child gets a new key).
+func (a *natsAccess) env(id natsauth.Identity) ([]string, error) {
+	env := []string{"HEADCOUNT_NATS_URL=" + a.url}
+	if a.auth == nil {
+		return append(env, a.external.Env()...), nil
+	}
+	path, err := a.credsFile(id.Name, id)
+	if err != nil {
+		return nil, err
+	}
+	return append(env, "HEADCOUNT_NATS_CREDS="+path), nil
+}
+
+func (a *natsAccess) credsFile(name string, id natsauth.Identity) (string, error) {
+	creds, err := a.auth.Issue(id)
+	if err != nil {
+		return "", err
+	}
+	return creds.WriteFile(a.dir, name)
+}
+
+// newNATSAccess makes the authority and its private directory for an
+// embedded server; close removes the directory.
+func newNATSAccess(cfg UpConfig) (a *natsAccess, close func(), err error) {
+	if cfg.NATSURL != "" {
+		return &natsAccess{url: cfg.NATSURL, external: cfg.NATSAuth}, func() {}, nil
+	}
+	auth, err := natsauth.NewAuthority(cfg.Subjects)
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "headcount-up-") // mode 0700
+	if err != nil {
+		return nil, nil, err
+	}
+	return &natsAccess{auth: auth, dir: dir}, func() { _ = os.RemoveAll(dir) }, nil
+}

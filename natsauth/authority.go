@@ -1,0 +1,138 @@
+package natsauth
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/headcount-dev/headcount/fleet"
+)
+
+// Authority is a NATS trust chain made in memory at start (decentralized
+// JWTs: an operator, a system account and one headcount account) that issues
+// a user JWT per process. The server trusts the operator, so users issued
+// after it started need no reconfiguration; nothing outlives the process.
+type Authority struct {
+	subjects fleet.Subjects
+	operator *jwt.OperatorClaims
+	account  nkeys.KeyPair
+	accounts map[string]string // public key → account JWT, for the resolver
+	sysPub   string
+}
+
+// NewAuthority makes fresh operator and account keys for subjects.
+func NewAuthority(s fleet.Subjects) (*Authority, error) {
+	okp, err := nkeys.CreateOperator()
+	if err != nil {
+		return nil, err
+	}
+	opub, _ := okp.PublicKey()
+	a := &Authority{subjects: s, accounts: map[string]string{}}
+	var accountPubs [2]string
+	for i, name := range []string{"SYS", "headcount"} {
+		kp, err := nkeys.CreateAccount()
+		if err != nil {
+			return nil, err
+		}
+		pub, _ := kp.PublicKey()
+		ac := jwt.NewAccountClaims(pub)
+		ac.Name = name
+		if a.accounts[pub], err = ac.Encode(okp); err != nil {
+			return nil, fmt.Errorf("account %s: %w", name, err)
+		}
+		accountPubs[i] = pub
+		a.account = kp
+	}
+	a.sysPub = accountPubs[0]
+	oc := jwt.NewOperatorClaims(opub)
+	oc.Name = "headcount-up"
+	oc.SystemAccount = a.sysPub
+	token, err := oc.Encode(okp)
+	if err != nil {
+		return nil, err
+	}
+	// The server wants the claims as decoded from a signed token.
+	if a.operator, err = jwt.DecodeOperatorClaims(token); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// ConfigureServer makes o trust only this authority: a client without a
+// user JWT it issued is refused.
+func (a *Authority) ConfigureServer(o *server.Options) error {
+	resolver := &server.MemAccResolver{}
+	for pub, token := range a.accounts {
+		if err := resolver.Store(pub, token); err != nil {
+			return err
+		}
+	}
+	o.TrustedOperators = []*jwt.OperatorClaims{a.operator}
+	o.AccountResolver = resolver
+	o.SystemAccount = a.sysPub
+	return nil
+}
+
+// Credentials are one identity's user JWT and the seed of its key.
+type Credentials struct {
+	JWT  string
+	Seed []byte
+}
+
+// Issue makes a new key pair and a user JWT carrying the permissions of
+// ids together: a process that runs several components in one connection
+// (as `up` does: router, scaler, leader) holds all of their grants.
+func (a *Authority) Issue(ids ...Identity) (Credentials, error) {
+	if len(ids) == 0 {
+		return Credentials{}, errors.New("no identity to issue")
+	}
+	var perms jwt.Permissions
+	var names []string
+	for _, id := range ids {
+		p, err := Permissions(a.subjects, id)
+		if err != nil {
+			return Credentials{}, err
+		}
+		perms.Pub.Allow.Add(p.Pub.Allow...)
+		perms.Sub.Allow.Add(p.Sub.Allow...)
+		names = append(names, id.String())
+	}
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		return Credentials{}, err
+	}
+	upub, _ := ukp.PublicKey()
+	seed, _ := ukp.Seed()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name = strings.Join(names, ",")
+	uc.Permissions = perms
+	token, err := uc.Encode(a.account)
+	if err != nil {
+		return Credentials{}, err
+	}
+	return Credentials{JWT: token, Seed: seed}, nil
+}
+
+// Option connects with c, for a process's own connections.
+func (c Credentials) Option() nats.Option { return nats.UserJWTAndSeed(c.JWT, string(c.Seed)) }
+
+// WriteFile stores c as a .creds file readable by its owner only, for a
+// child process (`--nats-creds`, HEADCOUNT_NATS_CREDS).
+func (c Credentials) WriteFile(dir, name string) (string, error) {
+	data, err := jwt.FormatUserConfig(c.JWT, c.Seed)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, name+".creds")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return "", err
+	}
+	return path, nil
+}

@@ -1,0 +1,209 @@
+package natsauth_test
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsembed"
+)
+
+var subjects = fleet.Subjects{Prefix: fleet.DefaultPrefix}
+
+// authServer runs an embedded NATS that trusts only a fresh authority.
+func authServer(t *testing.T) (*natsauth.Authority, string) {
+	t.Helper()
+	auth, err := natsauth.NewAuthority(subjects)
+	require.NoError(t, err)
+	s, err := natsembed.Start(natsembed.Options{Auth: auth})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return auth, s.ClientURL()
+}
+
+// client is a connection of one identity that records the permission
+// violations the server reports to it.
+type client struct {
+	nc         *nats.Conn
+	mu         sync.Mutex
+	violations []string
+}
+
+func connectAs(t *testing.T, auth *natsauth.Authority, url string, id natsauth.Identity) *client {
+	t.Helper()
+	creds, err := auth.Issue(id)
+	require.NoError(t, err)
+	c := &client{}
+	c.nc = natstest.Connect(t, url, creds.Option(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			c.mu.Lock()
+			c.violations = append(c.violations, err.Error())
+			c.mu.Unlock()
+		}
+	}))
+	return c
+}
+
+// violated waits for the server to refuse subject.
+func (c *client) violated(t *testing.T, subject string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, v := range c.violations {
+			if strings.Contains(v, `"`+subject+`"`) {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond, "permission violation for %s", subject)
+}
+
+func TestAnonymousAndForeignClientsAreRefused(t *testing.T) {
+	_, url := authServer(t)
+	_, err := nats.Connect(url)
+	require.Error(t, err, "anonymous connect")
+	require.ErrorContains(t, err, "Authorization Violation")
+
+	// Credentials from another authority (an attacker's own operator).
+	other, err := natsauth.NewAuthority(subjects)
+	require.NoError(t, err)
+	creds, err := other.Issue(natsauth.Identity{Role: natsauth.RoleReader})
+	require.NoError(t, err)
+	_, err = nats.Connect(url, creds.Option())
+	require.Error(t, err, "a user JWT signed by an untrusted account")
+}
+
+func TestAFollowerSpeaksOnlyForItself(t *testing.T) {
+	auth, url := authServer(t)
+	reader := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleReader})
+	var mu sync.Mutex
+	got := map[string]int{}
+	_, err := reader.nc.Subscribe(subjects.Watch(""), func(m *nats.Msg) {
+		mu.Lock()
+		got[m.Subject]++
+		mu.Unlock()
+	})
+	require.NoError(t, err)
+	require.NoError(t, reader.nc.Flush())
+
+	f1 := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleMember, Service: "hn", Name: "follower-1"})
+	forged := []string{
+		subjects.Report("hn", "follower-2"),    // another follower's report (or its `gone`)
+		subjects.Report("other", "follower-1"), // another service's
+		subjects.Placed("hn", "follower-1"),
+		subjects.Demand("hn", "follower-1"),
+		subjects.RollCall("hn"),
+		"headcount.hn.moved.follower-1",
+	}
+	for _, subj := range forged {
+		require.NoError(t, f1.nc.Publish(subj, []byte(`{"v":1}`)))
+	}
+	for _, subj := range forged {
+		f1.violated(t, subj)
+	}
+	// Reading other followers' reports (to learn an incarnation) is refused too.
+	_, err = f1.nc.Subscribe(subjects.Watch("hn"), func(*nats.Msg) {})
+	require.NoError(t, err)
+	f1.violated(t, subjects.Watch("hn"))
+
+	// Its own report goes through; and it hears its service's roll call.
+	rollcalls := make(chan string, 4)
+	_, err = f1.nc.Subscribe(subjects.RollCall("hn"), func(m *nats.Msg) { rollcalls <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, f1.nc.Flush())
+	own := subjects.Report("hn", "follower-1")
+	require.NoError(t, f1.nc.Publish(own, []byte(`{"v":1}`)))
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return got[own] == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, reader.nc.Publish(subjects.RollCall("hn"), nil))
+	require.Equal(t, subjects.RollCall("hn"), <-rollcalls)
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, subj := range forged {
+		if subj != subjects.RollCall("hn") {
+			require.Zero(t, got[subj], "%s reached a reader", subj)
+		}
+	}
+}
+
+func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
+	auth, url := authServer(t)
+	reader := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleReader})
+	msgs := make(chan string, 16)
+	_, err := reader.nc.Subscribe(subjects.Watch(""), func(m *nats.Msg) { msgs <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, reader.nc.Flush())
+	// Roll calls reach the members.
+	member := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleMember, Service: "hn", Name: "follower-1"})
+	for _, subj := range []string{subjects.RollCall("hn"), subjects.RollCall("")} {
+		_, err = member.nc.Subscribe(subj, func(m *nats.Msg) { msgs <- m.Subject })
+		require.NoError(t, err)
+	}
+	require.NoError(t, member.nc.Flush())
+
+	r1 := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleRouter, Service: "hn", Name: "r-1"})
+	allowed := []string{subjects.Placed("hn", "follower-1"), subjects.Demand("hn", "r-1"), "headcount.hn.moved.r-1", subjects.RollCall("hn")}
+	for _, subj := range allowed {
+		require.NoError(t, r1.nc.Publish(subj, []byte("{}")))
+		select {
+		case got := <-msgs:
+			require.Equal(t, subj, got)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s did not arrive", subj)
+		}
+	}
+	for _, subj := range []string{subjects.Demand("hn", "r-2"), subjects.Report("hn", "r-1"), subjects.Placed("other", "f"), "headcount.hn.moved.r-2", subjects.RollCall(""), subjects.RollCall("other")} {
+		require.NoError(t, r1.nc.Publish(subj, []byte("{}")))
+		r1.violated(t, subj)
+	}
+	for _, subj := range []string{subjects.Report("hn", "x"), subjects.Demand("hn", "x"), subjects.Placed("hn", "x")} {
+		require.NoError(t, reader.nc.Publish(subj, []byte("{}")))
+		reader.violated(t, subj)
+	}
+	for _, subj := range []string{subjects.RollCall(""), subjects.RollCall("hn")} {
+		require.NoError(t, reader.nc.Publish(subj, nil), "readers call the roll")
+		require.Equal(t, subj, <-msgs)
+	}
+
+	// The decider (up's supervisor) announces decisions; readers hear them;
+	// nobody else may announce one.
+	decision := "headcount.hn.decision"
+	_, err = reader.nc.Subscribe(decision, func(m *nats.Msg) { msgs <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, reader.nc.Flush())
+	decider := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleDecider, Service: "hn"})
+	require.NoError(t, decider.nc.Publish(decision, []byte("{}")))
+	require.Equal(t, decision, <-msgs)
+	for _, c := range []*client{member, r1, reader} {
+		require.NoError(t, c.nc.Publish(decision, []byte("{}")))
+		c.violated(t, decision)
+	}
+	require.NoError(t, decider.nc.Publish("headcount.other.decision", []byte("{}")))
+	decider.violated(t, "headcount.other.decision")
+}
+
+func TestIdentitiesThatWouldWidenTheGrantAreRefused(t *testing.T) {
+	auth, err := natsauth.NewAuthority(subjects)
+	require.NoError(t, err)
+	for _, id := range []natsauth.Identity{
+		{Role: natsauth.RoleMember, Service: "hn", Name: "*"},
+		{Role: natsauth.RoleMember, Service: "hn", Name: "a.b"},
+		{Role: natsauth.RoleMember, Service: ">", Name: "a"},
+		{Role: natsauth.RoleRouter, Service: "hn"},
+		{Role: natsauth.RoleReader, Service: "a.*"},
+		{Role: natsauth.RoleDecider},
+		{Role: "admin"},
+	} {
+		_, err := auth.Issue(id)
+		require.Error(t, err, "%+v", id)
+	}
+}

@@ -1,0 +1,71 @@
+package natsauth_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsembed"
+)
+
+func TestClientVerifiesTheServerWithTheGivenCA(t *testing.T) {
+	serverTLS, caFile := selfSigned(t)
+	auth, err := natsauth.NewAuthority(subjects)
+	require.NoError(t, err)
+	s, err := natsembed.Start(natsembed.Options{Auth: auth, TLS: serverTLS})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	creds, err := auth.Issue(natsauth.Identity{Role: natsauth.RoleReader})
+	require.NoError(t, err)
+	credsFile, err := creds.WriteFile(t.TempDir(), "reader")
+	require.NoError(t, err)
+	info, err := os.Stat(credsFile)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "credentials readable by their owner only")
+
+	opts, err := natsauth.Client{Creds: credsFile, TLSCA: caFile}.Options()
+	require.NoError(t, err)
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	require.NoError(t, err)
+	require.True(t, nc.TLSRequired())
+	nc.Close()
+
+	// Without the CA the server's certificate is not trusted.
+	opts, err = natsauth.Client{Creds: credsFile}.Options()
+	require.NoError(t, err)
+	_, err = nats.Connect(s.ClientURL(), append(opts, nats.Secure())...)
+	require.ErrorContains(t, err, "certificate")
+}
+
+func TestClientOptionsRefuseBadSettingsAtStart(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	notPEM := filepath.Join(dir, "ca.txt")
+	require.NoError(t, os.WriteFile(notPEM, []byte("hello"), 0o600))
+	ukp, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	seed, _ := ukp.Seed()
+	seedFile := filepath.Join(dir, "user.nk")
+	require.NoError(t, os.WriteFile(seedFile, seed, 0o600))
+	_, err = natsauth.Client{NKey: seedFile}.Options()
+	require.NoError(t, err, "a valid seed file")
+
+	for name, c := range map[string]natsauth.Client{
+		"two methods":      {Creds: seedFile, NKey: seedFile},
+		"missing creds":    {Creds: filepath.Join(dir, "nope")},
+		"bad nkey":         {NKey: notPEM},
+		"empty token":      {TokenFile: empty},
+		"CA not PEM":       {TLSCA: notPEM},
+		"cert without key": {TLSCert: notPEM},
+	} {
+		_, err := c.Options()
+		require.Error(t, err, name)
+	}
+	require.Equal(t, []string{"HEADCOUNT_NATS_CREDS=/c", "HEADCOUNT_NATS_TLS_CA=/ca"}, natsauth.Client{Creds: "/c", TLSCA: "/ca"}.Env())
+}

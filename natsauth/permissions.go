@@ -1,0 +1,113 @@
+// Package natsauth says who may speak on headcount's NATS subjects: the
+// permission table of every role, the identities `headcount up` issues to
+// its processes, and the client options every command connects with.
+package natsauth
+
+import (
+	"fmt"
+
+	"github.com/nats-io/jwt/v2"
+
+	"github.com/headcount-dev/headcount/fleet"
+)
+
+// Role is what a connection may do on NATS.
+type Role string
+
+const (
+	// RoleMember is a follower or the leader (or the sidecar in front of
+	// one): it publishes its own report and answers its service's roll calls.
+	RoleMember Role = "member"
+	// RoleRouter publishes placements, its own demand and moves, and roll
+	// calls, and watches its service.
+	RoleRouter Role = "router"
+	// RoleReader (scaler, metrics adapter, `headcount status`) watches and
+	// calls the roll, nothing else.
+	RoleReader Role = "reader"
+	// RoleDecider (the supervisor of `headcount up`) announces its replica
+	// decision for a service, and again when the roll is called.
+	RoleDecider Role = "decider"
+)
+
+// kindMoved is the subject kind on which a router announces the instances
+// it moved (<prefix>.<service>.moved.<router>; the `moving` branch adds it
+// to fleet).
+const kindMoved = "moved"
+
+// Identity is one connection's claim: its role, the service it belongs to
+// ("" for a reader of every service) and its name (member or router id).
+type Identity struct {
+	Role    Role
+	Service string
+	Name    string
+}
+
+func (id Identity) String() string {
+	s := string(id.Role)
+	if id.Service != "" {
+		s += ":" + id.Service
+	}
+	if id.Name != "" {
+		s += "/" + id.Name
+	}
+	return s
+}
+
+// Validate refuses identities whose subjects would not be single tokens:
+// a name with a '.' or a wildcard would widen the grant.
+func (id Identity) Validate() error {
+	switch id.Role {
+	case RoleMember, RoleRouter:
+		if !fleet.ValidName(id.Service) || !fleet.ValidName(id.Name) {
+			return fmt.Errorf("%s identity needs a service and a name that are DNS-1123 labels, got %q and %q", id.Role, id.Service, id.Name)
+		}
+	case RoleDecider:
+		if !fleet.ValidName(id.Service) {
+			return fmt.Errorf("decider identity needs a service that is a DNS-1123 label, got %q", id.Service)
+		}
+	case RoleReader:
+		if id.Service != "" && !fleet.ValidName(id.Service) {
+			return fmt.Errorf("reader service %q is not a DNS-1123 label", id.Service)
+		}
+	default:
+		return fmt.Errorf("unknown role %q: want member, router, reader or decider", id.Role)
+	}
+	return nil
+}
+
+// Permissions is the table: everything not listed is denied.
+func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
+	if err := id.Validate(); err != nil {
+		return jwt.Permissions{}, err
+	}
+	var p jwt.Permissions
+	svc := id.Service
+	switch id.Role {
+	case RoleMember:
+		p.Pub.Allow.Add(s.Report(svc, id.Name))
+		p.Sub.Allow.Add(s.RollCall(svc), s.RollCall(""))
+	case RoleRouter:
+		p.Pub.Allow.Add(
+			s.Placed(svc, "*"),
+			s.Demand(svc, id.Name),
+			s.Prefix+"."+svc+"."+kindMoved+"."+id.Name,
+			// Its own service's roll call only: a router has no reason
+			// to make every agent of every service answer.
+			s.RollCall(svc))
+		p.Sub.Allow.Add(s.Watch(svc))
+	case RoleReader:
+		rollcall := s.RollCall(svc)
+		service := svc
+		if svc == "" {
+			// A reader of every service may also ask one service.
+			p.Pub.Allow.Add(s.RollCall("*"))
+			service = "*"
+		}
+		p.Pub.Allow.Add(rollcall)
+		p.Sub.Allow.Add(s.Watch(svc), s.Decision(service))
+	case RoleDecider:
+		p.Pub.Allow.Add(s.Decision(svc))
+		p.Sub.Allow.Add(s.RollCall(svc), s.RollCall(""))
+	}
+	return p, nil
+}
