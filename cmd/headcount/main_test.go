@@ -55,7 +55,6 @@ func TestBadFlagsAreRefusedBeforeAnythingStarts(t *testing.T) {
 	}
 }
 
-
 func TestBadNATSIdentityFlagsNameTheFlag(t *testing.T) {
 	for _, c := range []struct {
 		args []string
