@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -20,10 +22,12 @@ const DefaultServiceLabel = "headcount.dev/service"
 // KubeCluster is the Cluster of a real API server, read from informer caches
 // so that no metric request waits on the API server.
 type KubeCluster struct {
-	label     string
-	pods      informers.SharedInformerFactory
-	workloads informers.SharedInformerFactory
-	synced    []cache.InformerSynced
+	label        string
+	factories    []informers.SharedInformerFactory
+	pods         corelisters.PodLister
+	deployments  appslisters.DeploymentLister
+	statefulsets appslisters.StatefulSetLister
+	synced       []cache.InformerSynced
 }
 
 // NewKubeCluster caches client's pods (those matching podSelector, all when
@@ -36,25 +40,27 @@ func NewKubeCluster(client kubernetes.Interface, podSelector, serviceLabel strin
 	if serviceLabel == "" {
 		serviceLabel = DefaultServiceLabel
 	}
-	c := &KubeCluster{
-		label: serviceLabel,
-		pods: informers.NewSharedInformerFactoryWithOptions(client, 0,
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = podSelector })),
-		workloads: informers.NewSharedInformerFactory(client, 0),
-	}
-	// Listers must be asked for before Start, so that Start runs them.
-	c.synced = []cache.InformerSynced{
-		c.pods.Core().V1().Pods().Informer().HasSynced,
-		c.workloads.Apps().V1().Deployments().Informer().HasSynced,
-		c.workloads.Apps().V1().StatefulSets().Informer().HasSynced,
-	}
-	return c, nil
+	podFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = podSelector }))
+	workloads := informers.NewSharedInformerFactory(client, 0)
+	pods := podFactory.Core().V1().Pods()
+	deployments, statefulsets := workloads.Apps().V1().Deployments(), workloads.Apps().V1().StatefulSets()
+	// Informers must be asked for before Start, so that Start runs them.
+	return &KubeCluster{
+		label:        serviceLabel,
+		factories:    []informers.SharedInformerFactory{podFactory, workloads},
+		pods:         pods.Lister(),
+		deployments:  deployments.Lister(),
+		statefulsets: statefulsets.Lister(),
+		synced:       []cache.InformerSynced{pods.Informer().HasSynced, deployments.Informer().HasSynced, statefulsets.Informer().HasSynced},
+	}, nil
 }
 
 // Start runs the caches until ctx ends.
 func (c *KubeCluster) Start(ctx context.Context) {
-	c.pods.Start(ctx.Done())
-	c.workloads.Start(ctx.Done())
+	for _, f := range c.factories {
+		f.Start(ctx.Done())
+	}
 }
 
 // Synced is nil once every cache has its first full list.
@@ -67,13 +73,17 @@ func (c *KubeCluster) Synced() error {
 	return nil
 }
 
-// PodLabels returns a pod's labels from the cache.
-func (c *KubeCluster) PodLabels(namespace, name string) (labels.Set, bool) {
-	pod, err := c.pods.Core().V1().Pods().Lister().Pods(namespace).Get(name)
+// Pod returns a pod's labels and IPs from the cache.
+func (c *KubeCluster) Pod(namespace, name string) (Pod, bool) {
+	pod, err := c.pods.Pods(namespace).Get(name)
 	if err != nil {
-		return nil, false
+		return Pod{}, false
 	}
-	return pod.Labels, true
+	ips := make([]string, 0, len(pod.Status.PodIPs))
+	for _, ip := range pod.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	return Pod{Labels: pod.Labels, IPs: ips}, true
 }
 
 // Workloads lists the Deployments or StatefulSets of namespace matching selector.
@@ -84,7 +94,7 @@ func (c *KubeCluster) Workloads(gr schema.GroupResource, namespace string, selec
 	out := map[string]string{}
 	switch gr {
 	case deployments:
-		list, err := c.workloads.Apps().V1().Deployments().Lister().Deployments(namespace).List(selector)
+		list, err := c.deployments.Deployments(namespace).List(selector)
 		if err != nil {
 			return nil, err
 		}
@@ -92,7 +102,7 @@ func (c *KubeCluster) Workloads(gr schema.GroupResource, namespace string, selec
 			out[d.Name] = d.Labels[c.label]
 		}
 	case statefulsets:
-		list, err := c.workloads.Apps().V1().StatefulSets().Lister().StatefulSets(namespace).List(selector)
+		list, err := c.statefulsets.StatefulSets(namespace).List(selector)
 		if err != nil {
 			return nil, err
 		}
@@ -116,9 +126,9 @@ func (c *KubeCluster) Workload(gr schema.GroupResource, namespace, name string) 
 	)
 	switch gr {
 	case deployments:
-		meta, err = c.workloads.Apps().V1().Deployments().Lister().Deployments(namespace).Get(name)
+		meta, err = c.deployments.Deployments(namespace).Get(name)
 	case statefulsets:
-		meta, err = c.workloads.Apps().V1().StatefulSets().Lister().StatefulSets(namespace).Get(name)
+		meta, err = c.statefulsets.StatefulSets(namespace).Get(name)
 	default:
 		return "", false, fmt.Errorf("%s is not a workload", gr)
 	}

@@ -17,8 +17,8 @@ func (c *ConnState) Disconnected(t time.Time) { c.since.CompareAndSwap(0, t.Unix
 // Reconnected records that NATS is back.
 func (c *ConnState) Reconnected() { c.since.Store(0) }
 
-// DisconnectedSince is when NATS went away; the zero time while connected.
-func (c *ConnState) DisconnectedSince() time.Time {
+// StaleSince is when NATS went away; the zero time while connected.
+func (c *ConnState) StaleSince() time.Time {
 	if n := c.since.Load(); n != 0 {
 		return time.Unix(0, n)
 	}

@@ -25,7 +25,7 @@ func NewMetrics(link Link) *Metrics {
 			Name: "headcount_adapter_nats_disconnected_seconds",
 			Help: "How long NATS has been unreachable (0 while connected); past --max-staleness every answer is 503.",
 		}, func() float64 {
-			since := link.DisconnectedSince()
+			since := link.StaleSince()
 			if since.IsZero() {
 				return 0
 			}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -58,10 +60,11 @@ type Fleet interface {
 	Totals(service string) fleet.Totals
 }
 
-// Link tells whether the view is still fed by NATS.
+// Link tells whether the view is still fed by NATS. ConnState is one; the
+// name is the fleet view's own (View.StaleSince) where the view tracks it.
 type Link interface {
-	// DisconnectedSince is when NATS went away; the zero time while connected.
-	DisconnectedSince() time.Time
+	// StaleSince is when NATS went away; the zero time while connected.
+	StaleSince() time.Time
 }
 
 // Cluster is what the adapter reads of the Kubernetes API: the labels that
@@ -70,8 +73,8 @@ type Cluster interface {
 	// Synced is nil once the caches hold a full list; until then answers
 	// that need labels are 503 rather than silently partial.
 	Synced() error
-	// PodLabels returns the labels of a pod, false when it is not known.
-	PodLabels(namespace, name string) (labels.Set, bool)
+	// Pod returns what the API server holds of a pod, false when it is not known.
+	Pod(namespace, name string) (Pod, bool)
 	// Workloads lists the workloads of resource (deployments or
 	// statefulsets in group apps) in namespace that match selector, with
 	// the service each maps to ("" when it has no service label).
@@ -79,6 +82,13 @@ type Cluster interface {
 	// Workload returns the service a workload maps to; found is false when
 	// the workload does not exist, service "" when it has no service label.
 	Workload(resource schema.GroupResource, namespace, name string) (service string, found bool, err error)
+}
+
+// Pod is what the adapter needs of a pod: its labels for selectors, its IPs
+// to check that a report naming it comes from it.
+type Pod struct {
+	Labels labels.Set
+	IPs    []string
 }
 
 // Config wires a Provider to its sources.
@@ -89,6 +99,10 @@ type Config struct {
 	// MaxStaleness bounds how long the last values are served while NATS is
 	// away (default DefaultMaxStaleness); after it every answer is 503.
 	MaxStaleness time.Duration
+	// VerifyPodIP counts a report for a pod only if the host of its control
+	// address is one of the pod's IPs, so that a follower cannot speak for
+	// another pod (DESIGN.md, Trust).
+	VerifyPodIP bool
 	// Metrics counts answers; nil counts nothing.
 	Metrics *Metrics
 }
@@ -132,15 +146,15 @@ func (p *Provider) ListAllExternalMetrics() []provider.ExternalMetricInfo {
 // GetMetricByName answers one pod's or one workload's metric.
 func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, metricSelector labels.Selector) (v *custom_metrics.MetricValue, err error) {
 	defer func() { p.cfg.Metrics.answered("custom", err) }()
-	asOf, err := p.asOf()
+	asOf, err := p.prepare(info)
 	if err != nil {
 		return nil, err
 	}
-	if err := known(info); err != nil {
-		return nil, err
-	}
 	if info.GroupResource == pods {
-		items := p.podValues(name.Namespace, asOf, func(pod string) bool { return pod == name.Name }, metricSelector)
+		items, err := p.podItems(name.Namespace, name.Name, labels.Everything(), metricSelector, asOf)
+		if err != nil {
+			return nil, err
+		}
 		if len(items) == 0 {
 			return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
 		}
@@ -164,25 +178,16 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 // namespace matching selector (the HPA's path for Pods metrics).
 func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (list *custom_metrics.MetricValueList, err error) {
 	defer func() { p.cfg.Metrics.answered("custom", err) }()
-	asOf, err := p.asOf()
+	asOf, err := p.prepare(info)
 	if err != nil {
 		return nil, err
 	}
-	if err := known(info); err != nil {
-		return nil, err
-	}
 	if info.GroupResource == pods {
-		match := func(string) bool { return true }
-		if !selector.Empty() {
-			if err := p.cfg.Cluster.Synced(); err != nil {
-				return nil, apierrors.NewServiceUnavailable(err.Error())
-			}
-			match = func(pod string) bool {
-				l, ok := p.cfg.Cluster.PodLabels(namespace, pod)
-				return ok && selector.Matches(l)
-			}
+		items, err := p.podItems(namespace, "", selector, metricSelector, asOf)
+		if err != nil {
+			return nil, err
 		}
-		return &custom_metrics.MetricValueList{Items: p.podValues(namespace, asOf, match, metricSelector)}, nil
+		return &custom_metrics.MetricValueList{Items: items}, nil
 	}
 	workloads, err := p.cfg.Cluster.Workloads(info.GroupResource, namespace, selector)
 	if err != nil {
@@ -234,7 +239,7 @@ func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector label
 // the disconnection while it is away, and an error once that is older than
 // MaxStaleness (the HPA then holds the replica count).
 func (p *Provider) asOf() (metav1.Time, error) {
-	since := p.cfg.Link.DisconnectedSince()
+	since := p.cfg.Link.StaleSince()
 	if since.IsZero() {
 		return metav1.Now(), nil
 	}
@@ -244,6 +249,16 @@ func (p *Provider) asOf() (metav1.Time, error) {
 			away.Round(time.Second), p.cfg.MaxStaleness))
 	}
 	return metav1.NewTime(since), nil
+}
+
+// prepare answers the time of the values, or why there are none: the view
+// is too stale, or info names no metric of ours.
+func (p *Provider) prepare(info provider.CustomMetricInfo) (metav1.Time, error) {
+	asOf, err := p.asOf()
+	if err != nil {
+		return asOf, err
+	}
+	return asOf, known(info)
 }
 
 func known(info provider.CustomMetricInfo) error {
@@ -257,9 +272,47 @@ func known(info provider.CustomMetricInfo) error {
 	return nil
 }
 
+// podFilter says which follower reports count for the pods of namespace
+// named name (any when "") whose labels match selector: a label selector and
+// VerifyPodIP need the pod cache; a report whose pod is not in it then counts
+// for nothing.
+func (p *Provider) podFilter(namespace, name string, selector labels.Selector) (func(fleet.Member) bool, error) {
+	byName := func(m fleet.Member) bool { return name == "" || m.Pod == name }
+	if selector.Empty() && !p.cfg.VerifyPodIP {
+		return byName, nil
+	}
+	if err := p.cfg.Cluster.Synced(); err != nil {
+		return nil, apierrors.NewServiceUnavailable(err.Error())
+	}
+	return func(m fleet.Member) bool {
+		if !byName(m) {
+			return false
+		}
+		pod, ok := p.cfg.Cluster.Pod(namespace, m.Pod)
+		if !ok || !selector.Matches(pod.Labels) {
+			return false
+		}
+		if !p.cfg.VerifyPodIP {
+			return true
+		}
+		host, _, err := net.SplitHostPort(m.Control)
+		return err == nil && slices.Contains(pod.IPs, host)
+	}, nil
+}
+
+// podItems answers the Pods metric for the pods of namespace named name (any
+// when "") whose labels match selector.
+func (p *Provider) podItems(namespace, name string, selector, metricSelector labels.Selector, asOf metav1.Time) ([]custom_metrics.MetricValue, error) {
+	include, err := p.podFilter(namespace, name, selector)
+	if err != nil {
+		return nil, err
+	}
+	return p.podValues(namespace, asOf, include, metricSelector), nil
+}
+
 // podValues sums the instances of the followers reporting each pod of
-// namespace that match says to include, in pod order.
-func (p *Provider) podValues(namespace string, asOf metav1.Time, match func(pod string) bool, metricSelector labels.Selector) []custom_metrics.MetricValue {
+// namespace that include accepts, in pod order.
+func (p *Provider) podValues(namespace string, asOf metav1.Time, include func(fleet.Member) bool, metricSelector labels.Selector) []custom_metrics.MetricValue {
 	type sum struct {
 		instances int64
 		ttl       int64
@@ -272,7 +325,7 @@ func (p *Provider) podValues(namespace string, asOf metav1.Time, match func(pod 
 			continue
 		}
 		for _, m := range p.cfg.Fleet.Members(service) {
-			if m.Role != fleet.RoleFollower || m.Pod == "" || m.Namespace != namespace || !match(m.Pod) {
+			if m.Role != fleet.RoleFollower || m.Pod == "" || m.Namespace != namespace || !include(m) {
 				continue
 			}
 			s := byPod[m.Pod]

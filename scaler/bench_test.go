@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/benchtest"
 	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
@@ -27,18 +27,6 @@ func publishReport(tb testing.TB, nc *nats.Conn, service, follower string, seq u
 	})
 	require.NoError(tb, err)
 	require.NoError(tb, nc.Publish(subjects.Report(service, follower), data))
-}
-
-// reportLatencies adds p50, p99 and max of d, in µs, to the benchmark's output.
-func reportLatencies(b *testing.B, d []time.Duration) {
-	if len(d) == 0 {
-		return
-	}
-	slices.Sort(d)
-	at := func(q float64) float64 { return float64(d[int(q*float64(len(d)-1))]) / float64(time.Microsecond) }
-	b.ReportMetric(at(0.50), "p50-µs")
-	b.ReportMetric(at(0.99), "p99-µs")
-	b.ReportMetric(at(1), "max-µs")
 }
 
 // BenchmarkReportToGetMetrics: a follower's report published on NATS until
@@ -68,7 +56,7 @@ func BenchmarkReportToGetMetrics(b *testing.B) {
 		lat = append(lat, time.Since(start))
 	}
 	b.StopTimer()
-	reportLatencies(b, lat)
+	benchtest.ReportLatencies(b, lat)
 }
 
 // BenchmarkDemandToStreamIsActive: a router's first demand published on NATS
@@ -101,7 +89,7 @@ func BenchmarkDemandToStreamIsActive(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	reportLatencies(b, lat)
+	benchtest.ReportLatencies(b, lat)
 }
 
 // BenchmarkGetMetrics10kFollowers: GetMetrics with 10,000 followers in the
@@ -140,6 +128,6 @@ func BenchmarkGetMetrics10kFollowers(b *testing.B) {
 			}
 		}
 		b.StopTimer()
-		reportLatencies(b, lat)
+		benchtest.ReportLatencies(b, lat)
 	})
 }

@@ -27,7 +27,9 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/metricsadapter"
+	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/ops"
+	"github.com/headcount-dev/headcount/verify"
 )
 
 func main() {
@@ -42,12 +44,13 @@ func main() {
 // flags are headcount's own; the library's keep their names and have no
 // HEADCOUNT_* equivalents.
 type flags struct {
-	natsURL, prefix, httpAddr   string
-	services                    []string
-	external                    bool
-	maxStaleness, settle, grace time.Duration
-	serviceLabel, podSelector   string
-	logLevel, logFormat         string
+	natsURL, prefix, httpAddr                 string
+	services                                  []string
+	external, verifyPodIP, noVerify           bool
+	maxStaleness, settle, grace, probeTimeout time.Duration
+	serviceLabel, podSelector                 string
+	logLevel, logFormat                       string
+	natsAuth                                  natsauth.Client
 }
 
 func newCommand() *cobra.Command {
@@ -62,12 +65,16 @@ func newCommand() *cobra.Command {
 	}
 	own := pflag.NewFlagSet("headcount", pflag.ContinueOnError)
 	own.StringVar(&f.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	f.natsAuth.AddFlags(own)
 	own.StringVar(&f.prefix, "prefix", fleet.DefaultPrefix, "first token of every headcount NATS subject")
 	own.StringSliceVar(&f.services, "services", nil, "services to watch (default: all)")
 	own.StringVar(&f.httpAddr, "http-addr", ":9091", "plain HTTP listener for /healthz /readyz /metrics")
 	own.BoolVar(&f.external, "external-metrics", false, "also serve external.metrics.k8s.io (a cluster has one owner of that API: not with KEDA)")
 	own.DurationVar(&f.maxStaleness, "max-staleness", metricsadapter.DefaultMaxStaleness, "serve the last values this long while NATS is disconnected, then answer 503")
 	own.StringVar(&f.serviceLabel, "service-label", metricsadapter.DefaultServiceLabel, "Deployment/StatefulSet label naming its headcount service")
+	own.BoolVar(&f.verifyPodIP, "verify-pod-ip", true, "count a report for a pod only if its control address is one of the pod's IPs (off for hostNetwork or DNS-named followers)")
+	own.BoolVar(&f.noVerify, "no-verify-followers", false, "trust reports without probing that the advertised control address answers as that follower and incarnation (tests only)")
+	own.DurationVar(&f.probeTimeout, "probe-timeout", 2*time.Second, "how long a follower's identity probe may take")
 	own.StringVar(&f.podSelector, "pod-selector", "", "label selector limiting the cached pods, e.g. headcount.dev/role=follower (default: all)")
 	own.DurationVar(&f.settle, "rollcall-settle", 250*time.Millisecond, "wait this long after the roll call before reporting ready")
 	own.DurationVar(&f.grace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long the HTTP listener lets requests finish")
@@ -118,8 +125,12 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	}
 	defer ln.Close()
 
+	auth, err := f.natsAuth.Options()
+	if err != nil {
+		return err
+	}
 	link := &metricsadapter.ConnState{}
-	nc, err := nats.Connect(f.natsURL,
+	nc, err := nats.Connect(f.natsURL, append(auth,
 		nats.Name("headcount-adapter"),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -130,12 +141,18 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 			link.Reconnected()
 			slog.Info("NATS reconnected", "url", c.ConnectedUrl())
 		}),
-	)
+		// A permission violation is a misconfigured identity: say so loudly.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) }),
+	)...)
 	if err != nil {
 		return fmt.Errorf("NATS %s: %w", f.natsURL, err)
 	}
 	defer nc.Close()
-	view := fleet.NewView()
+	// Like every view: a member counts once its address answered as itself.
+	view := fleet.NewViewWith(fleet.ViewConfig{Verify: !f.noVerify})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go verify.New(verify.Config{Timeout: f.probeTimeout}).Run(ctx, view)
 	watcher, err := fleet.Watch(nc, view, fleet.WatchConfig{Subjects: subjects, Services: f.services})
 	if err != nil {
 		return err
@@ -148,7 +165,7 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	if err := errors.Join(reg.Register(fleet.NewCollector(view, watcher)), metrics.Register(reg)); err != nil {
 		return err
 	}
-	p, err := metricsadapter.New(metricsadapter.Config{Fleet: view, Link: link, Cluster: cluster, MaxStaleness: f.maxStaleness, Metrics: metrics})
+	p, err := metricsadapter.New(metricsadapter.Config{Fleet: view, Link: link, Cluster: cluster, MaxStaleness: f.maxStaleness, VerifyPodIP: f.verifyPodIP, Metrics: metrics})
 	if err != nil {
 		return err
 	}
@@ -174,8 +191,6 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	mux := http.NewServeMux()
 	ops.Mount(mux, reg, checks)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	cluster.Start(ctx)
 	slog.Info("adapter started", "secure_port", base.SecureServing.BindPort, "http", ln.Addr().String(),
 		"external_metrics", f.external, "max_staleness", f.maxStaleness)
@@ -184,7 +199,7 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	// Either server failing stops the other.
 	wg.Go(func() { errs[0] = base.Run(ctx); cancel() })
 	wg.Go(func() {
-		errs[1] = ops.Serve(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln, f.grace)
+		errs[1] = ops.Serve(ctx, ops.NewServer(mux, ops.HTTPLimits{}, slog.Default()), ln, f.grace)
 		cancel()
 	})
 	wg.Wait()
