@@ -359,26 +359,65 @@ func TestHPAOverlay(t *testing.T) {
 	assert.Equal(t, autoscalingv2.AverageValueMetricType, m.Pods.Target.Type)
 }
 
-// The optional external API is one component away, and only there.
-func TestAdapterExternalComponent(t *testing.T) {
+// composed renders overlays/<overlay> with extra components, as a user's
+// own overlay would.
+func composed(t *testing.T, overlay string, components ...string) rendered {
+	t.Helper()
 	dir := t.TempDir()
 	abs, err := filepath.Abs(".")
 	require.NoError(t, err)
 	// kustomize refuses absolute paths outside the root: link the tree in.
 	require.NoError(t, os.Symlink(abs, filepath.Join(dir, "deploy")))
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "o"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "o", "kustomization.yaml"),
-		[]byte("resources: [../deploy/overlays/hpa]\ncomponents: [../deploy/adapter/external]\n"), 0o644))
-	r := decode(t, filepath.Join(dir, "o"))
+	k := "resources: [../deploy/overlays/" + overlay + "]\ncomponents:\n"
+	for _, c := range components {
+		k += "- ../deploy/" + c + "\n"
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "o", "kustomization.yaml"), []byte(k), 0o644))
+	return decode(t, filepath.Join(dir, "o"))
+}
+
+func container(t *testing.T, r rendered, workload string) corev1.Container {
+	t.Helper()
+	for _, w := range r.workloads {
+		if w.name == workload {
+			return w.pod.Spec.Containers[0]
+		}
+	}
+	t.Fatalf("no workload %s", workload)
+	return corev1.Container{}
+}
+
+// The optional external API is one component away, and only there.
+func TestAdapterExternalComponent(t *testing.T) {
+	r := composed(t, "hpa", "adapter/external")
 	names := []string{}
 	for _, a := range r.other["APIService"] {
 		names = append(names, a["metadata"].(map[string]any)["name"].(string))
 	}
 	assert.Contains(t, names, "v1beta1.external.metrics.k8s.io")
+	assert.Contains(t, container(t, r, "headcount-adapter").Args, "--external-metrics")
+}
+
+// With the NATS auth component every headcount process, the adapter
+// included, connects over TLS with its projected token, under a
+// ServiceAccount the callout binds to a role.
+func TestNATSAuthComponentCoversEveryProcess(t *testing.T) {
+	r := composed(t, "hpa", "components/nats-auth")
+	binds := strings.Join(container(t, r, "headcount-auth-callout").Args, " ")
 	for _, w := range r.workloads {
-		if w.name == "headcount-adapter" {
-			assert.Contains(t, w.pod.Spec.Containers[0].Args, "--external-metrics")
+		c := w.pod.Spec.Containers[0]
+		if !strings.Contains(c.Image, "headcount") || w.name == "headcount-auth-callout" {
+			continue
 		}
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		assert.Equal(t, "tls://nats:4222", env["HEADCOUNT_NATS_URL"], w.name)
+		assert.NotEmpty(t, env["HEADCOUNT_NATS_TOKEN_FILE"], w.name)
+		assert.NotEmpty(t, env["HEADCOUNT_NATS_TLS_CA"], w.name)
+		assert.Contains(t, binds, "headcount/"+w.pod.Spec.ServiceAccountName+"=", "%s's ServiceAccount is bound to a role", w.name)
 	}
 }
 

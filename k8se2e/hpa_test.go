@@ -35,7 +35,6 @@ type kubelet struct {
 	nc     *nats.Conn
 	mu     sync.Mutex
 	agents map[string]*fakeFollower
-	ips    int // pod IPs handed out
 	stop   chan struct{}
 	done   chan struct{}
 	errs   []error
@@ -99,8 +98,9 @@ func (k *kubelet) sync(ctx context.Context) error {
 			continue // running on the next pass, as the pod it reads then is bound
 		}
 		if p.Status.Phase != corev1.PodRunning {
-			k.ips++
-			ip := fmt.Sprintf("10.216.%d.%d", k.ips/250, k.ips%250+1)
+			// The pod's IP is where its follower listens (the adapter
+			// counts a report only from one of its pod's IPs).
+			ip := k.c.host
 			now := metav1.Now()
 			p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, StartTime: &now,
 				Conditions: []corev1.PodCondition{
