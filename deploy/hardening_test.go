@@ -448,7 +448,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"headcount_instances", "headcount_scaler_desired_replicas",
-		"headcount_router_placements_total", "headcount_messages_dropped_total"} {
+		"headcount_router_placements_total", "headcount_messages_dropped_total", "headcount_router_streams_moved_total"} {
 		assert.True(t, used[want], "the dashboard shows %s", want)
 	}
 }
