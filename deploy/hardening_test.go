@@ -1,0 +1,503 @@
+package deploy
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/headcount-dev/headcount/replicas"
+)
+
+// overlays are every directory under overlays/: each must pass every check.
+func overlays(t *testing.T) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join("overlays", "*", "kustomization.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, dirs)
+	for i, d := range dirs {
+		dirs[i] = filepath.Dir(d)
+	}
+	return dirs
+}
+
+// rendered is one overlay decoded strictly into Kubernetes' types; kinds
+// outside client-go's scheme (ScaledObject, APIService, ServiceMonitor) stay
+// maps.
+type rendered struct {
+	workloads []workload
+	services  map[string]*corev1.Service
+	policies  []*networkingv1.NetworkPolicy
+	pdbs      []*policyv1.PodDisruptionBudget
+	ingresses []*networkingv1.Ingress
+	hpas      []*autoscalingv2.HorizontalPodAutoscaler
+	other     map[string][]map[string]any // by kind
+}
+
+type workload struct {
+	kind, name string
+	replicas   *int32
+	selector   *metav1.LabelSelector
+	pod        corev1.PodTemplateSpec
+}
+
+// strict decodes YAML into client-go's types, refusing unknown fields.
+var strict = kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+	kjson.SerializerOptions{Yaml: true, Strict: true})
+
+func decode(t *testing.T, dir string) rendered {
+	t.Helper()
+	r := rendered{services: map[string]*corev1.Service{}, other: map[string][]map[string]any{}}
+	for _, res := range render(t, dir).Resources() {
+		y, err := res.AsYAML()
+		require.NoError(t, err)
+		gvk := res.GetGvk()
+		if !scheme.Scheme.Recognizes(schema.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind}) {
+			m, err := res.Map()
+			require.NoError(t, err)
+			r.other[gvk.Kind] = append(r.other[gvk.Kind], m)
+			continue
+		}
+		obj, _, err := strict.Decode(y, nil, nil)
+		require.NoError(t, err, "%s %s/%s decodes strictly", dir, gvk.Kind, res.GetName())
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			r.workloads = append(r.workloads, workload{"Deployment", o.Name, o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
+		case *appsv1.StatefulSet:
+			r.workloads = append(r.workloads, workload{"StatefulSet", o.Name, o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
+		case *corev1.Service:
+			r.services[o.Name] = o
+		case *networkingv1.NetworkPolicy:
+			r.policies = append(r.policies, o)
+		case *policyv1.PodDisruptionBudget:
+			r.pdbs = append(r.pdbs, o)
+		case *networkingv1.Ingress:
+			r.ingresses = append(r.ingresses, o)
+		case *autoscalingv2.HorizontalPodAutoscaler:
+			r.hpas = append(r.hpas, o)
+		}
+	}
+	return r
+}
+
+// autoscaled names the workloads a ScaledObject or an HPA owns.
+func (r rendered) autoscaled() map[string]bool {
+	names := map[string]bool{}
+	for _, so := range r.other["ScaledObject"] {
+		names[so["spec"].(map[string]any)["scaleTargetRef"].(map[string]any)["name"].(string)] = true
+	}
+	for _, h := range r.hpas {
+		names[h.Spec.ScaleTargetRef.Name] = true
+	}
+	return names
+}
+
+func selects(t *testing.T, sel *metav1.LabelSelector, podLabels map[string]string) bool {
+	t.Helper()
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	require.NoError(t, err)
+	return !s.Empty() && s.Matches(labels.Set(podLabels))
+}
+
+// portMatches says whether a policy port (a number or a container port name)
+// is the container port p.
+func portMatches(pp networkingv1.NetworkPolicyPort, p corev1.ContainerPort) bool {
+	if pp.Port == nil {
+		return true
+	}
+	if pp.Port.Type == intstr.String {
+		return pp.Port.StrVal == p.Name
+	}
+	return pp.Port.IntVal == p.ContainerPort
+}
+
+// peers lists, for one container port of a pod, who may reach it:
+// "anyone", "namespace" (any pod here), "pods" (selected pods here) or
+// "ns:<name>" (a namespace by its name label).
+func (r rendered) peers(t *testing.T, podLabels map[string]string, p corev1.ContainerPort) []string {
+	t.Helper()
+	var out []string
+	for _, np := range r.policies {
+		if !selects(t, &np.Spec.PodSelector, podLabels) {
+			continue
+		}
+		for _, rule := range np.Spec.Ingress {
+			if len(rule.Ports) > 0 && !slices.ContainsFunc(rule.Ports, func(pp networkingv1.NetworkPolicyPort) bool { return portMatches(pp, p) }) {
+				continue
+			}
+			if len(rule.From) == 0 {
+				out = append(out, "anyone")
+			}
+			for _, f := range rule.From {
+				switch {
+				case f.NamespaceSelector != nil:
+					out = append(out, "ns:"+f.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
+				case f.PodSelector != nil && len(f.PodSelector.MatchLabels)+len(f.PodSelector.MatchExpressions) == 0:
+					out = append(out, "namespace")
+				default:
+					out = append(out, "pods")
+				}
+			}
+		}
+	}
+	return out
+}
+
+func containerPort(c corev1.Container, nameOrNumber string) (corev1.ContainerPort, bool) {
+	for _, p := range c.Ports {
+		if p.Name == nameOrNumber || fmt.Sprint(p.ContainerPort) == nameOrNumber {
+			return p, true
+		}
+	}
+	return corev1.ContainerPort{}, false
+}
+
+// The operator's checklist (issue 14), over every overlay: each check failed
+// on the manifests before it.
+func TestEveryOverlayIsHardened(t *testing.T) {
+	for _, dir := range overlays(t) {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			r := decode(t, dir)
+			require.NotEmpty(t, r.workloads)
+			autoscaled := r.autoscaled()
+			require.NotEmpty(t, autoscaled, "something autoscales the followers")
+
+			t.Run("a default-deny ingress policy", func(t *testing.T) {
+				assert.True(t, slices.ContainsFunc(r.policies, func(np *networkingv1.NetworkPolicy) bool {
+					sel := np.Spec.PodSelector
+					return len(sel.MatchLabels)+len(sel.MatchExpressions) == 0 && len(np.Spec.Ingress) == 0 &&
+						slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+				}))
+			})
+			for _, w := range r.workloads {
+				podLabels := w.pod.Labels
+				spec := w.pod.Spec
+				t.Run(w.name, func(t *testing.T) {
+					assert.True(t, slices.ContainsFunc(r.policies, func(np *networkingv1.NetworkPolicy) bool {
+						return selects(t, &np.Spec.PodSelector, podLabels)
+					}), "a NetworkPolicy of its own")
+
+					if autoscaled[w.name] {
+						assert.Nil(t, w.replicas, "no spec.replicas: the autoscaler owns it")
+					}
+					if autoscaled[w.name] || w.replicas == nil || *w.replicas > 1 {
+						assert.True(t, slices.ContainsFunc(r.pdbs, func(b *policyv1.PodDisruptionBudget) bool {
+							return selects(t, b.Spec.Selector, podLabels)
+						}), "a PodDisruptionBudget (more than one replica)")
+					}
+
+					psc := spec.SecurityContext
+					require.NotNil(t, psc, "pod securityContext")
+					require.NotNil(t, psc.SeccompProfile, "seccomp profile")
+					assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, psc.SeccompProfile.Type)
+					for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+						sc := c.SecurityContext
+						require.NotNil(t, sc, "%s: securityContext", c.Name)
+						nonRoot := (psc.RunAsNonRoot != nil && *psc.RunAsNonRoot) || (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot)
+						assert.True(t, nonRoot, "%s: runAsNonRoot", c.Name)
+						uid := psc.RunAsUser
+						if sc.RunAsUser != nil {
+							uid = sc.RunAsUser
+						}
+						assert.True(t, uid != nil && *uid != 0, "%s: a non-zero runAsUser (images may default to root)", c.Name)
+						assert.True(t, sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation, "%s: allowPrivilegeEscalation false", c.Name)
+						assert.True(t, sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem, "%s: readOnlyRootFilesystem", c.Name)
+						assert.True(t, sc.Privileged == nil || !*sc.Privileged, "%s: not privileged", c.Name)
+						assert.True(t, sc.Capabilities != nil && slices.Contains(sc.Capabilities.Drop, "ALL") && len(sc.Capabilities.Add) == 0,
+							"%s: capabilities drop ALL", c.Name)
+
+						assert.False(t, c.Resources.Requests.Cpu().IsZero(), "%s: cpu request", c.Name)
+						assert.False(t, c.Resources.Requests.Memory().IsZero(), "%s: memory request", c.Name)
+						assert.False(t, c.Resources.Limits.Memory().IsZero(), "%s: memory limit", c.Name)
+
+						assert.NotNil(t, c.LivenessProbe, "%s: liveness probe", c.Name)
+						assert.NotNil(t, c.ReadinessProbe, "%s: readiness probe", c.Name)
+						assert.NotNil(t, c.StartupProbe, "%s: startup probe", c.Name)
+					}
+
+					// Scraped pods say where, and only the monitoring
+					// namespace (besides this namespace's own traffic on a
+					// shared port) may reach that port.
+					if port, ok := w.pod.Annotations["prometheus.io/port"]; ok {
+						p, found := containerPort(spec.Containers[0], port)
+						require.True(t, found, "prometheus.io/port %s is a container port", port)
+						who := r.peers(t, podLabels, p)
+						assert.Contains(t, who, "ns:monitoring", "metrics port %s from the monitoring namespace", port)
+						assert.NotContains(t, who, "anyone", "metrics port %s not from everywhere", port)
+					} else {
+						assert.Equal(t, "nats", podLabels["app.kubernetes.io/name"], "only NATS (no Prometheus endpoint of its own) is not scraped")
+						p, _ := containerPort(spec.Containers[0], "monitor")
+						assert.Equal(t, []string{"ns:monitoring"}, r.peers(t, podLabels, p), "NATS monitoring port only from the monitoring namespace")
+					}
+				})
+			}
+
+			t.Run("scaler gRPC from KEDA's namespace only", func(t *testing.T) {
+				for _, w := range r.workloads {
+					if w.pod.Labels["headcount.dev/role"] != "scaler" {
+						continue
+					}
+					p, ok := containerPort(w.pod.Spec.Containers[0], "grpc")
+					require.True(t, ok)
+					assert.Equal(t, []string{"ns:keda"}, r.peers(t, w.pod.Labels, p))
+					http, ok := containerPort(w.pod.Spec.Containers[0], "http")
+					require.True(t, ok)
+					assert.Equal(t, []string{"ns:monitoring"}, r.peers(t, w.pod.Labels, http))
+				}
+			})
+
+			t.Run("an Ingress for the streaming routes only", func(t *testing.T) {
+				require.Len(t, r.ingresses, 1)
+				ing := r.ingresses[0]
+				assert.Nil(t, ing.Spec.DefaultBackend, "no catch-all backend")
+				paths := 0
+				for _, rule := range ing.Spec.Rules {
+					for _, p := range rule.HTTP.Paths {
+						paths++
+						assert.Contains(t, []string{"/v1/streams/", "/streams/"}, p.Path)
+						svc := r.services[p.Backend.Service.Name]
+						require.NotNil(t, svc, p.Backend.Service.Name)
+						require.Len(t, svc.Spec.Ports, 1, "the backend Service exposes one port")
+						assert.Equal(t, "streaming", svc.Spec.Ports[0].TargetPort.StrVal, "the routers' streaming port")
+					}
+				}
+				assert.NotZero(t, paths)
+			})
+
+			t.Run("router: preStop sleep and a grace longer than its drain", func(t *testing.T) {
+				found := false
+				for _, w := range r.workloads {
+					if w.pod.Labels["headcount.dev/role"] != "router" {
+						continue
+					}
+					found = true
+					c := w.pod.Spec.Containers[0]
+					require.NotNil(t, c.Lifecycle, "lifecycle")
+					require.NotNil(t, c.Lifecycle.PreStop, "preStop")
+					require.NotNil(t, c.Lifecycle.PreStop.Sleep, "preStop sleep action")
+					// The drain: --shutdown-delay (when the router has it) then
+					// --shutdown-grace (default 30 s).
+					var delay time.Duration
+					grace := 30 * time.Second
+					for i, a := range c.Args {
+						switch a {
+						case "--shutdown-delay", "--shutdown-grace":
+							d, err := time.ParseDuration(c.Args[i+1])
+							require.NoError(t, err)
+							if a == "--shutdown-delay" {
+								delay = d
+							} else {
+								grace = d
+							}
+						}
+					}
+					need := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second + delay + grace
+					require.NotNil(t, w.pod.Spec.TerminationGracePeriodSeconds)
+					assert.Greater(t, time.Duration(*w.pod.Spec.TerminationGracePeriodSeconds)*time.Second, need)
+				}
+				assert.True(t, found)
+			})
+		})
+	}
+}
+
+// Enterprise is unlimited: its cap is the largest replica count KEDA and the
+// HPA accept (an int32), and the overlay says so.
+func TestEnterpriseCapIsTheLargestReplicaCount(t *testing.T) {
+	r := decode(t, filepath.Join("overlays", "enterprise"))
+	require.Len(t, r.other["ScaledObject"], 1)
+	assert.EqualValues(t, math.MaxInt32, r.other["ScaledObject"][0]["spec"].(map[string]any)["maxReplicaCount"])
+	k, err := os.ReadFile(filepath.Join("overlays", "enterprise", "kustomization.yaml"))
+	require.NoError(t, err)
+	assert.Contains(t, string(k), "2147483647, the largest")
+}
+
+// overlays/hpa: the adapter's APIServices, and a plain HPA on the Pods
+// metric with plan "pro"'s bounds, no KEDA.
+func TestHPAOverlay(t *testing.T) {
+	r := decode(t, filepath.Join("overlays", "hpa"))
+	assert.Empty(t, r.other["ScaledObject"], "no KEDA")
+	var versions []string
+	for _, a := range r.other["APIService"] {
+		spec := a["spec"].(map[string]any)
+		versions = append(versions, spec["version"].(string)+"."+spec["group"].(string))
+		svc := spec["service"].(map[string]any)
+		assert.Contains(t, r.services, svc["name"], "the APIService's Service is deployed")
+	}
+	assert.ElementsMatch(t, []string{"v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"}, versions)
+
+	require.Len(t, r.hpas, 1)
+	h := r.hpas[0]
+	pro := replicas.Plans[slices.IndexFunc(replicas.Plans, func(p replicas.Plan) bool { return p.Name == "pro" })]
+	assert.EqualValues(t, pro.Min, *h.Spec.MinReplicas)
+	assert.EqualValues(t, pro.Max, h.Spec.MaxReplicas)
+	require.Len(t, h.Spec.Metrics, 1)
+	m := h.Spec.Metrics[0]
+	require.Equal(t, autoscalingv2.PodsMetricSourceType, m.Type)
+	assert.Equal(t, "resource_instances", m.Pods.Metric.Name)
+	assert.Equal(t, autoscalingv2.AverageValueMetricType, m.Pods.Target.Type)
+}
+
+// composed renders overlays/<overlay> with extra components, as a user's
+// own overlay would.
+func composed(t *testing.T, overlay string, components ...string) rendered {
+	t.Helper()
+	dir := t.TempDir()
+	abs, err := filepath.Abs(".")
+	require.NoError(t, err)
+	// kustomize refuses absolute paths outside the root: link the tree in.
+	require.NoError(t, os.Symlink(abs, filepath.Join(dir, "deploy")))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "o"), 0o755))
+	k := "resources: [../deploy/overlays/" + overlay + "]\ncomponents:\n"
+	for _, c := range components {
+		k += "- ../deploy/" + c + "\n"
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "o", "kustomization.yaml"), []byte(k), 0o644))
+	return decode(t, filepath.Join(dir, "o"))
+}
+
+func container(t *testing.T, r rendered, workload string) corev1.Container {
+	t.Helper()
+	for _, w := range r.workloads {
+		if w.name == workload {
+			return w.pod.Spec.Containers[0]
+		}
+	}
+	t.Fatalf("no workload %s", workload)
+	return corev1.Container{}
+}
+
+// The optional external API is one component away, and only there.
+func TestAdapterExternalComponent(t *testing.T) {
+	r := composed(t, "hpa", "adapter/external")
+	names := []string{}
+	for _, a := range r.other["APIService"] {
+		names = append(names, a["metadata"].(map[string]any)["name"].(string))
+	}
+	assert.Contains(t, names, "v1beta1.external.metrics.k8s.io")
+	assert.Contains(t, container(t, r, "headcount-adapter").Args, "--external-metrics")
+}
+
+// With the NATS auth component every headcount process, the adapter
+// included, connects over TLS with its projected token, under a
+// ServiceAccount the callout binds to a role.
+func TestNATSAuthComponentCoversEveryProcess(t *testing.T) {
+	r := composed(t, "hpa", "components/nats-auth")
+	binds := strings.Join(container(t, r, "headcount-auth-callout").Args, " ")
+	for _, w := range r.workloads {
+		c := w.pod.Spec.Containers[0]
+		if !strings.Contains(c.Image, "headcount") || w.name == "headcount-auth-callout" {
+			continue
+		}
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		assert.Equal(t, "tls://nats:4222", env["HEADCOUNT_NATS_URL"], w.name)
+		assert.NotEmpty(t, env["HEADCOUNT_NATS_TOKEN_FILE"], w.name)
+		assert.NotEmpty(t, env["HEADCOUNT_NATS_TLS_CA"], w.name)
+		assert.Contains(t, binds, "headcount/"+w.pod.Spec.ServiceAccountName+"=", "%s's ServiceAccount is bound to a role", w.name)
+	}
+}
+
+// The Grafana dashboard reads only series the code exports, and shows what
+// an operator watches: live instances, replica target, placement spread,
+// drops by reason.
+func TestDashboardMetricsExist(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("components", "servicemonitor", "grafana-dashboard.json"))
+	require.NoError(t, err)
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	require.NoError(t, json.Unmarshal(raw, &d))
+	exported := exportedMetrics(t)
+	series := regexp.MustCompile(`headcount_[a-z_]+`)
+	used := map[string]bool{}
+	for _, p := range d.Panels {
+		require.NotEmpty(t, p.Targets, p.Title)
+		for _, tg := range p.Targets {
+			for _, name := range series.FindAllString(tg.Expr, -1) {
+				base := strings.TrimSuffix(name, "_bucket")
+				assert.True(t, exported[base], "%q in panel %q is a metric the code exports", name, p.Title)
+				used[base] = true
+			}
+		}
+	}
+	for _, want := range []string{"headcount_instances", "headcount_scaler_desired_replicas",
+		"headcount_router_placements_total", "headcount_messages_dropped_total", "headcount_router_streams_moved_total"} {
+		assert.True(t, used[want], "the dashboard shows %s", want)
+	}
+}
+
+// exportedMetrics are the metric names in the module's non-test Go source.
+func exportedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	out, err := exec.Command("git", "grep", "--untracked", "-hoE", `"headcount_[a-z_]+"`, "--", "../*.go", ":!*_test.go").Output()
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, l := range strings.Fields(string(out)) {
+		names[strings.Trim(l, `"`)] = true
+	}
+	require.NotEmpty(t, names)
+	return names
+}
+
+// The 3-node NATS option (overlays/ha): a StatefulSet whose cluster routes
+// name each of its pods through its headless Service, which publishes
+// not-ready addresses so that servers starting together find each other.
+func TestNATSClusterRoutesNameEveryServer(t *testing.T) {
+	m := render(t, filepath.Join("overlays", "ha"))
+	var sts *appsv1.StatefulSet
+	deployments := 0
+	for _, r := range m.Resources() {
+		if r.GetName() != "nats" {
+			continue
+		}
+		y, err := r.AsYAML()
+		require.NoError(t, err)
+		switch r.GetKind() {
+		case "StatefulSet":
+			obj, _, err := strict.Decode(y, nil, nil)
+			require.NoError(t, err)
+			sts = obj.(*appsv1.StatefulSet)
+		case "Deployment":
+			deployments++
+		}
+	}
+	require.NotNil(t, sts)
+	assert.Zero(t, deployments, "the single server is replaced, not doubled")
+	n := int(*sts.Spec.Replicas)
+	assert.Equal(t, 3, n)
+	args := strings.Join(sts.Spec.Template.Spec.Containers[0].Args, " ")
+	for i := range n {
+		assert.Contains(t, args, fmt.Sprintf("nats://%s-%d.%s:6222", sts.Name, i, sts.Spec.ServiceName))
+	}
+	svc := decode(t, filepath.Join("overlays", "ha")).services[sts.Spec.ServiceName]
+	require.NotNil(t, svc, "the headless Service")
+	assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP)
+	assert.True(t, svc.Spec.PublishNotReadyAddresses)
+}
