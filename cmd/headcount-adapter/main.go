@@ -129,17 +129,13 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(f.natsURL, append(auth,
-		nats.Name("headcount-adapter"),
-		nats.MaxReconnects(-1),
+	nc, err := nats.Connect(f.natsURL, append(append(auth, fleet.ConnectOptions("headcount-adapter")...),
 		// The watcher pauses the view meanwhile; the view is the Link that
 		// bounds how long its last values are served.
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			slog.Warn("NATS disconnected: serving the last values", "err", err, "max_staleness", f.maxStaleness)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
-		// A permission violation is a misconfigured identity: say so loudly.
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) }),
 	)...)
 	if err != nil {
 		return fmt.Errorf("NATS %s: %w", f.natsURL, err)
