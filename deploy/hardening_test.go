@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -56,10 +57,11 @@ type rendered struct {
 }
 
 type workload struct {
-	kind, name string
-	replicas   *int32
-	selector   *metav1.LabelSelector
-	pod        corev1.PodTemplateSpec
+	kind, name  string
+	serviceName string // a StatefulSet's
+	replicas    *int32
+	selector    *metav1.LabelSelector
+	pod         corev1.PodTemplateSpec
 }
 
 // strict decodes YAML into client-go's types, refusing unknown fields.
@@ -83,9 +85,9 @@ func decode(t *testing.T, dir string) rendered {
 		require.NoError(t, err, "%s %s/%s decodes strictly", dir, gvk.Kind, res.GetName())
 		switch o := obj.(type) {
 		case *appsv1.Deployment:
-			r.workloads = append(r.workloads, workload{"Deployment", o.Name, o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
+			r.workloads = append(r.workloads, workload{"Deployment", o.Name, "", o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
 		case *appsv1.StatefulSet:
-			r.workloads = append(r.workloads, workload{"StatefulSet", o.Name, o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
+			r.workloads = append(r.workloads, workload{"StatefulSet", o.Name, o.Spec.ServiceName, o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
 		case *corev1.Service:
 			r.services[o.Name] = o
 		case *networkingv1.NetworkPolicy:
@@ -285,7 +287,7 @@ func TestEveryOverlayIsHardened(t *testing.T) {
 				assert.NotZero(t, paths)
 			})
 
-			t.Run("router: preStop sleep and a grace longer than its drain", func(t *testing.T) {
+			t.Run("router: preStop sleep, --shutdown-delay seen by the readiness probe, a grace longer than it all", func(t *testing.T) {
 				found := false
 				for _, w := range r.workloads {
 					if w.pod.Labels["headcount.dev/role"] != "router" {
@@ -296,30 +298,86 @@ func TestEveryOverlayIsHardened(t *testing.T) {
 					require.NotNil(t, c.Lifecycle, "lifecycle")
 					require.NotNil(t, c.Lifecycle.PreStop, "preStop")
 					require.NotNil(t, c.Lifecycle.PreStop.Sleep, "preStop sleep action")
-					// The drain: --shutdown-delay (when the router has it) then
-					// --shutdown-grace (default 30 s).
-					var delay time.Duration
-					grace := 30 * time.Second
-					for i, a := range c.Args {
-						switch a {
-						case "--shutdown-delay", "--shutdown-grace":
-							d, err := time.ParseDuration(c.Args[i+1])
-							require.NoError(t, err)
-							if a == "--shutdown-delay" {
-								delay = d
-							} else {
-								grace = d
-							}
-						}
-					}
-					need := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second + delay + grace
+					preStop := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+					// Explicit, so that the grace period below is computed
+					// from what runs, not from a default that may change.
+					delay, ok := flagDuration(t, c.Args, "--shutdown-delay")
+					require.True(t, ok, "--shutdown-delay set explicitly")
+					grace, ok := flagDuration(t, c.Args, "--shutdown-grace")
+					require.True(t, ok, "--shutdown-grace set explicitly")
+					// The failing /readyz of the delay must be seen within it.
+					p := c.ReadinessProbe
+					require.NotNil(t, p, "readiness probe")
+					period, failures := cmp.Or(p.PeriodSeconds, 10), cmp.Or(p.FailureThreshold, 3) // Kubernetes' defaults
+					seen := time.Duration(period*failures) * time.Second
+					assert.LessOrEqual(t, seen, 2*time.Second, "unready seen within 2 s (periodSeconds × failureThreshold)")
+					assert.Less(t, seen, delay, "unready seen within --shutdown-delay")
+					const margin = 5 * time.Second
+					need := preStop + delay + grace + margin
 					require.NotNil(t, w.pod.Spec.TerminationGracePeriodSeconds)
-					assert.Greater(t, time.Duration(*w.pod.Spec.TerminationGracePeriodSeconds)*time.Second, need)
+					assert.GreaterOrEqual(t, time.Duration(*w.pod.Spec.TerminationGracePeriodSeconds)*time.Second, need,
+						"terminationGracePeriodSeconds ≥ preStop %s + --shutdown-delay %s + --shutdown-grace %s + %s", preStop, delay, grace, margin)
 				}
 				assert.True(t, found)
 			})
+
+			t.Run("ScaledObject: a fallback holding the replicas once the scaler is Unavailable", func(t *testing.T) {
+				for _, so := range r.other["ScaledObject"] {
+					spec := scaledObject(t, so)
+					fb := spec.Fallback
+					require.NotNil(t, fb, "spec.fallback")
+					assert.Positive(t, fb.FailureThreshold, "failureThreshold: one failed read is not an outage")
+					// 0 would let KEDA scale to zero on the error.
+					assert.Positive(t, fb.Replicas, "replicas")
+					require.NotNil(t, spec.MinReplicaCount)
+					require.NotNil(t, spec.MaxReplicaCount)
+					assert.GreaterOrEqual(t, fb.Replicas, *spec.MinReplicaCount, "replicas within the plan")
+					assert.LessOrEqual(t, fb.Replicas, *spec.MaxReplicaCount, "replicas within the plan")
+					assert.Equal(t, "currentReplicasIfHigher", fb.Behavior, "an outage never scales down")
+				}
+			})
 		})
 	}
+}
+
+// flagDuration is the value of a duration flag in args ("--f v" or "--f=v").
+func flagDuration(t *testing.T, args []string, name string) (time.Duration, bool) {
+	t.Helper()
+	for i, a := range args {
+		v, ok := strings.CutPrefix(a, name+"=")
+		if a == name && i+1 < len(args) {
+			v, ok = args[i+1], true
+		}
+		if ok {
+			d, err := time.ParseDuration(v)
+			require.NoError(t, err, name)
+			return d, true
+		}
+	}
+	return 0, false
+}
+
+// scaledObjectSpec is what the checks read of a ScaledObject: the fields
+// of KEDA v2.21's ScaledObjectSpec and Fallback
+// (github.com/kedacore/keda/v2/apis/keda/v1alpha1), whose package needs
+// modules this one does not; k8se2e applies the overlays to KEDA's CRD.
+type scaledObjectSpec struct {
+	MinReplicaCount *int32 `json:"minReplicaCount"`
+	MaxReplicaCount *int32 `json:"maxReplicaCount"`
+	Fallback        *struct {
+		FailureThreshold int32  `json:"failureThreshold"`
+		Replicas         int32  `json:"replicas"`
+		Behavior         string `json:"behavior"`
+	} `json:"fallback"`
+}
+
+func scaledObject(t *testing.T, so map[string]any) scaledObjectSpec {
+	t.Helper()
+	raw, err := json.Marshal(so["spec"])
+	require.NoError(t, err)
+	var spec scaledObjectSpec
+	require.NoError(t, json.Unmarshal(raw, &spec))
+	return spec
 }
 
 // Enterprise is unlimited: its cap is the largest replica count KEDA and the
@@ -500,4 +558,49 @@ func TestNATSClusterRoutesNameEveryServer(t *testing.T) {
 	require.NotNil(t, svc, "the headless Service")
 	assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP)
 	assert.True(t, svc.Spec.PublishNotReadyAddresses)
+}
+
+// With the 3-node NATS cluster every NATS client, the adapter included,
+// is given the three servers' client addresses.
+func TestNATSClusterGivesEveryClientEveryServer(t *testing.T) {
+	for name, r := range map[string]rendered{
+		"ha":                          decode(t, filepath.Join("overlays", "ha")),
+		"hpa+components/nats-cluster": composed(t, "hpa", "components/nats-cluster"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var want []string
+			for _, w := range r.workloads {
+				if w.kind == "StatefulSet" && w.name == "nats" {
+					for i := range int(*w.replicas) {
+						want = append(want, fmt.Sprintf("nats://%s-%d.%s:4222", w.name, i, w.serviceName))
+					}
+				}
+			}
+			require.Len(t, want, 3, "the NATS StatefulSet's servers")
+			roles := map[string]bool{}
+			for _, w := range r.workloads {
+				c := w.pod.Spec.Containers[0]
+				if !strings.HasPrefix(filepath.Base(c.Image), "headcount") {
+					continue
+				}
+				url := ""
+				for _, e := range c.Env {
+					if e.Name == "HEADCOUNT_NATS_URL" {
+						url = e.Value
+					}
+				}
+				if i := slices.Index(c.Args, "--nats-url"); i >= 0 {
+					url = c.Args[i+1] // the flag wins over the variable
+				}
+				assert.ElementsMatch(t, want, strings.Split(url, ","), "%s: HEADCOUNT_NATS_URL / --nats-url", w.name)
+				roles[w.pod.Labels["headcount.dev/role"]] = true
+			}
+			for _, role := range []string{"router", "scaler", "leader", "follower"} {
+				assert.True(t, roles[role], "a %s is checked", role)
+			}
+			if name != "ha" {
+				assert.True(t, roles["adapter"], "the adapter is checked")
+			}
+		})
+	}
 }

@@ -2,12 +2,11 @@ package local
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsauth"
 )
 
@@ -25,11 +24,7 @@ type natsAccess struct {
 // connect opens up's own connection, with the identities of the
 // components it runs in process.
 func (a *natsAccess) connect(ids ...natsauth.Identity) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name("headcount-up"), nats.MaxReconnects(-1),
-		// Back within a fraction of a second of NATS, as every component.
-		nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		// A permission violation is a misconfigured identity: say so loudly.
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) })}
+	opts := fleet.ConnectOptions("headcount-up")
 	if a.auth != nil {
 		creds, err := a.auth.Issue(ids...)
 		if err != nil {

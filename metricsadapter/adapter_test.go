@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -201,10 +202,15 @@ func TestExternalMetricBehindFlag(t *testing.T) {
 	require.True(t, apierrors.IsNotFound(err), "unknown external metric: %v", err)
 }
 
-func TestStaleValuesThenUnavailable(t *testing.T) {
+// TestStaleValuesThenUnavailableThenFresh stops the NATS server for real:
+// the adapter serves the last values stamped with the disconnection, answers
+// 503 once the outage is older than the bound, and serves fresh values once
+// the server is back.
+func TestStaleValuesThenUnavailableThenFresh(t *testing.T) {
 	srv, err := natsembed.Start(natsembed.Options{})
 	require.NoError(t, err)
-	defer srv.Shutdown()
+	port := srv.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { srv.Shutdown() }) // the server running at the end
 	const bound = 3 * time.Second
 	a := startAdapter(t, adapterOptions{natsURL: srv.ClientURL(), maxStaleness: bound,
 		objects: []runtime.Object{pod("hn-0", nil)}})
@@ -212,25 +218,52 @@ func TestStaleValuesThenUnavailable(t *testing.T) {
 	f := follower(t, a.nc, "hn", "follower-0", "hn-0", time.Minute)
 	f.Set(9)
 	a.eventuallyPods(t, labels.Everything(), map[string]int64{"hn-0": 9})
+	c := a.clients[v1beta2].NamespacedMetrics("default")
+	get := func() (int64, time.Time, error) {
+		v, err := c.GetForObject(podKind, "hn-0", metricsadapter.PodMetric, labels.Everything())
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		return v.Value.Value(), v.Timestamp.Time, nil
+	}
 
 	srv.Shutdown()
-	f.Abandon() // its "gone" could not be flushed anyway
-	require.Eventually(t, func() bool { return !a.link.StaleSince().IsZero() }, waitFor, 10*time.Millisecond)
-	since := a.link.StaleSince()
-	c := a.clients[v1beta2].NamespacedMetrics("default")
+	srv.WaitForShutdown()
+	require.Eventually(t, func() bool { return !a.view.StaleSince().IsZero() }, waitFor, 10*time.Millisecond)
+	since := a.view.StaleSince()
 	// Within the bound: the last value, stamped with the disconnection.
-	v, err := c.GetForObject(podKind, "hn-0", metricsadapter.PodMetric, labels.Everything())
+	n, at, err := get()
 	if time.Since(since) < bound { // a machine this slow cannot check this half
 		require.NoError(t, err)
-		require.Equal(t, int64(9), v.Value.Value())
-		require.Equal(t, since.Unix(), v.Timestamp.Unix())
+		require.Equal(t, int64(9), n)
+		require.Equal(t, since.Unix(), at.Unix())
 	}
-	// Past it: 503, which the HPA takes as "hold the replica count".
+	// Past it, and not before: 503, which the HPA takes as "hold the replica count".
+	var unavailable error
+	var after time.Duration
 	require.Eventually(t, func() bool {
-		_, err := c.GetForObject(podKind, "hn-0", metricsadapter.PodMetric, labels.Everything())
+		_, _, err := get()
 		var status apierrors.APIStatus
-		return errors.As(err, &status) && status.Status().Code == http.StatusServiceUnavailable
+		if errors.As(err, &status) && status.Status().Code == http.StatusServiceUnavailable {
+			unavailable, after = err, time.Since(since)
+			return true
+		}
+		return false
 	}, waitFor, 50*time.Millisecond)
+	require.GreaterOrEqual(t, after, bound, "503 within the bound: %v", unavailable)
+	require.ErrorContains(t, unavailable, "NATS disconnected")
+
+	// NATS back on its address: the client reconnects, the watcher calls the
+	// roll and resumes the view, and values are fresh again.
+	srv, err = natsembed.Start(natsembed.Options{Port: port})
+	require.NoError(t, err)
+	back := time.Now()
+	f.Set(12)
+	require.Eventually(t, func() bool {
+		n, at, err := get()
+		return err == nil && n == 12 && at.Unix() >= back.Unix()
+	}, waitFor, 50*time.Millisecond)
+	require.True(t, a.view.StaleSince().IsZero())
 }
 
 // hpaDesired is what the HPA controller decides for an AverageValue target,

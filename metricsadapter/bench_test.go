@@ -69,7 +69,7 @@ func BenchmarkGetMetricBySelector10k(b *testing.B) {
 		}, now)
 	}
 	sel := labels.SelectorFromSet(labels.Set{"app": "bench"})
-	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.link, Cluster: a.cluster, MaxStaleness: time.Minute, VerifyPodIP: true})
+	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.view, Cluster: a.cluster, MaxStaleness: time.Minute, VerifyPodIP: true})
 	require.NoError(b, err)
 	info := provider.CustomMetricInfo{GroupResource: podsResource, Namespaced: true, Metric: metricsadapter.PodMetric}
 	b.Run("provider", func(b *testing.B) {

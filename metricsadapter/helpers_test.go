@@ -50,7 +50,6 @@ var (
 type adapter struct {
 	nc      *nats.Conn
 	view    *fleet.View
-	link    *metricsadapter.ConnState
 	cluster *metricsadapter.KubeCluster
 	config  *rest.Config
 	clients map[schema.GroupVersion]cmclient.CustomMetricsClient
@@ -65,11 +64,10 @@ type adapterOptions struct {
 
 func startAdapter(t testing.TB, o adapterOptions) *adapter {
 	t.Helper()
-	a := &adapter{link: &metricsadapter.ConnState{}}
-	// The composition root's part: the connection, its state, the watcher.
-	a.nc = natstest.Connect(t, o.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
-		nats.DisconnectErrHandler(func(*nats.Conn, error) { a.link.Disconnected(time.Now()) }),
-		nats.ReconnectHandler(func(*nats.Conn) { a.link.Reconnected() }))
+	a := &adapter{}
+	// The composition root's part: the connection and the watcher, which
+	// pauses the view while the connection is down.
+	a.nc = natstest.Connect(t, o.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	a.view, _ = natstest.Watch(t, a.nc, fleet.WatchConfig{SweepEvery: 20 * time.Millisecond})
 	var err error
 
@@ -77,7 +75,7 @@ func startAdapter(t testing.TB, o adapterOptions) *adapter {
 	a.cluster, err = metricsadapter.NewKubeCluster(fake.NewClientset(o.objects...), "", "")
 	require.NoError(t, err)
 	a.cluster.Start(ctx)
-	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.link, Cluster: a.cluster, MaxStaleness: o.maxStaleness, VerifyPodIP: true})
+	p, err := metricsadapter.New(metricsadapter.Config{Fleet: a.view, Link: a.view, Cluster: a.cluster, MaxStaleness: o.maxStaleness, VerifyPodIP: true})
 	require.NoError(t, err)
 
 	t.Cleanup(cancel) // if serve fails half-way

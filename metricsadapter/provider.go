@@ -60,11 +60,14 @@ type Fleet interface {
 	Totals(service string) fleet.Totals
 }
 
-// Link tells whether the view is still fed by NATS. ConnState is one; the
-// name is the fleet view's own (View.StaleSince) where the view tracks it.
+// Link tells whether the view is still fed by NATS; *fleet.View has it (its
+// watcher pauses the view while the connection is down).
 type Link interface {
 	// StaleSince is when NATS went away; the zero time while connected.
 	StaleSince() time.Time
+	// Fresh fails once NATS has been away longer than bound
+	// (fleet.View.Fresh: the rule every reader of the view follows).
+	Fresh(now time.Time, bound time.Duration) error
 }
 
 // Cluster is what the adapter reads of the Kubernetes API: the labels that
@@ -239,16 +242,15 @@ func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector label
 // the disconnection while it is away, and an error once that is older than
 // MaxStaleness (the HPA then holds the replica count).
 func (p *Provider) asOf() (metav1.Time, error) {
-	since := p.cfg.Link.StaleSince()
-	if since.IsZero() {
-		return metav1.Now(), nil
-	}
-	if away := time.Since(since); away > p.cfg.MaxStaleness {
+	now := time.Now()
+	if err := p.cfg.Link.Fresh(now, p.cfg.MaxStaleness); err != nil {
 		return metav1.Time{}, apierrors.NewServiceUnavailable(fmt.Sprintf(
-			"NATS has been unreachable for %s, longer than --max-staleness %s: the fleet's values are too old to scale on",
-			away.Round(time.Second), p.cfg.MaxStaleness))
+			"%v: the fleet's values are too old to scale on (--max-staleness)", err))
 	}
-	return metav1.NewTime(since), nil
+	if since := p.cfg.Link.StaleSince(); !since.IsZero() {
+		return metav1.NewTime(since), nil
+	}
+	return metav1.NewTime(now), nil
 }
 
 // prepare answers the time of the values, or why there are none: the view

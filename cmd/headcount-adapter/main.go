@@ -129,20 +129,13 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	if err != nil {
 		return err
 	}
-	link := &metricsadapter.ConnState{}
-	nc, err := nats.Connect(f.natsURL, append(auth,
-		nats.Name("headcount-adapter"),
-		nats.MaxReconnects(-1),
+	nc, err := nats.Connect(f.natsURL, append(append(auth, fleet.ConnectOptions("headcount-adapter")...),
+		// The watcher pauses the view meanwhile; the view is the Link that
+		// bounds how long its last values are served.
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			link.Disconnected(time.Now())
 			slog.Warn("NATS disconnected: serving the last values", "err", err, "max_staleness", f.maxStaleness)
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			link.Reconnected()
-			slog.Info("NATS reconnected", "url", c.ConnectedUrl())
-		}),
-		// A permission violation is a misconfigured identity: say so loudly.
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
 	)...)
 	if err != nil {
 		return fmt.Errorf("NATS %s: %w", f.natsURL, err)
@@ -161,11 +154,11 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	started := time.Now()
 
 	reg := ops.NewRegistry()
-	metrics := metricsadapter.NewMetrics(link)
+	metrics := metricsadapter.NewMetrics()
 	if err := errors.Join(reg.Register(fleet.NewCollector(view, watcher)), metrics.Register(reg)); err != nil {
 		return err
 	}
-	p, err := metricsadapter.New(metricsadapter.Config{Fleet: view, Link: link, Cluster: cluster, MaxStaleness: f.maxStaleness, VerifyPodIP: f.verifyPodIP, Metrics: metrics})
+	p, err := metricsadapter.New(metricsadapter.Config{Fleet: view, Link: view, Cluster: cluster, MaxStaleness: f.maxStaleness, VerifyPodIP: f.verifyPodIP, Metrics: metrics})
 	if err != nil {
 		return err
 	}

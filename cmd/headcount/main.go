@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -182,22 +181,13 @@ func (g *global) connect(name string) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(g.natsURL, append(opts,
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		// Back within a fraction of a second of NATS (the views wait for it
-		// with their clocks stopped); jittered so that a fleet does not
-		// reconnect in one burst.
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+	nc, err := nats.Connect(g.natsURL, append(append(opts, fleet.ConnectOptions(name)...),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				slog.Warn("NATS disconnected", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
-		// A permission violation is a misconfigured identity: say so loudly.
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Error("NATS", "err", err) }),
 	)...)
 	if errors.Is(err, nats.ErrAuthorization) && g.natsAuth.Creds == "" && g.natsAuth.NKey == "" && g.natsAuth.TokenFile == "" {
 		// The usual first stumble: `headcount status` against `up`, whose NATS refuses anonymous clients.
