@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -188,6 +189,10 @@ func (g *global) connect(name string) (*nats.Conn, error) {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
 	)...)
+	if errors.Is(err, nats.ErrAuthorization) && g.natsAuth.Creds == "" && g.natsAuth.NKey == "" && g.natsAuth.TokenFile == "" {
+		// The usual first stumble: `headcount status` against `up`, whose NATS refuses anonymous clients.
+		return nil, fmt.Errorf("NATS %s: %w: it refuses anonymous clients; give an identity with --nats-creds (for headcount up: the reader credentials its banner prints), --nats-nkey or --nats-token-file", g.natsURL, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", g.natsURL, err)
 	}

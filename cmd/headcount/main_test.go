@@ -6,9 +6,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsembed"
 )
 
 func TestEveryFlagHasAnEnvironmentEquivalent(t *testing.T) {
@@ -72,4 +77,27 @@ func TestBadNATSIdentityFlagsNameTheFlag(t *testing.T) {
 		err := root.ExecuteContext(context.Background())
 		require.ErrorContains(t, err, c.want, strings.Join(c.args, " "))
 	}
+}
+
+func TestAnonymousStatusAgainstAnAuthenticatedNATSSaysWhatToGive(t *testing.T) {
+	auth, err := natsauth.NewAuthority(fleet.Subjects{Prefix: fleet.DefaultPrefix})
+	require.NoError(t, err)
+	s, err := natsembed.Start(natsembed.Options{Auth: auth})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+
+	root := newRoot()
+	root.SetArgs([]string{"status", "--nats-url", s.ClientURL()})
+	err = root.ExecuteContext(context.Background())
+	require.ErrorIs(t, err, nats.ErrAuthorization)
+	require.ErrorContains(t, err, "--nats-creds (for headcount up: the reader credentials its banner prints)")
+
+	// With the reader identity that up hands out, the same command connects.
+	creds, err := auth.Issue(natsauth.Identity{Role: natsauth.RoleReader})
+	require.NoError(t, err)
+	file, err := creds.WriteFile(t.TempDir(), "reader")
+	require.NoError(t, err)
+	root = newRoot()
+	root.SetArgs([]string{"status", "--nats-url", s.ClientURL(), "--nats-creds", file, "--wait", "10ms"})
+	require.NoError(t, root.ExecuteContext(context.Background()))
 }
