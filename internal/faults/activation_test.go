@@ -78,6 +78,19 @@ func TestActivationFromZeroNeverFlaps(t *testing.T) {
 		return false
 	}
 
+	// The stream's first answer (false) must be in before round 0 resets the
+	// readings: arriving after the first true, it would look like a flap.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range events {
+			if e.push {
+				return true
+			}
+		}
+		return false
+	}, wait, 5*time.Millisecond, "the push stream's first answer")
+
 	for round := range 3 {
 		mu.Lock()
 		events = nil
