@@ -25,7 +25,7 @@ type holdQueue struct {
 	changed chan struct{} // kicks the demand publisher
 
 	mu      sync.Mutex
-	waiters []chan struct{}
+	waiters []*waiter
 	// placing counts creations that left the queue with a follower but whose
 	// placement is not announced yet: they stay in the demand until then, so
 	// that the scalers never see the creation counted nowhere.
@@ -37,6 +37,13 @@ func newHoldQueue(max int, timeout time.Duration) *holdQueue {
 	return &holdQueue{max: max, timeout: timeout, changed: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
+// waiter is one held creation. It stays in the queue, and in the demand,
+// from push to claim or remove: a release only wakes it to try again, so
+// that the demand never reads 0 while it is between a wake-up and its claim.
+type waiter struct {
+	wake chan struct{} // closed by release; guarded by holdQueue.mu
+}
+
 // wait holds until try succeeds, the deadline passes, ctx ends or the queue
 // closes. try is called again after every release, since another router or
 // a follower's departure may have changed the view meanwhile. On success the
@@ -44,22 +51,19 @@ func newHoldQueue(max int, timeout time.Duration) *holdQueue {
 func (h *holdQueue) wait(ctx context.Context, try func() (fleet.Member, bool)) (fleet.Member, error) {
 	deadline := time.NewTimer(h.timeout)
 	defer deadline.Stop()
+	w, err := h.push()
+	if err != nil {
+		return fleet.Member{}, err
+	}
 	for {
-		w, err := h.push()
-		if err != nil {
-			return fleet.Member{}, err
-		}
-		// A follower may have become ready between the caller's try and push.
+		// Armed before trying: a release during the try wakes it again.
+		wake := h.arm(w)
 		if m, ok := try(); ok {
 			h.claim(w)
 			return m, nil
 		}
 		select {
-		case <-w:
-			if m, ok := try(); ok {
-				h.claim(w)
-				return m, nil
-			}
+		case <-wake:
 		case <-deadline.C:
 			h.remove(w)
 			return fleet.Member{}, errHoldTimeout
@@ -72,7 +76,7 @@ func (h *holdQueue) wait(ctx context.Context, try func() (fleet.Member, bool)) (
 	}
 }
 
-func (h *holdQueue) push() (chan struct{}, error) {
+func (h *holdQueue) push() (*waiter, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	select {
@@ -83,13 +87,21 @@ func (h *holdQueue) push() (chan struct{}, error) {
 	if len(h.waiters) >= h.max {
 		return nil, errHoldFull
 	}
-	w := make(chan struct{})
+	w := &waiter{}
 	h.waiters = append(h.waiters, w)
 	h.kick()
 	return w, nil
 }
 
-func (h *holdQueue) remove(w chan struct{}) {
+// arm gives w a fresh wake-up channel for the next release.
+func (h *holdQueue) arm(w *waiter) chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w.wake = make(chan struct{})
+	return w.wake
+}
+
+func (h *holdQueue) remove(w *waiter) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if i := slices.Index(h.waiters, w); i >= 0 {
@@ -98,8 +110,9 @@ func (h *holdQueue) remove(w chan struct{}) {
 	}
 }
 
-// claim takes w out of the queue (if still there) as a creation being placed.
-func (h *holdQueue) claim(w chan struct{}) {
+// claim takes w out of the queue as a creation being placed: one step, so
+// the demand does not change.
+func (h *holdQueue) claim(w *waiter) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if i := slices.Index(h.waiters, w); i >= 0 {
@@ -123,15 +136,16 @@ func (h *holdQueue) demand() int {
 	return len(h.waiters) + h.placing
 }
 
-// release wakes every waiter, oldest first.
+// release wakes every waiter, oldest first, to try again; they stay queued
+// (and counted as demand) until they claim or leave.
 func (h *holdQueue) release() {
 	h.mu.Lock()
-	ws := h.waiters
-	h.waiters = nil
-	h.kick()
-	h.mu.Unlock()
-	for _, w := range ws {
-		close(w)
+	defer h.mu.Unlock()
+	for _, w := range h.waiters {
+		if w.wake != nil {
+			close(w.wake)
+			w.wake = nil
+		}
 	}
 }
 
