@@ -53,11 +53,17 @@ func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
 	streams = append(streams, open(2)...)
 	require.Eventually(t, func() bool { return totals().Instances == 6 }, 10*time.Second, 20*time.Millisecond,
 		"the sidecars count every instance: %+v", totals())
-	for _, m := range view.Members("skipsvc") {
-		if m.Role == fleet.RoleFollower {
-			require.Positive(t, m.Instances, "%s serves some of the streams", m.Follower)
+	// Every follower ends up serving some of them: the emptiest gets new
+	// ones, and the rebalance evens out the rest (a move counts its instance
+	// twice for a moment, which can start a third follower: docs/moving.md).
+	require.Eventually(t, func() bool {
+		for _, m := range view.Members("skipsvc") {
+			if m.Role == fleet.RoleFollower && m.State == fleet.StateReady && m.Instances == 0 {
+				return false
+			}
 		}
-	}
+		return true
+	}, 20*time.Second, 50*time.Millisecond, "every follower serves some of the streams: %+v", view.Members("skipsvc"))
 
 	code, body := e2e.Do(t, http.MethodPatch, up.Control+"/v1/inputs/posts", `[["p1",[{"title":"hello"}]]]`)
 	require.Equal(t, http.StatusOK, code, body)
