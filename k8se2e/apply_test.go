@@ -188,18 +188,28 @@ func managers(u *unstructured.Unstructured) []string {
 	return out
 }
 
-// Re-applying the manifests leaves the followers' scale to the autoscaler:
-// the Deployment sets no spec.replicas, so server-side apply does not own
-// the field and a scale made since (by KEDA, the HPA or here by hand) stays.
-func TestReapplyKeepsTheFollowersScale(t *testing.T) {
+// proScaledByHand applies the pro overlay and deletes any follower HPA (the
+// hpa overlay's, applied by another test), which would fight a scale made by
+// hand.
+func proScaledByHand(t *testing.T) (*cluster, *applier) {
+	t.Helper()
 	c := need(t)
 	a := newApplier(t, c)
 	installCRDs(t, a)
 	a.applyOverlay(t, "pro")
-	ctx := context.Background()
-	if err := c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Delete(ctx, follower, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	err := c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Delete(context.Background(), follower, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
 		require.NoError(t, err)
 	}
+	return c, a
+}
+
+// Re-applying the manifests leaves the followers' scale to the autoscaler:
+// the Deployment sets no spec.replicas, so server-side apply does not own
+// the field and a scale made since (by KEDA, the HPA or here by hand) stays.
+func TestReapplyKeepsTheFollowersScale(t *testing.T) {
+	c, a := proScaledByHand(t)
+	ctx := context.Background()
 	scale(t, c, 3)
 	a.applyOverlay(t, "pro")
 	d, err := c.client.AppsV1().Deployments(namespace).Get(ctx, follower, metav1.GetOptions{})

@@ -13,7 +13,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/headcount-dev/headcount/natsembed"
@@ -126,16 +125,7 @@ func waitPods(t *testing.T, c *cluster, n int) []corev1.Pod {
 // pod status. The fewest instances go to the OLDEST pods, so the deletion
 // cost and the default order disagree and the outcome tells them apart.
 func TestDeletionCostPicksTheEmptiestFollowers(t *testing.T) {
-	c := need(t)
-	a := newApplier(t, c)
-	installCRDs(t, a)
-	a.applyOverlay(t, "pro")
-	ctx := context.Background()
-	// An HPA from the hpa overlay (applied by another test) would fight the
-	// manual scaling.
-	if err := c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Delete(ctx, follower, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		require.NoError(t, err)
-	}
+	c, _ := proScaledByHand(t)
 
 	natsURL := startNATS(t, c.host)
 	kubeconfig := saKubeconfig(t, c, namespace, "headcount-scaler")

@@ -173,32 +173,48 @@ func (l *Load) pick() (Endpoint, bool) {
 }
 
 func (l *Load) creations(ctx context.Context) {
-	tick := time.NewTicker(l.Every)
+	every(ctx, l.Every, func(int) {
+		if body, ok := l.call(ctx, http.MethodPost, "/v1/streams/collection", `{"name":"posts"}`, http.StatusCreated, &l.counts.CreateFailed, &l.counts.Created); ok {
+			l.subscribe(ctx, strings.TrimSpace(body))
+		}
+	})
+}
+
+// every runs f(n) at each tick of period until ctx ends.
+func every(ctx context.Context, period time.Duration, f func(n int)) {
+	tick := time.NewTicker(period)
 	defer tick.Stop()
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		ep, ok := l.pick()
-		if !ok {
-			l.fail(&l.counts.CreateFailed, "no endpoint")
-			continue
-		}
-		code, body, err := l.do(ctx, http.MethodPost, ep.Control+"/v1/streams/collection", `{"name":"posts"}`)
-		if ctx.Err() != nil {
-			return
-		}
-		if cause := failure(code, body, err, http.StatusCreated); cause != "" {
-			l.fail(&l.counts.CreateFailed, cause)
-			continue
-		}
-		l.mu.Lock()
-		l.counts.Created++
-		l.mu.Unlock()
-		l.subscribe(ctx, strings.TrimSpace(body))
+		f(n)
 	}
+}
+
+// call sends one control request to a ready endpoint and counts it: in
+// *done when it got want, else in failed under its cause. A request cut by
+// the end of the load counts nowhere.
+func (l *Load) call(ctx context.Context, method, path, body string, want int, failed *map[string]int, done *int) (string, bool) {
+	ep, ok := l.pick()
+	if !ok {
+		l.fail(failed, "no endpoint")
+		return "", false
+	}
+	code, answer, err := l.do(ctx, method, ep.Control+path, body)
+	if ctx.Err() != nil {
+		return "", false
+	}
+	if cause := failure(code, answer, err, want); cause != "" {
+		l.fail(failed, cause)
+		return "", false
+	}
+	l.mu.Lock()
+	*done++
+	l.mu.Unlock()
+	return answer, true
 }
 
 func (l *Load) subscribe(ctx context.Context, id string) {
@@ -279,31 +295,9 @@ func (l *Load) read(s *loadStream) {
 }
 
 func (l *Load) writes(ctx context.Context) {
-	tick := time.NewTicker(l.WriteEvery)
-	defer tick.Stop()
-	for n := 0; ; n++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		ep, ok := l.pick()
-		if !ok {
-			l.fail(&l.counts.WriteFailed, "no endpoint")
-			continue
-		}
-		code, body, err := l.do(ctx, http.MethodPatch, ep.Control+"/v1/inputs/posts", `[["k`+strconv.Itoa(n%10)+`",[`+strconv.Itoa(n)+`]]]`)
-		if ctx.Err() != nil {
-			return
-		}
-		if cause := failure(code, body, err, http.StatusOK); cause != "" {
-			l.fail(&l.counts.WriteFailed, cause)
-			continue
-		}
-		l.mu.Lock()
-		l.counts.Writes++
-		l.mu.Unlock()
-	}
+	every(ctx, l.WriteEvery, func(n int) {
+		l.call(ctx, http.MethodPatch, "/v1/inputs/posts", `[["k`+strconv.Itoa(n%10)+`",[`+strconv.Itoa(n)+`]]]`, http.StatusOK, &l.counts.WriteFailed, &l.counts.Writes)
+	})
 }
 
 func (l *Load) do(ctx context.Context, method, addr, body string) (int, string, error) {
