@@ -144,36 +144,46 @@ func (c *closeWith) Close() error { c.end(); return c.ReadCloser.Close() }
 
 // stream proxies an SSE subscription to the instance's owner, and keeps it
 // open across moves: the client sees the new follower's init as the next
-// event, then its updates.
+// event, then its updates. Once the headers are out, an HTTP/1.1 client's
+// connection is taken from net/http (client.go), so that an open stream
+// costs one shallow goroutine and no server buffers.
 func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	asked := r.PathValue("follower") + "/" + r.PathValue("uuid")
 	m, key, ok := rt.owner(w, r)
 	if !ok {
 		return
 	}
+	// The stream's lifetime is its own: the request's ends with the handler,
+	// which a hijacked stream outlives.
+	ctx, cancel := context.WithCancel(context.Background())
+	detach := context.AfterFunc(r.Context(), cancel)
 	h := upstreamHeader(r)
-	up, resp, err := rt.openUpstream(r.Context(), m, key, h)
+	up, resp, err := rt.openUpstream(ctx, m, key, h)
 	var dial *httpx.DialError
 	switch {
 	case r.Context().Err() != nil:
 		rt.met.errors.WithLabelValues(reasonClientGone).Inc()
-		return
+		if up != nil {
+			up.close()
+			up = nil
+		}
 	case errors.As(err, &dial):
 		rt.settle(&attempt{addr: m.Streaming, member: m, broken: true}) // out of placement too
 		rt.gone(w, m.Follower)
-		return
 	case err != nil:
 		rt.log.Warn("upstream error", "follower", m.Follower, "addr", m.Streaming, "err", err)
 		rt.fail(w, http.StatusBadGateway, reasonUpstream, "the upstream failed to answer")
-		return
 	case up == nil:
 		relay(w, resp)
+	}
+	if up == nil {
+		cancel()
 		return
 	}
 	// The request is written: its header serves the moves, which start the
 	// new instance afresh.
 	h.Del("Last-Event-ID")
-	s := &stream{ctx: r.Context(), header: h, cur: up}
+	s := &stream{ctx: ctx, header: h, cur: up}
 	s.resource, s.params, s.movable = fleet.DecodeOrigin(resp.Header.Get(fleet.HeaderResource), resp.Header.Get(fleet.HeaderParams))
 	if asked != up.id {
 		s.aliases = []string{asked}
@@ -186,6 +196,14 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	out.Del("Content-Length")
 	out.Del(fleet.HeaderResource)
 	out.Del(fleet.HeaderParams)
+	if c, head := hijack(w, r); c != nil {
+		detach() // the client's connection, not the request, tells when the client left
+		e := exchangeOf(r.Context())
+		e.Status, e.Wrote = http.StatusOK, time.Now()
+		go rt.serveClient(s, c, head, cancel)
+		return
+	}
+	defer cancel()
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if rc.Flush() != nil {
@@ -194,14 +212,19 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	rt.moves.streams.add(s, up.member.Follower)
 	defer rt.endStream(s)
-	rt.pump(s, w, rc)
+	rt.pump(s, func(ev []byte) error {
+		if _, err := w.Write(ev); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
 }
 
-// pump copies whole events from the current upstream to the client until
-// the client leaves or the instance cannot be kept alive. A finished move is
-// taken at the next event boundary; an upstream that ends while the client
-// is still there is recovered (move.go).
-func (rt *Router) pump(s *stream, w io.Writer, rc *http.ResponseController) {
+// pump copies whole events from the current upstream to the client (send)
+// until the client leaves or the instance cannot be kept alive. A finished
+// move is taken at the next event boundary; an upstream that ends while the
+// client is still there is recovered (move.go).
+func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 	for {
 		ev, err := s.cur.events.next()
 		if nu := s.take(); nu != nil {
@@ -221,7 +244,7 @@ func (rt *Router) pump(s *stream, w io.Writer, rc *http.ResponseController) {
 			rt.switchTo(s, nu)
 			ev = nu.init
 		}
-		if _, err := w.Write(ev); err != nil || rc.Flush() != nil {
+		if send(ev) != nil {
 			return
 		}
 		s.cur.init = nil // written once
