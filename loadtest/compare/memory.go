@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/headcount-dev/headcount/demo"
@@ -27,6 +28,9 @@ import (
 // through HAProxy, to demo followers running as processes of their own, so
 // that each proxy's resident memory and file descriptors are its own.
 func runMemory(c config, haproxyBin string, w io.Writer) error {
+	if err := raiseFDLimit(c.memoryStreams); err != nil {
+		return fmt.Errorf("file descriptor limit: %w", err)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	bin := filepath.Join(c.out, "headcount")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/headcount")
@@ -171,6 +175,23 @@ func runMemory(c config, haproxyBin string, w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// raiseFDLimit lets this process, and the proxies and followers it starts
+// (which inherit its limit), hold n streams: a proxy needs 2 file
+// descriptors per stream, this process 1, plus the creations' connections.
+// Raising the hard limit takes root (CAP_SYS_RESOURCE).
+func raiseFDLimit(n int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	want := uint64(4*n + 4096)
+	if lim.Cur >= want {
+		return nil
+	}
+	lim.Cur, lim.Max = want, max(lim.Max, want)
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 }
 
 // openStreams creates n instances through control and opens each one's
