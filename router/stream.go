@@ -129,8 +129,12 @@ func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, 
 		return nil, resp, nil
 	}
 	body := &closeWith{resp.Body, end}
+	// The body keeps its response (for trailers) as long as the stream: the
+	// caller gets the headers on a copy, which it drops.
+	head := *resp
+	resp.Header, resp.Request = nil, nil
 	return &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end,
-		events: newEventReader(body)}, resp, nil
+		events: newEventReader(body)}, &head, nil
 }
 
 // closeWith ends the connection before closing the body, which would

@@ -179,19 +179,26 @@ func runMemory(c config, haproxyBin string, w io.Writer) error {
 
 // raiseFDLimit lets this process, and the proxies and followers it starts
 // (which inherit its limit), hold n streams: a proxy needs 2 file
-// descriptors per stream, this process 1, plus the creations' connections.
-// Raising the hard limit takes root (CAP_SYS_RESOURCE).
+// descriptors per stream and a few hundred more at most. Raising the hard
+// limit takes CAP_SYS_RESOURCE; without it, the error says how many streams
+// the hard limit allows.
 func raiseFDLimit(n int) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return err
 	}
-	want := uint64(4*n + 4096)
+	const spare = 256
+	want := uint64(2*n + spare)
 	if lim.Cur >= want {
 		return nil
 	}
 	lim.Cur, lim.Max = want, max(lim.Max, want)
-	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		return fmt.Errorf("%d streams need %d file descriptors per proxy, the hard limit is %d and cannot be raised (%w): at most %d streams",
+			n, want, lim.Max, err, (lim.Max-spare)/2)
+	}
+	return nil
 }
 
 // openStreams creates n instances through control and opens each one's
