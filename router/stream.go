@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -48,11 +49,23 @@ type upstream struct {
 	body   io.ReadCloser
 	cancel context.CancelFunc
 	events *eventReader
+	wire   *bufio.Reader   // the connection's, under body
+	raw    syscall.RawConn // to wait for data outside a read
 
 	// Set by a move: the new follower's init, why and since when it moved.
 	init    []byte
 	trigger string
 	started time.Time
+}
+
+// waitReadable returns once the upstream has something to read (data, its
+// end or an error) without holding a read buffer meanwhile, waiting in the
+// poller rather than in a read, so that an idle stream's goroutine stays
+// shallow.
+func (u *upstream) waitReadable() {
+	if u.raw != nil && u.wire.Buffered() == 0 && u.events.idle() {
+		_ = u.raw.Read(readable)
+	}
 }
 
 func (u *upstream) close() {
@@ -99,20 +112,21 @@ func upstreamHeader(r *http.Request) http.Header {
 // as an upstream; any other answer as the response, for the caller to relay
 // or judge, its connection closed with its body. ctx ends the connection.
 func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
-	ctx, cancel := context.WithCancel(ctx)
 	conn, err := rt.moves.dialer.DialContext(ctx, "tcp", m.Streaming)
 	if err != nil {
-		cancel()
 		return nil, nil, &httpx.DialError{Err: err}
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	end := func() { stop(); cancel(); _ = conn.Close() }
-	req := &http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
+	end := func() { stop(); _ = conn.Close() }
+	// Connection: close, so that the end of the stream is the end of the
+	// connection, which waitReadable sees.
+	req := &http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming, Close: true,
 		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}
 	_ = conn.SetDeadline(time.Now().Add(rt.cfg.HeaderTimeout))
 	var resp *http.Response
+	wire := bufio.NewReaderSize(conn, streamReadBuffer)
 	if err = req.Write(conn); err == nil {
-		resp, err = http.ReadResponse(bufio.NewReaderSize(conn, streamReadBuffer), req)
+		resp, err = http.ReadResponse(wire, req)
 	}
 	if err == nil {
 		err = conn.SetDeadline(time.Time{})
@@ -133,8 +147,12 @@ func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, 
 	// caller gets the headers on a copy, which it drops.
 	head := *resp
 	resp.Header, resp.Request = nil, nil
-	return &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end,
-		events: newEventReader(body)}, &head, nil
+	up := &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end,
+		events: newEventReader(body), wire: wire}
+	if sc, ok := conn.(syscall.Conn); ok {
+		up.raw, _ = sc.SyscallConn()
+	}
+	return up, &head, nil
 }
 
 // closeWith ends the connection before closing the body, which would
@@ -230,6 +248,7 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 // client is still there is recovered (move.go).
 func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 	for {
+		s.cur.waitReadable()
 		ev, err := s.cur.events.next()
 		if nu := s.take(); nu != nil {
 			// Whatever the old upstream sent after the move is dropped: the new
