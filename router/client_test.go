@@ -15,30 +15,36 @@ import (
 	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
-// A stream's client connection leaves net/http once its headers are known:
-// the answer is chunked with Connection: close, through the hardened
-// listener as through a plain one, and a client that leaves ends its
-// upstream stream within a second.
+// A stream's HTTP/1.1 client connection leaves net/http once its headers
+// are known: the answer is chunked with Connection: close, through the
+// hardened listener as through a plain one; an HTTP/1.0 client stays on
+// net/http. Either way a client that leaves ends its upstream stream within
+// a second.
 func TestStreamClientThatLeavesEndsItsUpstream(t *testing.T) {
 	url := natstest.Server(t)
 	follower := startMember(t, natstest.Connect(t, url), "follower-a")
 	r := startRouter(t, url, "r-1")
 	r.waitReady(t, 1)
-	for name, addr := range map[string]string{
-		"plain":    strings.TrimPrefix(r.streaming.URL, "http://"),
-		"hardened": hardened(t, r.Streaming()),
+	plain := strings.TrimPrefix(r.streaming.URL, "http://")
+	for name, tc := range map[string]struct {
+		addr, proto string
+		chunked     []string
+	}{
+		"plain":    {plain, "HTTP/1.1", []string{"chunked"}},
+		"hardened": {hardened(t, r.Streaming()), "HTTP/1.1", []string{"chunked"}},
+		"http/1.0": {plain, "HTTP/1.0", nil},
 	} {
 		t.Run(name, func(t *testing.T) {
 			id := r.create(t)
-			c, err := net.Dial("tcp", addr)
+			c, err := net.Dial("tcp", tc.addr)
 			require.NoError(t, err)
 			defer c.Close()
-			_, err = io.WriteString(c, "GET /v1/streams/"+id+" HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+			_, err = io.WriteString(c, "GET /v1/streams/"+id+" "+tc.proto+"\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
 			require.NoError(t, err)
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			require.NoError(t, err)
 			require.Equal(t, http.StatusOK, resp.StatusCode)
-			assert.Equal(t, []string{"chunked"}, resp.TransferEncoding)
+			assert.Equal(t, tc.chunked, resp.TransferEncoding)
 			assert.True(t, resp.Close, "Connection: close")
 			assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 			assert.NotEmpty(t, resp.Header.Get("Date"))
