@@ -5,6 +5,9 @@ package natstest
 
 import (
 	"context"
+	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,4 +70,55 @@ func watch(t testing.TB, nc *nats.Conn, view *fleet.View, cfg fleet.WatchConfig)
 	}
 	t.Cleanup(w.Close)
 	return view, w
+}
+
+// Violations records the permission violations a server reports to one
+// connection: connect with its Option, then Wait for a refusal.
+type Violations struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+// Option is the connection's error handler.
+func (v *Violations) Option() nats.Option {
+	return nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			v.mu.Lock()
+			v.seen = append(v.seen, err.Error())
+			v.mu.Unlock()
+		}
+	})
+}
+
+// Wait waits (up to 5 s) for the server to refuse subject, published or
+// subscribed to.
+func (v *Violations) Wait(t testing.TB, subject string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !v.has(`"` + subject + `"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no permission violation for %s", subject)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Refused publishes on subject and waits for the server to refuse it.
+func (v *Violations) Refused(t testing.TB, nc *nats.Conn, subject string) {
+	t.Helper()
+	if err := nc.Publish(subject, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	v.Wait(t, subject)
+}
+
+func (v *Violations) has(s string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, seen := range v.seen {
+		if strings.Contains(seen, s) {
+			return true
+		}
+	}
+	return false
 }

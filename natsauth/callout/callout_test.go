@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,9 +88,8 @@ func start(t *testing.T, reviews callout.TokenReviewer, mutate ...func(*callout.
 
 // pod connects with a projected token, through the flag path: a file.
 type pod struct {
-	nc         *nats.Conn
-	mu         sync.Mutex
-	violations []string
+	nc *nats.Conn
+	natstest.Violations
 }
 
 func connectPod(t *testing.T, url, token string) (*pod, error) {
@@ -101,14 +99,7 @@ func connectPod(t *testing.T, url, token string) (*pod, error) {
 	opts, err := natsauth.Client{TokenFile: file}.Options()
 	require.NoError(t, err)
 	p := &pod{}
-	opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) {
-			p.mu.Lock()
-			p.violations = append(p.violations, err.Error())
-			p.mu.Unlock()
-		}
-	}))
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, p.Option())...)
 	if err != nil {
 		return nil, err
 	}
@@ -119,17 +110,7 @@ func connectPod(t *testing.T, url, token string) (*pod, error) {
 
 func (p *pod) refused(t *testing.T, subject string) {
 	t.Helper()
-	require.NoError(t, p.nc.Publish(subject, []byte(`{}`)))
-	require.Eventually(t, func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, v := range p.violations {
-			if strings.Contains(v, `"`+subject+`"`) {
-				return true
-			}
-		}
-		return false
-	}, 5*time.Second, 10*time.Millisecond, "permission violation for %s", subject)
+	p.Refused(t, p.nc, subject)
 }
 
 var reviews = tokens{
@@ -202,16 +183,7 @@ func TestAPodSpeaksOnlyForItself(t *testing.T) {
 	// No pod may listen to the callout's requests (they carry tokens).
 	_, err = scaler.nc.Subscribe(callout.Subject, func(*nats.Msg) { t.Error("a pod read an authorization request") })
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		scaler.mu.Lock()
-		defer scaler.mu.Unlock()
-		for _, v := range scaler.violations {
-			if strings.Contains(v, "Subscription") && strings.Contains(v, callout.Subject) {
-				return true
-			}
-		}
-		return false
-	}, 5*time.Second, 10*time.Millisecond, "subscription to %s refused", callout.Subject)
+	scaler.Wait(t, callout.Subject)
 	_, err = connectPod(t, f.url, "pod-b") // a request goes by
 	require.NoError(t, err)
 	require.NoError(t, scaler.nc.Flush())
