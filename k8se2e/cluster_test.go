@@ -290,25 +290,12 @@ func (c *cluster) writeCredentials() error {
 		return err
 	}
 
-	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	ca, err := newCA("front-proxy-ca")
 	if err != nil {
 		return err
 	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "front-proxy-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	clientKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return err
-	}
-	clientTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "front-proxy-client"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	clientDER, err := x509.CreateCertificate(rand.Reader, clientTmpl, caTmpl, &clientKey.PublicKey, caKey)
+	clientDER, clientKey, err := ca.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "front-proxy-client"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil {
 		return err
 	}
@@ -316,7 +303,7 @@ func (c *cluster) writeCredentials() error {
 		name, typ string
 		der       []byte
 	}{
-		{"front-proxy-ca.crt", "CERTIFICATE", caDER},
+		{"front-proxy-ca.crt", "CERTIFICATE", ca.der},
 		{"front-proxy-client.crt", "CERTIFICATE", clientDER},
 		{"front-proxy-client.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(clientKey)},
 	} {
@@ -325,6 +312,47 @@ func (c *cluster) writeCredentials() error {
 		}
 	}
 	return nil
+}
+
+// certAuthority signs the certificates of the test's own servers and clients.
+type certAuthority struct {
+	cert *x509.Certificate
+	key  *rsa.PrivateKey
+	der  []byte
+	next int64 // the last serial number issued
+}
+
+func newCA(cn string) (*certAuthority, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &certAuthority{cert: cert, key: key, der: der, next: 1}, nil
+}
+
+// issue signs tmpl (its subject, names and usages; the rest is set here)
+// for a new key.
+func (ca *certAuthority) issue(tmpl *x509.Certificate) (der []byte, key *rsa.PrivateKey, err error) {
+	if key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+		return nil, nil, err
+	}
+	ca.next++
+	tmpl.SerialNumber = big.NewInt(ca.next)
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	return der, key, err
 }
 
 func writePEM(dir, name, typ string, der []byte) error {
