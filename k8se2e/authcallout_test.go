@@ -273,7 +273,9 @@ func TestAuthCalloutAdmitsEachPodAsItself(t *testing.T) {
 				Containers: []corev1.Container{{Name: "c", Image: "headcount"}}},
 		}, metav1.CreateOptions{})
 		require.NoError(t, err)
-		t.Cleanup(func() { _ = pods.Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}) })
+		t.Cleanup(func() {
+			_ = pods.Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
+		})
 		return p
 	}
 	podA, podB := mkPod("demo-follower-aaaaa", follower), mkPod("demo-follower-bbbbb", follower)
