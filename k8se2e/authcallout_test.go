@@ -32,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/certtest"
 	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsauth"
 )
@@ -108,15 +109,11 @@ func startCalloutNATS(t *testing.T, conf string) *calloutNATS {
 		require.NoError(t, os.WriteFile(filepath.Join(n.keys, name), seed, 0o600))
 	}
 
-	ca, err := newCA("nats-ca")
+	ca, err := certtest.New("nats-ca")
 	require.NoError(t, err)
-	der, key, err := ca.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "nats.headcount.svc"},
+	require.NoError(t, ca.WriteServer(n.tls, &x509.Certificate{Subject: pkix.Name{CommonName: "nats.headcount.svc"},
 		DNSNames: []string{"nats", "nats.headcount.svc"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	require.NoError(t, err)
-	require.NoError(t, writePEM(n.tls, "ca.crt", "CERTIFICATE", ca.der))
-	require.NoError(t, writePEM(n.tls, "tls.crt", "CERTIFICATE", der))
-	require.NoError(t, writePEM(n.tls, "tls.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key)))
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
 
 	for _, placeholder := range []string{"UCALLOUT_PUBLIC_KEY_HERE", "ACALLOUT_ISSUER_PUBLIC_KEY_HERE", "/etc/nats/tls/"} {
 		require.Contains(t, conf, placeholder, "nats.conf changed: update this test")
@@ -138,7 +135,7 @@ func startCalloutNATS(t *testing.T, conf string) *calloutNATS {
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	require.True(t, s.ReadyForConnections(10*time.Second))
 	n.url = "tls://" + s.Addr().String()
-	n.replacer = strings.NewReplacer("tls://nats:4222", n.url, "/etc/headcount/", n.keys+"/", "/etc/nats/tls/", n.tls+"/")
+	n.replacer = strings.NewReplacer("nats://nats:4222", n.url, "/etc/headcount/", n.keys+"/", "/etc/nats/tls/", n.tls+"/")
 	return n
 }
 

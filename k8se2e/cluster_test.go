@@ -9,10 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +27,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/headcount-dev/headcount/internal/certtest"
 )
 
 // cluster is a control plane without kubelets: etcd, kube-apiserver (with
@@ -283,18 +283,18 @@ func (c *cluster) writeCredentials() error {
 	if err != nil {
 		return err
 	}
-	if err := writePEM(c.dir, "sa.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(sa)); err != nil {
+	if err := certtest.WritePEM(c.dir, "sa.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(sa)); err != nil {
 		return err
 	}
-	if err := writePEM(c.dir, "sa.pub", "PUBLIC KEY", pub); err != nil {
+	if err := certtest.WritePEM(c.dir, "sa.pub", "PUBLIC KEY", pub); err != nil {
 		return err
 	}
 
-	ca, err := newCA("front-proxy-ca")
+	ca, err := certtest.New("front-proxy-ca")
 	if err != nil {
 		return err
 	}
-	clientDER, clientKey, err := ca.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "front-proxy-client"},
+	clientDER, clientKey, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "front-proxy-client"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil {
 		return err
@@ -303,60 +303,15 @@ func (c *cluster) writeCredentials() error {
 		name, typ string
 		der       []byte
 	}{
-		{"front-proxy-ca.crt", "CERTIFICATE", ca.der},
+		{"front-proxy-ca.crt", "CERTIFICATE", ca.DER},
 		{"front-proxy-client.crt", "CERTIFICATE", clientDER},
 		{"front-proxy-client.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(clientKey)},
 	} {
-		if err := writePEM(c.dir, f.name, f.typ, f.der); err != nil {
+		if err := certtest.WritePEM(c.dir, f.name, f.typ, f.der); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// certAuthority signs the certificates of the test's own servers and clients.
-type certAuthority struct {
-	cert *x509.Certificate
-	key  *rsa.PrivateKey
-	der  []byte
-	next int64 // the last serial number issued
-}
-
-func newCA(cn string) (*certAuthority, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &certAuthority{cert: cert, key: key, der: der, next: 1}, nil
-}
-
-// issue signs tmpl (its subject, names and usages; the rest is set here)
-// for a new key.
-func (ca *certAuthority) issue(tmpl *x509.Certificate) (der []byte, key *rsa.PrivateKey, err error) {
-	if key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-		return nil, nil, err
-	}
-	ca.next++
-	tmpl.SerialNumber = big.NewInt(ca.next)
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err = x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	return der, key, err
-}
-
-func writePEM(dir, name, typ string, der []byte) error {
-	return os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
 }
 
 // waitHTTP polls url until it answers 200, or p exits, or the time is up.
