@@ -183,3 +183,54 @@ func TestIdentitiesThatWouldWidenTheGrantAreRefused(t *testing.T) {
 		require.Error(t, err, "%+v", id)
 	}
 }
+
+// A revoked credential's connection is cut and it cannot connect again;
+// other credentials, a new one for the same name included, are unaffected,
+// and revocations accumulate.
+func TestRevokedCredentialsAreCutAndRefused(t *testing.T) {
+	auth, err := natsauth.NewAuthority(subjects)
+	require.NoError(t, err)
+	s, err := natsembed.Start(natsembed.Options{Auth: auth})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	url := s.ClientURL()
+	issue := func(name string) natsauth.Credentials {
+		c, err := auth.Issue(natsauth.Identity{Role: natsauth.RoleMember, Service: "hn", Name: name})
+		require.NoError(t, err)
+		return c
+	}
+	old, other := issue("follower-1"), issue("follower-2")
+	closed := make(chan struct{})
+	nc, err := nats.Connect(url, old.Option(), nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	reader := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleReader})
+	got := make(chan string, 4)
+	_, err = reader.nc.Subscribe(subjects.Watch("hn"), func(m *nats.Msg) { got <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, reader.nc.Flush())
+	kept := natstest.Connect(t, url, other.Option())
+
+	require.NoError(t, auth.Revoke(s, old))
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked user's connection stayed open")
+	}
+	_, err = nats.Connect(url, old.Option())
+	require.ErrorContains(t, err, "Authorization Violation")
+
+	renewed := natstest.Connect(t, url, issue("follower-1").Option())
+	require.NoError(t, auth.Revoke(s, other))
+	_, err = nats.Connect(url, old.Option())
+	require.ErrorContains(t, err, "Authorization Violation", "the first revocation holds")
+	require.Eventually(t, func() bool { return kept.IsClosed() || !kept.IsConnected() }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, renewed.Publish(subjects.Report("hn", "follower-1"), []byte(`{}`)))
+	select {
+	case subj := <-got:
+		require.Equal(t, subjects.Report("hn", "follower-1"), subj)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a new credential of the same name was cut too")
+	}
+	require.True(t, renewed.IsConnected())
+}
