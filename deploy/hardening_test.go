@@ -24,7 +24,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -713,17 +712,12 @@ func TestNATSAuthSecuresTheCluster(t *testing.T) {
 	require.NoError(t, os.MkdirAll(tlsDir, 0o700))
 	ca, err := certtest.New("nats-ca")
 	require.NoError(t, err)
-	require.NoError(t, ca.WriteServer(tlsDir, &x509.Certificate{Subject: pkix.Name{CommonName: "nats"},
+	require.NoError(t, ca.Write(tlsDir, "ca.crt", "tls.crt", "tls.key", &x509.Certificate{Subject: pkix.Name{CommonName: "nats"},
 		DNSNames:    []string{"nats", "*.nats-cluster"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, // the routes below dial loopback
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}))
-	issuer, err := nkeys.CreateAccount()
-	require.NoError(t, err)
-	user, err := nkeys.CreateUser()
-	require.NoError(t, err)
-	issuerPub, _ := issuer.PublicKey()
-	userPub, _ := user.PublicKey()
-	fill := strings.NewReplacer("UCALLOUT_PUBLIC_KEY_HERE", userPub, "ACALLOUT_ISSUER_PUBLIC_KEY_HERE", issuerPub,
+	keys := natstest.NewCalloutKeys(t)
+	fill := strings.NewReplacer("UCALLOUT_PUBLIC_KEY_HERE", keys.UserPub, "ACALLOUT_ISSUER_PUBLIC_KEY_HERE", keys.IssuerPub,
 		"/etc/nats/tls/", tlsDir+"/", "/etc/nats/config/", confDir+"/")
 	for name, data := range cm.Data {
 		require.NoError(t, os.WriteFile(filepath.Join(confDir, name), []byte(fill.Replace(data)), 0o600))
@@ -748,7 +742,7 @@ func TestNATSAuthSecuresTheCluster(t *testing.T) {
 		require.NoError(t, err, "nats-server %v", args)
 		require.NotNil(t, opts.TLSConfig, "clients over TLS")
 		require.NotNil(t, opts.AuthCallout, "the auth callout")
-		require.Equal(t, []string{userPub}, opts.AuthCallout.AuthUsers)
+		require.Equal(t, []string{keys.UserPub}, opts.AuthCallout.AuthUsers)
 		require.Equal(t, "headcount", opts.Cluster.Name)
 		require.Equal(t, 6222, opts.Cluster.Port)
 		require.NotNil(t, opts.Cluster.TLSConfig, "routes over TLS")
@@ -762,15 +756,8 @@ func TestNATSAuthSecuresTheCluster(t *testing.T) {
 			require.NoError(t, err, u.String())
 			u.Host = fmt.Sprintf("127.0.0.1:%d", clusterPorts[idx])
 		}
-		opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
 		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", clusterPorts[i]
-		opts.NoLog, opts.NoSigs = true, true
-		s, err := server.NewServer(opts)
-		require.NoError(t, err)
-		go s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		require.True(t, s.ReadyForConnections(10*time.Second))
-		servers[i] = s
+		servers[i] = natstest.Run(t, opts)
 	}
 	require.Eventually(t, func() bool {
 		for _, s := range servers {
@@ -792,11 +779,7 @@ func TestNATSAuthSecuresTheCluster(t *testing.T) {
 		}
 		return nc, err
 	}
-	seed, err := user.Seed()
-	require.NoError(t, err)
-	seedFile := filepath.Join(dir, "callout.nk")
-	require.NoError(t, os.WriteFile(seedFile, seed, 0o600))
-	calloutConn, err := connect(0, natsauth.Client{NKey: seedFile})
+	calloutConn, err := connect(0, natsauth.Client{NKey: keys.UserSeedFile})
 	require.NoError(t, err)
 	var bindings []callout.Binding
 	for _, a := range container(t, r, "headcount-auth-callout").Args {
@@ -807,7 +790,7 @@ func TestNATSAuthSecuresTheCluster(t *testing.T) {
 	require.NotEmpty(t, bindings)
 	subjects := fleet.Subjects{Prefix: fleet.DefaultPrefix}
 	pod := "demo-follower-7d9f-aaaaa"
-	svc, err := callout.Start(calloutConn, callout.Config{Subjects: subjects, Issuer: issuer, Bindings: bindings,
+	svc, err := callout.Start(calloutConn, callout.Config{Subjects: subjects, Issuer: keys.Issuer, Bindings: bindings,
 		Reviewer: reviewed{token: "follower-token", review: callout.Review{Namespace: "headcount", ServiceAccount: "demo-follower", Pod: pod}},
 		Logger:   slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
@@ -820,7 +803,7 @@ func TestNATSAuthSecuresTheCluster(t *testing.T) {
 	var violations natstest.Violations
 	member, err := connect(2, natsauth.Client{TokenFile: tokenFile}, violations.Option())
 	require.NoError(t, err, "a pod on server 2, admitted by the callout on server 0")
-	watcher, err := connect(1, natsauth.Client{NKey: seedFile})
+	watcher, err := connect(1, natsauth.Client{NKey: keys.UserSeedFile})
 	require.NoError(t, err)
 	got := make(chan string, 4)
 	_, err = watcher.Subscribe(subjects.Watch(""), func(m *nats.Msg) { got <- m.Subject })

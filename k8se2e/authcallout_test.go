@@ -97,13 +97,8 @@ func startCalloutNATS(t *testing.T, conf string) *calloutNATS {
 	require.NoError(t, os.MkdirAll(n.keys, 0o700))
 	require.NoError(t, os.MkdirAll(n.tls, 0o700))
 
-	issuer, err := nkeys.CreateAccount()
-	require.NoError(t, err)
-	user, err := nkeys.CreateUser()
-	require.NoError(t, err)
-	issuerPub, _ := issuer.PublicKey()
-	userPub, _ := user.PublicKey()
-	for name, kp := range map[string]nkeys.KeyPair{"issuer.nk": issuer, "callout.nk": user} {
+	keys := natstest.NewCalloutKeys(t)
+	for name, kp := range map[string]nkeys.KeyPair{"issuer.nk": keys.Issuer, "callout.nk": keys.User} {
 		seed, err := kp.Seed()
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(n.keys, name), seed, 0o600))
@@ -111,14 +106,14 @@ func startCalloutNATS(t *testing.T, conf string) *calloutNATS {
 
 	ca, err := certtest.New("nats-ca")
 	require.NoError(t, err)
-	require.NoError(t, ca.WriteServer(n.tls, &x509.Certificate{Subject: pkix.Name{CommonName: "nats.headcount.svc"},
+	require.NoError(t, ca.Write(n.tls, "ca.crt", "tls.crt", "tls.key", &x509.Certificate{Subject: pkix.Name{CommonName: "nats.headcount.svc"},
 		DNSNames: []string{"nats", "nats.headcount.svc"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
 
 	for _, placeholder := range []string{"UCALLOUT_PUBLIC_KEY_HERE", "ACALLOUT_ISSUER_PUBLIC_KEY_HERE", "/etc/nats/tls/"} {
 		require.Contains(t, conf, placeholder, "nats.conf changed: update this test")
 	}
-	conf = strings.NewReplacer("UCALLOUT_PUBLIC_KEY_HERE", userPub, "ACALLOUT_ISSUER_PUBLIC_KEY_HERE", issuerPub,
+	conf = strings.NewReplacer("UCALLOUT_PUBLIC_KEY_HERE", keys.UserPub, "ACALLOUT_ISSUER_PUBLIC_KEY_HERE", keys.IssuerPub,
 		"/etc/nats/tls/", n.tls+"/").Replace(conf)
 	confFile := filepath.Join(dir, "nats.conf")
 	require.NoError(t, os.WriteFile(confFile, []byte(conf), 0o600))
@@ -126,14 +121,7 @@ func startCalloutNATS(t *testing.T, conf string) *calloutNATS {
 	require.NoError(t, err)
 	require.NotNil(t, opts.TLSConfig, "components/nats-auth serves NATS over TLS")
 	require.NotNil(t, opts.AuthCallout, "components/nats-auth configures the auth callout")
-	// The test's own listener: loopback, a free port, no monitoring port.
-	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
-	opts.NoLog, opts.NoSigs = true, true
-	s, err := server.NewServer(opts)
-	require.NoError(t, err)
-	go s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	require.True(t, s.ReadyForConnections(10*time.Second))
+	s := natstest.Run(t, opts)
 	n.url = "tls://" + s.Addr().String()
 	n.replacer = strings.NewReplacer("nats://nats:4222", n.url, "/etc/headcount/", n.keys+"/", "/etc/nats/tls/", n.tls+"/")
 	return n
@@ -296,21 +284,10 @@ func TestAuthCalloutAdmitsEachPodAsItself(t *testing.T) {
 	s := fleet.Subjects{Prefix: fleet.DefaultPrefix}
 	scaler, err := n.connect(t, podToken(t, c, "headcount-scaler", scalerPod, d.audience))
 	require.NoError(t, err)
-	got := make(chan string, 64)
-	_, err = scaler.nc.Subscribe(s.Watch(""), func(m *nats.Msg) { got <- m.Subject })
-	require.NoError(t, err)
-	_, err = scaler.nc.Subscribe(s.Decision("*"), func(m *nats.Msg) { got <- m.Subject })
-	require.NoError(t, err)
-	require.NoError(t, scaler.nc.Flush())
+	heard := natstest.Hear(t, scaler.nc, s.Watch(""), s.Decision("*"))
 	arrives := func(p *natsPod, subject string) {
 		t.Helper()
-		require.NoError(t, p.nc.Publish(subject, []byte(`{}`)))
-		select {
-		case g := <-got:
-			require.Equal(t, subject, g)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s did not arrive", subject)
-		}
+		heard.Arrives(t, p.nc, subject)
 	}
 
 	// A follower pod: its own report only.
@@ -360,7 +337,7 @@ func TestAuthCalloutAdmitsEachPodAsItself(t *testing.T) {
 	}
 	// Nothing refused reached the scaler.
 	require.NoError(t, scaler.nc.Flush())
-	require.Empty(t, got)
+	require.Empty(t, heard)
 
 	// Refused at connect.
 	refused := func(what, token string) {

@@ -294,24 +294,9 @@ func (c *cluster) writeCredentials() error {
 	if err != nil {
 		return err
 	}
-	clientDER, clientKey, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "front-proxy-client"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil {
-		return err
-	}
-	for _, f := range []struct {
-		name, typ string
-		der       []byte
-	}{
-		{"front-proxy-ca.crt", "CERTIFICATE", ca.DER},
-		{"front-proxy-client.crt", "CERTIFICATE", clientDER},
-		{"front-proxy-client.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(clientKey)},
-	} {
-		if err := certtest.WritePEM(c.dir, f.name, f.typ, f.der); err != nil {
-			return err
-		}
-	}
-	return nil
+	return ca.Write(c.dir, "front-proxy-ca.crt", "front-proxy-client.crt", "front-proxy-client.key",
+		&x509.Certificate{Subject: pkix.Name{CommonName: "front-proxy-client"},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 }
 
 // waitHTTP polls url until it answers 200, or p exits, or the time is up.

@@ -56,9 +56,10 @@ func (ca *CA) Issue(tmpl *x509.Certificate) (der []byte, key *rsa.PrivateKey, er
 	return der, key, err
 }
 
-// WriteServer issues tmpl and writes what a server's TLS Secret holds into
-// dir: tls.crt, tls.key and ca.crt.
-func (ca *CA) WriteServer(dir string, tmpl *x509.Certificate) error {
+// Write issues tmpl and writes the CA's certificate, the new certificate
+// and its key into dir as PEM files caName, certName and keyName (a TLS
+// Secret's are ca.crt, tls.crt and tls.key).
+func (ca *CA) Write(dir, caName, certName, keyName string, tmpl *x509.Certificate) error {
 	der, key, err := ca.Issue(tmpl)
 	if err != nil {
 		return err
@@ -67,9 +68,9 @@ func (ca *CA) WriteServer(dir string, tmpl *x509.Certificate) error {
 		name, typ string
 		der       []byte
 	}{
-		{"ca.crt", "CERTIFICATE", ca.DER},
-		{"tls.crt", "CERTIFICATE", der},
-		{"tls.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key)},
+		{caName, "CERTIFICATE", ca.DER},
+		{certName, "CERTIFICATE", der},
+		{keyName, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key)},
 	} {
 		if err := WritePEM(dir, f.name, f.typ, f.der); err != nil {
 			return err

@@ -6,12 +6,16 @@ package natstest
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsembed"
@@ -121,4 +125,88 @@ func (v *Violations) has(s string) bool {
 		}
 	}
 	return false
+}
+
+// Heard is what a subscription received, by subject, in order.
+type Heard chan string
+
+// Hear subscribes nc to subjects, flushed: messages published from now on
+// are heard.
+func Hear(t testing.TB, nc *nats.Conn, subjects ...string) Heard {
+	t.Helper()
+	h := make(Heard, 64)
+	for _, s := range subjects {
+		if _, err := nc.Subscribe(s, func(m *nats.Msg) { h <- m.Subject }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// Arrives publishes on subject from nc and waits (up to 10 s) for it to be
+// the next message heard.
+func (h Heard) Arrives(t testing.TB, nc *nats.Conn, subject string) {
+	t.Helper()
+	if err := nc.Publish(subject, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-h:
+		if got != subject {
+			t.Fatalf("heard %s, want %s", got, subject)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not arrive", subject)
+	}
+}
+
+// CalloutKeys are an auth callout's keys: the account key that signs its
+// answers (the server's auth_callout issuer) and the user key it connects
+// with (the server's auth_users), its seed in a file as --nats-nkey reads it.
+type CalloutKeys struct {
+	Issuer, User       nkeys.KeyPair
+	IssuerPub, UserPub string
+	UserSeedFile       string
+}
+
+// NewCalloutKeys makes fresh keys for t.
+func NewCalloutKeys(t testing.TB) CalloutKeys {
+	t.Helper()
+	var k CalloutKeys
+	var err error
+	if k.Issuer, err = nkeys.CreateAccount(); err != nil {
+		t.Fatal(err)
+	}
+	if k.User, err = nkeys.CreateUser(); err != nil {
+		t.Fatal(err)
+	}
+	k.IssuerPub, _ = k.Issuer.PublicKey()
+	k.UserPub, _ = k.User.PublicKey()
+	seed, _ := k.User.Seed()
+	k.UserSeedFile = filepath.Join(t.TempDir(), "callout.nk")
+	if err := os.WriteFile(k.UserSeedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Run starts a server with opts (parsed from a configuration under test)
+// for t, its clients on a free loopback port and no monitoring port.
+func Run(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
+	opts.NoLog, opts.NoSigs = true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return s
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -53,21 +52,13 @@ type fixture struct {
 
 func start(t *testing.T, reviews callout.TokenReviewer, mutate ...func(*callout.Config)) fixture {
 	t.Helper()
-	issuer, err := nkeys.CreateAccount()
-	require.NoError(t, err)
-	issuerPub, _ := issuer.PublicKey()
-	authUser, err := nkeys.CreateUser()
-	require.NoError(t, err)
-	authPub, _ := authUser.PublicKey()
-	seed, _ := authUser.Seed()
-	s, err := natsembed.Start(natsembed.Options{Auth: calloutServer{issuer: issuerPub, authUser: authPub}})
+	keys := natstest.NewCalloutKeys(t)
+	s, err := natsembed.Start(natsembed.Options{Auth: calloutServer{issuer: keys.IssuerPub, authUser: keys.UserPub}})
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 
 	// The service authenticates as it would in a pod: --nats-nkey <file>.
-	seedFile := filepath.Join(t.TempDir(), "callout.nk")
-	require.NoError(t, os.WriteFile(seedFile, seed, 0o600))
-	opts, err := natsauth.Client{NKey: seedFile}.Options()
+	opts, err := natsauth.Client{NKey: keys.UserSeedFile}.Options()
 	require.NoError(t, err)
 	nc := natstest.Connect(t, s.ClientURL(), opts...)
 	var bindings []callout.Binding
@@ -76,7 +67,7 @@ func start(t *testing.T, reviews callout.TokenReviewer, mutate ...func(*callout.
 		require.NoError(t, err)
 		bindings = append(bindings, bd)
 	}
-	cfg := callout.Config{Subjects: subjects, Reviewer: reviews, Bindings: bindings, Issuer: issuer, Logger: slog.New(slog.DiscardHandler)}
+	cfg := callout.Config{Subjects: subjects, Reviewer: reviews, Bindings: bindings, Issuer: keys.Issuer, Logger: slog.New(slog.DiscardHandler)}
 	for _, f := range mutate {
 		f(&cfg)
 	}
@@ -139,19 +130,10 @@ func TestAPodSpeaksOnlyForItself(t *testing.T) {
 	f := start(t, reviews)
 	scaler, err := connectPod(t, f.url, "scaler")
 	require.NoError(t, err)
-	got := make(chan string, 16)
-	_, err = scaler.nc.Subscribe(subjects.Watch(""), func(m *nats.Msg) { got <- m.Subject })
-	require.NoError(t, err)
-	require.NoError(t, scaler.nc.Flush())
+	heard := natstest.Hear(t, scaler.nc, subjects.Watch(""))
 	arrives := func(p *pod, subject string) {
 		t.Helper()
-		require.NoError(t, p.nc.Publish(subject, []byte(`{}`)))
-		select {
-		case s := <-got:
-			require.Equal(t, subject, s)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s did not arrive", subject)
-		}
+		heard.Arrives(t, p.nc, subject)
 	}
 
 	a, err := connectPod(t, f.url, "pod-a")
@@ -175,7 +157,7 @@ func TestAPodSpeaksOnlyForItself(t *testing.T) {
 	scaler.refused(t, subjects.Report("hn", "hn-7d9f-aaaaa"))
 
 	select {
-	case s := <-got:
+	case s := <-heard:
 		t.Fatalf("%s reached the scaler", s)
 	default:
 	}
