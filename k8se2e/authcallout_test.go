@@ -278,7 +278,14 @@ func TestAuthCalloutAdmitsEachPodAsItself(t *testing.T) {
 		return err == nil
 	})
 
-	_, err := nats.Connect(n.url, nats.Secure(insecureTLS()))
+	// A pod's token passes review until the pod is deleted (checked below).
+	goneToken := podToken(t, c, follower, gonePod, d.audience)
+	g, err := n.connect(t, goneToken)
+	require.NoError(t, err, "the pod's token before its deletion")
+	g.nc.Close()
+	require.NoError(t, pods.Delete(ctx, gonePod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}))
+
+	_, err = nats.Connect(n.url, nats.Secure(insecureTLS()))
 	require.ErrorContains(t, err, "Authorization Violation", "anonymous")
 
 	s := fleet.Subjects{Prefix: fleet.DefaultPrefix}
@@ -361,13 +368,8 @@ func TestAuthCalloutAdmitsEachPodAsItself(t *testing.T) {
 	}))
 	refused("garbage", "not-a-jwt")
 
-	// A deleted pod's token stops passing review (the API server may cache a
-	// success for a few seconds).
-	goneToken := podToken(t, c, follower, gonePod, d.audience)
-	g, err := n.connect(t, goneToken)
-	require.NoError(t, err, "the pod's token before its deletion")
-	g.nc.Close()
-	require.NoError(t, pods.Delete(ctx, gonePod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}))
+	// A deleted pod's token stops passing review (deleted above: the API
+	// server may cache a success for a few seconds).
 	eventually(t, time.Minute, func() string { return "a deleted pod's token still connects" }, func(context.Context) bool {
 		p, err := n.connect(t, goneToken)
 		if err == nil {
