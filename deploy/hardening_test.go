@@ -667,8 +667,8 @@ func (r reviewed) Review(_ context.Context, token string) (callout.Review, error
 	return r.review, nil
 }
 
-// components/nats-cluster then components/nats-auth make one secured
-// cluster: nats-server's own parsing of the StatefulSet's arguments and the
+// components/nats-cluster then components/nats-auth (overlays/secure-ha)
+// make one secured cluster: nats-server's own parsing of the StatefulSet's arguments and the
 // ConfigMap's files gives each server client TLS, the auth callout, and
 // routes to the three servers with mutual TLS. Started on loopback, the
 // three servers route to one another, and a pod connected to one server is
@@ -680,7 +680,7 @@ func TestNATSAuthSecuresTheCluster(t *testing.T) {
 		composedDir(t, "pro", "components/nats-auth", "components/nats-cluster"))
 	require.ErrorContains(t, err, "testing value /spec/template/spec/containers/0/args/0 failed")
 
-	r := composed(t, "ha", "components/nats-auth")
+	r := decode(t, filepath.Join("overlays", "secure-ha")) // ha (with nats-cluster), then nats-auth
 	var sts []workload
 	for _, w := range r.workloads {
 		if w.name == "nats" {
