@@ -18,7 +18,7 @@ type WatchConfig struct {
 	// Services to watch; empty watches every service under the prefix.
 	Services []string
 	// Self is the caller's router id, if it is a router: it counts its own
-	// placements when it makes them, so its echoes are skipped.
+	// placements and moves when it makes them, so their echoes are skipped.
 	Self string
 	// Policy restricts the addresses followers may advertise.
 	Policy AddressPolicy
@@ -279,6 +279,17 @@ func (w *Watcher) handle(msg *nats.Msg) {
 		// A router's own demand counts too: its view may be the scaler's.
 		if !w.view.ApplyDemand(service, d, now) {
 			return // counted by the view
+		}
+	case KindMoving:
+		mv, err := DecodeMoving(msg.Data, name)
+		if err != nil {
+			w.drop(msg, err)
+			return
+		}
+		// A router counts its own moves when it starts them.
+		if mv.Router == w.cfg.Self || !w.view.ApplyMoving(service, mv, now) {
+			w.count("moving_ignored")
+			return
 		}
 	case KindMoved:
 		m, err := DecodeMoved(msg.Data, name)
