@@ -103,6 +103,7 @@ func TestAFollowerSpeaksOnlyForItself(t *testing.T) {
 		subjects.Demand("hn", "follower-1"),
 		subjects.RollCall("hn"),
 		"headcount.hn.moved.follower-1",
+		"headcount.hn.moving.follower-1",
 	}
 	for _, subj := range forged {
 		require.NoError(t, f1.nc.Publish(subj, []byte(`{"v":1}`)))
@@ -151,7 +152,7 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 	require.NoError(t, member.nc.Flush())
 
 	r1 := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleRouter, Service: "hn", Name: "r-1"})
-	allowed := []string{subjects.Placed("hn", "follower-1"), subjects.Demand("hn", "r-1"), "headcount.hn.moved.r-1", subjects.RollCall("hn")}
+	allowed := []string{subjects.Placed("hn", "follower-1"), subjects.Demand("hn", "r-1"), "headcount.hn.moved.r-1", "headcount.hn.moving.r-1", subjects.RollCall("hn")}
 	for _, subj := range allowed {
 		require.NoError(t, r1.nc.Publish(subj, []byte("{}")))
 		select {
@@ -161,7 +162,7 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 			t.Fatalf("%s did not arrive", subj)
 		}
 	}
-	for _, subj := range []string{subjects.Demand("hn", "r-2"), subjects.Report("hn", "r-1"), subjects.Placed("other", "f"), "headcount.hn.moved.r-2", subjects.RollCall(""), subjects.RollCall("other")} {
+	for _, subj := range []string{subjects.Demand("hn", "r-2"), subjects.Report("hn", "r-1"), subjects.Placed("other", "f"), "headcount.hn.moved.r-2", "headcount.hn.moving.r-2", subjects.RollCall(""), subjects.RollCall("other")} {
 		require.NoError(t, r1.nc.Publish(subj, []byte("{}")))
 		r1.violated(t, subj)
 	}

@@ -86,6 +86,7 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 			s.Placed(svc, "*"),
 			s.Demand(svc, id.Name),
 			s.Moved(svc, id.Name),
+			s.Moving(svc, id.Name),
 			// Its own service's roll call only: a router has no reason
 			// to make every agent of every service answer.
 			s.RollCall(svc))

@@ -347,7 +347,7 @@ func (rt *Router) startMove(s *stream, trigger string, now time.Time) bool {
 // move rebuilds s on another follower and hands the new upstream to the
 // stream's copy loop, which switches at the next event boundary.
 func (rt *Router) move(s *stream, from *upstream, trigger string) {
-	nu, err := rt.prepareMove(s, trigger, from.member.Follower)
+	nu, err := rt.prepareMove(s, trigger, from.member)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.moving = false
@@ -359,6 +359,7 @@ func (rt *Router) move(s *stream, from *upstream, trigger string) {
 		// The client left, or the copy loop recovered the stream itself.
 		nu.close()
 		go rt.deleteInstance(nu.member, nu.key, trigger)
+		rt.leaving(from.member, -1)
 		return
 	}
 	s.next = nu
@@ -377,8 +378,9 @@ func (e *moveError) Error() string { return e.reason + ": " + e.err.Error() }
 // prepareMove creates s's instance on the least-loaded ready follower other
 // than from, opens its stream and reads its init; a follower that fails is
 // left out of the next try, up to Retries more. The failure is counted.
-func (rt *Router) prepareMove(s *stream, trigger, from string) (*upstream, error) {
-	exclude := []string{from}
+func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*upstream, error) {
+	exclude := []string{from.Follower}
+	rt.leaving(from, 1) // before anything counts the new instance
 	var err error
 	for range rt.cfg.Retries + 1 {
 		var nu *upstream
@@ -403,6 +405,7 @@ func (rt *Router) prepareMove(s *stream, trigger, from string) (*upstream, error
 	if rt.moves.logs.Allow() {
 		rt.log.Warn("stream not moved", "trigger", trigger, "reason", reason, "err", err)
 	}
+	rt.leaving(from, -1)
 	return nil, err
 }
 
@@ -507,34 +510,46 @@ func (rt *Router) createOn(ctx context.Context, m fleet.Member, resource string,
 	return id, nil
 }
 
-// deleteInstance destroys an instance a move left behind, on its owner if
-// that is still the incarnation in the view.
+// deleteInstance destroys an instance a failed move left behind, on its
+// owner if that is still the incarnation in the view.
 func (rt *Router) deleteInstance(m fleet.Member, key, trigger string) {
+	rt.deleteOn(m, key, trigger, false)
+}
+
+// deleteOn deletes an instance on its owner, marked as moved out when it
+// was; it reports whether the owner deleted it.
+func (rt *Router) deleteOn(m fleet.Member, key, trigger string, movedOut bool) bool {
 	cur, ok := rt.view.Member(rt.cfg.Service, m.Follower)
 	if !ok || cur.Incarnation != m.Incarnation {
-		return // the owner is gone, and its instances with it
+		return false // the owner is gone, and its instances with it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.Moves.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+m.Control+"/v1/streams/"+key, nil)
+	if err == nil && movedOut {
+		req.Header.Set(fleet.HeaderMovedOut, "1")
+	}
+	deleted := false
 	if err == nil {
 		var resp *http.Response
 		if resp, err = rt.moves.client.Do(req); err == nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
 			_ = resp.Body.Close()
-			if resp.StatusCode/100 != 2 && resp.StatusCode != http.StatusNotFound {
+			deleted = resp.StatusCode/100 == 2
+			if !deleted && resp.StatusCode != http.StatusNotFound {
 				err = errors.New(resp.Status)
 			}
 		}
 	}
 	var dial *httpx.DialError
 	if errors.As(err, &dial) {
-		return // the owner died: so did the instance
+		return false // the owner died: so did the instance
 	}
 	if err != nil {
 		rt.moves.met.failed.WithLabelValues(trigger, failDeleteOld).Inc()
 		rt.log.Warn("old instance not deleted after a move", "follower", m.Follower, "key", key, "err", err)
 	}
+	return deleted
 }
 
 // switchTo makes nu the stream's upstream (on the copy loop), announces the
@@ -568,7 +583,7 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	rt.moves.met.moved.WithLabelValues(nu.trigger).Inc()
 	rt.moves.met.seconds.WithLabelValues(nu.trigger).Observe(time.Since(nu.started).Seconds())
 	rt.announceMoved(s)
-	go rt.deleteInstance(old.member, old.key, nu.trigger)
+	go rt.moveOut(old.member, old.key, nu.trigger)
 }
 
 // recoverStream keeps a stream whose upstream ended while its client is
@@ -599,7 +614,7 @@ func (rt *Router) recoverStream(s *stream, cause error) *upstream {
 		return nil
 	}
 	rt.log.Info("upstream stream ended with its client still here: moving it", "follower", old.member.Follower, "err", cause)
-	nu, _ := rt.prepareMove(s, triggerDeath, old.member.Follower)
+	nu, _ := rt.prepareMove(s, triggerDeath, old.member)
 	return nu
 }
 
