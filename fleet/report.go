@@ -60,15 +60,15 @@ type Report struct {
 	Streaming   string `json:"streaming"`
 	Instances   int64  `json:"instances"`
 	Created     int64  `json:"created"`
+	Capacity    int64  `json:"capacity,omitempty"`
+	Seq         uint64 `json:"seq"`
+	TTLMillis   int64  `json:"ttl_ms"`
+	Pod         string `json:"pod,omitempty"`
+	Namespace   string `json:"namespace,omitempty"`
 	// MovedOut counts the instances this incarnation deleted because a
 	// router moved them elsewhere (a DELETE carrying HeaderMovedOut); it never
 	// decreases. Views stop discounting a move's old instance when it rises.
-	MovedOut  int64  `json:"moved_out,omitempty"`
-	Capacity  int64  `json:"capacity,omitempty"`
-	Seq       uint64 `json:"seq"`
-	TTLMillis int64  `json:"ttl_ms"`
-	Pod       string `json:"pod,omitempty"`
-	Namespace string `json:"namespace,omitempty"`
+	MovedOut int64 `json:"moved_out,omitempty"`
 }
 
 // Placed is what a router publishes on headcount.<service>.placed.<follower>
