@@ -157,6 +157,21 @@ func (w *Watcher) OnMoved(f func(service string, m Moved)) {
 	w.moved.Store(&fs)
 }
 
+// OnRollCall subscribes f to service's roll calls (a router answers them by
+// republishing the ids it moved). f runs on the NATS delivery goroutine: it
+// must be short and must not block. Call it before Close.
+func (w *Watcher) OnRollCall(service string, f func()) error {
+	sub, err := w.nc.Subscribe(w.cfg.Subjects.RollCall(service), func(*nats.Msg) { f() })
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.subs = append(w.subs, sub)
+	w.mu.Unlock()
+	// Roll calls sent after this returns reach f.
+	return w.nc.Flush()
+}
+
 func (w *Watcher) changed(service string) {
 	if fs := w.consumers.Load(); fs != nil {
 		for _, f := range *fs {
@@ -188,7 +203,10 @@ func (w *Watcher) Close() {
 	if w.status != nil {
 		w.nc.RemoveStatusListener(w.status)
 	}
-	for _, s := range w.subs {
+	w.mu.Lock()
+	subs := w.subs
+	w.mu.Unlock()
+	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
 	w.loops.Wait()

@@ -107,6 +107,7 @@ type mover struct {
 	limit   *rate.Limiter // rebalancing moves
 	logs    *rate.Limiter
 	kick    chan struct{} // the view changed
+	recall  chan struct{} // a roll call: republish the moved ids
 	met     *moveMetrics
 
 	mu     sync.Mutex
@@ -169,8 +170,9 @@ func (rt *Router) newMover() (*mover, error) {
 		// Tokens for one rebalance round (every rebalanceEvery) at a time.
 		limit: rate.NewLimiter(rate.Limit(c.RebalanceRate),
 			max(1, int(math.Ceil(c.RebalanceRate*rebalanceEvery.Seconds())))),
-		logs: rate.NewLimiter(10, 20),
-		kick: make(chan struct{}, 1),
+		logs:   rate.NewLimiter(10, 20),
+		kick:   make(chan struct{}, 1),
+		recall: make(chan struct{}, 1),
 	}
 	labels := prometheus.Labels{"service": rt.cfg.Service}
 	mv.met = &moveMetrics{
@@ -220,6 +222,12 @@ func (rt *Router) kickMoves() {
 // the moves of the round before.
 const rebalanceEvery = 500 * time.Millisecond
 
+// recallEvery bounds how often roll calls make a router republish its moved
+// ids: a flood of roll calls costs at most four republishes a second, and a
+// starting router's second roll call (the one it makes once it listens to
+// moves) is answered within a quarter of a second of its first.
+const recallEvery = 250 * time.Millisecond
+
 // rebalanceCooldown is how long a rebalanced stream is left out of rebalancing.
 const rebalanceCooldown = 30 * time.Second
 
@@ -230,12 +238,14 @@ func (rt *Router) watchMoves(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var lastBalance, lastRefresh time.Time
-	var balancing bool
+	var balancing, recalled bool
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-rt.moves.kick:
+		case <-rt.moves.recall:
+			recalled = true
 		case <-tick.C:
 		}
 		now := time.Now()
@@ -244,7 +254,8 @@ func (rt *Router) watchMoves(ctx context.Context) {
 			balancing = rt.rebalance(balancing)
 			lastBalance = now
 		}
-		if now.Sub(lastRefresh) >= rt.cfg.Moves.MovedTTL/4 {
+		if now.Sub(lastRefresh) >= rt.cfg.Moves.MovedTTL/4 || (recalled && now.Sub(lastRefresh) >= recallEvery) {
+			recalled = false
 			rt.moves.table.sweep(now)
 			for _, s := range rt.moves.streams.all() {
 				if s.hasAliases() {
