@@ -10,45 +10,28 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
 // A router that starts after a stream moved knows the stream's old id at
 // once: it calls the roll, and the router proxying the stream answers with
 // its moved ids (instead of within a quarter of --moved-ttl, 2.5 min here).
 func TestProcessesFreshRouterKnowsMovedIDsAtOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs processes")
-	}
-	bin := e2e.Binary(t)
-	url := natstest.Server(t)
-	nc := natstest.Connect(t, url)
-	view := fleet.NewView()
-	w, err := fleet.Watch(nc, view, fleet.WatchConfig{Services: []string{svc}})
-	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	f := startProcessFleet(t)
 	moved := make(chan fleet.Moved, 16)
-	w.OnMoved(func(_ string, m fleet.Moved) {
+	f.watcher.OnMoved(func(_ string, m fleet.Moved) {
 		select {
 		case moved <- m:
 		default:
 		}
 	})
-
-	common := []string{"--nats-url", url, "--service", svc, "--log-level", "warn"}
-	leaderControl, leaderStreaming := freeAddr(t), freeAddr(t)
-	startProc(t, bin, append([]string{"leader", "--id", "leader", "--control-addr", leaderControl,
-		"--streaming-addr", leaderStreaming, "--heartbeat", "200ms"}, common...)...)
 	followers := map[string]*proc{}
 	for _, id := range []string{"follower-a", "follower-b"} {
-		followers[id] = startProc(t, bin, append([]string{"follower", "--id", id,
-			"--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0", "--heartbeat", "200ms",
-			"--leader-control", leaderControl, "--leader-streaming", leaderStreaming, "--drain-timeout", "60s"}, common...)...)
+		followers[id] = f.follower(t, id)
 	}
 	router := func(id string) (control, streaming string) {
 		control, streaming = freeAddr(t), freeAddr(t)
-		startProc(t, bin, append([]string{"router", "--id", id, "--control-addr", control, "--streaming-addr", streaming,
-			"--moved-ttl", "10m"}, common...)...)
+		startProc(t, f.bin, append([]string{"router", "--id", id, "--control-addr", control, "--streaming-addr", streaming,
+			"--moved-ttl", "10m"}, f.common...)...)
 		require.Eventually(t, func() bool {
 			resp, err := http.Get("http://" + control + "/readyz")
 			if err != nil {
@@ -60,8 +43,8 @@ func TestProcessesFreshRouterKnowsMovedIDsAtOnce(t *testing.T) {
 		return control, streaming
 	}
 	require.Eventually(t, func() bool {
-		_, lead := view.Leader(svc)
-		return lead && view.Totals(svc).Ready == 2
+		_, lead := f.view.Leader(svc)
+		return lead && f.view.Totals(svc).Ready == 2
 	}, 30*time.Second, 20*time.Millisecond, "2 ready followers and the leader")
 	control1, streaming1 := router("r-1")
 
