@@ -54,7 +54,8 @@ func load(instances, pending, capacity int64) float64 {
 // Totals are a service's figures, kept up to date on every change so that
 // reading them costs O(1). Only verified members count.
 type Totals struct {
-	// Instances sums the instances of ready and draining followers.
+	// Instances sums the instances of ready and draining followers, net of
+	// the moves under way off them (Member.Leaving).
 	Instances int64
 	// Pending sums the placements on ready and draining followers that they
 	// have not reported yet: a held creation that was placed keeps counting
