@@ -1,6 +1,7 @@
 package local_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -8,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
@@ -22,6 +26,7 @@ import (
 type highWater struct {
 	mu       sync.Mutex
 	live     int64 // the most the view counted since the last reset
+	metric   int64 // the most KEDA's GetMetrics answered since the last reset
 	target   int64 // the highest target up decided since the last reset
 	owners   map[string]string
 	moves    int
@@ -31,13 +36,42 @@ type highWater struct {
 func (h *highWater) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.live, h.target = 0, 0
+	h.live, h.metric, h.target = 0, 0, 0
 }
 
-func (h *highWater) peaks() (live, target int64, moves int) {
+func (h *highWater) peaks() (live, metric, target int64, moves int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.live, h.target, h.moves
+	return h.live, h.metric, h.target, h.moves
+}
+
+// pollMetrics asks up's scaler what KEDA would read, every 10 ms until the
+// test ends.
+func (h *highWater) pollMetrics(t *testing.T, addr string) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cc.Close() })
+	keda := externalscaler.NewExternalScalerClient(cc)
+	ref := &externalscaler.ScaledObjectRef{Name: "demo", Namespace: "default",
+		ScalerMetadata: map[string]string{"service": "demo", "targetInstancesPerReplica": "3"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			res, err := keda.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref, MetricName: "headcount-demo"})
+			if err == nil && len(res.MetricValues) == 1 {
+				h.mu.Lock()
+				h.metric = max(h.metric, int64(res.MetricValues[0].MetricValueFloat))
+				h.mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
 }
 
 // owner follows an id through the moves announced so far.
@@ -102,6 +136,7 @@ func TestUpMovesCountEachInstanceOnce(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(t, nc.Flush())
+	h.pollMetrics(t, up.Scaler)
 
 	totals := func() fleet.Totals { return view.Totals("demo") }
 	require.Eventually(t, func() bool { return totals().Ready == 1 }, 30*time.Second, 50*time.Millisecond, "one follower at rest")
@@ -128,7 +163,7 @@ func TestUpMovesCountEachInstanceOnce(t *testing.T) {
 	}
 	require.Eventually(t, func() bool {
 		n := perFollower()
-		_, _, moves := h.peaks()
+		_, _, _, moves := h.peaks()
 		return totals().Ready == 2 && len(n) == 2 && moves >= 1 && func() bool {
 			for _, c := range n {
 				if c != 3 {
@@ -138,8 +173,9 @@ func TestUpMovesCountEachInstanceOnce(t *testing.T) {
 			return true
 		}()
 	}, 60*time.Second, 50*time.Millisecond, "6 streams spread 3/3 over 2 followers; view: %+v, per follower %v", totals(), perFollower())
-	live, target, moves := h.peaks()
+	live, metric, target, moves := h.peaks()
 	require.LessOrEqual(t, live, int64(6), "the view counted more instances than the 6 streams while %d moved (up decided up to %d followers)", moves, target)
+	require.Equal(t, int64(6), metric, "KEDA's GetMetrics peaked at the 6 streams, never above")
 	require.LessOrEqual(t, target, int64(2), "up decided a target 6 streams at 3 per replica do not warrant")
 
 	// Leave 3 streams, 2 on one follower and 1 on the other: the target
@@ -161,14 +197,15 @@ func TestUpMovesCountEachInstanceOnce(t *testing.T) {
 	require.Eventually(t, func() bool { return totals().Live() == 3 }, 30*time.Second, 20*time.Millisecond,
 		"the 3 instances left go after the instance ttl; view: %+v", totals())
 	h.reset()
-	_, _, movesBefore := h.peaks()
+	_, _, _, movesBefore := h.peaks()
 	require.Eventually(t, func() bool {
 		tot := totals()
 		return tot.Ready == 1 && tot.Draining == 0 && tot.Starting == 0 && tot.Instances == 3
 	}, 60*time.Second, 50*time.Millisecond, "back to one follower serving the 3 streams; view: %+v", totals())
-	live, target, moves = h.peaks()
+	live, metric, target, moves = h.peaks()
 	require.Greater(t, moves, movesBefore, "the drain moved the stopped follower's stream")
 	require.LessOrEqual(t, live, int64(3), "the view counted more instances than the 3 streams while streams moved")
+	require.Equal(t, int64(3), metric, "KEDA's GetMetrics peaked at the 3 streams, never above")
 	require.LessOrEqual(t, target, int64(1), "up decided a target 3 streams at 3 per replica do not warrant")
 	for id, s := range streams {
 		require.True(t, s.Open(), "stream %s was cut", id)
