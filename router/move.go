@@ -377,6 +377,8 @@ func (rt *Router) move(s *stream, from *upstream, trigger string) {
 	from.cancel() // wakes the copy loop
 }
 
+var errNoTarget = errors.New("no other ready follower")
+
 // moveError is a failed move's reason.
 type moveError struct {
 	reason   string
@@ -391,9 +393,17 @@ func (e *moveError) Error() string { return e.reason + ": " + e.err.Error() }
 // left out of the next try, up to Retries more. The failure is counted.
 func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*upstream, error) {
 	exclude := []string{from.Follower}
-	rt.leaving(from, 1) // before anything counts the new instance
-	var err error
+	// With nowhere to go nothing is announced: the trigger tries again every
+	// 250 ms, and the counts stay as they are.
+	_, possible := rt.view.Least(rt.cfg.Service, func(f string) bool { return f == from.Follower })
+	if possible {
+		rt.leaving(from, 1) // before anything counts the new instance
+	}
+	var err error = &moveError{failNoTarget, "", errNoTarget}
 	for range rt.cfg.Retries + 1 {
+		if !possible {
+			break
+		}
 		var nu *upstream
 		if nu, err = rt.tryMove(s, trigger, exclude); err == nil {
 			return nu, nil
@@ -416,7 +426,9 @@ func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*up
 	if rt.moves.logs.Allow() {
 		rt.log.Warn("stream not moved", "trigger", trigger, "reason", reason, "err", err)
 	}
-	rt.leaving(from, -1)
+	if possible {
+		rt.leaving(from, -1)
+	}
 	return nil, err
 }
 
@@ -424,7 +436,7 @@ func (rt *Router) tryMove(s *stream, trigger string, exclude []string) (*upstrea
 	start := time.Now()
 	m, ok := rt.view.Place(rt.cfg.Service, func(f string) bool { return slices.Contains(exclude, f) })
 	if !ok {
-		return nil, &moveError{failNoTarget, "", errors.New("no other ready follower")}
+		return nil, &moveError{failNoTarget, "", errNoTarget}
 	}
 	// The new upstream lives as long as the client's request; the move is bounded.
 	ctx, cancel := context.WithCancel(s.ctx)
