@@ -29,6 +29,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/headcount-dev/headcount/internal/certtest"
+	"github.com/headcount-dev/headcount/internal/freeport"
 )
 
 // cluster is a control plane without kubelets: etcd, kube-apiserver (with
@@ -120,17 +121,10 @@ func (p *proc) exited() bool {
 	}
 }
 
-// freePort asks the kernel for a free port on host. etcd and the API server
+// freePort is a free port on host. etcd and the API server
 // need the number on their command line; the tiny window before they bind it
 // is the price (they fail loudly if someone took it).
-func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort(host string) (int, error) { return freeport.Port(host) }
 
 // startCluster starts etcd, the API server on host and the controller
 // manager; stop() ends them all.

@@ -3,7 +3,6 @@ package router_test
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -58,14 +57,6 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 	return p
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // processFleet is the built binary, NATS, a view of svc on it and a demo
 // leader; follower starts a demo follower as a process.
 type processFleet struct {
@@ -87,7 +78,7 @@ func startProcessFleet(t *testing.T) *processFleet {
 	require.NoError(t, err)
 	t.Cleanup(f.watcher.Close)
 	f.common = []string{"--nats-url", url, "--service", svc, "--log-level", "warn"}
-	f.leaderControl, f.leaderStreaming = freeAddr(t), freeAddr(t)
+	f.leaderControl, f.leaderStreaming = e2e.FreeAddr(t), e2e.FreeAddr(t)
 	startProc(t, f.bin, append([]string{"leader", "--id", "leader", "--control-addr", f.leaderControl,
 		"--streaming-addr", f.leaderStreaming, "--heartbeat", "200ms"}, f.common...)...)
 	return f
@@ -109,7 +100,7 @@ func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
 	}
 	var controls, streams []string
 	for _, id := range []string{"r-1", "r-2"} {
-		c, s := freeAddr(t), freeAddr(t)
+		c, s := e2e.FreeAddr(t), e2e.FreeAddr(t)
 		startProc(t, bin, append([]string{"router", "--id", id, "--control-addr", c, "--streaming-addr", s}, common...)...)
 		controls, streams = append(controls, c), append(streams, s)
 	}

@@ -29,7 +29,7 @@ func TestProcessesFreshRouterKnowsMovedIDsAtOnce(t *testing.T) {
 		followers[id] = f.follower(t, id)
 	}
 	router := func(id string) (control, streaming string) {
-		control, streaming = freeAddr(t), freeAddr(t)
+		control, streaming = e2e.FreeAddr(t), e2e.FreeAddr(t)
 		startProc(t, f.bin, append([]string{"router", "--id", id, "--control-addr", control, "--streaming-addr", streaming,
 			"--moved-ttl", "10m"}, f.common...)...)
 		require.Eventually(t, func() bool {

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/headcount-dev/headcount/internal/freeport"
 )
 
 // Version is the Skip runtime the tests run.
@@ -228,14 +230,7 @@ func (p *Process) Output() string { return p.out.String() }
 
 // FreePort returns a loopback port nobody listened on a moment ago: Node
 // cannot be handed a listener, so there is a small window for a clash.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func FreePort() (int, error) { return freeport.Port("127.0.0.1") }
 
 // buffer is a bytes.Buffer safe for the process's writers and our readers.
 type buffer struct {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/headcount-dev/headcount/internal/freeport"
 )
 
 // Proc is one child process of the headcount binary, its output in a file
@@ -110,15 +112,14 @@ func RSSOf(pid int) int64 {
 	return 0
 }
 
-// FreeAddr is a free 127.0.0.1 address for a child to bind.
+// FreeAddr is a free 127.0.0.1 address for a child to bind (freeport.Port).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
 
 // Get returns the status and body of GET http://addr, or 0 and the error.
