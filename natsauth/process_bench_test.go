@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,64 +15,101 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
-	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsauth"
-	"github.com/headcount-dev/headcount/natsembed"
 )
 
-// The scaler's own report intake: the built binary's `headcount scaler` in
-// its own process, on an open NATS and on one with its JWT identity and
-// TLS, each fed the same fixed rate of reports from 256 members (8
-// connections, as many publishers would be) by this process, which also
-// runs both NATS servers. What is measured is the scaler process's CPU time
-// (/proc/<pid>/stat) per report applied to its view, so neither the
-// publishers' nor the server's encryption is charged to it; every
-// iteration measures both in rotating order, and the median of the
-// per-iteration ratios (open CPU per report / auth+tls CPU per report, i.e.
-// reports per CPU-second with auth and TLS as a share of without) is
-// reported.
+// The cost of authorization and TLS to the process that does the work: the
+// built binary's `headcount scaler` (report intake) or `headcount router`
+// (creations) in its own process, once on an open NATS and once on one with
+// its JWT identity and TLS, both fed the same fixed rate by this process,
+// which also runs both NATS servers and everything else. The figure is the
+// child's CPU time (/proc/<pid>/stat) per report applied or per creation
+// answered, so neither the publishers' nor the server's encryption is
+// charged to it. Every iteration measures both, in rotating order; the
+// medians of each mode's CPU per unit and of the per-iteration ratios (open
+// CPU / auth+tls CPU, i.e. work per CPU-second with auth and TLS as a share
+// of without) are reported.
 //
-//	go test -run '^$' -bench ScalerProcess -benchtime 10x -count 3 ./natsauth/
+//	go test -run '^$' -bench 'ScalerProcess|RouterProcess' -benchtime 10x -count 3 ./natsauth/
+var processModes = []struct {
+	name      string
+	auth, tls bool
+}{{"open", false, false}, {"auth+tls", true, true}}
+
+// BenchmarkScalerProcess offers 40,000 reports/s (four 10,000-follower
+// fleets heartbeating every second) of 256 members for 2.5 s a sample:
+// about half a second of the scaler's CPU, fifty steps of /proc's counter.
 func BenchmarkScalerProcess(b *testing.B) {
+	bin := processBinary(b)
+	var samples []func() float64
+	for _, m := range processModes {
+		p := startScalerProcess(b, bin, m.auth, m.tls)
+		samples = append(samples, func() float64 { return p.cpuPerReport(b, 40_000, 2500*time.Millisecond) })
+	}
+	reportProcessCost(b, "report", samples)
+}
+
+// BenchmarkRouterProcess offers 1,500 creations/s from 8 clients for 4 s a
+// sample.
+func BenchmarkRouterProcess(b *testing.B) {
+	bin := processBinary(b)
+	var samples []func() float64
+	for _, m := range processModes {
+		p := startRouterProcess(b, bin, m.auth, m.tls)
+		samples = append(samples, func() float64 { return p.cpuPerCreation(b, 1500, 4*time.Second) })
+	}
+	reportProcessCost(b, "creation", samples)
+}
+
+func processBinary(b *testing.B) string {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		b.Skip("needs /proc")
 	}
-	bin := e2e.Binary(b)
-	modes := []struct {
-		name      string
-		auth, tls bool
-	}{{"open", false, false}, {"auth+tls", true, true}}
-	scalers := make([]*scalerProcess, len(modes))
-	for i, m := range modes {
-		scalers[i] = startScalerProcess(b, bin, m.auth, m.tls)
-	}
-	// 40,000 reports/s (four 10,000-follower fleets heartbeating every
-	// second) for 2.5 s: about half a second of the scaler's CPU a sample,
-	// fifty times the 10 ms step of /proc's counters.
-	const rate, window = 40_000, 2500 * time.Millisecond
-	perReport := make([][]float64, len(modes))
+	return e2e.Binary(b)
+}
+
+// reportProcessCost takes every sample once per iteration, in rotating
+// order, and reports the medians (samples are CPU seconds per unit; the
+// first is the open mode's).
+func reportProcessCost(b *testing.B, unit string, samples []func() float64) {
+	per := make([][]float64, len(samples))
 	b.ResetTimer()
 	for i := range b.N {
-		for k := range scalers {
-			j := (i + k) % len(scalers)
-			perReport[j] = append(perReport[j], scalers[j].cpuPerReport(b, rate, window))
+		for k := range samples {
+			j := (i + k) % len(samples)
+			per[j] = append(per[j], samples[j]())
 		}
 	}
 	b.StopTimer()
 	var ratios []float64
-	for i := range perReport[0] {
-		ratios = append(ratios, perReport[0][i]/perReport[1][i])
+	for i := range per[0] {
+		ratios = append(ratios, per[0][i]/per[1][i])
 	}
-	b.ReportMetric(median(perReport[0])*1e6, "open-scaler-cpu-µs/report")
-	b.ReportMetric(median(perReport[1])*1e6, "auth+tls-scaler-cpu-µs/report")
-	b.ReportMetric(median(ratios), "auth+tls-scaler-intake-ratio")
+	for j, m := range processModes {
+		b.ReportMetric(median(per[j])*1e6, m.name+"-cpu-µs/"+unit)
+	}
+	b.ReportMetric(median(ratios), "auth+tls-"+unit+"s-per-cpu-ratio")
+}
+
+// paced calls f(n) every 5 ms for window, n being what is due at rate per
+// second since the start, and returns how many were due in all.
+func paced(rate int, window time.Duration, f func(n int)) int {
+	const tick = 5 * time.Millisecond
+	start, sent := time.Now(), 0
+	for next := start; time.Since(start) < window; next = next.Add(tick) {
+		time.Sleep(time.Until(next))
+		due := int(time.Since(start).Seconds() * float64(rate))
+		f(due - sent)
+		sent = due
+	}
+	return sent
 }
 
 // scalerProcess is a `headcount scaler` child on its own NATS, and the
 // connections that publish its members' reports.
 type scalerProcess struct {
 	proc    *e2e.Proc
-	http    string // its ops listener
+	ops     string // its /healthz /readyz /metrics listener
 	pubs    []*nats.Conn
 	members []benchMember
 	sent    int // reports published so far
@@ -91,59 +128,24 @@ const (
 
 func startScalerProcess(b *testing.B, bin string, withAuth, withTLS bool) *scalerProcess {
 	b.Helper()
-	var opts natsembed.Options
-	var tlsOpts []nats.Option
-	var env []string
-	if withTLS {
-		serverTLS, caFile := selfSigned(b)
-		opts.TLS = serverTLS
-		var err error
-		tlsOpts, err = natsauth.Client{TLSCA: caFile}.Options()
-		require.NoError(b, err)
-		env = append(env, "HEADCOUNT_NATS_TLS_CA="+caFile)
-	}
-	var auth *natsauth.Authority
-	if withAuth {
-		var err error
-		auth, err = natsauth.NewAuthority(subjects)
-		require.NoError(b, err)
-		opts.Auth = auth
-		creds, err := auth.Issue(natsauth.Identity{Role: natsauth.RoleReader})
-		require.NoError(b, err)
-		file, err := creds.WriteFile(b.TempDir(), "scaler")
-		require.NoError(b, err)
-		env = append(env, "HEADCOUNT_NATS_CREDS="+file)
-	}
-	s, err := natsembed.Start(opts)
-	require.NoError(b, err)
-	b.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-
-	p := &scalerProcess{}
+	n := startBenchNATS(b, withAuth, withTLS)
+	p := &scalerProcess{ops: e2e.FreeAddr(b)}
 	for i := range processMembers {
 		p.members = append(p.members, benchMember{name: fmt.Sprintf("follower-%d", i), incarnation: uuid.NewString()})
 	}
-	// Each connection publishes for its share of the members, with their
-	// identities (one user may hold several).
+	// Each connection publishes for its share of the members.
 	for c := range processConns {
-		conn := slices.Clone(tlsOpts)
-		if auth != nil {
-			var ids []natsauth.Identity
-			for i := c; i < processMembers; i += processConns {
-				ids = append(ids, natsauth.Identity{Role: natsauth.RoleMember, Service: processService, Name: p.members[i].name})
-			}
-			creds, err := auth.Issue(ids...)
-			require.NoError(b, err)
-			conn = append(conn, creds.Option())
+		var ids []natsauth.Identity
+		for i := c; i < processMembers; i += processConns {
+			ids = append(ids, member(processService, p.members[i].name))
 		}
-		p.pubs = append(p.pubs, natstest.Connect(b, s.ClientURL(), conn...))
+		p.pubs = append(p.pubs, n.connect(b, ids...))
 	}
-
-	p.http = e2e.FreeAddr(b)
-	p.proc = e2e.RunEnv(b, "scaler", bin, append(env, "HEADCOUNT_NATS_URL="+s.ClientURL()),
+	p.proc = e2e.RunEnv(b, "scaler", bin, n.env(b, natsauth.Identity{Role: natsauth.RoleReader}),
 		// The members' addresses answer no identity probe: their reports
 		// are applied unverified, as after a successful probe.
-		"scaler", "--grpc-addr", "127.0.0.1:0", "--http-addr", p.http, "--no-verify-followers")
-	require.Eventually(b, func() bool { code, _ := e2e.Get(p.http + "/readyz"); return code == http.StatusOK },
+		"scaler", "--grpc-addr", "127.0.0.1:0", "--http-addr", p.ops, "--no-verify-followers")
+	require.Eventually(b, func() bool { code, _ := e2e.Get(p.ops + "/readyz"); return code == http.StatusOK },
 		30*time.Second, 20*time.Millisecond, "the scaler is ready")
 	// Every member once, so that the measured reports are updates.
 	p.publish(b, processMembers)
@@ -155,18 +157,10 @@ func startScalerProcess(b *testing.B, bin string, withAuth, withTLS bool) *scale
 // applied them all, and returns its CPU seconds per report meanwhile.
 func (p *scalerProcess) cpuPerReport(b *testing.B, rate int, window time.Duration) float64 {
 	pid := p.proc.Cmd.Process.Pid
-	cpu0, before := e2e.CPUSeconds(b, pid), p.sent
-	const tick = 5 * time.Millisecond
-	start := time.Now()
-	sent := 0
-	for next := start; time.Since(start) < window; next = next.Add(tick) {
-		time.Sleep(time.Until(next))
-		due := int(time.Since(start).Seconds() * float64(rate))
-		p.publish(b, due-sent)
-		sent = due
-	}
+	cpu0 := e2e.CPUSeconds(b, pid)
+	n := paced(rate, window, func(n int) { p.publish(b, n) })
 	p.waitApplied(b)
-	return (e2e.CPUSeconds(b, pid) - cpu0) / float64(p.sent-before)
+	return (e2e.CPUSeconds(b, pid) - cpu0) / float64(n)
 }
 
 // publish sends n reports, one member after another, each on its member's
@@ -196,7 +190,7 @@ func (p *scalerProcess) waitApplied(b *testing.B) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		if n, ok := e2e.Metric(p.http, `headcount_messages_applied_total{kind="report"}`); ok {
+		if n, ok := e2e.Metric(p.ops, `headcount_messages_applied_total{kind="report"}`); ok {
 			if int(n) == p.sent {
 				return
 			}
@@ -205,4 +199,50 @@ func (p *scalerProcess) waitApplied(b *testing.B) {
 		require.True(b, time.Now().Before(deadline), "the scaler did not apply all %d reports in 30 s", p.sent)
 		time.Sleep(wait)
 	}
+}
+
+// routerProcess is a `headcount router` child on its own NATS, placing on a
+// follower of this process that it verifies as it would a real one.
+type routerProcess struct {
+	proc    *e2e.Proc
+	control string
+	client  *http.Client
+}
+
+func startRouterProcess(b *testing.B, bin string, withAuth, withTLS bool) *routerProcess {
+	b.Helper()
+	n := startBenchNATS(b, withAuth, withTLS)
+	startFollower(b, n)
+	p := &routerProcess{control: "http://" + e2e.FreeAddr(b), client: benchClient()}
+	p.proc = e2e.RunEnv(b, "router", bin, n.env(b, natsauth.Identity{Role: natsauth.RoleRouter, Service: benchService, Name: "r-1"}),
+		"router", "--service", benchService, "--id", "r-1", "--streaming-addr", e2e.FreeAddr(b), "--control-addr", p.control[len("http://"):])
+	require.Eventually(b, func() bool { return create(p.client, p.control) == nil }, 30*time.Second, 20*time.Millisecond,
+		"the router places on the follower")
+	return p
+}
+
+// cpuPerCreation offers rate creations/s from 8 clients for window and
+// returns the router's CPU seconds per creation meanwhile.
+func (p *routerProcess) cpuPerCreation(b *testing.B, rate int, window time.Duration) float64 {
+	pid := p.proc.Cmd.Process.Pid
+	cpu0 := e2e.CPUSeconds(b, pid)
+	due := make(chan struct{}, rate)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range due {
+				if err := create(p.client, p.control); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	n := paced(rate, window, func(n int) {
+		for range n {
+			due <- struct{}{}
+		}
+	})
+	close(due)
+	wg.Wait()
+	return (e2e.CPUSeconds(b, pid) - cpu0) / float64(n)
 }
