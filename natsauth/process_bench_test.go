@@ -37,8 +37,10 @@ var processModes = []struct {
 }{{"open", false, false}, {"auth+tls", true, true}}
 
 // BenchmarkScalerProcess offers 40,000 reports/s (four 10,000-follower
-// fleets heartbeating every second) of 256 members for 2.5 s a sample:
-// about half a second of the scaler's CPU, fifty steps of /proc's counter.
+// fleets heartbeating every second) for 2.5 s a sample, about half a second
+// of the scaler's CPU: 256 members on 64 connections, consecutive reports
+// on different connections and spread over every millisecond, so that
+// they reach NATS one by one, as from independent agents.
 func BenchmarkScalerProcess(b *testing.B) {
 	bin := processBinary(b)
 	var samples []func() float64
@@ -91,10 +93,10 @@ func reportProcessCost(b *testing.B, unit string, samples []func() float64) {
 	b.ReportMetric(median(ratios), "auth+tls-"+unit+"s-per-cpu-ratio")
 }
 
-// paced calls f(n) every 5 ms for window, n being what is due at rate per
-// second since the start, and returns how many were due in all.
+// paced calls f(n) every millisecond for window, n being what is due at
+// rate per second since the start, and returns how many were due in all.
 func paced(rate int, window time.Duration, f func(n int)) int {
-	const tick = 5 * time.Millisecond
+	const tick = time.Millisecond
 	start, sent := time.Now(), 0
 	for next := start; time.Since(start) < window; next = next.Add(tick) {
 		time.Sleep(time.Until(next))
@@ -123,7 +125,7 @@ type benchMember struct {
 const (
 	processService = "load"
 	processMembers = 256
-	processConns   = 8
+	processConns   = 64
 )
 
 func startScalerProcess(b *testing.B, bin string, withAuth, withTLS bool) *scalerProcess {
