@@ -2,9 +2,17 @@ package deploy
 
 import (
 	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -27,7 +37,14 @@ import (
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/certtest"
+	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsauth/callout"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
@@ -49,6 +66,7 @@ func overlays(t *testing.T) []string {
 type rendered struct {
 	workloads []workload
 	services  map[string]*corev1.Service
+	configs   map[string]*corev1.ConfigMap
 	policies  []*networkingv1.NetworkPolicy
 	pdbs      []*policyv1.PodDisruptionBudget
 	ingresses []*networkingv1.Ingress
@@ -70,7 +88,7 @@ var strict = kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Sch
 
 func decode(t *testing.T, dir string) rendered {
 	t.Helper()
-	r := rendered{services: map[string]*corev1.Service{}, other: map[string][]map[string]any{}}
+	r := rendered{services: map[string]*corev1.Service{}, configs: map[string]*corev1.ConfigMap{}, other: map[string][]map[string]any{}}
 	for _, res := range render(t, dir).Resources() {
 		y, err := res.AsYAML()
 		require.NoError(t, err)
@@ -90,6 +108,8 @@ func decode(t *testing.T, dir string) rendered {
 			r.workloads = append(r.workloads, workload{"StatefulSet", o.Name, o.Spec.ServiceName, o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
 		case *corev1.Service:
 			r.services[o.Name] = o
+		case *corev1.ConfigMap:
+			r.configs[o.Name] = o
 		case *networkingv1.NetworkPolicy:
 			r.policies = append(r.policies, o)
 		case *policyv1.PodDisruptionBudget:
@@ -421,6 +441,12 @@ func TestHPAOverlay(t *testing.T) {
 // own overlay would.
 func composed(t *testing.T, overlay string, components ...string) rendered {
 	t.Helper()
+	return decode(t, composedDir(t, overlay, components...))
+}
+
+// composedDir is the kustomization of composed.
+func composedDir(t *testing.T, overlay string, components ...string) string {
+	t.Helper()
 	dir := t.TempDir()
 	abs, err := filepath.Abs(".")
 	require.NoError(t, err)
@@ -432,7 +458,7 @@ func composed(t *testing.T, overlay string, components ...string) rendered {
 		k += "- ../deploy/" + c + "\n"
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "o", "kustomization.yaml"), []byte(k), 0o644))
-	return decode(t, filepath.Join(dir, "o"))
+	return filepath.Join(dir, "o")
 }
 
 func container(t *testing.T, r rendered, workload string) corev1.Container {
@@ -458,25 +484,44 @@ func TestAdapterExternalComponent(t *testing.T) {
 }
 
 // With the NATS auth component every headcount process, the adapter
-// included, connects over TLS with its projected token, under a
-// ServiceAccount the callout binds to a role.
+// included, connects with its projected token, under a ServiceAccount the
+// callout binds to a role, requiring TLS (HEADCOUNT_NATS_TLS_CA: whatever the
+// URL's scheme), at the addresses it had without the component (every
+// server with nats-cluster: TestNATSClusterGivesEveryClientEveryServer); the
+// callout connects where the router does.
 func TestNATSAuthComponentCoversEveryProcess(t *testing.T) {
-	r := composed(t, "hpa", "components/nats-auth")
-	binds := strings.Join(container(t, r, "headcount-auth-callout").Args, " ")
-	for _, w := range r.workloads {
-		c := w.pod.Spec.Containers[0]
-		if !strings.Contains(c.Image, "headcount") || w.name == "headcount-auth-callout" {
-			continue
-		}
-		env := map[string]string{}
-		for _, e := range c.Env {
-			env[e.Name] = e.Value
-		}
-		assert.Equal(t, "tls://nats:4222", env["HEADCOUNT_NATS_URL"], w.name)
-		assert.NotEmpty(t, env["HEADCOUNT_NATS_TOKEN_FILE"], w.name)
-		assert.NotEmpty(t, env["HEADCOUNT_NATS_TLS_CA"], w.name)
-		assert.Contains(t, binds, "headcount/"+w.pod.Spec.ServiceAccountName+"=", "%s's ServiceAccount is bound to a role", w.name)
+	for name, r := range map[string]rendered{
+		"single server": composed(t, "hpa", "components/nats-auth"),
+		"cluster":       composed(t, "hpa", "components/nats-cluster", "components/nats-auth"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			binds := strings.Join(container(t, r, "headcount-auth-callout").Args, " ")
+			url := envOf(container(t, r, "router"))["HEADCOUNT_NATS_URL"]
+			require.NotEmpty(t, url)
+			for _, w := range r.workloads {
+				c := w.pod.Spec.Containers[0]
+				if !strings.Contains(c.Image, "headcount") {
+					continue
+				}
+				env := envOf(c)
+				assert.Equal(t, url, env["HEADCOUNT_NATS_URL"], w.name)
+				assert.NotEmpty(t, env["HEADCOUNT_NATS_TLS_CA"], w.name)
+				if w.name == "headcount-auth-callout" {
+					continue
+				}
+				assert.NotEmpty(t, env["HEADCOUNT_NATS_TOKEN_FILE"], w.name)
+				assert.Contains(t, binds, "headcount/"+w.pod.Spec.ServiceAccountName+"=", "%s's ServiceAccount is bound to a role", w.name)
+			}
+		})
 	}
+}
+
+func envOf(c corev1.Container) map[string]string {
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	return env
 }
 
 // The Grafana dashboard reads only series the code exports, and shows what
@@ -566,6 +611,7 @@ func TestNATSClusterGivesEveryClientEveryServer(t *testing.T) {
 	for name, r := range map[string]rendered{
 		"ha":                          decode(t, filepath.Join("overlays", "ha")),
 		"hpa+components/nats-cluster": composed(t, "hpa", "components/nats-cluster"),
+		"hpa+components/nats-cluster+components/nats-auth": composed(t, "hpa", "components/nats-cluster", "components/nats-auth"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			var want []string
@@ -601,6 +647,180 @@ func TestNATSClusterGivesEveryClientEveryServer(t *testing.T) {
 			if name != "ha" {
 				assert.True(t, roles["adapter"], "the adapter is checked")
 			}
+			if strings.Contains(name, "nats-auth") {
+				assert.True(t, roles["auth-callout"], "the auth callout is checked")
+			}
 		})
 	}
+}
+
+// reviewed is a TokenReview that knows one token.
+type reviewed struct {
+	token  string
+	review callout.Review
+}
+
+func (r reviewed) Review(_ context.Context, token string) (callout.Review, error) {
+	if token != r.token {
+		return callout.Review{}, errors.New("not authenticated")
+	}
+	return r.review, nil
+}
+
+// components/nats-cluster then components/nats-auth (overlays/secure-ha)
+// make one secured cluster: nats-server's own parsing of the StatefulSet's arguments and the
+// ConfigMap's files gives each server client TLS, the auth callout, and
+// routes to the three servers with mutual TLS. Started on loopback, the
+// three servers route to one another, and a pod connected to one server is
+// admitted by the callout connected to another and speaks only as itself.
+// In the other order the build fails rather than render a cluster without
+// TLS or the callout.
+func TestNATSAuthSecuresTheCluster(t *testing.T) {
+	_, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(),
+		composedDir(t, "pro", "components/nats-auth", "components/nats-cluster"))
+	require.ErrorContains(t, err, "testing value /spec/template/spec/containers/0/args/0 failed")
+
+	r := decode(t, filepath.Join("overlays", "secure-ha")) // ha (with nats-cluster), then nats-auth
+	var sts []workload
+	for _, w := range r.workloads {
+		if w.name == "nats" {
+			sts = append(sts, w)
+		}
+	}
+	require.Len(t, sts, 1)
+	require.Equal(t, "StatefulSet", sts[0].kind)
+	sts0 := sts[0]
+	ctr := sts0.pod.Spec.Containers[0]
+	volumes := map[string]corev1.Volume{}
+	for _, v := range sts0.pod.Spec.Volumes {
+		volumes[v.Name] = v
+	}
+	mounted := map[string]corev1.Volume{}
+	for _, m := range ctr.VolumeMounts {
+		mounted[m.MountPath] = volumes[m.Name]
+	}
+	require.NotNil(t, mounted["/etc/nats/config"].ConfigMap)
+	require.NotNil(t, mounted["/etc/nats/tls"].Secret)
+	require.Equal(t, "nats-tls", mounted["/etc/nats/tls"].Secret.SecretName)
+	cm := r.configs[mounted["/etc/nats/config"].ConfigMap.Name]
+	require.NotNil(t, cm)
+
+	// The Secrets' files and the ConfigMap's, where the pod mounts them.
+	dir := t.TempDir()
+	confDir, tlsDir := filepath.Join(dir, "config"), filepath.Join(dir, "tls")
+	require.NoError(t, os.MkdirAll(confDir, 0o700))
+	require.NoError(t, os.MkdirAll(tlsDir, 0o700))
+	ca, err := certtest.New("nats-ca")
+	require.NoError(t, err)
+	require.NoError(t, ca.Write(tlsDir, "ca.crt", "tls.crt", "tls.key", &x509.Certificate{Subject: pkix.Name{CommonName: "nats"},
+		DNSNames:    []string{"nats", "*.nats-cluster"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, // the routes below dial loopback
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}))
+	keys := natstest.NewCalloutKeys(t)
+	fill := strings.NewReplacer("UCALLOUT_PUBLIC_KEY_HERE", keys.UserPub, "ACALLOUT_ISSUER_PUBLIC_KEY_HERE", keys.IssuerPub,
+		"/etc/nats/tls/", tlsDir+"/", "/etc/nats/config/", confDir+"/")
+	for name, data := range cm.Data {
+		require.NoError(t, os.WriteFile(filepath.Join(confDir, name), []byte(fill.Replace(data)), 0o600))
+	}
+
+	n := int(*sts0.replicas)
+	clusterPorts := make([]int, n)
+	for i := range clusterPorts {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		clusterPorts[i] = l.Addr().(*net.TCPAddr).Port
+		require.NoError(t, l.Close())
+	}
+	servers := make([]*server.Server, n)
+	for i := range servers {
+		args := slices.Clone(ctr.Args)
+		for j, a := range args {
+			args[j] = strings.ReplaceAll(fill.Replace(a), "$(POD_NAME)", fmt.Sprintf("%s-%d", sts0.name, i))
+		}
+		opts, err := server.ConfigureOptions(flag.NewFlagSet("nats-server", flag.ContinueOnError), args,
+			func() {}, func() {}, func() {})
+		require.NoError(t, err, "nats-server %v", args)
+		require.NotNil(t, opts.TLSConfig, "clients over TLS")
+		require.NotNil(t, opts.AuthCallout, "the auth callout")
+		require.Equal(t, []string{keys.UserPub}, opts.AuthCallout.AuthUsers)
+		require.Equal(t, "headcount", opts.Cluster.Name)
+		require.Equal(t, 6222, opts.Cluster.Port)
+		require.NotNil(t, opts.Cluster.TLSConfig, "routes over TLS")
+		require.Equal(t, tls.RequireAndVerifyClientCert, opts.Cluster.TLSConfig.ClientAuth, "mutual TLS on routes")
+		require.Len(t, opts.Routes, n)
+		// On loopback: each route's host (nats-<j>.nats-cluster) is server j.
+		for _, u := range opts.Routes {
+			host, _, _ := strings.Cut(u.Hostname(), ".")
+			var idx int
+			_, err := fmt.Sscanf(host, sts0.name+"-%d", &idx)
+			require.NoError(t, err, u.String())
+			u.Host = fmt.Sprintf("127.0.0.1:%d", clusterPorts[idx])
+		}
+		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", clusterPorts[i]
+		servers[i] = natstest.Run(t, opts)
+	}
+	require.Eventually(t, func() bool {
+		for _, s := range servers {
+			if s.NumRoutes() < n-1 {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 50*time.Millisecond, "the servers route to one another")
+
+	caFile := filepath.Join(tlsDir, "ca.crt")
+	connect := func(i int, c natsauth.Client, opts ...nats.Option) (*nats.Conn, error) {
+		c.TLSCA = caFile
+		o, err := c.Options()
+		require.NoError(t, err)
+		nc, err := nats.Connect(servers[i].ClientURL(), append(o, opts...)...)
+		if err == nil {
+			t.Cleanup(nc.Close)
+		}
+		return nc, err
+	}
+	calloutConn, err := connect(0, natsauth.Client{NKey: keys.UserSeedFile})
+	require.NoError(t, err)
+	var bindings []callout.Binding
+	for _, a := range container(t, r, "headcount-auth-callout").Args {
+		if b, err := callout.ParseBinding(a); err == nil {
+			bindings = append(bindings, b)
+		}
+	}
+	require.NotEmpty(t, bindings)
+	subjects := fleet.Subjects{Prefix: fleet.DefaultPrefix}
+	pod := "demo-follower-7d9f-aaaaa"
+	svc, err := callout.Start(calloutConn, callout.Config{Subjects: subjects, Issuer: keys.Issuer, Bindings: bindings,
+		Reviewer: reviewed{token: "follower-token", review: callout.Review{Namespace: "headcount", ServiceAccount: "demo-follower", Pod: pod}},
+		Logger:   slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(svc.Close)
+
+	_, err = nats.Connect(servers[2].ClientURL(), nats.Secure(&tls.Config{InsecureSkipVerify: true}))
+	require.ErrorContains(t, err, "Authorization Violation", "anonymous")
+	tokenFile := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("follower-token"), 0o600))
+	var violations natstest.Violations
+	member, err := connect(2, natsauth.Client{TokenFile: tokenFile}, violations.Option())
+	require.NoError(t, err, "a pod on server 2, admitted by the callout on server 0")
+	watcher, err := connect(1, natsauth.Client{NKey: keys.UserSeedFile})
+	require.NoError(t, err)
+	got := make(chan string, 4)
+	_, err = watcher.Subscribe(subjects.Watch(""), func(m *nats.Msg) { got <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, watcher.Flush())
+	violations.Refused(t, member, subjects.Report("demo", "demo-follower-7d9f-bbbbb"))
+	own := subjects.Report("demo", pod)
+	require.Eventually(t, func() bool {
+		// Until server 2 has learnt the subscription on server 1.
+		if member.Publish(own, []byte(`{}`)) != nil {
+			return false
+		}
+		select {
+		case s := <-got:
+			return s == own
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	}, 10*time.Second, time.Millisecond, "the pod's own report crosses the cluster")
 }

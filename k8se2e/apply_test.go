@@ -84,9 +84,19 @@ func errString(err error) string {
 
 func ptr[T any](v T) *T { return &v }
 
-// applyOverlay renders deploy/overlays/<name> with the kustomize API and
-// applies every object, Namespaces first.
+// applyOverlay renders deploy/overlays/<name> and applies every object.
 func (a *applier) applyOverlay(t *testing.T, name string) []*unstructured.Unstructured {
+	t.Helper()
+	objs := renderOverlay(t, name)
+	for _, o := range objs {
+		a.apply(t, o)
+	}
+	return objs
+}
+
+// renderOverlay renders deploy/overlays/<name> with the kustomize API,
+// Namespaces first.
+func renderOverlay(t *testing.T, name string) []*unstructured.Unstructured {
 	t.Helper()
 	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).
 		Run(filesys.MakeFsOnDisk(), filepath.Join("..", "deploy", "overlays", name))
@@ -101,9 +111,6 @@ func (a *applier) applyOverlay(t *testing.T, name string) []*unstructured.Unstru
 		} else {
 			objs = append(objs, u)
 		}
-	}
-	for _, o := range objs {
-		a.apply(t, o)
 	}
 	return objs
 }

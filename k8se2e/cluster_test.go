@@ -9,10 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +27,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/headcount-dev/headcount/internal/certtest"
 )
 
 // cluster is a control plane without kubelets: etcd, kube-apiserver (with
@@ -283,52 +283,20 @@ func (c *cluster) writeCredentials() error {
 	if err != nil {
 		return err
 	}
-	if err := writePEM(c.dir, "sa.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(sa)); err != nil {
+	if err := certtest.WritePEM(c.dir, "sa.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(sa)); err != nil {
 		return err
 	}
-	if err := writePEM(c.dir, "sa.pub", "PUBLIC KEY", pub); err != nil {
+	if err := certtest.WritePEM(c.dir, "sa.pub", "PUBLIC KEY", pub); err != nil {
 		return err
 	}
 
-	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	ca, err := certtest.New("front-proxy-ca")
 	if err != nil {
 		return err
 	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "front-proxy-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	clientKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return err
-	}
-	clientTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "front-proxy-client"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	clientDER, err := x509.CreateCertificate(rand.Reader, clientTmpl, caTmpl, &clientKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	for _, f := range []struct {
-		name, typ string
-		der       []byte
-	}{
-		{"front-proxy-ca.crt", "CERTIFICATE", caDER},
-		{"front-proxy-client.crt", "CERTIFICATE", clientDER},
-		{"front-proxy-client.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(clientKey)},
-	} {
-		if err := writePEM(c.dir, f.name, f.typ, f.der); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func writePEM(dir, name, typ string, der []byte) error {
-	return os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+	return ca.Write(c.dir, "front-proxy-ca.crt", "front-proxy-client.crt", "front-proxy-client.key",
+		&x509.Certificate{Subject: pkix.Name{CommonName: "front-proxy-client"},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 }
 
 // waitHTTP polls url until it answers 200, or p exits, or the time is up.

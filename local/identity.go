@@ -1,9 +1,15 @@
 package local
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"sync"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -17,8 +23,13 @@ import (
 type natsAccess struct {
 	url      string
 	auth     *natsauth.Authority // nil: external NATS
+	server   *server.Server      // the embedded server, where revocations apply
 	external natsauth.Client
 	dir      string // private directory of the children's credentials
+	logger   *slog.Logger
+
+	mu     sync.Mutex
+	issued map[string][]natsauth.Credentials // by child name, since its last revocation
 }
 
 // connect opens up's own connection, with the identities of the
@@ -64,14 +75,45 @@ func (a *natsAccess) credsFile(name string, id natsauth.Identity) (string, error
 	if err != nil {
 		return "", err
 	}
+	a.mu.Lock()
+	a.issued[name] = append(a.issued[name], creds)
+	a.mu.Unlock()
 	return creds.WriteFile(a.dir, name)
+}
+
+// exited revokes every identity issued to follower id's children so far and
+// removes their file: the supervisor calls it once their processes are gone
+// (stopped, or crashed before a restart, which gets a new identity), so
+// credentials taken from a stopped follower no longer connect or publish.
+func (a *natsAccess) exited(id string) {
+	if a.auth == nil {
+		return // an external NATS: its own configuration decides
+	}
+	a.mu.Lock()
+	creds := a.issued[id]
+	delete(a.issued, id)
+	a.mu.Unlock()
+	if len(creds) == 0 {
+		return
+	}
+	err := a.auth.Revoke(a.server, creds...)
+	if err == nil {
+		if err = os.Remove(filepath.Join(a.dir, id+".creds")); errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	}
+	if err != nil {
+		a.logger.Error("cannot revoke the NATS identity of an exited follower", "follower", id, "err", err)
+		return
+	}
+	a.logger.Debug("NATS identity revoked", "follower", id, "credentials", len(creds))
 }
 
 // newNATSAccess makes the authority and its private directory for an
 // embedded server; close removes the directory.
 func newNATSAccess(cfg UpConfig) (a *natsAccess, close func(), err error) {
 	if cfg.NATSURL != "" {
-		return &natsAccess{url: cfg.NATSURL, external: cfg.NATSAuth}, func() {}, nil
+		return &natsAccess{url: cfg.NATSURL, external: cfg.NATSAuth, logger: cfg.Logger}, func() {}, nil
 	}
 	auth, err := natsauth.NewAuthority(cfg.Subjects)
 	if err != nil {
@@ -81,5 +123,6 @@ func newNATSAccess(cfg UpConfig) (a *natsAccess, close func(), err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &natsAccess{auth: auth, dir: dir}, func() { _ = os.RemoveAll(dir) }, nil
+	return &natsAccess{auth: auth, dir: dir, logger: cfg.Logger, issued: map[string][]natsauth.Credentials{}},
+		func() { _ = os.RemoveAll(dir) }, nil
 }

@@ -46,6 +46,11 @@ type SupervisorConfig struct {
 	// Interval is the reconcile period (default 250 ms); Poke reconciles at once.
 	Interval time.Duration
 	Spawn    Spawn
+	// Exited, if set, is called with a follower's id each time the
+	// processes of one Spawn are all gone (stopped, crashed and killed
+	// before a restart, or failed to start), before any restart: up revokes
+	// the NATS identity they were given.
+	Exited   func(id string)
 	IDPrefix string // follower ids are <prefix>-<n>; default "follower"
 	Logger   *slog.Logger
 }
@@ -265,19 +270,12 @@ func (s *Supervisor) keep(g *group) {
 	backoff := time.Second
 	for {
 		started := time.Now()
-		procs, err := s.launch(g)
-		if err != nil {
-			s.cfg.Logger.Error("follower did not start", "follower", g.id, "err", err)
-		} else {
-			select {
-			case <-g.stop:
-				s.terminate(procs)
-				s.cfg.Logger.Info("follower stopped", "follower", g.id)
-				return
-			case p := <-exitOfAny(procs):
-				s.cfg.Logger.Warn("follower process exited; restarting", "follower", g.id, "cmd", p.cmd.Path, "err", p.err)
-				s.kill(procs)
-			}
+		stopped := s.runOnce(g)
+		if s.cfg.Exited != nil {
+			s.cfg.Exited(g.id)
+		}
+		if stopped {
+			return
 		}
 		if time.Since(started) > time.Minute {
 			backoff = time.Second
@@ -291,6 +289,26 @@ func (s *Supervisor) keep(g *group) {
 		s.mu.Lock()
 		g.restarts++
 		s.mu.Unlock()
+	}
+}
+
+// runOnce launches g's processes and waits until they are gone: stopped
+// for good (true), or one exited on its own and the others were killed.
+func (s *Supervisor) runOnce(g *group) (stopped bool) {
+	procs, err := s.launch(g)
+	if err != nil {
+		s.cfg.Logger.Error("follower did not start", "follower", g.id, "err", err)
+		return false
+	}
+	select {
+	case <-g.stop:
+		s.terminate(procs)
+		s.cfg.Logger.Info("follower stopped", "follower", g.id)
+		return true
+	case p := <-exitOfAny(procs):
+		s.cfg.Logger.Warn("follower process exited; restarting", "follower", g.id, "cmd", p.cmd.Path, "err", p.err)
+		s.kill(procs)
+		return false
 	}
 }
 

@@ -107,6 +107,32 @@ func TestSupervisorRestartsACrashedFollower(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond, "same id, restarted once")
 }
 
+// Each time a follower's processes are all gone (a crash, a stop), Exited
+// hears its id before any restart: up revokes their NATS identity then.
+func TestSupervisorReportsEveryExitBeforeARestart(t *testing.T) {
+	var launches atomic.Int32
+	var mu sync.Mutex
+	var events []string
+	record := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	s, stop := run(t, SupervisorConfig{
+		Service: "svc", View: fleet.NewView(), Policy: replicas.Policy{Target: 10, Min: 1, Max: 1},
+		Spawn: func(id string) ([]*exec.Cmd, error) {
+			record("launch " + id)
+			if launches.Add(1) == 1 {
+				return []*exec.Cmd{exec.Command("sh", "-c", "exit 3")}, nil
+			}
+			return []*exec.Cmd{exec.Command("sleep", "60")}, nil
+		},
+		Exited: func(id string) { record("exited " + id) },
+	})
+	require.Eventually(t, func() bool { p := s.Processes(); return len(p) == 1 && len(p[0].PIDs) == 1 && launches.Load() == 2 },
+		10*time.Second, 20*time.Millisecond)
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"launch follower-1", "exited follower-1", "launch follower-1", "exited follower-1"}, events)
+}
+
 func TestSupervisorStopDrainsEveryProcessInReverseOrder(t *testing.T) {
 	var mu sync.Mutex
 	var cmds []*exec.Cmd

@@ -156,7 +156,7 @@ func (s *system) startNATS() error {
 			return fmt.Errorf("--nats-addr %s: %w", s.cfg.NATSAddr, err)
 		}
 		s.stack.push(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		access.url = ns.ClientURL()
+		access.url, access.server = ns.ClientURL(), ns
 		// For `headcount status` and `nats sub` from another terminal.
 		if s.observer, err = access.credsFile("observer", natsauth.Identity{Role: natsauth.RoleReader}); err != nil {
 			return err
@@ -222,6 +222,7 @@ func (s *system) compose() error {
 		Service: s.cfg.Service, View: s.view, Policy: s.cfg.Policy,
 		ScaleDownWindow: s.cfg.ScaleDownWindow, StopTimeout: s.cfg.DrainTimeout + 10*time.Second,
 		Spawn:  s.cfg.followerSpawn(s.access, s.leaderControl, s.leaderStreaming),
+		Exited: s.access.exited,
 		Logger: s.cfg.Logger,
 	})
 	if err != nil {
@@ -372,6 +373,7 @@ func (s *system) startLeader() error {
 			env := []string{"SKIP_ROLE=leader", "SKIP_CONTROL_PORT=" + ports[0], "SKIP_STREAMING_PORT=" + ports[1]}
 			return cfg.behindSidecar(id, "leader", cfg.LeaderCmd, env, access, ports)
 		},
+		Exited:      access.exited,
 		StopTimeout: 10 * time.Second, Logger: cfg.Logger,
 	})
 	if err != nil {

@@ -3,10 +3,13 @@ package local_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,18 +22,35 @@ import (
 	"github.com/headcount-dev/headcount/status"
 )
 
-func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
+// upRun is the built binary's up, and a view of its service "demo" fed
+// with up's read-only identity.
+type upRun struct {
+	*e2e.Up
+	bin  string
+	view *fleet.View
+	w    *fleet.Watcher
+}
+
+// startUp runs up with args (skipped with -short: it builds and runs the
+// whole system).
+func startUp(t *testing.T, args ...string) upRun {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the whole system")
 	}
-	bin := e2e.Binary(t)
-	up := e2e.StartUp(t, bin, "--target", "10", "--plan", "pro",
-		"--scale-down-window", "4s", "--instance-ttl", "1s", "--drain-timeout", "10s")
-
-	view := fleet.NewView()
-	w, err := fleet.Watch(natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds)), view, fleet.WatchConfig{Services: []string{"demo"}})
+	u := upRun{bin: e2e.Binary(t), view: fleet.NewView()}
+	u.Up = e2e.StartUp(t, u.bin, args...)
+	var err error
+	u.w, err = fleet.Watch(natstest.Connect(t, u.NATS, nats.UserCredentials(u.Creds)), u.view, fleet.WatchConfig{Services: []string{"demo"}})
 	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	t.Cleanup(u.w.Close)
+	return u
+}
+
+func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
+	up := startUp(t, "--target", "10", "--plan", "pro",
+		"--scale-down-window", "4s", "--instance-ttl", "1s", "--drain-timeout", "10s")
+	view, bin := up.view, up.bin
 	ready := func() int { return view.Totals("demo").Ready }
 	require.Eventually(t, func() bool { return ready() == 1 }, 30*time.Second, 50*time.Millisecond, "one follower at rest")
 
@@ -97,17 +117,11 @@ func TestUpScalesOutWithStreamsAndBackInWhenTheyClose(t *testing.T) {
 // compromised follower could) cannot forge another member's `gone`, a
 // placement or demand; the fleet is untouched.
 func TestUpRefusesAnonymousAndForgedSpeakers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the whole system")
-	}
-	up := e2e.StartUp(t, e2e.Binary(t), "--target", "10", "--drain-timeout", "5s")
+	up := startUp(t, "--target", "10", "--drain-timeout", "5s")
+	view, w := up.view, up.w
 	_, err := nats.Connect(up.NATS)
 	require.ErrorContains(t, err, "Authorization Violation", "anonymous connect")
 
-	view := fleet.NewView()
-	w, err := fleet.Watch(natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds)), view, fleet.WatchConfig{Services: []string{"demo"}})
-	require.NoError(t, err)
-	t.Cleanup(w.Close)
 	require.Eventually(t, func() bool { return view.Totals("demo").Ready == 1 && view.Totals("demo").Leaders == 1 },
 		30*time.Second, 50*time.Millisecond, "a leader and a follower")
 	leader, _ := view.Leader("demo")
@@ -143,4 +157,111 @@ func TestUpRefusesAnonymousAndForgedSpeakers(t *testing.T) {
 	require.Equal(t, fleet.StateReady, got.State)
 
 	up.Stop(t, 30*time.Second)
+}
+
+// A follower that up stops (scale-down) or that dies (kill -9; restarted
+// under a new identity) loses its NATS identity at once: credentials copied
+// from it while it ran are cut and refused, its file is gone, and the
+// follower that remains keeps reporting with its own.
+func TestUpRevokesTheIdentityOfAnExitedFollower(t *testing.T) {
+	up := startUp(t, "--target", "1", "--plan", "pro",
+		"--scale-down-window", "2s", "--instance-ttl", "1s", "--drain-timeout", "5s")
+	view, w, bin := up.view, up.w, up.bin
+	ready := func(n int) func() bool { return func() bool { return view.Totals("demo").Ready == n } }
+	require.Eventually(t, ready(1), 30*time.Second, 50*time.Millisecond, "one follower at rest")
+
+	// Two streams at one per replica: two followers.
+	var streams []*e2e.Stream
+	for range 2 {
+		code, id := e2e.Do(t, http.MethodPost, up.Control+"/v1/streams/collection", `{"name":"posts"}`)
+		require.Equal(t, http.StatusCreated, code, id)
+		s, code := e2e.Subscribe(t, up.Streaming, id)
+		require.Equal(t, http.StatusOK, code)
+		streams = append(streams, s)
+	}
+	require.Eventually(t, ready(2), 30*time.Second, 50*time.Millisecond, "two followers")
+
+	// What a compromised follower could take: its credentials file, and a
+	// connection of its own.
+	dir := filepath.Dir(up.Creds)
+	stolen := map[string]string{}
+	cut := map[string]chan struct{}{}
+	for _, id := range []string{"follower-1", "follower-2"} {
+		b, err := os.ReadFile(filepath.Join(dir, id+".creds"))
+		require.NoError(t, err)
+		stolen[id] = filepath.Join(t.TempDir(), id+".creds")
+		require.NoError(t, os.WriteFile(stolen[id], b, 0o600))
+		closed := make(chan struct{})
+		nc, err := nats.Connect(up.NATS, nats.UserCredentials(stolen[id]), nats.NoReconnect(),
+			nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+		require.NoError(t, err, id)
+		t.Cleanup(nc.Close)
+		cut[id] = closed
+	}
+	refused := func(id string, fileGone bool) {
+		t.Helper()
+		select {
+		case <-cut[id]:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the connection made with %s's credentials stayed open", id)
+		}
+		_, err := nats.Connect(up.NATS, nats.UserCredentials(stolen[id]))
+		require.ErrorContains(t, err, "Authorization Violation", "%s's copied credentials", id)
+		if fileGone {
+			_, err = os.Stat(filepath.Join(dir, id+".creds"))
+			require.ErrorIs(t, err, os.ErrNotExist, "%s's file", id)
+		}
+	}
+
+	// Scale-down: the streams close, one follower is stopped after the window.
+	for _, s := range streams {
+		s.Close()
+	}
+	var stopped, kept string
+	require.Eventually(t, func() bool {
+		if view.Totals("demo").Ready != 1 || view.Totals("demo").Draining != 0 {
+			return false
+		}
+		for _, id := range []string{"follower-1", "follower-2"} {
+			if _, err := os.Stat(filepath.Join(dir, id+".creds")); errors.Is(err, os.ErrNotExist) {
+				stopped = id
+			} else if m, ok := view.Member("demo", id); ok && m.State == fleet.StateReady {
+				kept = id
+			}
+		}
+		return stopped != "" && kept != ""
+	}, 60*time.Second, 100*time.Millisecond, "one follower stopped; view: %+v", view.Totals("demo"))
+	refused(stopped, true)
+	select {
+	case <-cut[kept]:
+		t.Fatalf("%s's connection was cut with %s's", kept, stopped)
+	default:
+	}
+	before, _ := view.Member("demo", kept)
+	require.NoError(t, w.RollCall())
+	require.Eventually(t, func() bool { m, ok := view.Member("demo", kept); return ok && m.Seq > before.Seq },
+		10*time.Second, 20*time.Millisecond, "%s still reports", kept)
+
+	// kill -9: restarted under a new identity; the old one is revoked.
+	out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--nats-creds", up.Creds, "--json").Output()
+	require.NoError(t, err)
+	var st status.Status
+	require.NoError(t, json.Unmarshal(out, &st))
+	pid := 0
+	for _, m := range st.Members {
+		if m.ID == kept {
+			_, _ = fmt.Sscanf(m.Process[strings.Index(m.Process, "(pid ")+5:], "%d", &pid)
+		}
+	}
+	require.NotZero(t, pid, "%s's pid in %+v", kept, st.Members)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	refused(kept, false) // its file is rewritten for the restart
+	require.Eventually(t, func() bool {
+		m, ok := view.Member("demo", kept)
+		return ok && m.State == fleet.StateReady && m.Incarnation != before.Incarnation
+	}, 30*time.Second, 50*time.Millisecond, "%s restarted", kept)
+	natstest.Connect(t, up.NATS, nats.UserCredentials(filepath.Join(dir, kept+".creds")))
+
+	up.Stop(t, 30*time.Second)
+	require.NotContains(t, up.Logs(), "cannot revoke")
 }

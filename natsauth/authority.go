@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -20,11 +21,16 @@ import (
 // a user JWT per process. The server trusts the operator, so users issued
 // after it started need no reconfiguration; nothing outlives the process.
 type Authority struct {
-	subjects fleet.Subjects
-	operator *jwt.OperatorClaims
-	account  nkeys.KeyPair
-	accounts map[string]string // public key → account JWT, for the resolver
-	sysPub   string
+	subjects    fleet.Subjects
+	operator    *jwt.OperatorClaims
+	operatorKey nkeys.KeyPair // signs the account JWT again when a user is revoked
+	account     nkeys.KeyPair
+	sysPub      string
+
+	mu       sync.Mutex
+	accounts map[string]string  // public key → account JWT, for the resolver
+	claims   *jwt.AccountClaims // the headcount account's, with its revocations
+	resolver *server.MemAccResolver
 }
 
 // NewAuthority makes fresh operator and account keys for subjects.
@@ -34,7 +40,7 @@ func NewAuthority(s fleet.Subjects) (*Authority, error) {
 		return nil, err
 	}
 	opub, _ := okp.PublicKey()
-	a := &Authority{subjects: s, accounts: map[string]string{}}
+	a := &Authority{subjects: s, operatorKey: okp, accounts: map[string]string{}, resolver: &server.MemAccResolver{}}
 	var accountPubs [2]string
 	for i, name := range []string{"SYS", "headcount"} {
 		kp, err := nkeys.CreateAccount()
@@ -48,7 +54,7 @@ func NewAuthority(s fleet.Subjects) (*Authority, error) {
 			return nil, fmt.Errorf("account %s: %w", name, err)
 		}
 		accountPubs[i] = pub
-		a.account = kp
+		a.account, a.claims = kp, ac
 	}
 	a.sysPub = accountPubs[0]
 	oc := jwt.NewOperatorClaims(opub)
@@ -68,14 +74,15 @@ func NewAuthority(s fleet.Subjects) (*Authority, error) {
 // ConfigureServer makes o trust only this authority: a client without a
 // user JWT it issued is refused.
 func (a *Authority) ConfigureServer(o *server.Options) error {
-	resolver := &server.MemAccResolver{}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for pub, token := range a.accounts {
-		if err := resolver.Store(pub, token); err != nil {
+		if err := a.resolver.Store(pub, token); err != nil {
 			return err
 		}
 	}
 	o.TrustedOperators = []*jwt.OperatorClaims{a.operator}
-	o.AccountResolver = resolver
+	o.AccountResolver = a.resolver
 	o.SystemAccount = a.sysPub
 	return nil
 }
@@ -118,6 +125,46 @@ func (a *Authority) Issue(ids ...Identity) (Credentials, error) {
 		return Credentials{}, err
 	}
 	return Credentials{JWT: token, Seed: seed}, nil
+}
+
+// Revoke ends the users of creds on s, a server this authority configured:
+// their keys are revoked in the account JWT, which s applies at once,
+// closing their connections and refusing them from then on. Every
+// credential has a key of its own, so nothing else is affected. The
+// revocations stay in the account JWT for the authority's life (a few dozen
+// bytes each).
+func (a *Authority) Revoke(s *server.Server, creds ...Credentials) error {
+	if len(creds) == 0 {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range creds {
+		kp, err := nkeys.FromSeed(c.Seed)
+		if err != nil {
+			return err
+		}
+		pub, _ := kp.PublicKey()
+		a.claims.Revoke(pub)
+	}
+	token, err := a.claims.Encode(a.operatorKey)
+	if err != nil {
+		return err
+	}
+	claims, err := jwt.DecodeAccountClaims(token)
+	if err != nil {
+		return err
+	}
+	a.accounts[claims.Subject] = token
+	if err := a.resolver.Store(claims.Subject, token); err != nil {
+		return err
+	}
+	acc, err := s.LookupAccount(claims.Subject)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	s.UpdateAccountClaims(acc, claims)
+	return nil
 }
 
 // Option connects with c, for a process's own connections.

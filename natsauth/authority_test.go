@@ -1,8 +1,6 @@
 package natsauth_test
 
 import (
-	"errors"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,9 +30,8 @@ func authServer(t *testing.T) (*natsauth.Authority, string) {
 // client is a connection of one identity that records the permission
 // violations the server reports to it.
 type client struct {
-	nc         *nats.Conn
-	mu         sync.Mutex
-	violations []string
+	nc *nats.Conn
+	natstest.Violations
 }
 
 func connectAs(t *testing.T, auth *natsauth.Authority, url string, id natsauth.Identity) *client {
@@ -42,29 +39,8 @@ func connectAs(t *testing.T, auth *natsauth.Authority, url string, id natsauth.I
 	creds, err := auth.Issue(id)
 	require.NoError(t, err)
 	c := &client{}
-	c.nc = natstest.Connect(t, url, creds.Option(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) {
-			c.mu.Lock()
-			c.violations = append(c.violations, err.Error())
-			c.mu.Unlock()
-		}
-	}))
+	c.nc = natstest.Connect(t, url, creds.Option(), c.Option())
 	return c
-}
-
-// violated waits for the server to refuse subject.
-func (c *client) violated(t *testing.T, subject string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for _, v := range c.violations {
-			if strings.Contains(v, `"`+subject+`"`) {
-				return true
-			}
-		}
-		return false
-	}, 5*time.Second, 10*time.Millisecond, "permission violation for %s", subject)
 }
 
 func TestAnonymousAndForeignClientsAreRefused(t *testing.T) {
@@ -108,12 +84,12 @@ func TestAFollowerSpeaksOnlyForItself(t *testing.T) {
 		require.NoError(t, f1.nc.Publish(subj, []byte(`{"v":1}`)))
 	}
 	for _, subj := range forged {
-		f1.violated(t, subj)
+		f1.Wait(t, subj)
 	}
 	// Reading other followers' reports (to learn an incarnation) is refused too.
 	_, err = f1.nc.Subscribe(subjects.Watch("hn"), func(*nats.Msg) {})
 	require.NoError(t, err)
-	f1.violated(t, subjects.Watch("hn"))
+	f1.Wait(t, subjects.Watch("hn"))
 
 	// Its own report goes through; and it hears its service's roll call.
 	rollcalls := make(chan string, 4)
@@ -163,11 +139,11 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 	}
 	for _, subj := range []string{subjects.Demand("hn", "r-2"), subjects.Report("hn", "r-1"), subjects.Placed("other", "f"), "headcount.hn.moved.r-2", subjects.RollCall(""), subjects.RollCall("other")} {
 		require.NoError(t, r1.nc.Publish(subj, []byte("{}")))
-		r1.violated(t, subj)
+		r1.Wait(t, subj)
 	}
 	for _, subj := range []string{subjects.Report("hn", "x"), subjects.Demand("hn", "x"), subjects.Placed("hn", "x")} {
 		require.NoError(t, reader.nc.Publish(subj, []byte("{}")))
-		reader.violated(t, subj)
+		reader.Wait(t, subj)
 	}
 	for _, subj := range []string{subjects.RollCall(""), subjects.RollCall("hn")} {
 		require.NoError(t, reader.nc.Publish(subj, nil), "readers call the roll")
@@ -185,10 +161,10 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 	require.Equal(t, decision, <-msgs)
 	for _, c := range []*client{member, r1, reader} {
 		require.NoError(t, c.nc.Publish(decision, []byte("{}")))
-		c.violated(t, decision)
+		c.Wait(t, decision)
 	}
 	require.NoError(t, decider.nc.Publish("headcount.other.decision", []byte("{}")))
-	decider.violated(t, "headcount.other.decision")
+	decider.Wait(t, "headcount.other.decision")
 }
 
 func TestIdentitiesThatWouldWidenTheGrantAreRefused(t *testing.T) {
@@ -206,4 +182,55 @@ func TestIdentitiesThatWouldWidenTheGrantAreRefused(t *testing.T) {
 		_, err := auth.Issue(id)
 		require.Error(t, err, "%+v", id)
 	}
+}
+
+// A revoked credential's connection is cut and it cannot connect again;
+// other credentials, a new one for the same name included, are unaffected,
+// and revocations accumulate.
+func TestRevokedCredentialsAreCutAndRefused(t *testing.T) {
+	auth, err := natsauth.NewAuthority(subjects)
+	require.NoError(t, err)
+	s, err := natsembed.Start(natsembed.Options{Auth: auth})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	url := s.ClientURL()
+	issue := func(name string) natsauth.Credentials {
+		c, err := auth.Issue(natsauth.Identity{Role: natsauth.RoleMember, Service: "hn", Name: name})
+		require.NoError(t, err)
+		return c
+	}
+	old, other := issue("follower-1"), issue("follower-2")
+	closed := make(chan struct{})
+	nc, err := nats.Connect(url, old.Option(), nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	reader := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleReader})
+	got := make(chan string, 4)
+	_, err = reader.nc.Subscribe(subjects.Watch("hn"), func(m *nats.Msg) { got <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, reader.nc.Flush())
+	kept := natstest.Connect(t, url, other.Option())
+
+	require.NoError(t, auth.Revoke(s, old))
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked user's connection stayed open")
+	}
+	_, err = nats.Connect(url, old.Option())
+	require.ErrorContains(t, err, "Authorization Violation")
+
+	renewed := natstest.Connect(t, url, issue("follower-1").Option())
+	require.NoError(t, auth.Revoke(s, other))
+	_, err = nats.Connect(url, old.Option())
+	require.ErrorContains(t, err, "Authorization Violation", "the first revocation holds")
+	require.Eventually(t, func() bool { return kept.IsClosed() || !kept.IsConnected() }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, renewed.Publish(subjects.Report("hn", "follower-1"), []byte(`{}`)))
+	select {
+	case subj := <-got:
+		require.Equal(t, subjects.Report("hn", "follower-1"), subj)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a new credential of the same name was cut too")
+	}
+	require.True(t, renewed.IsConnected())
 }

@@ -48,6 +48,16 @@ func TestClientVerifiesTheServerWithTheGivenCA(t *testing.T) {
 	require.NoError(t, err)
 	_, err = nats.Connect(s.ClientURL(), opts...)
 	require.ErrorContains(t, err, "certificate")
+
+	// With the CA, TLS is required whatever the URL's scheme: a server
+	// without it (an impostor) never sees the credentials in the clear.
+	plain, err := natsembed.Start(natsembed.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { plain.Shutdown(); plain.WaitForShutdown() })
+	opts, err = natsauth.Client{Creds: credsFile, TLSCA: caFile}.Options()
+	require.NoError(t, err)
+	_, err = nats.Connect(plain.ClientURL(), opts...)
+	require.ErrorIs(t, err, nats.ErrSecureConnWanted)
 }
 
 // A TLS connection reads through its own buffer: a burst of messages of

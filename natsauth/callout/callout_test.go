@@ -6,14 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -54,21 +52,13 @@ type fixture struct {
 
 func start(t *testing.T, reviews callout.TokenReviewer, mutate ...func(*callout.Config)) fixture {
 	t.Helper()
-	issuer, err := nkeys.CreateAccount()
-	require.NoError(t, err)
-	issuerPub, _ := issuer.PublicKey()
-	authUser, err := nkeys.CreateUser()
-	require.NoError(t, err)
-	authPub, _ := authUser.PublicKey()
-	seed, _ := authUser.Seed()
-	s, err := natsembed.Start(natsembed.Options{Auth: calloutServer{issuer: issuerPub, authUser: authPub}})
+	keys := natstest.NewCalloutKeys(t)
+	s, err := natsembed.Start(natsembed.Options{Auth: calloutServer{issuer: keys.IssuerPub, authUser: keys.UserPub}})
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 
 	// The service authenticates as it would in a pod: --nats-nkey <file>.
-	seedFile := filepath.Join(t.TempDir(), "callout.nk")
-	require.NoError(t, os.WriteFile(seedFile, seed, 0o600))
-	opts, err := natsauth.Client{NKey: seedFile}.Options()
+	opts, err := natsauth.Client{NKey: keys.UserSeedFile}.Options()
 	require.NoError(t, err)
 	nc := natstest.Connect(t, s.ClientURL(), opts...)
 	var bindings []callout.Binding
@@ -77,7 +67,7 @@ func start(t *testing.T, reviews callout.TokenReviewer, mutate ...func(*callout.
 		require.NoError(t, err)
 		bindings = append(bindings, bd)
 	}
-	cfg := callout.Config{Subjects: subjects, Reviewer: reviews, Bindings: bindings, Issuer: issuer, Logger: slog.New(slog.DiscardHandler)}
+	cfg := callout.Config{Subjects: subjects, Reviewer: reviews, Bindings: bindings, Issuer: keys.Issuer, Logger: slog.New(slog.DiscardHandler)}
 	for _, f := range mutate {
 		f(&cfg)
 	}
@@ -89,9 +79,8 @@ func start(t *testing.T, reviews callout.TokenReviewer, mutate ...func(*callout.
 
 // pod connects with a projected token, through the flag path: a file.
 type pod struct {
-	nc         *nats.Conn
-	mu         sync.Mutex
-	violations []string
+	nc *nats.Conn
+	natstest.Violations
 }
 
 func connectPod(t *testing.T, url, token string) (*pod, error) {
@@ -101,14 +90,7 @@ func connectPod(t *testing.T, url, token string) (*pod, error) {
 	opts, err := natsauth.Client{TokenFile: file}.Options()
 	require.NoError(t, err)
 	p := &pod{}
-	opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) {
-			p.mu.Lock()
-			p.violations = append(p.violations, err.Error())
-			p.mu.Unlock()
-		}
-	}))
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, p.Option())...)
 	if err != nil {
 		return nil, err
 	}
@@ -119,17 +101,7 @@ func connectPod(t *testing.T, url, token string) (*pod, error) {
 
 func (p *pod) refused(t *testing.T, subject string) {
 	t.Helper()
-	require.NoError(t, p.nc.Publish(subject, []byte(`{}`)))
-	require.Eventually(t, func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, v := range p.violations {
-			if strings.Contains(v, `"`+subject+`"`) {
-				return true
-			}
-		}
-		return false
-	}, 5*time.Second, 10*time.Millisecond, "permission violation for %s", subject)
+	p.Refused(t, p.nc, subject)
 }
 
 var reviews = tokens{
@@ -158,19 +130,10 @@ func TestAPodSpeaksOnlyForItself(t *testing.T) {
 	f := start(t, reviews)
 	scaler, err := connectPod(t, f.url, "scaler")
 	require.NoError(t, err)
-	got := make(chan string, 16)
-	_, err = scaler.nc.Subscribe(subjects.Watch(""), func(m *nats.Msg) { got <- m.Subject })
-	require.NoError(t, err)
-	require.NoError(t, scaler.nc.Flush())
+	heard := natstest.Hear(t, scaler.nc, subjects.Watch(""))
 	arrives := func(p *pod, subject string) {
 		t.Helper()
-		require.NoError(t, p.nc.Publish(subject, []byte(`{}`)))
-		select {
-		case s := <-got:
-			require.Equal(t, subject, s)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s did not arrive", subject)
-		}
+		heard.Arrives(t, p.nc, subject)
 	}
 
 	a, err := connectPod(t, f.url, "pod-a")
@@ -194,7 +157,7 @@ func TestAPodSpeaksOnlyForItself(t *testing.T) {
 	scaler.refused(t, subjects.Report("hn", "hn-7d9f-aaaaa"))
 
 	select {
-	case s := <-got:
+	case s := <-heard:
 		t.Fatalf("%s reached the scaler", s)
 	default:
 	}
@@ -202,16 +165,7 @@ func TestAPodSpeaksOnlyForItself(t *testing.T) {
 	// No pod may listen to the callout's requests (they carry tokens).
 	_, err = scaler.nc.Subscribe(callout.Subject, func(*nats.Msg) { t.Error("a pod read an authorization request") })
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		scaler.mu.Lock()
-		defer scaler.mu.Unlock()
-		for _, v := range scaler.violations {
-			if strings.Contains(v, "Subscription") && strings.Contains(v, callout.Subject) {
-				return true
-			}
-		}
-		return false
-	}, 5*time.Second, 10*time.Millisecond, "subscription to %s refused", callout.Subject)
+	scaler.Wait(t, callout.Subject)
 	_, err = connectPod(t, f.url, "pod-b") // a request goes by
 	require.NoError(t, err)
 	require.NoError(t, scaler.nc.Flush())
