@@ -186,6 +186,10 @@ func (l guardListener) Accept() (net.Conn, error) {
 
 type guardConn struct{ net.Conn }
 
+// NetConn is the accepted connection, for handlers that hijack it once
+// net/http's own writes, the ones rewritten here, are over.
+func (c *guardConn) NetConn() net.Conn { return c.Conn }
+
 // serverErrorTail ends every error Go's server writes itself; handler
 // responses carry a Date header and never match.
 var serverErrorTail = []byte("\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n")

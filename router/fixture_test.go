@@ -39,6 +39,7 @@ type member struct {
 	hung               bool         // never answer creations
 	ticking            bool         // streams send an update every 250 ms
 	requests           atomic.Int64 // every request received, on both ports
+	open               atomic.Int64 // streams open now
 	ident              atomic.Pointer[agent.Agent]
 	mu                 sync.Mutex
 	instances          map[string]bool
@@ -143,6 +144,8 @@ func (m *member) streamingMux() http.Handler {
 			http.Error(w, "unknown instance", http.StatusNotFound)
 			return
 		}
+		m.open.Add(1)
+		defer m.open.Add(-1)
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "event: init\nid: 1\ndata: {\"follower\":%q}\n\n", m.id)
 		http.NewResponseController(w).Flush()

@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -123,12 +121,7 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	a := attemptOf(r.Context())
 	var dial *httpx.DialError
 	refused := errors.As(err, &dial)
-	// Reset or closed before any answer: the follower died under the request
-	// (kill -9) or drops connections. A creation sent there is retried
-	// elsewhere: whatever it created died with it (at worst, a follower that
-	// lives on keeps an instance nobody subscribes to).
-	died := errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	died := httpx.Died(err) // a creation sent there is retried elsewhere
 	a.broken = a.broken || refused || died
 	rt.settle(a)
 	switch {

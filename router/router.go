@@ -245,6 +245,21 @@ func (rt *Router) Close() {
 	})
 }
 
+// WaitStreams returns once no stream is open or ctx is done. Streams served
+// on a hijacked connection are not their http.Server's any more, so a
+// graceful stop waits for them here too.
+func (rt *Router) WaitStreams(ctx context.Context) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for rt.moves.streams.len() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // Changed is told of every change of service's view (fleet.Watcher's
 // OnChange), on the NATS goroutine: cheap unless creations are held and a
 // follower can take them.

@@ -8,9 +8,10 @@ import (
 	"sync"
 )
 
-// Sizes of the stream path: what an open stream holds while idle is the
-// read buffer; an event is gathered in a pooled buffer only while it is
-// read and written.
+// Sizes of the stream path: an open stream holds a read buffer for its
+// upstream's connection (under the chunked decoding); the event reader's
+// buffer is pooled and taken while the upstream has data, and an event is
+// gathered in a pooled buffer only while it is read and written.
 const (
 	streamReadBuffer = 512
 	maxEventBytes    = 64 << 20 // an init carries a whole collection: large, never unbounded
@@ -19,23 +20,43 @@ const (
 
 var errEventTooLarge = errors.New("SSE event larger than 64 MiB")
 
-var eventPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+var (
+	eventPool  = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, streamReadBuffer) }}
+)
 
 // eventReader splits an upstream text/event-stream into whole events (each
 // through its blank line, comments included), so that a move can switch
 // upstreams between two events and a client never sees half of one.
 type eventReader struct {
-	br  *bufio.Reader
-	buf *[]byte // the event being read or written; nil while idle
+	src io.Reader
+	br  *bufio.Reader // pooled; nil while idle (see idle)
+	buf *[]byte       // the event being read or written; nil while idle
 }
 
-func newEventReader(r io.Reader) *eventReader {
-	return &eventReader{br: bufio.NewReaderSize(r, streamReadBuffer)}
+func newEventReader(r io.Reader) *eventReader { return &eventReader{src: r} }
+
+// idle gives the read buffer back if it holds nothing, and reports whether
+// it did: the caller then waits for the upstream without a buffer.
+func (e *eventReader) idle() bool {
+	if e.br != nil && e.br.Buffered() > 0 {
+		return false
+	}
+	if e.br != nil {
+		e.br.Reset(nil)
+		readerPool.Put(e.br)
+		e.br = nil
+	}
+	return true
 }
 
 // next returns the next event, valid until release or the next call.
 func (e *eventReader) next() ([]byte, error) {
 	e.release()
+	if e.br == nil {
+		e.br = readerPool.Get().(*bufio.Reader)
+		e.br.Reset(e.src)
+	}
 	midLine := false // after a line longer than the read buffer
 	for {
 		line, err := e.br.ReadSlice('\n')

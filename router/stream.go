@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -48,11 +49,23 @@ type upstream struct {
 	body   io.ReadCloser
 	cancel context.CancelFunc
 	events *eventReader
+	wire   *bufio.Reader   // the connection's, under body
+	raw    syscall.RawConn // to wait for data outside a read
 
 	// Set by a move: the new follower's init, why and since when it moved.
 	init    []byte
 	trigger string
 	started time.Time
+}
+
+// waitReadable returns once the upstream has something to read (data, its
+// end or an error) without holding a read buffer meanwhile, waiting in the
+// poller rather than in a read, so that an idle stream's goroutine stays
+// shallow.
+func (u *upstream) waitReadable() {
+	if u.raw != nil && u.wire.Buffered() == 0 && u.events.idle() {
+		_ = u.raw.Read(readable)
+	}
 }
 
 func (u *upstream) close() {
@@ -99,20 +112,21 @@ func upstreamHeader(r *http.Request) http.Header {
 // as an upstream; any other answer as the response, for the caller to relay
 // or judge, its connection closed with its body. ctx ends the connection.
 func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
-	ctx, cancel := context.WithCancel(ctx)
 	conn, err := rt.moves.dialer.DialContext(ctx, "tcp", m.Streaming)
 	if err != nil {
-		cancel()
 		return nil, nil, &httpx.DialError{Err: err}
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	end := func() { stop(); cancel(); _ = conn.Close() }
-	req := &http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
+	end := func() { stop(); _ = conn.Close() }
+	// Connection: close, so that the end of the stream is the end of the
+	// connection, which waitReadable sees.
+	req := &http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming, Close: true,
 		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}
 	_ = conn.SetDeadline(time.Now().Add(rt.cfg.HeaderTimeout))
 	var resp *http.Response
+	wire := bufio.NewReaderSize(conn, streamReadBuffer)
 	if err = req.Write(conn); err == nil {
-		resp, err = http.ReadResponse(bufio.NewReaderSize(conn, streamReadBuffer), req)
+		resp, err = http.ReadResponse(wire, req)
 	}
 	if err == nil {
 		err = conn.SetDeadline(time.Time{})
@@ -129,8 +143,16 @@ func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, 
 		return nil, resp, nil
 	}
 	body := &closeWith{resp.Body, end}
-	return &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end,
-		events: newEventReader(body)}, resp, nil
+	// The body keeps its response (for trailers) as long as the stream: the
+	// caller gets the headers on a copy, which it drops.
+	head := *resp
+	resp.Header, resp.Request = nil, nil
+	up := &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end,
+		events: newEventReader(body), wire: wire}
+	if sc, ok := conn.(syscall.Conn); ok {
+		up.raw, _ = sc.SyscallConn()
+	}
+	return up, &head, nil
 }
 
 // closeWith ends the connection before closing the body, which would
@@ -144,36 +166,46 @@ func (c *closeWith) Close() error { c.end(); return c.ReadCloser.Close() }
 
 // stream proxies an SSE subscription to the instance's owner, and keeps it
 // open across moves: the client sees the new follower's init as the next
-// event, then its updates.
+// event, then its updates. Once the headers are out, an HTTP/1.1 client's
+// connection is taken from net/http (client.go), so that an open stream
+// costs one shallow goroutine and no server buffers.
 func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	asked := r.PathValue("follower") + "/" + r.PathValue("uuid")
 	m, key, ok := rt.owner(w, r)
 	if !ok {
 		return
 	}
+	// The stream's lifetime is its own: the request's ends with the handler,
+	// which a hijacked stream outlives.
+	ctx, cancel := context.WithCancel(context.Background())
+	detach := context.AfterFunc(r.Context(), cancel)
 	h := upstreamHeader(r)
-	up, resp, err := rt.openUpstream(r.Context(), m, key, h)
+	up, resp, err := rt.openUpstream(ctx, m, key, h)
 	var dial *httpx.DialError
 	switch {
 	case r.Context().Err() != nil:
 		rt.met.errors.WithLabelValues(reasonClientGone).Inc()
-		return
+		if up != nil {
+			up.close()
+			up = nil
+		}
 	case errors.As(err, &dial):
 		rt.settle(&attempt{addr: m.Streaming, member: m, broken: true}) // out of placement too
 		rt.gone(w, m.Follower)
-		return
 	case err != nil:
 		rt.log.Warn("upstream error", "follower", m.Follower, "addr", m.Streaming, "err", err)
 		rt.fail(w, http.StatusBadGateway, reasonUpstream, "the upstream failed to answer")
-		return
 	case up == nil:
 		relay(w, resp)
+	}
+	if up == nil {
+		cancel()
 		return
 	}
 	// The request is written: its header serves the moves, which start the
 	// new instance afresh.
 	h.Del("Last-Event-ID")
-	s := &stream{ctx: r.Context(), header: h, cur: up}
+	s := &stream{ctx: ctx, header: h, cur: up}
 	s.resource, s.params, s.movable = fleet.DecodeOrigin(resp.Header.Get(fleet.HeaderResource), resp.Header.Get(fleet.HeaderParams))
 	if asked != up.id {
 		s.aliases = []string{asked}
@@ -186,6 +218,14 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	out.Del("Content-Length")
 	out.Del(fleet.HeaderResource)
 	out.Del(fleet.HeaderParams)
+	if c, head := hijack(w, r); c != nil {
+		detach() // the client's connection, not the request, tells when the client left
+		e := exchangeOf(r.Context())
+		e.Status, e.Wrote = http.StatusOK, time.Now()
+		go rt.serveClient(s, c, head, cancel)
+		return
+	}
+	defer cancel()
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if rc.Flush() != nil {
@@ -194,15 +234,21 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	rt.moves.streams.add(s, up.member.Follower)
 	defer rt.endStream(s)
-	rt.pump(s, w, rc)
+	rt.pump(s, func(ev []byte) error {
+		if _, err := w.Write(ev); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
 }
 
-// pump copies whole events from the current upstream to the client until
-// the client leaves or the instance cannot be kept alive. A finished move is
-// taken at the next event boundary; an upstream that ends while the client
-// is still there is recovered (move.go).
-func (rt *Router) pump(s *stream, w io.Writer, rc *http.ResponseController) {
+// pump copies whole events from the current upstream to the client (send)
+// until the client leaves or the instance cannot be kept alive. A finished
+// move is taken at the next event boundary; an upstream that ends while the
+// client is still there is recovered (move.go).
+func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 	for {
+		s.cur.waitReadable()
 		ev, err := s.cur.events.next()
 		if nu := s.take(); nu != nil {
 			// Whatever the old upstream sent after the move is dropped: the new
@@ -221,7 +267,7 @@ func (rt *Router) pump(s *stream, w io.Writer, rc *http.ResponseController) {
 			rt.switchTo(s, nu)
 			ev = nu.init
 		}
-		if _, err := w.Write(ev); err != nil || rc.Flush() != nil {
+		if send(ev) != nil {
 			return
 		}
 		s.cur.init = nil // written once

@@ -177,6 +177,15 @@ func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		httpx.Error(w, http.StatusServiceUnavailable, "upstream_down", "the follower's "+ex.api+" API at "+ex.addr+" refused the connection; nothing was sent, retry")
 		return
 	}
+	if httpx.Died(err) {
+		// The follower died under the request (or dropped it) before
+		// answering: the router may retry elsewhere, as after a refusal. Its
+		// health is left to the next check or refused dial: a follower that
+		// merely dropped one connection is still serving.
+		w.Header().Set("Retry-After", "1")
+		httpx.Error(w, http.StatusServiceUnavailable, "upstream_died", "the follower's "+ex.api+" API at "+ex.addr+" closed the connection before answering; retry")
+		return
+	}
 	httpx.Error(w, http.StatusBadGateway, "upstream_unavailable", "the follower's "+ex.api+" API at "+ex.addr+" did not answer")
 }
 

@@ -3,6 +3,7 @@ package sidecar_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -242,6 +243,32 @@ func TestDeadFollowerIsUnreadyAtTheFirstRefusedDial(t *testing.T) {
 	assert.Contains(t, body, `"reason":"upstream_down"`)
 	reports.WaitFor(t, "not ready", func(r fleet.Report) bool { return r.State == fleet.StateStarting })
 	assert.ErrorContains(t, sc.Ready(), "refused")
+}
+
+// A follower that dies under a creation (it read the request, then its
+// connection closed without an answer, as under kill -9): the creation gets
+// a retryable 503, so the router places it elsewhere; a 502 would cost the
+// client the request.
+func TestFollowerDyingUnderARequestIsARetryable503(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if assert.NoError(t, err) {
+			_ = conn.(*net.TCPConn).SetLinger(0) // a reset, as a killed process's socket
+			_ = conn.Close()
+		}
+	}))
+	t.Cleanup(up.Close)
+	var control, stream string
+	sc := startSidecar(t, sidecar.Config{
+		NATS: natstest.Connect(t, natstest.Server(t)), Service: "svc", ID: "f1",
+		UpstreamControl: up.Listener.Addr().String(), UpstreamStreaming: up.Listener.Addr().String(),
+		HealthInterval: time.Minute,
+	}, &control, &stream)
+	code, body := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
+	assert.Equal(t, http.StatusServiceUnavailable, code, body)
+	assert.Contains(t, body, `"reason":"upstream_died"`)
+	assert.Equal(t, 0, sc.Instances())
 }
 
 func TestBadConfigIsRefused(t *testing.T) {

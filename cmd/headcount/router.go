@@ -153,6 +153,13 @@ func (o *routerOpts) serve(ctx context.Context, rt *router.Router, streamingLn, 
 			stopServing() // one listener failing stops the other
 		})
 	}
+	// Hijacked streams are no server's any more: they get the same grace here.
+	wg.Go(func() {
+		<-serveCtx.Done()
+		grace, cancel := context.WithTimeout(context.Background(), o.grace)
+		defer cancel()
+		rt.WaitStreams(grace)
+	})
 	wg.Wait()
 	rt.Close()
 	slog.Info("router stopped")

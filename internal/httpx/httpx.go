@@ -6,10 +6,13 @@ package httpx
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"syscall"
 	"time"
 )
 
@@ -93,6 +96,16 @@ type DialError struct{ Err error }
 
 func (e *DialError) Error() string { return e.Err.Error() }
 func (e *DialError) Unwrap() error { return e.Err }
+
+// Died reports whether err is a connection reset or closed before any
+// answer: the upstream died under the request (kill -9) or dropped the
+// connection. A creation sent there is safe to retry elsewhere: whatever it
+// created died with it (at worst, an upstream that lives on keeps an
+// instance nobody subscribes to).
+func Died(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
 
 // MarkDialErrors dials with d and returns its failures as *DialError.
 func MarkDialErrors(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {

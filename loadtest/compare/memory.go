@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/headcount-dev/headcount/demo"
@@ -27,6 +28,9 @@ import (
 // through HAProxy, to demo followers running as processes of their own, so
 // that each proxy's resident memory and file descriptors are its own.
 func runMemory(c config, haproxyBin string, w io.Writer) error {
+	if err := raiseFDLimit(c.memoryStreams); err != nil {
+		return fmt.Errorf("file descriptor limit: %w", err)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	bin := filepath.Join(c.out, "headcount")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/headcount")
@@ -169,6 +173,30 @@ func runMemory(c config, haproxyBin string, w io.Writer) error {
 		if err := await(func() bool { return view.Totals(service).Instances == 0 }, 60*time.Second); err != nil {
 			return fmt.Errorf("instances left after %s: %w", t.name, err)
 		}
+	}
+	return nil
+}
+
+// raiseFDLimit lets this process, and the proxies and followers it starts
+// (which inherit its limit), hold n streams: a proxy needs 2 file
+// descriptors per stream and a few hundred more at most. Raising the hard
+// limit takes CAP_SYS_RESOURCE; without it, the error says how many streams
+// the hard limit allows.
+func raiseFDLimit(n int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	const spare = 256
+	want := uint64(2*n + spare)
+	if lim.Cur >= want {
+		return nil
+	}
+	lim.Cur, lim.Max = want, max(lim.Max, want)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		return fmt.Errorf("%d streams need %d file descriptors per proxy, the hard limit is %d and cannot be raised (%w): at most %d streams",
+			n, want, lim.Max, err, (lim.Max-spare)/2)
 	}
 	return nil
 }
