@@ -133,6 +133,16 @@ func (a *Agent) Add(n int64) {
 // Done counts n instances destroyed.
 func (a *Agent) Done(n int64) { a.Add(-n) }
 
+// MovedOut counts n instances destroyed because a router moved them to
+// another follower (a DELETE carrying fleet.HeaderMovedOut): the views stop
+// discounting the moves under way off this incarnation.
+func (a *Agent) MovedOut(n int64) {
+	a.change(func(r *fleet.Report) {
+		r.Instances = max(r.Instances-n, 0)
+		r.MovedOut += n
+	})
+}
+
 // Set sets the live count; a rise counts as creations.
 func (a *Agent) Set(n int64) {
 	a.change(func(r *fleet.Report) {

@@ -16,4 +16,4 @@ func (s *Server) InstanceIDs() (ids []string) {
 }
 
 // DestroyInstance destroys id as its TTL would.
-func (s *Server) DestroyInstance(id string) { s.instances.destroy(id) }
+func (s *Server) DestroyInstance(id string) { s.instances.destroy(id, false) }

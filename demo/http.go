@@ -124,7 +124,7 @@ func (s *Server) localID(raw string) (string, bool) {
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.localID(r.PathValue("id"))
-	if !ok || !s.instances.destroy(id) {
+	if !ok || !s.instances.destroy(id, r.Header.Get(fleet.HeaderMovedOut) != "") {
 		s.fail(w, http.StatusNotFound, "unknown_instance", "no resource instance "+r.PathValue("id"))
 		return
 	}

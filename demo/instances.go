@@ -40,14 +40,14 @@ type registry struct {
 	ttl       time.Duration
 	open      func(collection string) (f *feed, stop func(), err error)
 	onCreate  func()
-	onDestroy func()
+	onDestroy func(movedOut bool)
 
 	mu    sync.Mutex
 	byID  map[string]*instance
 	comps map[string]*computation
 }
 
-func newRegistry(ttl time.Duration, open func(string) (*feed, func(), error), onCreate, onDestroy func()) *registry {
+func newRegistry(ttl time.Duration, open func(string) (*feed, func(), error), onCreate func(), onDestroy func(movedOut bool)) *registry {
 	return &registry{ttl: ttl, open: open, onCreate: onCreate, onDestroy: onDestroy,
 		byID: map[string]*instance{}, comps: map[string]*computation{}}
 }
@@ -146,31 +146,32 @@ func (r *registry) armLocked(inst *instance) {
 			r.mu.Unlock()
 			return
 		}
-		r.destroyLocked(inst)
+		r.destroyLocked(inst, false)
 	})
 }
 
-// destroy ends an instance at once, and its open stream.
-func (r *registry) destroy(id string) bool {
+// destroy ends an instance at once, and its open stream; movedOut says a
+// router moved it elsewhere.
+func (r *registry) destroy(id string, movedOut bool) bool {
 	r.mu.Lock()
 	inst := r.byID[id]
 	if inst == nil {
 		r.mu.Unlock()
 		return false
 	}
-	r.destroyLocked(inst)
+	r.destroyLocked(inst, movedOut)
 	return true
 }
 
 // destroyLocked removes inst and unlocks r.
-func (r *registry) destroyLocked(inst *instance) {
+func (r *registry) destroyLocked(inst *instance, movedOut bool) {
 	delete(r.byID, inst.id)
 	inst.timer.Stop()
 	close(inst.done)
 	stop := r.releaseLocked(inst.comp)
 	r.mu.Unlock()
 	stop()
-	r.onDestroy()
+	r.onDestroy(movedOut)
 }
 
 func (r *registry) count() int {

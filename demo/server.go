@@ -250,8 +250,12 @@ func (s *Server) created() {
 	s.agent.Add(1)
 }
 
-func (s *Server) destroyed() {
+func (s *Server) destroyed(movedOut bool) {
 	s.metrics.instances.Dec()
+	if movedOut {
+		s.agent.MovedOut(1)
+		return
+	}
 	s.agent.Done(1)
 }
 

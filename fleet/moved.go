@@ -99,3 +99,59 @@ func DecodeOrigin(resource, params string) (string, []byte, bool) {
 func validResource(s string) bool {
 	return s != "" && len(s) <= maxResource && printable(s) && !strings.ContainsAny(s, "/?#%")
 }
+
+// KindMoving is the subject kind of moves under way.
+const KindMoving = "moving"
+
+// Moving is what a router publishes on <prefix>.<service>.moving.<router>
+// when it starts moving N live instances off a follower's incarnation (N > 0)
+// and when it gives such a move up (N < 0). Until the follower reports the old
+// instance deleted (its moved_out rises) or TTLMillis pass, views count it
+// out of that follower: the move's new instance, counted as a placement on
+// its target from the start, is then the only one counted.
+type Moving struct {
+	Router      string `json:"router"`
+	Follower    string `json:"follower"`
+	Incarnation string `json:"incarnation"`
+	N           int64  `json:"n"`
+	TTLMillis   int64  `json:"ttl_ms"`
+}
+
+// Bounds of a Moving announcement: a router moves a few instances at a time,
+// and an announcement that is never followed by its moved_out stops counting
+// within MaxMovingTTLMillis.
+const (
+	MaxMovingN         = 1000
+	MaxMovingTTLMillis = 60 * 1000
+)
+
+// HeaderMovedOut on a DELETE of an instance tells its follower that a router
+// moved it elsewhere: the follower counts it in its report's moved_out.
+const HeaderMovedOut = "Headcount-Moved-Out"
+
+// Moving is where router announces the moves it starts and gives up.
+func (s Subjects) Moving(service, router string) string {
+	return s.Prefix + "." + service + "." + KindMoving + "." + router
+}
+
+// DecodeMoving parses and validates a moving announcement received on
+// <prefix>.<service>.moving.<router>.
+func DecodeMoving(data []byte, router string) (Moving, error) {
+	var m Moving
+	if err := decode(data, &m); err != nil {
+		return Moving{}, err
+	}
+	switch {
+	case m.Router != router:
+		return Moving{}, invalid(ReasonSubject, "body names router %q, subject %q", m.Router, router)
+	case !ValidName(m.Follower):
+		return Moving{}, invalid(ReasonName, "follower %q is not a DNS-1123 label", m.Follower)
+	case m.Incarnation == "" || len(m.Incarnation) > maxIncarnation || !printable(m.Incarnation):
+		return Moving{}, invalid(ReasonName, "incarnation must be 1-%d printable characters", maxIncarnation)
+	case m.N == 0 || m.N > MaxMovingN || m.N < -MaxMovingN:
+		return Moving{}, invalid(ReasonCount, "n %d outside ±1..%d", m.N, MaxMovingN)
+	case m.TTLMillis < MinTTLMillis || m.TTLMillis > MaxMovingTTLMillis:
+		return Moving{}, invalid(ReasonTTL, "ttl_ms %d outside %d..%d", m.TTLMillis, MinTTLMillis, MaxMovingTTLMillis)
+	}
+	return m, nil
+}

@@ -65,6 +65,10 @@ type Report struct {
 	TTLMillis   int64  `json:"ttl_ms"`
 	Pod         string `json:"pod,omitempty"`
 	Namespace   string `json:"namespace,omitempty"`
+	// MovedOut counts the instances this incarnation deleted because a
+	// router moved them elsewhere (a DELETE carrying HeaderMovedOut); it never
+	// decreases. Views stop discounting a move's old instance when it rises.
+	MovedOut int64 `json:"moved_out,omitempty"`
 }
 
 // Placed is what a router publishes on headcount.<service>.placed.<follower>
@@ -232,6 +236,8 @@ func (r *Report) Validate(policy AddressPolicy) error {
 		return invalid(ReasonCount, "instances %d outside 0..%d", r.Instances, MaxInstances)
 	case r.Created < 0 || r.Created > MaxCreated:
 		return invalid(ReasonCount, "created %d outside 0..%d", r.Created, int64(MaxCreated))
+	case r.MovedOut < 0 || r.MovedOut > MaxCreated:
+		return invalid(ReasonCount, "moved_out %d outside 0..%d", r.MovedOut, int64(MaxCreated))
 	case r.Capacity < 0 || r.Capacity > MaxCapacity:
 		return invalid(ReasonCount, "capacity %d outside 0..%d", r.Capacity, MaxCapacity)
 	case r.TTLMillis < MinTTLMillis || r.TTLMillis > MaxTTLMillis:

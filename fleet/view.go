@@ -26,7 +26,13 @@ const (
 
 // Member is a copy of what the view knows of one follower or leader.
 type Member struct {
+	// Report is the member's last report, except that Instances is net of
+	// Leaving.
 	Report
+	// Leaving counts the instances routers are moving off this incarnation
+	// that it has not reported deleted yet (fleet.Moving): they already count
+	// on their new follower.
+	Leaving int64
 	// Pending counts placements made on this incarnation that it has not
 	// reported yet: placed by all routers − created, floored at 0.
 	Pending int64
@@ -48,7 +54,8 @@ func load(instances, pending, capacity int64) float64 {
 // Totals are a service's figures, kept up to date on every change so that
 // reading them costs O(1). Only verified members count.
 type Totals struct {
-	// Instances sums the instances of ready and draining followers.
+	// Instances sums the instances of ready and draining followers, net of
+	// the moves under way off them (Member.Leaving).
 	Instances int64
 	// Pending sums the placements on ready and draining followers that they
 	// have not reported yet: a held creation that was placed keeps counting
@@ -94,6 +101,8 @@ const (
 	ReasonUnverified  = "unverified"
 	ReasonProbeQueue  = "probe_queue_full"
 	ReasonMoved       = "address_changed"
+	ReasonMovingCap   = "moving_cap"
+	ReasonMovingStale = "moving_expired"
 )
 
 // Limits bound what messages can make a view hold. Zero fields take the
@@ -112,6 +121,10 @@ type Limits struct {
 	// InstancesPerMember is the most instances (and unreported placements)
 	// one member may claim; a report above it is dropped (default 100,000).
 	InstancesPerMember int64
+	// MovingPerRouter is the most instances one router may have announced
+	// as moving (fleet.Moving) and not yet reported moved out: set it to at
+	// least the routers' --move-concurrency; more is dropped (default 1,000).
+	MovingPerRouter int64
 }
 
 func (l *Limits) defaults() {
@@ -120,6 +133,7 @@ func (l *Limits) defaults() {
 	setMin(&l.RoutersPerService, 64)
 	setMin(&l.DemandPerRouter, 1_000)
 	setMin(&l.InstancesPerMember, 100_000)
+	setMin(&l.MovingPerRouter, 1_000)
 }
 
 func setMin[T int | int64](v *T, def T) {
@@ -175,6 +189,7 @@ type service struct {
 	leader     *member              // the one verified leader writes go to
 	retired    map[string]time.Time // follower/incarnation → forget at
 	demand     map[string]demand    // by router
+	moving     map[string]int64     // instances leaving, by router that announced them
 	totals     Totals
 }
 
@@ -195,6 +210,19 @@ type member struct {
 	probing    bool      // a probe is queued or under way
 	nextProbe  time.Time // no new probe before
 	backoff    time.Duration
+	// leaving are the moves under way off this incarnation, oldest first:
+	// its instances count without them until its moved_out rises.
+	leaving []leave
+	// credit is a rise of moved_out that came before its announcements
+	// (they travel from another publisher), good until creditUntil.
+	credit      int64
+	creditUntil time.Time
+}
+
+// leave is one instance a router announced moving off a member.
+type leave struct {
+	router string
+	until  time.Time
 }
 
 type demand struct {
@@ -259,6 +287,7 @@ func (v *View) service(name string) *service {
 			leaders:    map[string]*member{},
 			retired:    map[string]time.Time{},
 			demand:     map[string]demand{},
+			moving:     map[string]int64{},
 		}
 		v.services[name] = s
 	}
@@ -326,6 +355,7 @@ func (v *View) update(s *service, m *member, r Report, now time.Time) Outcome {
 	}
 	if m.verified {
 		s.count(m, -1)
+		s.movedOut(m, r.MovedOut-m.r.MovedOut, now)
 	}
 	m.r = r
 	m.expires = expiry(r, now)
@@ -537,6 +567,134 @@ func (v *View) ApplyPlaced(service string, p Placed) bool {
 	return true
 }
 
+// ApplyMoving applies a router's announcement that mv.N instances are
+// leaving (N < 0: no longer leaving) a follower's incarnation. Each counts out
+// of that member until its report's moved_out rises past it, or its ttl
+// passes (then it is counted in the drops and logged: a lost report or a
+// forged announcement hides an instance for one ttl at most). A router may
+// have at most Limits.MovingPerRouter instances leaving; more is dropped. It
+// reports false when the incarnation is not a verified member (its instances
+// count nowhere then) or nothing could be applied.
+func (v *View) ApplyMoving(service string, mv Moving, now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.services[service]
+	if s == nil {
+		return false
+	}
+	m := s.members[mv.Follower]
+	if m == nil || !m.verified || m.r.Incarnation != mv.Incarnation {
+		return false
+	}
+	if mv.N < 0 {
+		s.count(m, -1)
+		s.cancelLeaving(m, mv.Router, -mv.N)
+		s.count(m, +1)
+		s.reindex(m)
+		return true
+	}
+	n := mv.N
+	if now.Before(m.creditUntil) {
+		// The follower reported these moved out before we heard they left.
+		c := min(m.credit, n)
+		m.credit -= c
+		n -= c
+	}
+	if _, known := s.moving[mv.Router]; n > 0 && !known && len(s.moving) >= v.cfg.Limits.RoutersPerService {
+		v.drop(ReasonRoutersCap, "moving dropped: too many routers", "service", service, "router", mv.Router)
+		return false
+	}
+	if room := v.cfg.Limits.MovingPerRouter - s.moving[mv.Router]; n > room {
+		v.drop(ReasonMovingCap, "moving dropped: more than a router may move at once",
+			"service", service, "router", mv.Router, "follower", mv.Follower, "dropped", n-room)
+		if room <= 0 {
+			return false
+		}
+		n = room
+	}
+	if n == 0 {
+		return true // all of it reported moved out already
+	}
+	until := now.Add(time.Duration(min(mv.TTLMillis, MaxMovingTTLMillis)) * time.Millisecond)
+	s.count(m, -1)
+	for range n {
+		m.leaving = append(m.leaving, leave{router: mv.Router, until: until})
+	}
+	s.moving[mv.Router] += n
+	s.count(m, +1)
+	s.reindex(m)
+	return true
+}
+
+// movedOut applies a rise d of a verified m's moved_out: its oldest moves
+// under way are done (the report counts them gone); a rise beyond them is
+// credit for announcements still on their way. m's share of the totals is
+// out while this runs.
+func (s *service) movedOut(m *member, d int64, now time.Time) {
+	if d <= 0 {
+		return
+	}
+	k := min(d, int64(len(m.leaving)))
+	for _, l := range m.leaving[:k] {
+		s.release(l.router, 1)
+	}
+	m.leaving = slices.Delete(m.leaving, 0, int(k))
+	if d -= k; d > 0 {
+		if !now.Before(m.creditUntil) {
+			m.credit = 0
+		}
+		m.credit = min(m.credit+d, MaxMovingN)
+		m.creditUntil = now.Add(MaxMovingTTLMillis * time.Millisecond)
+	}
+}
+
+// cancelLeaving takes back up to n of router's latest moves off m.
+func (s *service) cancelLeaving(m *member, router string, n int64) {
+	for i := len(m.leaving) - 1; i >= 0 && n > 0; i-- {
+		if m.leaving[i].router == router {
+			m.leaving = slices.Delete(m.leaving, i, i+1)
+			s.release(router, 1)
+			n--
+		}
+	}
+}
+
+// expireLeaving drops m's moves under way whose ttl passed: the follower
+// never reported them moved out. It returns how many.
+func (v *View) expireLeaving(s *service, m *member, now time.Time) int {
+	expired := func(l leave) bool { return now.After(l.until) }
+	if !slices.ContainsFunc(m.leaving, expired) {
+		return 0
+	}
+	before := len(m.leaving)
+	s.count(m, -1)
+	for _, l := range m.leaving {
+		if expired(l) {
+			s.release(l.router, 1)
+			v.drop(ReasonMovingStale, "move under way expired: its follower never reported it moved out",
+				"service", m.r.Service, "follower", m.r.Follower, "router", l.router)
+		}
+	}
+	m.leaving = slices.DeleteFunc(m.leaving, expired)
+	s.count(m, +1)
+	s.reindex(m)
+	return before - len(m.leaving)
+}
+
+// forget releases every move under way off m, which leaves the view.
+func (s *service) forget(m *member) {
+	for _, l := range m.leaving {
+		s.release(l.router, 1)
+	}
+	m.leaving = nil
+}
+
+func (s *service) release(router string, n int64) {
+	if s.moving[router] -= n; s.moving[router] <= 0 {
+		delete(s.moving, router)
+	}
+}
+
 // ApplyDemand records the creations a router holds; pending 0 clears them.
 // It reports false when the demand is over a bound (dropped and counted):
 // more than one router's hold queue, or more routers than the cap.
@@ -594,10 +752,15 @@ func (v *View) Resume(now time.Time) {
 	if v.pausedAt.IsZero() {
 		return
 	}
+	outage := now.Sub(v.pausedAt)
 	v.pausedAt = time.Time{}
 	for _, s := range v.services {
 		for _, m := range s.members {
 			m.expires = now.Add(time.Duration(m.r.TTLMillis) * time.Millisecond)
+			// The moved_out that ends a move under way could not arrive either.
+			for i := range m.leaving {
+				m.leaving[i].until = m.leaving[i].until.Add(outage)
+			}
 		}
 		for _, c := range s.candidates {
 			c.expires = now.Add(time.Duration(c.r.TTLMillis) * time.Millisecond)
@@ -635,8 +798,9 @@ func (v *View) Fresh(now time.Time, bound time.Duration) error {
 }
 
 // Sweep drops members, candidates and demand that stayed silent past their
-// TTL, and forgets retired incarnations after a while. Watch calls it
-// periodically. While paused it expires nothing but retired incarnations.
+// TTL and moves under way past theirs, and forgets retired incarnations after
+// a while. Watch calls it periodically. While paused it expires nothing but
+// retired incarnations. It returns how many members and moves expired.
 func (v *View) Sweep(now time.Time) (expired int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -651,6 +815,11 @@ func (v *View) Sweep(now time.Time) (expired int) {
 		for _, c := range s.candidates {
 			if running && now.After(c.expires) {
 				s.dropCandidate(c)
+			}
+		}
+		for _, m := range s.members {
+			if running {
+				expired += v.expireLeaving(s, m, now)
 			}
 		}
 		for router, d := range s.demand {
@@ -813,8 +982,14 @@ func (v *View) Services() []string {
 }
 
 func (m *member) snapshot() Member {
-	return Member{Report: m.r, Pending: m.pending(), Expires: m.expires, Ejected: m.ejected}
+	out := Member{Report: m.r, Pending: m.pending(), Expires: m.expires, Ejected: m.ejected}
+	out.Instances = m.instances()
+	out.Leaving = m.r.Instances - out.Instances
+	return out
 }
+
+// instances is what m serves net of the moves under way off it.
+func (m *member) instances() int64 { return max(m.r.Instances-int64(len(m.leaving)), 0) }
 
 func (m *member) pending() int64 { return max(m.placed-m.r.Created, 0) }
 
@@ -834,11 +1009,11 @@ func (s *service) count(m *member, sign int) {
 		s.totals.Starting += sign
 	case StateReady:
 		s.totals.Ready += sign
-		s.totals.Instances += int64(sign) * m.r.Instances
+		s.totals.Instances += int64(sign) * m.instances()
 		s.totals.Pending += int64(sign) * m.pending()
 	case StateDraining:
 		s.totals.Draining += sign
-		s.totals.Instances += int64(sign) * m.r.Instances
+		s.totals.Instances += int64(sign) * m.instances()
 		s.totals.Pending += int64(sign) * m.pending()
 	}
 }
@@ -856,7 +1031,7 @@ func (s *service) setPlaced(m *member, placed int64) {
 // fresh random tiebreak on every change breaks ties between equal loads at random.
 func (s *service) reindex(m *member) {
 	placeable := m.verified && !m.ejected && m.r.Role == RoleFollower && m.r.State == StateReady
-	m.load = load(m.r.Instances, m.pending(), m.r.Capacity)
+	m.load = load(m.instances(), m.pending(), m.r.Capacity)
 	switch {
 	case placeable && m.index < 0:
 		m.tiebreak = rand.Uint64()
@@ -872,6 +1047,7 @@ func (s *service) reindex(m *member) {
 func (s *service) remove(m *member) {
 	if m.verified {
 		s.count(m, -1)
+		s.forget(m)
 	} else {
 		s.totals.Unverified--
 		s.setAside(m, 0)

@@ -18,7 +18,7 @@ type WatchConfig struct {
 	// Services to watch; empty watches every service under the prefix.
 	Services []string
 	// Self is the caller's router id, if it is a router: it counts its own
-	// placements when it makes them, so its echoes are skipped.
+	// placements and moves when it makes them, so their echoes are skipped.
 	Self string
 	// Policy restricts the addresses followers may advertise.
 	Policy AddressPolicy
@@ -157,6 +157,21 @@ func (w *Watcher) OnMoved(f func(service string, m Moved)) {
 	w.moved.Store(&fs)
 }
 
+// OnRollCall subscribes f to service's roll calls (a router answers them by
+// republishing the ids it moved). f runs on the NATS delivery goroutine: it
+// must be short and must not block. Call it before Close.
+func (w *Watcher) OnRollCall(service string, f func()) error {
+	sub, err := w.nc.Subscribe(w.cfg.Subjects.RollCall(service), func(*nats.Msg) { f() })
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.subs = append(w.subs, sub)
+	w.mu.Unlock()
+	// Roll calls sent after this returns reach f.
+	return w.nc.Flush()
+}
+
 func (w *Watcher) changed(service string) {
 	if fs := w.consumers.Load(); fs != nil {
 		for _, f := range *fs {
@@ -188,7 +203,10 @@ func (w *Watcher) Close() {
 	if w.status != nil {
 		w.nc.RemoveStatusListener(w.status)
 	}
-	for _, s := range w.subs {
+	w.mu.Lock()
+	subs := w.subs
+	w.mu.Unlock()
+	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
 	w.loops.Wait()
@@ -279,6 +297,17 @@ func (w *Watcher) handle(msg *nats.Msg) {
 		// A router's own demand counts too: its view may be the scaler's.
 		if !w.view.ApplyDemand(service, d, now) {
 			return // counted by the view
+		}
+	case KindMoving:
+		mv, err := DecodeMoving(msg.Data, name)
+		if err != nil {
+			w.drop(msg, err)
+			return
+		}
+		// A router counts its own moves when it starts them.
+		if mv.Router == w.cfg.Self || !w.view.ApplyMoving(service, mv, now) {
+			w.count("moving_ignored")
+			return
 		}
 	case KindMoved:
 		m, err := DecodeMoved(msg.Data, name)

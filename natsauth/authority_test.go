@@ -79,6 +79,7 @@ func TestAFollowerSpeaksOnlyForItself(t *testing.T) {
 		subjects.Demand("hn", "follower-1"),
 		subjects.RollCall("hn"),
 		"headcount.hn.moved.follower-1",
+		"headcount.hn.moving.follower-1",
 	}
 	for _, subj := range forged {
 		require.NoError(t, f1.nc.Publish(subj, []byte(`{"v":1}`)))
@@ -127,7 +128,12 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 	require.NoError(t, member.nc.Flush())
 
 	r1 := connectAs(t, auth, url, natsauth.Identity{Role: natsauth.RoleRouter, Service: "hn", Name: "r-1"})
-	allowed := []string{subjects.Placed("hn", "follower-1"), subjects.Demand("hn", "r-1"), "headcount.hn.moved.r-1", subjects.RollCall("hn")}
+	// A router hears its service's roll calls: it answers them with its moved ids.
+	recalls := make(chan string, 4)
+	_, err = r1.nc.Subscribe(subjects.RollCall("hn"), func(m *nats.Msg) { recalls <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, r1.nc.Flush())
+	allowed := []string{subjects.Placed("hn", "follower-1"), subjects.Demand("hn", "r-1"), "headcount.hn.moved.r-1", "headcount.hn.moving.r-1", subjects.RollCall("hn")}
 	for _, subj := range allowed {
 		require.NoError(t, r1.nc.Publish(subj, []byte("{}")))
 		select {
@@ -137,7 +143,7 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 			t.Fatalf("%s did not arrive", subj)
 		}
 	}
-	for _, subj := range []string{subjects.Demand("hn", "r-2"), subjects.Report("hn", "r-1"), subjects.Placed("other", "f"), "headcount.hn.moved.r-2", subjects.RollCall(""), subjects.RollCall("other")} {
+	for _, subj := range []string{subjects.Demand("hn", "r-2"), subjects.Report("hn", "r-1"), subjects.Placed("other", "f"), "headcount.hn.moved.r-2", "headcount.hn.moving.r-2", subjects.RollCall(""), subjects.RollCall("other")} {
 		require.NoError(t, r1.nc.Publish(subj, []byte("{}")))
 		r1.Wait(t, subj)
 	}
@@ -148,6 +154,12 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 	for _, subj := range []string{subjects.RollCall(""), subjects.RollCall("hn")} {
 		require.NoError(t, reader.nc.Publish(subj, nil), "readers call the roll")
 		require.Equal(t, subj, <-msgs)
+	}
+	select {
+	case got := <-recalls:
+		require.Equal(t, subjects.RollCall("hn"), got)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the router did not hear its service's roll call")
 	}
 
 	// The decider (up's supervisor) announces decisions; readers hear them;

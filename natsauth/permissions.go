@@ -86,10 +86,12 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 			s.Placed(svc, "*"),
 			s.Demand(svc, id.Name),
 			s.Moved(svc, id.Name),
+			s.Moving(svc, id.Name),
 			// Its own service's roll call only: a router has no reason
 			// to make every agent of every service answer.
 			s.RollCall(svc))
-		p.Sub.Allow.Add(s.Watch(svc))
+		// Its service's roll calls too: it answers them with its moved ids.
+		p.Sub.Allow.Add(s.Watch(svc), s.RollCall(svc))
 	case RoleReader:
 		rollcall := s.RollCall(svc)
 		service := svc

@@ -107,6 +107,7 @@ type mover struct {
 	limit   *rate.Limiter // rebalancing moves
 	logs    *rate.Limiter
 	kick    chan struct{} // the view changed
+	recall  chan struct{} // a roll call: republish the moved ids
 	met     *moveMetrics
 
 	mu     sync.Mutex
@@ -169,8 +170,9 @@ func (rt *Router) newMover() (*mover, error) {
 		// Tokens for one rebalance round (every rebalanceEvery) at a time.
 		limit: rate.NewLimiter(rate.Limit(c.RebalanceRate),
 			max(1, int(math.Ceil(c.RebalanceRate*rebalanceEvery.Seconds())))),
-		logs: rate.NewLimiter(10, 20),
-		kick: make(chan struct{}, 1),
+		logs:   rate.NewLimiter(10, 20),
+		kick:   make(chan struct{}, 1),
+		recall: make(chan struct{}, 1),
 	}
 	labels := prometheus.Labels{"service": rt.cfg.Service}
 	mv.met = &moveMetrics{
@@ -220,6 +222,12 @@ func (rt *Router) kickMoves() {
 // the moves of the round before.
 const rebalanceEvery = 500 * time.Millisecond
 
+// recallEvery bounds how often roll calls make a router republish its moved
+// ids: a flood of roll calls costs at most four republishes a second, and a
+// starting router's second roll call (the one it makes once it listens to
+// moves) is answered within a quarter of a second of its first.
+const recallEvery = 250 * time.Millisecond
+
 // rebalanceCooldown is how long a rebalanced stream is left out of rebalancing.
 const rebalanceCooldown = 30 * time.Second
 
@@ -230,12 +238,14 @@ func (rt *Router) watchMoves(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var lastBalance, lastRefresh time.Time
-	var balancing bool
+	var balancing, recalled bool
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-rt.moves.kick:
+		case <-rt.moves.recall:
+			recalled = true
 		case <-tick.C:
 		}
 		now := time.Now()
@@ -244,7 +254,8 @@ func (rt *Router) watchMoves(ctx context.Context) {
 			balancing = rt.rebalance(balancing)
 			lastBalance = now
 		}
-		if now.Sub(lastRefresh) >= rt.cfg.Moves.MovedTTL/4 {
+		if now.Sub(lastRefresh) >= rt.cfg.Moves.MovedTTL/4 || (recalled && now.Sub(lastRefresh) >= recallEvery) {
+			recalled = false
 			rt.moves.table.sweep(now)
 			for _, s := range rt.moves.streams.all() {
 				if s.hasAliases() {
@@ -347,7 +358,7 @@ func (rt *Router) startMove(s *stream, trigger string, now time.Time) bool {
 // move rebuilds s on another follower and hands the new upstream to the
 // stream's copy loop, which switches at the next event boundary.
 func (rt *Router) move(s *stream, from *upstream, trigger string) {
-	nu, err := rt.prepareMove(s, trigger, from.member.Follower)
+	nu, err := rt.prepareMove(s, trigger, from.member)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.moving = false
@@ -359,11 +370,14 @@ func (rt *Router) move(s *stream, from *upstream, trigger string) {
 		// The client left, or the copy loop recovered the stream itself.
 		nu.close()
 		go rt.deleteInstance(nu.member, nu.key, trigger)
+		rt.leaving(from.member, -1)
 		return
 	}
 	s.next = nu
 	from.cancel() // wakes the copy loop
 }
+
+var errNoTarget = errors.New("no other ready follower")
 
 // moveError is a failed move's reason.
 type moveError struct {
@@ -377,10 +391,19 @@ func (e *moveError) Error() string { return e.reason + ": " + e.err.Error() }
 // prepareMove creates s's instance on the least-loaded ready follower other
 // than from, opens its stream and reads its init; a follower that fails is
 // left out of the next try, up to Retries more. The failure is counted.
-func (rt *Router) prepareMove(s *stream, trigger, from string) (*upstream, error) {
-	exclude := []string{from}
-	var err error
+func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*upstream, error) {
+	exclude := []string{from.Follower}
+	// With nowhere to go nothing is announced: the trigger tries again every
+	// 250 ms, and the counts stay as they are.
+	_, possible := rt.view.Least(rt.cfg.Service, func(f string) bool { return f == from.Follower })
+	if possible {
+		rt.leaving(from, 1) // before anything counts the new instance
+	}
+	var err error = &moveError{failNoTarget, "", errNoTarget}
 	for range rt.cfg.Retries + 1 {
+		if !possible {
+			break
+		}
 		var nu *upstream
 		if nu, err = rt.tryMove(s, trigger, exclude); err == nil {
 			return nu, nil
@@ -403,6 +426,9 @@ func (rt *Router) prepareMove(s *stream, trigger, from string) (*upstream, error
 	if rt.moves.logs.Allow() {
 		rt.log.Warn("stream not moved", "trigger", trigger, "reason", reason, "err", err)
 	}
+	if possible {
+		rt.leaving(from, -1)
+	}
 	return nil, err
 }
 
@@ -410,7 +436,7 @@ func (rt *Router) tryMove(s *stream, trigger string, exclude []string) (*upstrea
 	start := time.Now()
 	m, ok := rt.view.Place(rt.cfg.Service, func(f string) bool { return slices.Contains(exclude, f) })
 	if !ok {
-		return nil, &moveError{failNoTarget, "", errors.New("no other ready follower")}
+		return nil, &moveError{failNoTarget, "", errNoTarget}
 	}
 	// The new upstream lives as long as the client's request; the move is bounded.
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -507,34 +533,46 @@ func (rt *Router) createOn(ctx context.Context, m fleet.Member, resource string,
 	return id, nil
 }
 
-// deleteInstance destroys an instance a move left behind, on its owner if
-// that is still the incarnation in the view.
+// deleteInstance destroys an instance a failed move left behind, on its
+// owner if that is still the incarnation in the view.
 func (rt *Router) deleteInstance(m fleet.Member, key, trigger string) {
+	rt.deleteOn(m, key, trigger, false)
+}
+
+// deleteOn deletes an instance on its owner, marked as moved out when it
+// was; it reports whether the owner deleted it.
+func (rt *Router) deleteOn(m fleet.Member, key, trigger string, movedOut bool) bool {
 	cur, ok := rt.view.Member(rt.cfg.Service, m.Follower)
 	if !ok || cur.Incarnation != m.Incarnation {
-		return // the owner is gone, and its instances with it
+		return false // the owner is gone, and its instances with it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.Moves.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+m.Control+"/v1/streams/"+key, nil)
+	if err == nil && movedOut {
+		req.Header.Set(fleet.HeaderMovedOut, "1")
+	}
+	deleted := false
 	if err == nil {
 		var resp *http.Response
 		if resp, err = rt.moves.client.Do(req); err == nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
 			_ = resp.Body.Close()
-			if resp.StatusCode/100 != 2 && resp.StatusCode != http.StatusNotFound {
+			deleted = resp.StatusCode/100 == 2
+			if !deleted && resp.StatusCode != http.StatusNotFound {
 				err = errors.New(resp.Status)
 			}
 		}
 	}
 	var dial *httpx.DialError
 	if errors.As(err, &dial) {
-		return // the owner died: so did the instance
+		return false // the owner died: so did the instance
 	}
 	if err != nil {
 		rt.moves.met.failed.WithLabelValues(trigger, failDeleteOld).Inc()
 		rt.log.Warn("old instance not deleted after a move", "follower", m.Follower, "key", key, "err", err)
 	}
+	return deleted
 }
 
 // switchTo makes nu the stream's upstream (on the copy loop), announces the
@@ -568,7 +606,7 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	rt.moves.met.moved.WithLabelValues(nu.trigger).Inc()
 	rt.moves.met.seconds.WithLabelValues(nu.trigger).Observe(time.Since(nu.started).Seconds())
 	rt.announceMoved(s)
-	go rt.deleteInstance(old.member, old.key, nu.trigger)
+	go rt.moveOut(old.member, old.key, nu.trigger)
 }
 
 // recoverStream keeps a stream whose upstream ended while its client is
@@ -599,7 +637,7 @@ func (rt *Router) recoverStream(s *stream, cause error) *upstream {
 		return nil
 	}
 	rt.log.Info("upstream stream ended with its client still here: moving it", "follower", old.member.Follower, "err", cause)
-	nu, _ := rt.prepareMove(s, triggerDeath, old.member.Follower)
+	nu, _ := rt.prepareMove(s, triggerDeath, old.member)
 	return nu
 }
 

@@ -102,3 +102,14 @@ func (rt *Router) announceMoved(s *stream) {
 		}
 	}
 }
+
+// RollCalled answers a roll call of the router's service (fleet.Watcher's
+// OnRollCall) by republishing the ids this router moved, at most once per
+// recallEvery: a router that (re)starts calls the roll once it listens to
+// move announcements, and so knows every open moved id within a round trip.
+func (rt *Router) RollCalled() {
+	select {
+	case rt.moves.recall <- struct{}{}:
+	default:
+	}
+}

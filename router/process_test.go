@@ -66,28 +66,44 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
+// processFleet is the built binary, NATS, a view of svc on it and a demo
+// leader; follower starts a demo follower as a process.
+type processFleet struct {
+	bin                            string
+	common                         []string // every process's NATS and service flags
+	view                           *fleet.View
+	watcher                        *fleet.Watcher
+	leaderControl, leaderStreaming string
+}
+
+func startProcessFleet(t *testing.T) *processFleet {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
-	bin := e2e.Binary(t)
+	f := &processFleet{bin: e2e.Binary(t), view: fleet.NewView()}
 	url := natstest.Server(t)
-	nc := natstest.Connect(t, url)
-	view := fleet.NewView()
-	w, err := fleet.Watch(nc, view, fleet.WatchConfig{Services: []string{svc}})
+	var err error
+	f.watcher, err = fleet.Watch(natstest.Connect(t, url), f.view, fleet.WatchConfig{Services: []string{svc}})
 	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	t.Cleanup(f.watcher.Close)
+	f.common = []string{"--nats-url", url, "--service", svc, "--log-level", "warn"}
+	f.leaderControl, f.leaderStreaming = freeAddr(t), freeAddr(t)
+	startProc(t, f.bin, append([]string{"leader", "--id", "leader", "--control-addr", f.leaderControl,
+		"--streaming-addr", f.leaderStreaming, "--heartbeat", "200ms"}, f.common...)...)
+	return f
+}
 
-	common := []string{"--nats-url", url, "--service", svc, "--log-level", "warn"}
-	leaderControl, leaderStreaming := freeAddr(t), freeAddr(t)
-	startProc(t, bin, append([]string{"leader", "--id", "leader", "--control-addr", leaderControl,
-		"--streaming-addr", leaderStreaming, "--heartbeat", "200ms"}, common...)...)
+func (f *processFleet) follower(t *testing.T, id string) *proc {
+	return startProc(t, f.bin, append([]string{"follower", "--id", id,
+		"--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0", "--heartbeat", "200ms",
+		"--leader-control", f.leaderControl, "--leader-streaming", f.leaderStreaming, "--drain-timeout", "60s"}, f.common...)...)
+}
+
+func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
+	f := startProcessFleet(t)
+	bin, common, view := f.bin, f.common, f.view
 	followers := map[string]*proc{}
-	follower := func(id string) {
-		followers[id] = startProc(t, bin, append([]string{"follower", "--id", id,
-			"--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0", "--heartbeat", "200ms",
-			"--leader-control", leaderControl, "--leader-streaming", leaderStreaming, "--drain-timeout", "60s"}, common...)...)
-	}
+	follower := func(id string) { followers[id] = f.follower(t, id) }
 	for _, id := range []string{"follower-a", "follower-b", "follower-c", "follower-d"} {
 		follower(id)
 	}

@@ -139,14 +139,17 @@ type Fleet interface {
 	Members(service string) []fleet.Member
 	Leader(service string) (fleet.Member, bool)
 	Totals(service string) fleet.Totals
+	// ApplyMoving counts a move's old instance out of its follower at once.
+	ApplyMoving(service string, mv fleet.Moving, now time.Time) bool
 }
 
-// Conn is what the router does with NATS: announce placements and demand.
+// Conn is what the router does with NATS: announce placements, demand and moves.
 // A *nats.Conn is one; the router never changes it.
 type Conn interface {
 	Publish(subject string, data []byte) error
 	Flush() error
 	FlushTimeout(timeout time.Duration) error
+	IsConnected() bool
 }
 
 // Router serves a streaming handler (public) and a control handler (private).

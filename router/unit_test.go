@@ -38,6 +38,7 @@ func (p *published) Publish(subject string, data []byte) error {
 }
 func (p *published) Flush() error                     { return nil }
 func (p *published) FlushTimeout(time.Duration) error { return nil }
+func (p *published) IsConnected() bool                { return true }
 
 func (p *published) on(subject string) [][]byte {
 	p.mu.Lock()

@@ -11,15 +11,17 @@ const (
 	eventDeleted   = "deleted"   // 2xx to DELETE of a known instance
 	eventCollected = "collected" // subscriber left and did not come back within the TTL
 	eventVanished  = "vanished"  // the follower answered 404 for a known instance
+	eventMovedOut  = "moved_out" // 2xx to a router's DELETE after moving it elsewhere
 	eventUnparsed  = "unparsed"  // a 201 whose body is not an instance id: not counted
 )
 
 // table holds the live instances of one follower and applies the counting
-// rule (docs/sidecar.md). add reports every change of the count, under the
-// table's lock so that the count published always equals len(byKey).
+// rule (docs/sidecar.md). add reports every change of the count and its
+// event, under the table's lock so that the count published always equals
+// len(byKey).
 type table struct {
 	ttl   time.Duration
-	add   func(delta int64)
+	add   func(delta int64, event string)
 	event func(kind string)
 
 	mu    sync.Mutex
@@ -34,7 +36,7 @@ type instance struct {
 	collect          *time.Timer // set while nobody is subscribed after someone was
 }
 
-func newTable(ttl time.Duration, add func(int64), event func(string)) *table {
+func newTable(ttl time.Duration, add func(int64, string), event func(string)) *table {
 	return &table{ttl: ttl, add: add, event: event, byKey: map[string]*instance{}}
 }
 
@@ -47,7 +49,7 @@ func (t *table) created(key, resource, params string) {
 		return // the same id twice: still one instance
 	}
 	t.byKey[key] = &instance{resource: resource, params: params}
-	t.add(1)
+	t.add(1, eventCreated)
 	t.event(eventCreated)
 }
 
@@ -139,7 +141,7 @@ func (t *table) removeLocked(key string, inst *instance, reason string) {
 		inst.collect = nil
 	}
 	delete(t.byKey, key)
-	t.add(-1)
+	t.add(-1, reason)
 	t.event(reason)
 }
 

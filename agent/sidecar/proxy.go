@@ -120,6 +120,8 @@ func (s *Sidecar) observe(resp *http.Response) error {
 		// The follower no longer has it (collected earlier than we thought, or
 		// restarted): stop counting it.
 		s.table.remove(ex.id.Key, eventVanished)
+	case ex.route == routeDelete && code >= 200 && code <= 299 && resp.Request.Header.Get(fleet.HeaderMovedOut) != "":
+		s.table.remove(ex.id.Key, eventMovedOut)
 	case ex.route == routeDelete && code >= 200 && code <= 299:
 		s.table.remove(ex.id.Key, eventDeleted)
 	case ex.route == routeStream && code == http.StatusOK:

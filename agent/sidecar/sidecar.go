@@ -134,7 +134,7 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 	}
 	// The table counts through the agent and the metrics, made just below,
 	// before any request can reach it.
-	s.table = newTable(cfg.InstanceTTL, func(d int64) { s.agent.Add(d) }, func(kind string) { s.met.events.WithLabelValues(kind).Inc() })
+	s.table = newTable(cfg.InstanceTTL, s.count, func(kind string) { s.met.events.WithLabelValues(kind).Inc() })
 	if s.met, err = newMetrics(cfg.Registry, s.table.len); err != nil {
 		return nil, fmt.Errorf("sidecar metrics: %w", err)
 	}
@@ -288,4 +288,14 @@ func (s *Sidecar) waitNoStreams(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// count reports a change of the instance count to the agent, a router's
+// move as what it is.
+func (s *Sidecar) count(delta int64, event string) {
+	if event == eventMovedOut {
+		s.agent.MovedOut(-delta)
+		return
+	}
+	s.agent.Add(delta)
 }

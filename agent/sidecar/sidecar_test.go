@@ -304,3 +304,29 @@ func TestStreamCarriesTheCreationsOrigin(t *testing.T) {
 	assert.Equal(t, "posts", res)
 	assert.JSONEq(t, `{"limit":3}`, string(params))
 }
+
+// A router's DELETE after moving an instance elsewhere counts in moved_out,
+// in the same report that drops the instance: the views stop counting the
+// move out of this follower exactly when it stops counting the instance.
+func TestRouterMoveOutCountsInMovedOut(t *testing.T) {
+	f := newFixture(t, options{prefix: "f1"})
+	moved, deleted := f.create(), f.create()
+	f.reports.WaitInstances(t, 2)
+
+	req, err := http.NewRequest(http.MethodDelete, "http://"+f.control+"/v1/streams/"+moved, nil)
+	require.NoError(t, err)
+	req.Header.Set(fleet.HeaderMovedOut, "1")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	rep := f.reports.WaitFor(t, "1 instance", func(r fleet.Report) bool { return r.Instances == 1 })
+	assert.Equal(t, int64(1), rep.MovedOut, "moved out in the report that drops it")
+
+	code, _ := e2e.Do(t, http.MethodDelete, f.control+"/v1/streams/"+deleted, "")
+	require.Equal(t, http.StatusOK, code)
+	rep = f.reports.WaitFor(t, "0 instances", func(r fleet.Report) bool { return r.Instances == 0 })
+	assert.Equal(t, int64(1), rep.MovedOut, "a client's DELETE is no move")
+	assert.Equal(t, 1.0, eventCounter(t, f, "moved_out"))
+	assert.Equal(t, 1.0, eventCounter(t, f, "deleted"))
+}

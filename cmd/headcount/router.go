@@ -110,6 +110,16 @@ func buildRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
 	}
 	p.watcher.OnChange(rt.Changed)
 	p.watcher.OnMoved(rt.Moved)
+	// Routers answer roll calls with the ids they moved: calling the roll
+	// again, now that this one hears them, gives it every open moved id at once.
+	if err := p.watcher.OnRollCall(cfg.Service, rt.RollCalled); err != nil {
+		rt.Close()
+		return nil, err
+	}
+	if err := p.watcher.RollCall(); err != nil {
+		rt.Close()
+		return nil, err
+	}
 	return rt, nil
 }
 
