@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -42,9 +43,12 @@ import (
 // Three identical stacks run side by side in one process, one on an open
 // NATS, one with per-process JWT identities, one with identities and TLS;
 // every iteration measures all, in rotating order, and the medians of the
-// per-iteration ratios (to the open stack's throughput) are reported.
+// per-iteration ratios (to the open stack's throughput) are reported. This
+// charges the whole machine (publisher, server and consumer share its
+// cores); BenchmarkScalerProcess and BenchmarkRouterProcess charge only the
+// process that does the work.
 //
-//	go test -run '^$' -bench AuthTLS -benchtime 60x ./natsauth/
+//	go test -run '^$' -bench AuthTLS -benchtime 60x -count 3 ./natsauth/
 func BenchmarkAuthTLS(b *testing.B) {
 	modes := []struct {
 		name      string
@@ -55,13 +59,13 @@ func BenchmarkAuthTLS(b *testing.B) {
 		stacks[i] = startStack(b, m.auth, m.tls)
 	}
 	const creations, reports = 400, 4000
-	create, intake := make([][]float64, len(modes)), make([][]float64, len(modes))
+	createRates, intakeRates := make([][]float64, len(modes)), make([][]float64, len(modes))
 	b.ResetTimer()
 	for i := range b.N {
 		for k := range stacks {
 			j := (i + k) % len(stacks) // rotate which stack goes first
-			create[j] = append(create[j], stacks[j].createRate(b, creations))
-			intake[j] = append(intake[j], stacks[j].intakeRate(b, reports))
+			createRates[j] = append(createRates[j], stacks[j].createRate(b, creations))
+			intakeRates[j] = append(intakeRates[j], stacks[j].intakeRate(b, reports))
 		}
 	}
 	b.StopTimer()
@@ -72,11 +76,11 @@ func BenchmarkAuthTLS(b *testing.B) {
 		}
 		return median(rs)
 	}
-	b.ReportMetric(median(create[0]), "open-creations/s")
-	b.ReportMetric(median(intake[0]), "open-reports/s")
+	b.ReportMetric(median(createRates[0]), "open-creations/s")
+	b.ReportMetric(median(intakeRates[0]), "open-reports/s")
 	for j := 1; j < len(modes); j++ {
-		b.ReportMetric(ratio(create, j), modes[j].name+"-creations-ratio")
-		b.ReportMetric(ratio(intake, j), modes[j].name+"-reports-ratio")
+		b.ReportMetric(ratio(createRates, j), modes[j].name+"-creations-ratio")
+		b.ReportMetric(ratio(intakeRates, j), modes[j].name+"-reports-ratio")
 	}
 }
 
@@ -101,56 +105,101 @@ const (
 	intakeService = "intake" // the reporter's own: the router must not place on it
 )
 
-// startStack runs NATS, a follower (a counting HTTP stub with an agent), a
-// router and a scaler, with per-process identities (withAuth) and TLS.
-func startStack(b *testing.B, withAuth, withTLS bool) *benchStack {
+// benchNATS is an embedded NATS of one benchmark mode: open, with
+// per-process identities (auth) and with TLS.
+type benchNATS struct {
+	url    string
+	auth   *natsauth.Authority // nil: anonymous clients
+	tls    []nats.Option       // the clients' TLS options, as a command makes them
+	caFile string
+}
+
+func startBenchNATS(b *testing.B, withAuth, withTLS bool) *benchNATS {
 	b.Helper()
 	var opts natsembed.Options
-	connect := func(natsauth.Identity) []nats.Option { return nil }
-	var tlsOpts []nats.Option
+	n := &benchNATS{}
 	if withTLS {
-		serverTLS, caFile := selfSigned(b)
-		opts.TLS = serverTLS
+		opts.TLS, n.caFile = selfSigned(b)
 		var err error
-		tlsOpts, err = natsauth.Client{TLSCA: caFile}.Options()
+		n.tls, err = natsauth.Client{TLSCA: n.caFile}.Options()
 		require.NoError(b, err)
-		connect = func(natsauth.Identity) []nats.Option { return tlsOpts }
 	}
 	if withAuth {
-		auth, err := natsauth.NewAuthority(subjects)
+		var err error
+		n.auth, err = natsauth.NewAuthority(subjects)
 		require.NoError(b, err)
-		opts.Auth = auth
-		connect = func(id natsauth.Identity) []nats.Option {
-			creds, err := auth.Issue(id)
-			require.NoError(b, err)
-			return append(slices.Clone(tlsOpts), creds.Option())
-		}
+		opts.Auth = n.auth
 	}
 	s, err := natsembed.Start(opts)
 	require.NoError(b, err)
 	b.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	url := s.ClientURL()
-	member := func(service, name string) *nats.Conn {
-		return natstest.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleMember, Service: service, Name: name})...)
-	}
+	n.url = s.ClientURL()
+	return n
+}
 
-	// The follower: 201 with a prefixed id, counted by its agent.
+// connect is a connection speaking as ids (one user may hold several).
+func (n *benchNATS) connect(b *testing.B, ids ...natsauth.Identity) *nats.Conn {
+	b.Helper()
+	opts := slices.Clone(n.tls)
+	if n.auth != nil {
+		creds, err := n.auth.Issue(ids...)
+		require.NoError(b, err)
+		opts = append(opts, creds.Option())
+	}
+	return natstest.Connect(b, n.url, opts...)
+}
+
+// env is what a child headcount process connects with as id: the URL, its
+// credentials file and the CA, as HEADCOUNT_NATS_* variables.
+func (n *benchNATS) env(b *testing.B, id natsauth.Identity) []string {
+	b.Helper()
+	c := natsauth.Client{TLSCA: n.caFile}
+	if n.auth != nil {
+		creds, err := n.auth.Issue(id)
+		require.NoError(b, err)
+		c.Creds, err = creds.WriteFile(b.TempDir(), string(id.Role))
+		require.NoError(b, err)
+	}
+	return append(c.Env(), "HEADCOUNT_NATS_URL="+n.url)
+}
+
+func member(service, name string) natsauth.Identity {
+	return natsauth.Identity{Role: natsauth.RoleMember, Service: service, Name: name}
+}
+
+// startFollower runs follower-1 of benchService: an HTTP stub that answers
+// every creation 201 with a prefixed id, counted by its agent, which also
+// answers the routers' identity probes.
+func startFollower(b *testing.B, n *benchNATS) {
+	b.Helper()
 	var ag *agent.Agent
-	follower := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		ag.Add(1)
 		w.WriteHeader(http.StatusCreated)
 		_, _ = io.WriteString(w, "follower-1/"+uuid.NewString())
-	}))
+	})
+	follower := httptest.NewServer(mux)
 	b.Cleanup(follower.Close)
 	addr := follower.Listener.Addr().String()
-	ag, err = agent.New(member(benchService, "follower-1"), agent.Config{Service: benchService, Follower: "follower-1", Control: addr, Streaming: addr, Logger: quiet})
+	var err error
+	ag, err = agent.New(n.connect(b, member(benchService, "follower-1")), agent.Config{Service: benchService, Follower: "follower-1", Control: addr, Streaming: addr, Logger: quiet})
 	require.NoError(b, err)
+	mux.Handle(fleet.IdentityPath, ag.IdentityHandler())
 	b.Cleanup(func() { _ = ag.Close() })
 	ag.Ready()
+}
+
+// startStack runs NATS, a follower, a router and a scaler, with
+// per-process identities (withAuth) and TLS.
+func startStack(b *testing.B, withAuth, withTLS bool) *benchStack {
+	b.Helper()
+	n := startBenchNATS(b, withAuth, withTLS)
+	startFollower(b, n)
 
 	// The router's process: its connection and its one watcher.
-	rnc := natstest.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleRouter, Service: benchService, Name: "r-1"})...)
+	rnc := n.connect(b, natsauth.Identity{Role: natsauth.RoleRouter, Service: benchService, Name: "r-1"})
 	rview, rw := natstest.Watch(b, rnc, fleet.WatchConfig{Services: []string{benchService}, Self: "r-1", Logger: quiet})
 	rc := router.DefaultConfig()
 	rc.Service, rc.ID, rc.Logger = benchService, "r-1", quiet
@@ -161,7 +210,7 @@ func startStack(b *testing.B, withAuth, withTLS bool) *benchStack {
 	b.Cleanup(func() { control.Close(); rt.Close() })
 
 	// The scaler's process: a reader of every service.
-	sview, sw := natstest.Watch(b, natstest.Connect(b, url, connect(natsauth.Identity{Role: natsauth.RoleReader})...), fleet.WatchConfig{Logger: quiet})
+	sview, sw := natstest.Watch(b, n.connect(b, natsauth.Identity{Role: natsauth.RoleReader}), fleet.WatchConfig{Logger: quiet})
 	sc := scaler.DefaultConfig()
 	sc.Logger = quiet
 	scl := scaler.New(sview, sc)
@@ -170,8 +219,8 @@ func startStack(b *testing.B, withAuth, withTLS bool) *benchStack {
 	require.Eventually(b, func() bool { return rview.Totals(benchService).Ready == 1 }, 10*time.Second, 5*time.Millisecond)
 	return &benchStack{
 		control:  control.URL,
-		client:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
-		reporter: member(intakeService, "reporter"),
+		client:   benchClient(),
+		reporter: n.connect(b, member(intakeService, "reporter")),
 		view:     sview,
 	}
 }
@@ -184,15 +233,8 @@ func (s *benchStack) createRate(b *testing.B, n int) float64 {
 	for range workers {
 		wg.Go(func() {
 			for range n / workers {
-				resp, err := s.client.Post(s.control+"/v1/streams/collection", "application/json", strings.NewReader(`{}`))
-				if err != nil {
+				if err := create(s.client, s.control); err != nil {
 					b.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated {
-					b.Errorf("status %d", resp.StatusCode)
 					return
 				}
 			}
@@ -200,6 +242,25 @@ func (s *benchStack) createRate(b *testing.B, n int) float64 {
 	}
 	wg.Wait()
 	return float64(n/workers*workers) / time.Since(start).Seconds()
+}
+
+// benchClient keeps a connection per concurrent client.
+func benchClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+}
+
+// create posts one creation to the router's control URL and expects 201.
+func create(c *http.Client, control string) error {
+	resp, err := c.Post(control+"/v1/streams/collection", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("creation: status %d", resp.StatusCode)
+	}
+	return nil
 }
 
 // intakeRate publishes n reports of one member and waits until the scaler's

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/agent"
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
@@ -103,7 +104,7 @@ func TestLoad10kAgents(t *testing.T) {
 	time.Sleep(3 * time.Second) // warm up: past the start-up burst
 
 	pid := child.Process.Pid
-	cpu0, t0, reports0 := cpuSeconds(t, pid), time.Now(), reports.Load()
+	cpu0, t0, reports0 := e2e.CPUSeconds(t, pid), time.Now(), reports.Load()
 	var lat []time.Duration
 	var rss int64
 	req := &externalscaler.GetMetricsRequest{ScaledObjectRef: r}
@@ -117,7 +118,7 @@ func TestLoad10kAgents(t *testing.T) {
 		rss = max(rss, rssBytes(t, pid))
 	}
 	elapsed := time.Since(t0)
-	cores := (cpuSeconds(t, pid) - cpu0) / elapsed.Seconds()
+	cores := (e2e.CPUSeconds(t, pid) - cpu0) / elapsed.Seconds()
 	rate := float64(reports.Load()-reports0) / elapsed.Seconds()
 	slices.Sort(lat)
 	q := func(f float64) time.Duration { return lat[int(f*float64(len(lat)-1))] }
@@ -157,19 +158,6 @@ func envInt(t *testing.T, name string, def int) int {
 	n, err := strconv.Atoi(v)
 	require.NoError(t, err, name)
 	return n
-}
-
-// cpuSeconds is the user+system CPU time of pid (Linux, USER_HZ = 100).
-func cpuSeconds(t *testing.T, pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	require.NoError(t, err)
-	// Fields after the command name, which ends with the last ')'.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, err := strconv.ParseFloat(fields[11], 64)
-	require.NoError(t, err)
-	stime, err := strconv.ParseFloat(fields[12], 64)
-	require.NoError(t, err)
-	return (utime + stime) / 100
 }
 
 func rssBytes(t *testing.T, pid int) int64 {

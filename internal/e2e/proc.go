@@ -30,7 +30,16 @@ type Proc struct {
 // Run starts bin with args as name; it is killed when t ends.
 func Run(t testing.TB, name, bin string, args ...string) *Proc {
 	t.Helper()
+	return RunEnv(t, name, bin, nil, args...)
+}
+
+// RunEnv is Run with env (KEY=value) added to this process's environment.
+func RunEnv(t testing.TB, name, bin string, env []string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{Name: name, Cmd: exec.Command(bin, args...), Log: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
+	if env != nil {
+		p.Cmd.Env = append(os.Environ(), env...)
+	}
 	logs, err := os.Create(p.Log)
 	if err != nil {
 		t.Fatal(err)
