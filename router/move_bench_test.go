@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/router"
@@ -21,19 +22,34 @@ import (
 // and each stream's move as its client sees it (from the drain's start to
 // the new init on its connection). One router, in one process.
 //
-//	go test -run '^$' -bench DrainMoves -benchtime 3x ./router/
+//	go test -run '^$' -bench 'DrainMoves|DeathMoves' -benchtime 3x ./router/
 func BenchmarkDrainMoves(b *testing.B) {
+	benchMoves(b, "drain", func(f *demo.Server) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		require.NoError(b, f.Shutdown(ctx))
+	})
+}
+
+// BenchmarkDeathMoves is the same with the follower killed (its listeners
+// and connections closed at once, no drain): each stream's move is from the
+// kill to the new init on its connection.
+func BenchmarkDeathMoves(b *testing.B) {
+	benchMoves(b, "kill", (*demo.Server).Kill)
+}
+
+func benchMoves(b *testing.B, name string, end func(*demo.Server)) {
 	for _, n := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
-			var drains, moves []time.Duration
+			var ends, moves []time.Duration
 			for range b.N {
-				d, m := drainOnce(b, n)
-				drains, moves = append(drains, d), append(moves, m...)
+				d, m := moveOnce(b, n, end)
+				ends, moves = append(ends, d), append(moves, m...)
 			}
-			slices.Sort(drains)
+			slices.Sort(ends)
 			slices.Sort(moves)
 			at := func(q float64) float64 { return float64(moves[int(q*float64(len(moves)-1))]) / 1e6 }
-			b.ReportMetric(float64(drains[len(drains)/2])/1e6, "drain-ms")
+			b.ReportMetric(float64(ends[len(ends)/2])/1e6, name+"-ms")
 			b.ReportMetric(at(0.5), "move-p50-ms")
 			b.ReportMetric(at(0.99), "move-p99-ms")
 			b.ReportMetric(0, "ns/op")
@@ -41,7 +57,7 @@ func BenchmarkDrainMoves(b *testing.B) {
 	}
 }
 
-func drainOnce(b *testing.B, n int) (time.Duration, []time.Duration) {
+func moveOnce(b *testing.B, n int, end func(*demo.Server)) (time.Duration, []time.Duration) {
 	b.StopTimer()
 	url := natstest.Server(b)
 	nc := natstest.Connect(b, url)
@@ -69,11 +85,9 @@ func drainOnce(b *testing.B, n int) (time.Duration, []time.Duration) {
 			moves[i] = time.Since(start)
 		})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	require.NoError(b, drained.Shutdown(ctx))
-	drain := time.Since(start)
+	end(drained)
+	ended := time.Since(start)
 	wg.Wait()
 	b.StopTimer()
-	return drain, moves
+	return ended, moves
 }
