@@ -62,9 +62,7 @@ func (rt *Router) serveClient(s *stream, c net.Conn, head []byte, cancel context
 		s.cur.close()
 		return
 	}
-	rt.moves.streams.add(s, s.cur.member.Follower)
-	defer rt.endStream(s)
-	rt.pump(s, func(ev []byte) error { return writeChunk(c, ev) })
+	rt.keep(s, func(ev []byte) error { return writeChunk(c, ev) })
 	_, _ = c.Write(lastChunk)
 }
 

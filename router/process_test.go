@@ -1,10 +1,8 @@
 package router_test
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,38 +21,10 @@ import (
 // followers and two routers, with stream moves on scale-down (SIGTERM with
 // --drain-timeout 60s), scale-up (rebalance) and kill -9.
 
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func startProc(t *testing.T, bin string, args ...string) *proc {
+// startProc runs the built binary as "<command> --id <id> ...".
+func startProc(t *testing.T, bin string, args ...string) *e2e.Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	require.NoError(t, p.cmd.Start())
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("%v wrote:\n%s", args[:3], p.out.String())
-		}
-	})
-	return p
+	return e2e.Run(t, args[0]+"-"+args[2], bin, args...) // e.g. follower-follower-a
 }
 
 // processFleet is the built binary, NATS, a view of svc on it and a demo
@@ -84,7 +54,7 @@ func startProcessFleet(t *testing.T) *processFleet {
 	return f
 }
 
-func (f *processFleet) follower(t *testing.T, id string) *proc {
+func (f *processFleet) follower(t *testing.T, id string) *e2e.Proc {
 	return startProc(t, f.bin, append([]string{"follower", "--id", id,
 		"--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0", "--heartbeat", "200ms",
 		"--leader-control", f.leaderControl, "--leader-streaming", f.leaderStreaming, "--drain-timeout", "60s"}, f.common...)...)
@@ -93,7 +63,7 @@ func (f *processFleet) follower(t *testing.T, id string) *proc {
 func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
 	f := startProcessFleet(t)
 	bin, common, view := f.bin, f.common, f.view
-	followers := map[string]*proc{}
+	followers := map[string]*e2e.Proc{}
 	follower := func(id string) { followers[id] = f.follower(t, id) }
 	for _, id := range []string{"follower-a", "follower-b", "follower-c", "follower-d"} {
 		follower(id)
@@ -152,10 +122,10 @@ func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
 	for _, id := range []string{"follower-a", "follower-b", "follower-c"} {
 		p := followers[id]
 		start := time.Now()
-		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
 		drains.Go(func() {
 			select {
-			case <-p.done:
+			case <-p.Done():
 				t.Logf("drain of %s: %v", id, time.Since(start))
 			case <-time.After(20 * time.Second): // generous; docs/benchmarks.md has the figure
 				t.Errorf("%s still draining after 20 s with --drain-timeout 60s", id)
@@ -212,7 +182,7 @@ func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
 	until(clients, `"settled"`)
 	victim, ok := view.Member(svc, "follower-e")
 	require.True(t, ok)
-	require.NoError(t, followers["follower-e"].cmd.Process.Signal(syscall.SIGKILL))
+	require.NoError(t, followers["follower-e"].Cmd.Process.Signal(syscall.SIGKILL))
 	write(`[["after-kill",[1]]]`)
 	assert.Equal(t, int(victim.Instances), until(clients, `"after-kill"`), "moved after the kill")
 	t.Logf("streams on the killed follower: %d", victim.Instances)

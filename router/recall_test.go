@@ -24,7 +24,7 @@ func TestProcessesFreshRouterKnowsMovedIDsAtOnce(t *testing.T) {
 		default:
 		}
 	})
-	followers := map[string]*proc{}
+	followers := map[string]*e2e.Proc{}
 	for _, id := range []string{"follower-a", "follower-b"} {
 		followers[id] = f.follower(t, id)
 	}
@@ -56,7 +56,7 @@ func TestProcessesFreshRouterKnowsMovedIDsAtOnce(t *testing.T) {
 
 	// Its owner drains: the stream moves, and the owner exits.
 	owner, _, _ := fleet.SplitInstanceID(id)
-	require.NoError(t, followers[owner].cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, followers[owner].Cmd.Process.Signal(syscall.SIGTERM))
 	select {
 	case m := <-moved:
 		require.Equal(t, id, m.From)
@@ -64,7 +64,7 @@ func TestProcessesFreshRouterKnowsMovedIDsAtOnce(t *testing.T) {
 		t.Fatal("the stream did not move off its draining owner")
 	}
 	select {
-	case <-followers[owner].done:
+	case <-followers[owner].Done():
 	case <-time.After(20 * time.Second):
 		t.Fatalf("%s still draining after 20 s", owner)
 	}

@@ -232,14 +232,20 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 		up.close()
 		return
 	}
-	rt.moves.streams.add(s, up.member.Follower)
-	defer rt.endStream(s)
-	rt.pump(s, func(ev []byte) error {
+	rt.keep(s, func(ev []byte) error {
 		if _, err := w.Write(ev); err != nil {
 			return err
 		}
 		return rc.Flush()
 	})
+}
+
+// keep offers s to the moves and pumps it until its client leaves or it
+// cannot be kept alive.
+func (rt *Router) keep(s *stream, send func(ev []byte) error) {
+	rt.moves.streams.add(s, s.cur.member.Follower)
+	defer rt.endStream(s)
+	rt.pump(s, send)
 }
 
 // pump copies whole events from the current upstream to the client (send)

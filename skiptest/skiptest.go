@@ -4,7 +4,6 @@
 package skiptest
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -16,11 +15,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/freeport"
 )
 
@@ -139,7 +138,7 @@ type Member struct {
 // Process is a running Skip member.
 type Process struct {
 	cmd       *exec.Cmd
-	out       *buffer
+	out       *e2e.SyncBuffer
 	done      chan struct{}
 	Control   string // 127.0.0.1:<port>
 	Streaming string
@@ -162,7 +161,7 @@ func Start(ctx context.Context, dir string, m Member) (*Process, error) {
 		"SKIP_LEADER_STREAMING="+strconv.Itoa(m.LeaderStreaming),
 		"SKIP_RESOURCE_PREFIX="+m.Prefix,
 	)
-	p := &Process{cmd: cmd, out: &buffer{}, done: make(chan struct{}),
+	p := &Process{cmd: cmd, out: &e2e.SyncBuffer{}, done: make(chan struct{}),
 		Control:   net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Control)),
 		Streaming: net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Streaming)),
 	}
@@ -228,24 +227,6 @@ func (p *Process) Kill() {
 // Output is what the process wrote so far on stdout and stderr.
 func (p *Process) Output() string { return p.out.String() }
 
-// FreePort returns a loopback port nobody listened on a moment ago: Node
-// cannot be handed a listener, so there is a small window for a clash.
+// FreePort returns a free loopback port (freeport.Port): Node cannot be
+// handed a listener.
 func FreePort() (int, error) { return freeport.Port("127.0.0.1") }
-
-// buffer is a bytes.Buffer safe for the process's writers and our readers.
-type buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}

@@ -35,25 +35,26 @@ type Up struct {
 	// Creds is the file of the read-only NATS identity up made ("" with
 	// --nats-url: that NATS's own credentials apply).
 	Creds string
-	logs  *syncBuffer
+	logs  *SyncBuffer
 }
 
 // Logs is what up and its children wrote on stderr so far.
 func (u *Up) Logs() string { return u.logs.String() }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for writers and readers at once (a
+// child process's output read while it runs).
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -68,7 +69,7 @@ func StartUp(t testing.TB, bin string, args ...string) *Up {
 	args = append([]string{"up", "--nats-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
 		"--control-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0", "--addr-file", file}, args...)
 	cmd := exec.Command(bin, args...)
-	logs := &syncBuffer{}
+	logs := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = io.Discard, io.MultiWriter(os.Stderr, logs)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
