@@ -94,6 +94,17 @@ func (f *skipFleet) write(t *testing.T, entries string) {
 
 func owner(id string) string { o, _, _ := strings.Cut(id, "/"); return o }
 
+// upstreams counts the Skip streams that served c: the part of its events'
+// ids before the "/" names the stream on its follower.
+func upstreams(c *e2e.Client) int {
+	seen := map[string]bool{}
+	for _, ev := range c.Seen {
+		_, id, _ := strings.Cut(ev, " ")
+		seen[owner(id)] = true
+	}
+	return len(seen)
+}
+
 // 200 streams over 4 real Skip followers, scaled to 1 by draining three of
 // their sidecars, with writes made during the moves: no stream is cut, each
 // moved client sees one fresh init, and every client ends with the state of
@@ -140,11 +151,16 @@ func TestRealSkipDrainMovesEveryStream(t *testing.T) {
 	fresh.Until(t, `"after"`)
 	for _, c := range clients {
 		c.Until(t, `"after"`)
-		want := 2
-		if owner(c.ID) == "skip-f4" {
-			want = 1
+		// One init per upstream that served it, no more: a moved client saw
+		// its first follower's and one fresh one per move. Drained together,
+		// a stream may land on a follower whose own drain the router had not
+		// heard of yet and move once more (docs/moving.md, Limits).
+		assert.Equal(t, upstreams(c), c.Inits, "inits of %s: %v", c.ID, c.Seen)
+		if owner(c.ID) != "skip-f4" {
+			assert.GreaterOrEqual(t, c.Inits, 2, "%s was moved: %v", c.ID, c.Seen)
+		} else {
+			assert.Equal(t, 1, c.Inits, "%s was not moved: %v", c.ID, c.Seen)
 		}
-		assert.Equal(t, want, c.Inits, "inits of %s: %v", c.ID, c.Seen)
 		require.Equal(t, fresh.State, c.State, "client of %s", c.ID)
 		assert.True(t, c.Stream.Open(), "stream %s cut", c.ID)
 	}
