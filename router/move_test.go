@@ -126,13 +126,17 @@ func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
 
 	write(t, r2, `[["after",[1]]]`)
 	fresh := freshState(t, r1, `"after"`)
+	var moves int
 	for _, c := range clients {
 		c.Until(t, `"after"`)
 		if c.owner == kept {
 			assert.Equal(t, 1, c.Inits, "a stream of the kept follower did not move")
 		} else {
-			assert.Equal(t, 2, c.Inits, "a moved stream sees one fresh init")
+			// Usually 2; 3 when a stream landed on a follower whose own
+			// drain no router had heard of yet (docs/moving.md, Limits).
+			assert.GreaterOrEqual(t, c.Inits, 2, "a drained stream moved: %v", c.Seen)
 		}
+		moves += c.Inits - 1
 		require.Equal(t, fresh, c.State, "client of %s", c.ID)
 		assert.True(t, c.Stream.Open(), "stream %s cut", c.ID)
 	}
@@ -141,7 +145,8 @@ func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
 		drained += moved(t, r, "drain")
 		other += moved(t, r, "rebalance") + moved(t, r, "death")
 	}
-	assert.Equal(t, float64(150), drained, "streams moved by the drain")
+	assert.Equal(t, float64(moves), drained, "one fresh init per move")
+	assert.GreaterOrEqual(t, drained, float64(150), "every stream of the drained followers moved")
 	assert.Zero(t, other, "streams moved otherwise")
 }
 
