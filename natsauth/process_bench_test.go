@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -23,8 +23,8 @@ import (
 // (creations) in its own process, once on an open NATS and once on one with
 // its JWT identity and TLS, both fed the same fixed rate by this process,
 // which also runs both NATS servers and everything else. The figure is the
-// child's CPU time (/proc/<pid>/stat) per report applied or per creation
-// answered, so neither the publishers' nor the server's encryption is
+// child's CPU time (e2e.CPUSeconds, to the nanosecond) per report applied
+// or per creation answered, so neither the publishers' nor the server's encryption is
 // charged to it. Every iteration measures both, in rotating order; the
 // medians of each mode's CPU per unit and of the per-iteration ratios (open
 // CPU / auth+tls CPU, i.e. work per CPU-second with auth and TLS as a share
@@ -42,38 +42,33 @@ var processModes = []struct {
 // on different connections and spread over every millisecond, so that
 // they reach NATS one by one, as from independent agents.
 func BenchmarkScalerProcess(b *testing.B) {
-	bin := processBinary(b)
-	var samples []func() float64
-	for _, m := range processModes {
-		p := startScalerProcess(b, bin, m.auth, m.tls)
-		samples = append(samples, func() float64 { return p.cpuPerReport(b, 40_000, 2500*time.Millisecond) })
-	}
-	reportProcessCost(b, "report", samples)
+	benchProcessCost(b, "report", func(bin string, withAuth, withTLS bool) func() float64 {
+		p := startScalerProcess(b, bin, withAuth, withTLS)
+		return func() float64 { return p.cpuPerReport(b, 40_000, 2500*time.Millisecond) }
+	})
 }
 
 // BenchmarkRouterProcess offers 1,500 creations/s from 8 clients for 4 s a
 // sample.
 func BenchmarkRouterProcess(b *testing.B) {
-	bin := processBinary(b)
+	benchProcessCost(b, "creation", func(bin string, withAuth, withTLS bool) func() float64 {
+		p := startRouterProcess(b, bin, withAuth, withTLS)
+		return func() float64 { return p.cpuPerCreation(b, 1500, 4*time.Second) }
+	})
+}
+
+// benchProcessCost starts a child of the built binary per mode (start
+// returns its sampler: CPU seconds per unit over one sample), takes every
+// sample once per iteration, in rotating order, and reports the medians.
+func benchProcessCost(b *testing.B, unit string, start func(bin string, withAuth, withTLS bool) func() float64) {
+	if runtime.GOOS != "linux" {
+		b.Skip("needs Linux: /proc and the per-process CPU clock")
+	}
+	bin := e2e.Binary(b)
 	var samples []func() float64
 	for _, m := range processModes {
-		p := startRouterProcess(b, bin, m.auth, m.tls)
-		samples = append(samples, func() float64 { return p.cpuPerCreation(b, 1500, 4*time.Second) })
+		samples = append(samples, start(bin, m.auth, m.tls))
 	}
-	reportProcessCost(b, "creation", samples)
-}
-
-func processBinary(b *testing.B) string {
-	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		b.Skip("needs /proc")
-	}
-	return e2e.Binary(b)
-}
-
-// reportProcessCost takes every sample once per iteration, in rotating
-// order, and reports the medians (samples are CPU seconds per unit; the
-// first is the open mode's).
-func reportProcessCost(b *testing.B, unit string, samples []func() float64) {
 	per := make([][]float64, len(samples))
 	b.ResetTimer()
 	for i := range b.N {
