@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -34,10 +36,10 @@ type scalerOpts struct {
 	deletionCost                 bool
 	kubeconfig                   string
 	view                         viewFlags
-	http                         httpFlags
+	http                         cli.HTTPFlags
 }
 
-func scalerCmd(g *global) *cobra.Command {
+func scalerCmd(g *cli.Global) *cobra.Command {
 	o := scalerOpts{cfg: scaler.DefaultConfig(), srv: scaler.DefaultServerConfig(), cost: deletioncost.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "scaler",
@@ -47,12 +49,12 @@ func scalerCmd(g *global) *cobra.Command {
 			if err := o.parse(); err != nil {
 				return err
 			}
-			lns, err := listen(listenFlag{"--grpc-addr", o.grpcAddr}, listenFlag{"--http-addr", o.httpAddr})
+			lns, err := cli.Listen(cli.ListenFlag{Flag: "--grpc-addr", Addr: o.grpcAddr}, cli.ListenFlag{Flag: "--http-addr", Addr: o.httpAddr})
 			if err != nil {
 				return err
 			}
-			defer closeAll(lns)
-			p, err := g.watchFleet("headcount-scaler", o.cidrs, nil, "", &o.view)
+			defer cli.CloseAll(lns)
+			p, err := watchFleet(g, "headcount-scaler", o.cidrs, nil, "", &o.view)
 			if err != nil {
 				return err
 			}
@@ -85,8 +87,8 @@ func scalerCmd(g *global) *cobra.Command {
 	f.DurationVar(&o.cost.Every, "deletion-cost-every", o.cost.Every, "compare a changed service's pods at most this often")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
 	o.view.register(f)
-	o.http.register(f)
-	positive(cmd, "keepalive-time", "keepalive-timeout", "deletion-cost-qps", "deletion-cost-burst", "deletion-cost-every")
+	o.http.Register(f)
+	cli.Positive(cmd, "keepalive-time", "keepalive-timeout", "deletion-cost-qps", "deletion-cost-burst", "deletion-cost-every")
 	return cmd
 }
 
@@ -157,7 +159,7 @@ func (o *scalerOpts) run(ctx context.Context, s *scaler.Scaler, costs *deletionc
 	}
 	run(0, func() error { return scaler.NewServer(s, o.srv).Serve(ctx, grpcLn, o.grace) })
 	run(1, func() error {
-		return ops.Serve(ctx, o.http.server(mux), httpLn, o.grace)
+		return ops.Serve(ctx, o.http.Server(mux), httpLn, o.grace)
 	})
 	if costs != nil {
 		run(2, func() error { return costs.Run(ctx) })

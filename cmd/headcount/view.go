@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/verify"
 )
 
@@ -38,19 +35,4 @@ func (v *viewFlags) view() (view *fleet.View, stop func()) {
 	ctx, stop := context.WithCancel(context.Background())
 	go verify.New(verify.Config{Timeout: v.probeTimeout}).Run(ctx, view)
 	return view, stop
-}
-
-// httpFlags harden every HTTP listener of a command the same way.
-type httpFlags struct{ limits ops.HTTPLimits }
-
-func (h *httpFlags) register(f *pflag.FlagSet) {
-	f.DurationVar(&h.limits.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
-	f.DurationVar(&h.limits.BodyTimeout, "body-timeout", 30*time.Second, "time allowed to read a request's body, from its headers (never cuts a response stream)")
-	f.DurationVar(&h.limits.IdleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
-	f.IntVar(&h.limits.MaxHeaderBytes, "max-header-bytes", 32<<10, "largest request header block (JSON 431 above)")
-}
-
-// server is a hardened server for handler.
-func (h *httpFlags) server(handler http.Handler) *http.Server {
-	return ops.NewServer(handler, h.limits, slog.Default())
 }
