@@ -98,7 +98,7 @@ func sidecarRSS(b *testing.B, argv []string, natsURL, upControl, upStreaming str
 	idle = sampleRSS(p.Cmd.Process.Pid)
 	var open []*e2e.Stream
 	for range streams {
-		code, id := e2e.Do(b, http.MethodPost, control+"/v1/streams/posts", "{}")
+		code, id := e2e.Do(b, http.MethodPost, control+"/v1/streams/collection", `{"name":"posts"}`)
 		require.Equal(b, http.StatusCreated, code, id)
 		s, code := e2e.Subscribe(b, streaming, id)
 		require.Equal(b, http.StatusOK, code)

@@ -56,7 +56,7 @@ func authCalloutCmd(g *cli.Global) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("kubernetes client: %w", err)
 			}
-			cfg.Reviewer = callout.KubeReviewer{Client: client, Audiences: audiences}
+			cfg.Reviewer = callout.KubeReviewer{Client: client.AuthenticationV1(), Audiences: audiences}
 			cfg.Account, cfg.Logger = account, slog.Default()
 			lns, err := cli.Listen(cli.ListenFlag{Flag: "--http-addr", Addr: httpAddr})
 			if err != nil {

@@ -122,7 +122,7 @@ func (o *scalerOpts) build(p *fleetProcess) (*scaler.Scaler, *deletioncost.Contr
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("kubernetes client: %w", err)
 		}
-		costs = deletioncost.New(client, p.view, o.cost)
+		costs = deletioncost.New(client.CoreV1(), p.view, o.cost)
 		p.watcher.OnChange(costs.Notify)
 		if err := reg.Register(costs.Collector()); err != nil {
 			return nil, nil, nil, err
