@@ -22,13 +22,20 @@ type Limits struct {
 	MovingPerRouter int64
 }
 
+// DefaultLimits is the view's bounds when none are given, the flags' included.
+func DefaultLimits() Limits {
+	return Limits{MembersPerService: 10_000, Services: 1_000, RoutersPerService: 64,
+		DemandPerRouter: 1_000, InstancesPerMember: 100_000, MovingPerRouter: 1_000}
+}
+
 func (l *Limits) defaults() {
-	setMin(&l.MembersPerService, 10_000)
-	setMin(&l.Services, 1_000)
-	setMin(&l.RoutersPerService, 64)
-	setMin(&l.DemandPerRouter, 1_000)
-	setMin(&l.InstancesPerMember, 100_000)
-	setMin(&l.MovingPerRouter, 1_000)
+	def := DefaultLimits()
+	setMin(&l.MembersPerService, def.MembersPerService)
+	setMin(&l.Services, def.Services)
+	setMin(&l.RoutersPerService, def.RoutersPerService)
+	setMin(&l.DemandPerRouter, def.DemandPerRouter)
+	setMin(&l.InstancesPerMember, def.InstancesPerMember)
+	setMin(&l.MovingPerRouter, def.MovingPerRouter)
 }
 
 func setMin[T int | int64](v *T, def T) {

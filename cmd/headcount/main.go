@@ -3,6 +3,7 @@ package main
 
 import (
 	"github.com/headcount-dev/headcount/cmd/internal/cli"
+	"github.com/headcount-dev/headcount/internal/wiring"
 
 	"fmt"
 	"log/slog"
@@ -28,10 +29,8 @@ func newRoot() *cobra.Command {
 // fleetProcess is a process's NATS connection and its one fleet watcher:
 // the composition root owns both and hands each component the view.
 type fleetProcess struct {
-	nc         *nats.Conn
-	view       *fleet.View
-	watcher    *fleet.Watcher
-	stopProbes func()
+	nc *nats.Conn
+	*wiring.Fleet
 }
 
 // watchFleet connects as name and watches services (all when empty) for
@@ -50,24 +49,20 @@ func watchFleet(g *cli.Global, name string, allowedCIDRs, services []string, sel
 	if err != nil {
 		return nil, err
 	}
-	p := &fleetProcess{nc: nc}
-	p.view, p.stopProbes = vf.view()
-	p.watcher, err = fleet.Watch(nc, p.view, fleet.WatchConfig{
+	f, err := wiring.WatchFleet(nc, vf.config(fleet.WatchConfig{
 		Subjects: subjects, Services: services, Self: self,
 		Policy: fleet.AddressPolicy{Allowed: allowed}, Logger: slog.Default(),
-	})
+	}))
 	if err != nil {
-		p.stopProbes()
 		nc.Close()
 		return nil, err
 	}
-	return p, nil
+	return &fleetProcess{nc: nc, Fleet: f}, nil
 }
 
 // close stops watching and drains the connection (publications in flight,
 // e.g. a router's withdrawn demand, are sent).
 func (p *fleetProcess) close() {
-	p.watcher.Close()
-	p.stopProbes()
+	p.Close()
 	_ = p.nc.Drain()
 }

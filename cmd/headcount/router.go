@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
 )
@@ -54,7 +53,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 				return err
 			}
 			defer p.close()
-			rt, err := buildRouter(p, o.cfg)
+			rt, err := newRouter(p, o.cfg)
 			if err != nil {
 				return err
 			}
@@ -97,28 +96,21 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	return cmd
 }
 
-// buildRouter makes a router on p's view, told of its changes, with the
-// view's figures in its metrics.
-func buildRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
+// newRouter makes a router on p's view, told of its changes, with the
+// view's figures in its metrics. `headcount up` makes its router the same
+// way (local.Up): both through wiring.
+func newRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = ops.NewRegistry()
 	}
-	if err := cfg.Registry.Register(fleet.NewCollector(p.view, p.watcher)); err != nil {
+	if err := cfg.Registry.Register(p.Collector()); err != nil {
 		return nil, err
 	}
-	rt, err := router.New(p.nc, p.view, cfg)
+	rt, err := router.New(p.nc, p.View, cfg)
 	if err != nil {
 		return nil, err
 	}
-	p.watcher.OnChange(rt.Changed)
-	p.watcher.OnMoved(rt.Moved)
-	// Routers answer roll calls with the ids they moved: calling the roll
-	// again, now that this one hears them, gives it every open moved id at once.
-	if err := p.watcher.OnRollCall(cfg.Service, rt.RollCalled); err != nil {
-		rt.Close()
-		return nil, err
-	}
-	if err := p.watcher.RollCall(); err != nil {
+	if err := p.AttachRouter(cfg.Service, rt); err != nil {
 		rt.Close()
 		return nil, err
 	}

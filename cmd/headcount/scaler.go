@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/scaler"
 	"github.com/headcount-dev/headcount/scaler/deletioncost"
@@ -108,7 +107,7 @@ func (o *scalerOpts) parse() error {
 // p's view and told of its changes, and the registry of their metrics.
 func (o *scalerOpts) build(p *fleetProcess) (*scaler.Scaler, *deletioncost.Controller, *prometheus.Registry, error) {
 	reg := ops.NewRegistry()
-	if err := reg.Register(fleet.NewCollector(p.view, p.watcher)); err != nil {
+	if err := reg.Register(p.Collector()); err != nil {
 		return nil, nil, nil, err
 	}
 	var costs *deletioncost.Controller
@@ -122,14 +121,14 @@ func (o *scalerOpts) build(p *fleetProcess) (*scaler.Scaler, *deletioncost.Contr
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("kubernetes client: %w", err)
 		}
-		costs = deletioncost.New(client.CoreV1(), p.view, o.cost)
-		p.watcher.OnChange(costs.Notify)
+		costs = deletioncost.New(client.CoreV1(), p.View, o.cost)
+		p.Watcher.OnChange(costs.Notify)
 		if err := reg.Register(costs.Collector()); err != nil {
 			return nil, nil, nil, err
 		}
 	}
-	s := scaler.New(p.view, o.cfg)
-	p.watcher.OnChange(s.Changed)
+	s := scaler.New(p.View, o.cfg)
+	p.Watcher.OnChange(s.Changed)
 	if err := s.Register(reg); err != nil {
 		s.Close()
 		return nil, nil, nil, err

@@ -43,7 +43,7 @@ and on Ctrl-C drains and stops everything.`,
 				return fmt.Errorf("--allowed-cidrs: %w", err)
 			}
 			cfg.Addresses = fleet.AddressPolicy{Allowed: allowed}
-			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout, cfg.HTTP = vf.limits, vf.noVerify, vf.probeTimeout, hf.Limits
+			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout, cfg.HTTP = vf.limits, vf.noVerify, vf.probe.Timeout, hf.Limits
 			if cfg.Policy, err = policy.policy(); err != nil {
 				return err
 			}

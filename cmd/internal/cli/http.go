@@ -3,7 +3,6 @@ package cli
 import (
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -15,10 +14,11 @@ type HTTPFlags struct{ Limits ops.HTTPLimits }
 
 // Register adds the hardening flags to f.
 func (h *HTTPFlags) Register(f *pflag.FlagSet) {
-	f.DurationVar(&h.Limits.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
-	f.DurationVar(&h.Limits.BodyTimeout, "body-timeout", 30*time.Second, "time allowed to read a request's body, from its headers (never cuts a response stream)")
-	f.DurationVar(&h.Limits.IdleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
-	f.IntVar(&h.Limits.MaxHeaderBytes, "max-header-bytes", 32<<10, "largest request header block (JSON 431 above)")
+	def := ops.DefaultHTTPLimits()
+	f.DurationVar(&h.Limits.ReadHeaderTimeout, "read-header-timeout", def.ReadHeaderTimeout, "time allowed to read a request's headers")
+	f.DurationVar(&h.Limits.BodyTimeout, "body-timeout", def.BodyTimeout, "time allowed to read a request's body, from its headers (never cuts a response stream)")
+	f.DurationVar(&h.Limits.IdleTimeout, "idle-timeout", def.IdleTimeout, "keep-alive timeout of idle client connections")
+	f.IntVar(&h.Limits.MaxHeaderBytes, "max-header-bytes", def.MaxHeaderBytes, "largest request header block (JSON 431 above)")
 }
 
 // Server is a hardened server for handler.
