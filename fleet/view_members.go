@@ -3,6 +3,7 @@ package fleet
 import (
 	"container/heap"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -227,15 +228,7 @@ func (v *View) Members(service string) []Member {
 			out = append(out, m.snapshot())
 		}
 	}
-	slices.SortFunc(out, func(a, b Member) int {
-		if a.Follower < b.Follower {
-			return -1
-		}
-		if a.Follower > b.Follower {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Follower, b.Follower) })
 	return out
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/freeport"
 	"github.com/headcount-dev/headcount/internal/wiring"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsembed"
@@ -358,7 +359,7 @@ func (s *system) startLeader() error {
 		s.leaderControl, s.leaderStreaming = leader.ControlAddr(), leader.StreamingAddr()
 		return nil
 	}
-	ports, err := freePorts(2)
+	ports, err := freeport.Ports("127.0.0.1", 2)
 	if err != nil {
 		return err
 	}
@@ -402,7 +403,7 @@ func (cfg UpConfig) followerSpawn(access *natsAccess, leaderControl, leaderStrea
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			return []*exec.Cmd{cmd}, nil
 		}
-		ports, err := freePorts(2)
+		ports, err := freeport.Ports("127.0.0.1", 2)
 		if err != nil {
 			return nil, err
 		}
@@ -452,20 +453,6 @@ func childEnv(extra []string) []string {
 		}
 	}
 	return append(env, extra...)
-}
-
-// freePorts asks the kernel for n free loopback ports for a child to bind.
-func freePorts(n int) ([]string, error) {
-	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-		defer ln.Close()
-	}
-	return out, nil
 }
 
 func splitAddr(addr string) (string, int, error) {
