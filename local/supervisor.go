@@ -89,11 +89,15 @@ type group struct {
 
 // NewSupervisor validates cfg.
 func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
-	if err := cfg.Policy.Validate(); err != nil {
-		return nil, err
-	}
-	if cfg.Spawn == nil || cfg.View == nil || !fleet.ValidName(cfg.Service) {
-		return nil, errors.New("supervisor: a valid service, a view and a spawn function are required")
+	switch err := cfg.Policy.Validate(); {
+	case err != nil:
+		return nil, fmt.Errorf("supervisor: Policy: %w", err)
+	case !fleet.ValidName(cfg.Service):
+		return nil, fmt.Errorf("supervisor: Service %q is not a DNS-1123 label", cfg.Service)
+	case cfg.View == nil:
+		return nil, errors.New("supervisor: View is nil")
+	case cfg.Spawn == nil:
+		return nil, errors.New("supervisor: Spawn is nil")
 	}
 	if cfg.ScaleDownWindow <= 0 {
 		cfg.ScaleDownWindow = 30 * time.Second

@@ -169,3 +169,21 @@ func TestSupervisorStopDrainsEveryProcessInReverseOrder(t *testing.T) {
 		require.Equal(t, syscall.SIGTERM, ws.Signal(), "stopped by SIGTERM, not killed")
 	}
 }
+
+func TestSupervisorConfigErrorsNameTheFieldAndValue(t *testing.T) {
+	good := SupervisorConfig{Service: "svc", View: fleet.NewView(), Policy: replicas.Policy{Target: 10, Min: 1, Max: 1},
+		Spawn: func(string) ([]*exec.Cmd, error) { return nil, nil }}
+	for want, change := range map[string]func(*SupervisorConfig){
+		`Service "Not A Label"`: func(c *SupervisorConfig) { c.Service = "Not A Label" },
+		"View is nil":           func(c *SupervisorConfig) { c.View = nil },
+		"Spawn is nil":          func(c *SupervisorConfig) { c.Spawn = nil },
+		"Policy: max 2":         func(c *SupervisorConfig) { c.Policy.Min, c.Policy.Max = 5, 2 },
+	} {
+		cfg := good
+		change(&cfg)
+		_, err := NewSupervisor(cfg)
+		require.ErrorContains(t, err, want)
+	}
+	_, err := NewSupervisor(good)
+	require.NoError(t, err)
+}

@@ -289,6 +289,15 @@ func TestBadConfigIsRefused(t *testing.T) {
 	}
 }
 
+func TestBadUpstreamNamesTheFieldAndValue(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Server(t))
+	var c, s string
+	_, err := startOrErr(sidecar.Config{NATS: nc, Service: "svc", ID: "f1", UpstreamControl: "127.0.0.1:1", UpstreamStreaming: "nope"}, &c, &s)
+	assert.ErrorContains(t, err, `UpstreamStreaming "nope"`)
+	_, err = startOrErr(sidecar.Config{NATS: nc, Service: "svc", ID: "f1", UpstreamStreaming: "127.0.0.1:1"}, &c, &s)
+	assert.ErrorContains(t, err, `UpstreamControl ""`)
+}
+
 func TestLeaderBehindASidecarRegistersAsLeader(t *testing.T) {
 	f := newFixture(t, options{id: "leader", role: fleet.RoleLeader})
 	rep := f.reports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
