@@ -23,6 +23,8 @@ type table struct {
 	ttl   time.Duration
 	add   func(delta int64, event string)
 	event func(kind string)
+	// after starts a collection's countdown: time.AfterFunc, or a test's clock.
+	after func(d time.Duration, f func()) stopper
 
 	mu    sync.Mutex
 	byKey map[string]*instance
@@ -33,11 +35,15 @@ type instance struct {
 	// that a router can rebuild the instance elsewhere; "" when not carried.
 	resource, params string
 	subscribers      int
-	collect          *time.Timer // set while nobody is subscribed after someone was
+	collect          stopper // set while nobody is subscribed after someone was
 }
 
+// stopper is a pending collection (a *time.Timer).
+type stopper interface{ Stop() bool }
+
 func newTable(ttl time.Duration, add func(int64, string), event func(string)) *table {
-	return &table{ttl: ttl, add: add, event: event, byKey: map[string]*instance{}}
+	after := func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
+	return &table{ttl: ttl, add: add, event: event, after: after, byKey: map[string]*instance{}}
 }
 
 // created counts a new instance. Skip never collects an instance that was
@@ -108,7 +114,7 @@ func (t *table) unsubscribed(key string) {
 	}
 	inst.subscribers--
 	if inst.subscribers == 0 {
-		inst.collect = time.AfterFunc(t.ttl, func() { t.collected(key, inst) })
+		inst.collect = t.after(t.ttl, func() { t.collected(key, inst) })
 	}
 }
 
