@@ -2,16 +2,14 @@ package router
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -99,8 +97,6 @@ const (
 
 // mover is the router's stream-moving machinery.
 type mover struct {
-	dialer  *net.Dialer  // streams: one connection each
-	client  *http.Client // creations and deletions
 	streams *streamSet
 	table   *movedTable
 	slots   chan struct{} // one per move in flight
@@ -153,17 +149,7 @@ type moveMetrics struct {
 
 func (rt *Router) newMover() (*mover, error) {
 	c := rt.cfg.Moves
-	dialer := &net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	mv := &mover{
-		dialer: dialer,
-		client: &http.Client{Transport: &http.Transport{
-			DialContext:           httpx.MarkDialErrors(dialer),
-			ResponseHeaderTimeout: rt.cfg.HeaderTimeout,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			DisableCompression:    true,
-		}},
 		streams: newStreamSet(),
 		table:   newMovedTable(c.MaxMoved),
 		slots:   make(chan struct{}, c.Concurrency),
@@ -377,8 +363,6 @@ func (rt *Router) move(s *stream, from *upstream, trigger string) {
 	from.cancel() // wakes the copy loop
 }
 
-var errNoTarget = errors.New("no other ready follower")
-
 // moveError is a failed move's reason.
 type moveError struct {
 	reason   string
@@ -395,7 +379,7 @@ func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*up
 	exclude := []string{from.Follower}
 	// With nowhere to go nothing is announced: the trigger tries again every
 	// 250 ms, and the counts stay as they are.
-	_, possible := rt.view.Least(rt.cfg.Service, func(f string) bool { return f == from.Follower })
+	_, possible := rt.placer.peek(origin{s.resource, s.params}, func(f string) bool { return f == from.Follower })
 	if possible {
 		rt.leaving(from, 1) // before anything counts the new instance
 	}
@@ -434,23 +418,31 @@ func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*up
 
 func (rt *Router) tryMove(s *stream, trigger string, exclude []string) (*upstream, error) {
 	start := time.Now()
-	m, ok := rt.view.Place(rt.cfg.Service, func(f string) bool { return slices.Contains(exclude, f) })
-	if !ok {
-		return nil, &moveError{failNoTarget, "", errNoTarget}
-	}
 	// The new upstream lives as long as the client's request; the move is bounded.
 	ctx, cancel := context.WithCancel(s.ctx)
 	timer := time.AfterFunc(rt.cfg.Moves.Timeout, cancel)
-	key, err := rt.createOn(ctx, m, s.resource, s.params)
+	res, err := rt.createInstance(ctx, creation{
+		origin:  origin{s.resource, s.params},
+		path:    url.URL{Path: "/v1/streams/" + s.resource, RawPath: "/v1/streams/" + url.PathEscape(s.resource)},
+		header:  http.Header{"Content-Type": {"application/json"}},
+		body:    s.params,
+		count:   true,
+		exclude: exclude,
+	})
+	if err == nil && res.key == "" {
+		discard(res.resp)
+		err = fmt.Errorf("%s answered %s", res.member.Follower, res.resp.Status)
+	}
 	if err != nil {
 		timer.Stop()
 		cancel()
-		// Takes the placement back, and a follower that refused out of placement.
-		var dial *httpx.DialError
-		rt.settle(&attempt{addr: m.Control, member: m, place: true, broken: errors.As(err, &dial)})
-		return nil, &moveError{failCreate, m.Follower, err}
+		if errors.Is(err, errNoTarget) {
+			return nil, &moveError{failNoTarget, "", err}
+		}
+		return nil, &moveError{failCreate, res.member.Follower, err}
 	}
-	rt.announce(m)
+	_ = res.resp.Body.Close()
+	m, key := res.member, res.key
 	nu, resp, err := rt.openUpstream(ctx, m, key, s.header)
 	if err == nil && nu == nil {
 		_ = resp.Body.Close()
@@ -497,42 +489,6 @@ func firstEvent(er *eventReader) ([]byte, error) {
 	}
 }
 
-// createOn creates an instance of resource with params on m and returns the
-// follower's key for it.
-func (rt *Router) createOn(ctx context.Context, m fleet.Member, resource string, params []byte) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		"http://"+m.Control+"/v1/streams/"+url.PathEscape(resource), bytes.NewReader(params))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := rt.moves.client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	id := strings.TrimSpace(string(body))
-	// "<uuid>", or "<prefix>/<uuid>" where the prefix must be the follower's
-	// id for the router to route it (SKIP_RESOURCE_PREFIX=<follower id>).
-	if prefix, key, found := strings.Cut(id, "/"); found {
-		if prefix != m.Follower || !fleet.ValidInstanceKey(key) {
-			return "", fmt.Errorf("instance id %q is not %s/<key>", id, m.Follower)
-		}
-		return key, nil
-	}
-	if !fleet.ValidInstanceKey(id) {
-		return "", fmt.Errorf("instance id %q is not valid", id)
-	}
-	return id, nil
-}
-
 // deleteInstance destroys an instance a failed move left behind, on its
 // owner if that is still the incarnation in the view.
 func (rt *Router) deleteInstance(m fleet.Member, key, trigger string) {
@@ -555,9 +511,8 @@ func (rt *Router) deleteOn(m fleet.Member, key, trigger string, movedOut bool) b
 	deleted := false
 	if err == nil {
 		var resp *http.Response
-		if resp, err = rt.moves.client.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
-			_ = resp.Body.Close()
+		if resp, err = rt.upstreams.RoundTrip(req); err == nil {
+			discard(resp)
 			deleted = resp.StatusCode/100 == 2
 			if !deleted && resp.StatusCode != http.StatusNotFound {
 				err = errors.New(resp.Status)
@@ -646,21 +601,22 @@ func (rt *Router) recoverStream(s *stream, cause error) *upstream {
 // it stops at RebalanceStop), at most RebalanceRate moves per second.
 func (rt *Router) rebalance(active bool) bool {
 	members := rt.view.Members(rt.cfg.Service)
+	load := rt.placer.load
 	var ready []fleet.Member
 	var sum float64
 	for _, m := range members {
 		if m.Role == fleet.RoleFollower && m.State == fleet.StateReady {
 			ready = append(ready, m)
-			sum += m.Load()
+			sum += load(m)
 		}
 	}
 	if len(ready) < 2 || sum == 0 {
 		return false
 	}
 	mean := sum / float64(len(ready))
-	most := slices.MaxFunc(ready, func(a, b fleet.Member) int { return cmpFloat(a.Load(), b.Load()) })
-	least := slices.MinFunc(ready, func(a, b fleet.Member) int { return cmpFloat(a.Load(), b.Load()) })
-	ratio := most.Load() / mean
+	byLoad := func(a, b fleet.Member) int { return cmp.Compare(load(a), load(b)) }
+	most, least := slices.MaxFunc(ready, byLoad), slices.MinFunc(ready, byLoad)
+	ratio := load(most) / mean
 	// One move takes 1/capacity off the most loaded and adds it to the least:
 	// when that does not narrow the gap, the spread is as even as it gets.
 	step := 1 / float64(max(most.Capacity, 1))
@@ -668,7 +624,7 @@ func (rt *Router) rebalance(active bool) bool {
 	case !active && ratio > rt.cfg.Moves.RebalanceThreshold:
 		active = true
 		rt.log.Info("rebalancing", "most_loaded", most.Follower, "ratio", ratio)
-	case active && (ratio <= rt.cfg.Moves.RebalanceStop || most.Load()-least.Load() <= step):
+	case active && (ratio <= rt.cfg.Moves.RebalanceStop || load(most)-load(least) <= step):
 		return false
 	case !active:
 		return false
@@ -681,7 +637,7 @@ func (rt *Router) rebalance(active bool) bool {
 	// of the follower's instances it proxies, so that all routers together
 	// move the excess once, not once each.
 	instances := float64(most.Instances + most.Pending)
-	excess := (most.Load() - mean) * float64(max(most.Capacity, 1))
+	excess := (load(most) - mean) * float64(max(most.Capacity, 1))
 	// Half of it per round: the view may not show every router's last
 	// moves yet, and halving converges without overshooting.
 	share := int(math.Ceil(excess * float64(len(mine)) / max(instances, 1) / 2))
@@ -706,14 +662,4 @@ func (rt *Router) rebalance(active bool) bool {
 		}
 	}
 	return active
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httputil"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,15 +155,17 @@ type Conn interface {
 
 // Router serves a streaming handler (public) and a control handler (private).
 type Router struct {
-	cfg   Config
-	nc    Conn
-	view  Fleet
-	proxy http.Handler
-	hold  *holdQueue
-	known *known
-	moves *mover
-	met   *metrics
-	log   *slog.Logger
+	cfg       Config
+	nc        Conn
+	view      Fleet
+	placer    placer
+	upstreams *upstreams
+	proxy     *httputil.ReverseProxy // pass-through: writes and deletions
+	hold      *holdQueue
+	known     *known
+	moves     *mover
+	met       *metrics
+	log       *slog.Logger
 
 	ready     atomic.Bool
 	streaming http.Handler
@@ -188,8 +191,10 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 		log:    cfg.Logger.With("router", cfg.ID, "service", cfg.Service),
 		cancel: cancel,
 	}
+	rt.placer = leastLoaded{view: view, service: cfg.Service}
+	rt.upstreams = newUpstreams(cfg.DialTimeout, cfg.HeaderTimeout)
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
-	rt.proxy = rt.newProxy()
+	rt.proxy = rt.newPassThrough()
 	met, err := newMetrics(cfg.Registry, cfg.Service, rt.hold.len)
 	if err == nil {
 		rt.moves, err = rt.newMover()

@@ -112,7 +112,7 @@ func upstreamHeader(r *http.Request) http.Header {
 // as an upstream; any other answer as the response, for the caller to relay
 // or judge, its connection closed with its body. ctx ends the connection.
 func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
-	conn, err := rt.moves.dialer.DialContext(ctx, "tcp", m.Streaming)
+	conn, err := rt.upstreams.dialer.DialContext(ctx, "tcp", m.Streaming)
 	if err != nil {
 		return nil, nil, &httpx.DialError{Err: err}
 	}
@@ -190,7 +190,7 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 			up = nil
 		}
 	case errors.As(err, &dial):
-		rt.settle(&attempt{addr: m.Streaming, member: m, broken: true}) // out of placement too
+		rt.eject(m, m.Streaming) // out of placement too
 		rt.gone(w, m.Follower)
 	case err != nil:
 		rt.log.Warn("upstream error", "follower", m.Follower, "addr", m.Streaming, "err", err)
@@ -307,7 +307,8 @@ func (rt *Router) endStream(s *stream) {
 	}
 }
 
-// relay passes a follower's non-200 answer to a stream request through.
+// relay passes a follower's answer through: to a creation, or a non-200
+// answer to a stream request.
 func relay(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	h := w.Header()
@@ -318,7 +319,7 @@ func relay(w http.ResponseWriter, resp *http.Response) {
 	h.Del(fleet.HeaderResource)
 	h.Del(fleet.HeaderParams)
 	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, io.LimitReader(resp.Body, 1<<20))
+	_, _ = io.Copy(w, resp.Body)
 }
 
 // streamSet indexes the open streams by the follower serving them.
