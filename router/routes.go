@@ -110,7 +110,7 @@ func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, s
 		rt.malformed(w, r)
 		return fleet.Member{}, "", false
 	}
-	if to := rt.moves.table.resolve(follower+"/"+id, time.Now()); to != follower+"/"+id {
+	if to := rt.moves.ids.resolve(follower+"/"+id, time.Now()); to != follower+"/"+id {
 		follower, id, _ = fleet.SplitInstanceID(to)
 	}
 	exchangeOf(r.Context()).follower = follower
