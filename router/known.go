@@ -3,50 +3,60 @@ package router
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
 // remember keeps the ids of recent followers so that the instances of an
-// owner that left answer 410 Gone, not 404. Copying the view costs O(members), so
-// it happens at once when the member count changes (someone joined), and
-// otherwise at most every second after changes.
+// owner that left answer 410 Gone, not 404. Copying the view costs
+// O(members), so it happens on a change at once when the member count
+// changed (someone joined), and otherwise at most once a second.
 func (rt *Router) remember(ctx context.Context) {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
 	var members int
 	var last time.Time
+	var later <-chan time.Time // a change came within a second of the last copy
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
-			t := rt.view.Totals(rt.cfg.Service)
-			n := t.Starting + t.Ready + t.Draining + t.Leaders
-			if n == members && (now.Sub(last) < time.Second || !rt.known.dirty.Load()) {
-				continue
+		case <-rt.known.dirty:
+		case <-later:
+		}
+		now := time.Now()
+		t := rt.view.Totals(rt.cfg.Service)
+		n := t.Starting + t.Ready + t.Draining + t.Leaders
+		if n == members && now.Sub(last) < time.Second {
+			if later == nil {
+				later = time.After(last.Add(time.Second).Sub(now))
 			}
-			rt.known.dirty.Store(false)
-			members, last = n, now
-			for _, m := range rt.view.Members(rt.cfg.Service) {
-				rt.known.note(m.Follower, now)
-			}
-			// A forgotten follower's series go too: pod names churn.
-			for _, f := range rt.known.forget(now.Add(-rt.cfg.ForgetAfter)) {
-				rt.met.placements.DeleteLabelValues(f)
-			}
+			continue
+		}
+		members, last, later = n, now, nil
+		for _, m := range rt.view.Members(rt.cfg.Service) {
+			rt.known.note(m.Follower, now)
+		}
+		// A forgotten follower's series go too: pod names churn.
+		for _, f := range rt.known.forget(now.Add(-rt.cfg.ForgetAfter)) {
+			rt.met.placements.DeleteLabelValues(f)
 		}
 	}
 }
 
 // known remembers follower ids seen recently.
 type known struct {
-	dirty atomic.Bool
+	dirty chan struct{} // the view changed since the last copy
 	mu    sync.Mutex
 	seen  map[string]time.Time
 }
 
-func newKnown() *known { return &known{seen: map[string]time.Time{}} }
+// changed tells remember that the view changed.
+func (k *known) changed() {
+	select {
+	case k.dirty <- struct{}{}:
+	default:
+	}
+}
+
+func newKnown() *known { return &known{dirty: make(chan struct{}, 1), seen: map[string]time.Time{}} }
 
 func (k *known) note(follower string, now time.Time) {
 	k.mu.Lock()

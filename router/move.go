@@ -73,10 +73,16 @@ func (rt *Router) startMove(s *stream, trigger string, now time.Time) bool {
 	s.moving = true
 	from := s.cur
 	s.mu.Unlock()
-	go func() {
+	if !rt.background.start(func() {
 		defer func() { <-rt.moves.slots }()
 		rt.move(s, from, trigger)
-	}()
+	}) {
+		<-rt.moves.slots
+		s.mu.Lock()
+		s.moving = false
+		s.mu.Unlock()
+		return false
+	}
 	return true
 }
 
@@ -94,7 +100,7 @@ func (rt *Router) move(s *stream, from *upstream, trigger string) {
 	if s.done || s.cur != from {
 		// The client left, or the copy loop recovered the stream itself.
 		nu.close()
-		go rt.deleteTarget(nu.member, nu.key, trigger)
+		rt.deleteTarget(nu.member, nu.key, trigger)
 		rt.announceMoving(from.member, -1)
 		return
 	}
@@ -115,6 +121,9 @@ func (e *moveError) Error() string { return e.reason + ": " + e.err.Error() }
 // than from, opens its stream and reads its init; a follower that fails is
 // left out of the next try, up to Retries more. The failure is counted.
 func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstream, error) {
+	if rt.ctx.Err() != nil {
+		return nil, errClosing // the router is closed: no more moves
+	}
 	exclude := []string{from.Follower}
 	// With nowhere to go nothing is announced: the trigger tries again every
 	// 250 ms, and the counts stay as they are.
@@ -157,9 +166,13 @@ func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstre
 
 func (rt *Router) tryRebuild(s *stream, trigger string, exclude []string) (*upstream, error) {
 	start := time.Now()
-	// The new upstream lives as long as the client's request; the move is bounded.
+	// The new upstream lives as long as the client's request; the move is
+	// bounded by the move timeout and by Close. unbound lifts both bounds and
+	// reports whether neither was hit.
 	ctx, cancel := context.WithCancel(s.ctx)
 	timer := time.AfterFunc(rt.cfg.Moves.Timeout, cancel)
+	closing := context.AfterFunc(rt.ctx, cancel)
+	unbound := func() bool { c := closing(); return timer.Stop() && c }
 	res, err := rt.createInstance(ctx, creation{
 		origin:  origin{s.resource, s.params},
 		path:    url.URL{Path: "/v1/streams/" + s.resource, RawPath: "/v1/streams/" + url.PathEscape(s.resource)},
@@ -173,7 +186,7 @@ func (rt *Router) tryRebuild(s *stream, trigger string, exclude []string) (*upst
 		err = fmt.Errorf("%s answered %s", res.member.Follower, res.resp.Status)
 	}
 	if err != nil {
-		timer.Stop()
+		unbound()
 		cancel()
 		if errors.Is(err, errNoTarget) {
 			return nil, &moveError{failNoTarget, "", err}
@@ -188,20 +201,20 @@ func (rt *Router) tryRebuild(s *stream, trigger string, exclude []string) (*upst
 		err = errors.New(resp.Status)
 	}
 	if err != nil {
-		timer.Stop()
+		unbound()
 		cancel()
-		go rt.deleteTarget(m, key, trigger)
+		rt.deleteTarget(m, key, trigger)
 		return nil, &moveError{failOpen, m.Follower, err}
 	}
 	init, err := firstEvent(nu.events)
 	// Once the init is here, the new upstream lives as long as the client.
-	if !timer.Stop() && err == nil {
+	if !unbound() && err == nil {
 		err = context.DeadlineExceeded
 	}
 	if err != nil {
 		cancel()
 		nu.close()
-		go rt.deleteTarget(m, key, trigger)
+		rt.deleteTarget(m, key, trigger)
 		return nil, &moveError{failInit, m.Follower, err}
 	}
 	end := nu.cancel
@@ -211,10 +224,10 @@ func (rt *Router) tryRebuild(s *stream, trigger string, exclude []string) (*upst
 	return nu, nil
 }
 
-// deleteTarget deletes the instance a move that was given up left on its
-// target, if that is still the incarnation in the view.
+// deleteTarget queues the deletion of the instance a move that was given up
+// left on its target.
 func (rt *Router) deleteTarget(m fleet.Member, key, trigger string) {
-	rt.deleteOn(m, key, trigger, false)
+	rt.deletions.add(func() { rt.deleteOn(m, key, trigger, false) })
 }
 
 // deleteOn deletes an instance on its owner (the follower API's DELETE),
@@ -225,7 +238,7 @@ func (rt *Router) deleteOn(m fleet.Member, key, trigger string, moved bool) bool
 	if !ok || cur.Incarnation != m.Incarnation {
 		return false // the owner is gone, and its instances with it
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.Moves.Timeout)
+	ctx, cancel := context.WithTimeout(rt.ctx, rt.cfg.Moves.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+m.Control+"/v1/streams/"+key, nil)
 	if err == nil && moved {
@@ -253,13 +266,15 @@ func (rt *Router) deleteOn(m fleet.Member, key, trigger string, moved bool) bool
 	return deleted
 }
 
-// deleteSource deletes the instance a move replaced on its source, telling
+// deleteSource queues the deletion of the instance a move replaced on its source, telling
 // the follower that it moved (its moved_out rises); if the follower did not
 // delete it, the views count it there again.
 func (rt *Router) deleteSource(m fleet.Member, key, trigger string) {
-	if !rt.deleteOn(m, key, trigger, true) {
-		rt.announceMoving(m, -1)
-	}
+	rt.deletions.add(func() {
+		if !rt.deleteOn(m, key, trigger, true) {
+			rt.announceMoving(m, -1)
+		}
+	})
 }
 
 // switchTo makes nu the stream's upstream (on the copy loop), announces the
@@ -281,8 +296,7 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	s.mu.Unlock()
 	old.close()
 	if old.member.Follower != nu.member.Follower {
-		rt.moves.streams.remove(s, old.member.Follower)
-		rt.moves.streams.add(s, nu.member.Follower)
+		rt.moves.streams.move(s, old.member.Follower, nu.member.Follower)
 	}
 	if !moved {
 		return
@@ -293,7 +307,7 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	rt.moves.met.moved.WithLabelValues(nu.trigger).Inc()
 	rt.moves.met.seconds.WithLabelValues(nu.trigger).Observe(time.Since(nu.started).Seconds())
 	rt.announceMoved(s)
-	go rt.deleteSource(old.member, old.key, nu.trigger)
+	rt.deleteSource(old.member, old.key, nu.trigger)
 }
 
 // recoverStream keeps a stream whose upstream ended while its client is

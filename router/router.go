@@ -87,9 +87,14 @@ type Router struct {
 	ready     atomic.Bool
 	streaming http.Handler
 	control   http.Handler
+	ctx       context.Context // ends with Close
 	cancel    context.CancelFunc
-	loops     sync.WaitGroup
-	closeOnce sync.Once
+	loops     sync.WaitGroup // publishDemand, remember, watchMoves
+	// background runs moves and the deletions they leave (at most
+	// Moves.Concurrency at once); Close joins them.
+	background group
+	deletions  *queue
+	closeOnce  sync.Once
 }
 
 // New validates cfg and returns a router that places on view and announces
@@ -106,8 +111,10 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 		view:   view,
 		known:  newKnown(),
 		log:    cfg.Logger.With("router", cfg.ID, "service", cfg.Service),
+		ctx:    ctx,
 		cancel: cancel,
 	}
+	rt.deletions = &queue{g: &rt.background, max: cfg.Moves.Concurrency}
 	rt.placer = leastLoaded{view: view, service: cfg.Service}
 	rt.upstreams = newUpstreams(cfg.DialTimeout, cfg.HeaderTimeout)
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
@@ -159,14 +166,19 @@ func (rt *Router) Ready() error {
 // balancers stop sending before the listeners close.
 func (rt *Router) Unready() { rt.ready.Store(false) }
 
-// Close answers held creations with 503 and withdraws this router's demand.
-// Proxied requests in flight are not cut.
+// Close answers held creations with 503, withdraws this router's demand,
+// ends the moves and deletions under way and waits for every goroutine of
+// its own: nothing publishes in the background once it returns. Requests
+// and streams still being served are not cut (the caller's listeners and
+// WaitStreams own them); their upstreams are no longer moved.
 func (rt *Router) Close() {
 	rt.closeOnce.Do(func() {
 		rt.ready.Store(false)
 		rt.hold.close()
 		rt.cancel()
 		rt.loops.Wait()
+		rt.background.close()
+		rt.upstreams.transport.CloseIdleConnections()
 	})
 }
 
@@ -174,14 +186,9 @@ func (rt *Router) Close() {
 // on a hijacked connection are not their http.Server's any more, so a
 // graceful stop waits for them here too.
 func (rt *Router) WaitStreams(ctx context.Context) {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for rt.moves.streams.len() > 0 {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	select {
+	case <-rt.moves.streams.emptied():
+	case <-ctx.Done():
 	}
 }
 
@@ -192,7 +199,7 @@ func (rt *Router) Changed(service string) {
 	if service != rt.cfg.Service {
 		return
 	}
-	rt.known.dirty.Store(true)
+	rt.known.changed()
 	rt.kickMoves()
 	if rt.hold.len() > 0 && rt.view.Totals(rt.cfg.Service).Ready > 0 {
 		rt.hold.release()
