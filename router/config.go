@@ -89,15 +89,18 @@ func (c *Config) defaults() error {
 	setDefault(&c.RetryAfter, def.RetryAfter)
 	setDefault(&c.DemandTTL, def.DemandTTL)
 	setDefault(&c.ForgetAfter, def.ForgetAfter)
-	if c.Retries < 0 || c.MaxBody < 0 || c.HoldQueue < 0 || c.HoldTimeout < 0 || c.DialTimeout < 0 ||
-		c.HeaderTimeout < 0 || c.RetryAfter < 0 || c.ForgetAfter < 0 {
-		return errors.New("negative retries, size or duration")
-	}
-	if c.DemandTTL < fleet.MinTTLMillis*time.Millisecond || c.DemandTTL > fleet.MaxTTLMillis*time.Millisecond {
-		return fmt.Errorf("demand ttl %v outside %dms..%dms", c.DemandTTL, fleet.MinTTLMillis, fleet.MaxTTLMillis)
+	if err := errors.Join(
+		atLeast(0, field[int]{"Retries", c.Retries}, field[int]{"HoldQueue", c.HoldQueue}),
+		atLeast(0, field[int64]{"MaxBody", c.MaxBody}),
+		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"DialTimeout", c.DialTimeout},
+			field[time.Duration]{"HeaderTimeout", c.HeaderTimeout}, field[time.Duration]{"RetryAfter", c.RetryAfter},
+			field[time.Duration]{"ForgetAfter", c.ForgetAfter}),
+		within(field[time.Duration]{"DemandTTL", c.DemandTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
+	); err != nil {
+		return err
 	}
 	if err := c.Moves.defaults(); err != nil {
-		return err
+		return fmt.Errorf("Moves.%w", err)
 	}
 	if c.Registry == nil {
 		c.Registry = ops.NewRegistry()
@@ -160,13 +163,38 @@ func (c *MoveConfig) defaults() error {
 	if c.RebalanceRate == 0 {
 		c.RebalanceRate = def.RebalanceRate
 	}
-	switch {
-	case c.RebalanceThreshold <= 1 || c.RebalanceStop < 1 || c.RebalanceStop > c.RebalanceThreshold:
-		return fmt.Errorf("rebalance: want 1 <= stop (%g) <= threshold (%g), threshold > 1", c.RebalanceStop, c.RebalanceThreshold)
-	case c.MovedTTL < fleet.MinTTLMillis*time.Millisecond || c.MovedTTL > fleet.MaxTTLMillis*time.Millisecond:
-		return fmt.Errorf("moved ttl %v outside %dms..%dms", c.MovedTTL, fleet.MinTTLMillis, fleet.MaxTTLMillis)
-	case c.Concurrency < 1 || c.MaxMoved < 1 || c.Timeout < 0 || c.RebalanceRate < 0:
-		return errors.New("move concurrency, max moved ids and timeout must be positive")
+	if c.RebalanceThreshold <= 1 {
+		return fmt.Errorf("RebalanceThreshold %g: must be above 1", c.RebalanceThreshold)
+	}
+	return errors.Join(
+		within(field[float64]{"RebalanceStop", c.RebalanceStop}, 1, c.RebalanceThreshold),
+		within(field[time.Duration]{"MovedTTL", c.MovedTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
+		atLeast(1, field[int]{"Concurrency", c.Concurrency}, field[int]{"MaxMoved", c.MaxMoved}),
+		atLeast(0, field[time.Duration]{"Timeout", c.Timeout}),
+		atLeast(0, field[float64]{"RebalanceRate", c.RebalanceRate}),
+	)
+}
+
+// field is a configuration field's name and value, for errors that name both.
+type field[T int | int64 | float64 | time.Duration] struct {
+	name  string
+	value T
+}
+
+// atLeast names the first field below least.
+func atLeast[T int | int64 | float64 | time.Duration](least T, fields ...field[T]) error {
+	for _, f := range fields {
+		if f.value < least {
+			return fmt.Errorf("%s %v: must be at least %v", f.name, f.value, least)
+		}
+	}
+	return nil
+}
+
+// within names f unless it is in [low, high].
+func within[T int | int64 | float64 | time.Duration](f field[T], low, high T) error {
+	if f.value < low || f.value > high {
+		return fmt.Errorf("%s %v: must be within %v..%v", f.name, f.value, low, high)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@
 //	routes.go    instrument → methods → stream.go's stream → owner (moved ids: move_announce.go)
 //	upstream.go  openUpstream: the owner's stream on a connection of its own
 //	hijacked.go  hijack the client's connection; serveClient, one goroutine per stream,
-//	               with hangup.go watching for the client's hang-up
+//	               with internal/hangup watching for the client's hang-up
 //	stream.go    keep → pump: event by event (sse.go), switching to a finished move
 //	               (move.go: switchTo) or recovering an upstream that ended (recoverStream)
 //	move_trigger.go  watchMoves starts moves off draining or dead owners, and rebalances
@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/hangup"
 )
 
 // Fleet is the view the router places on and routes by: the process's one
@@ -94,6 +95,7 @@ type Router struct {
 	// Moves.Concurrency at once); Close joins them.
 	background group
 	deletions  *queue
+	hangups    *hangup.Watcher // the hijacked clients'
 	closeOnce  sync.Once
 }
 
@@ -128,6 +130,7 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	rt.met = met
+	rt.hangups = hangup.New(rt.log)
 	rt.streaming = rt.streamingMux()
 	rt.control = rt.controlMux()
 	rt.loops.Add(3)
@@ -178,6 +181,7 @@ func (rt *Router) Close() {
 		rt.cancel()
 		rt.loops.Wait()
 		rt.background.close()
+		rt.hangups.Close() // streams still open are watched by a goroutine each
 		rt.upstreams.transport.CloseIdleConnections()
 	})
 }
