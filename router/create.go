@@ -111,21 +111,21 @@ func (rt *Router) createInstance(ctx context.Context, c creation) (created, erro
 		last = m
 		rt.known.note(m.Follower, time.Now())
 
-		a := rt.try(ctx, m, c, spent < rt.cfg.Retries)
-		if c.count && a.outcome != placed {
+		v := rt.try(ctx, m, c, spent < rt.cfg.Retries)
+		if c.count && v.outcome != placed {
 			rt.view.Unplace(rt.cfg.Service, m.Follower, m.Incarnation, 1)
 		}
-		if !a.broken || !rt.eject(m, m.Control) {
+		if !v.broken || !rt.eject(m, m.Control) {
 			spent++
 		}
-		switch a.outcome {
+		switch v.outcome {
 		case placed:
 			rt.announce(m)
-			return created{member: m, resp: a.resp, key: a.key}, nil
+			return created{member: m, resp: v.resp, key: v.key}, nil
 		case answered:
-			return created{member: m, resp: a.resp}, nil
+			return created{member: m, resp: v.resp}, nil
 		case failed:
-			return created{member: m}, a.err
+			return created{member: m}, v.err
 		}
 		rt.met.retries.Inc()
 		rt.log.Warn("follower refused the request, trying another", "follower", m.Follower, "addr", m.Control)
