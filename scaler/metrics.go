@@ -1,6 +1,8 @@
 package scaler
 
 import (
+	"math"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headcount-dev/headcount/replicas"
@@ -42,11 +44,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if !ok {
 			continue
 		}
-		target := v.(float64)
-		gauge(c.target, target, service)
+		target := v.(target)
+		gauge(c.target, target.perReplica, service)
 		current := int64(t.Starting + t.Ready + t.Draining)
+		value := int64(math.Ceil(c.s.value(service, target.metric)))
 		for _, p := range replicas.Plans {
-			gauge(c.desired, float64(p.Policy(target, true).Desired(current, t.Live())), service, p.Name)
+			gauge(c.desired, float64(p.Policy(target.perReplica, true).Desired(current, value)), service, p.Name)
 		}
 	}
 	for service, n := range c.s.streams.counts() {

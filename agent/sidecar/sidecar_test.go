@@ -355,3 +355,26 @@ func TestRouterMoveOutCountsInMovedOut(t *testing.T) {
 	assert.Equal(t, 1.0, eventCounter(t, f, "moved_out"))
 	assert.Equal(t, 1.0, eventCounter(t, f, "deleted"))
 }
+
+// The sidecar counts a follower's graphs as Skip keeps them: one per
+// definition (resource + canonical params) among the live instances, so
+// equal params spelled differently share one; params it cannot read share
+// with nothing.
+func TestReportsCountGraphsByDefinition(t *testing.T) {
+	f := newFixture(t, options{})
+	var ids []string
+	for _, params := range []string{`{"a":1,"b":2}`, `{"b":2.0,"a":1}`, `{"a":1,"b":3}`, `not json`} {
+		code, id := e2e.Do(t, http.MethodPost, f.control+"/v1/streams/posts", params)
+		require.Equal(t, http.StatusCreated, code, id)
+		ids = append(ids, id)
+	}
+	rep := f.reports.WaitFor(t, "4 instances", func(r fleet.Report) bool { return r.Instances == 4 })
+	assert.Equal(t, int64(3), rep.Graphs, "{a:1,b:2} twice, {a:1,b:3}, and the unreadable one")
+
+	for i, want := range []int64{3, 2, 1, 0} { // the shared graph outlives its first instance
+		code, _ := e2e.Do(t, http.MethodDelete, f.control+"/v1/streams/"+ids[i], "")
+		require.Equal(t, http.StatusOK, code)
+		rep = f.reports.WaitFor(t, "one fewer", func(r fleet.Report) bool { return r.Instances == int64(3-i) })
+		assert.Equal(t, want, rep.Graphs, "after deleting %d", i+1)
+	}
+}
