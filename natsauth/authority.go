@@ -109,6 +109,9 @@ func (a *Authority) Issue(ids ...Identity) (Credentials, error) {
 		}
 		perms.Pub.Allow.Add(p.Pub.Allow...)
 		perms.Sub.Allow.Add(p.Sub.Allow...)
+		if p.Resp != nil {
+			perms.Resp = p.Resp
+		}
 		names = append(names, id.String())
 	}
 	ukp, err := nkeys.CreateUser()
