@@ -33,8 +33,8 @@ type global struct {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := newRoot().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "headcount:", err)
+	if cmd, err := newRoot().ExecuteContextC(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "headcount:", withHelpHint(cmd, err))
 		os.Exit(1)
 	}
 }
@@ -192,6 +192,9 @@ func (g *global) connect(name string) (*nats.Conn, error) {
 	if errors.Is(err, nats.ErrAuthorization) && g.natsAuth.Creds == "" && g.natsAuth.NKey == "" && g.natsAuth.TokenFile == "" {
 		// The usual first stumble: `headcount status` against `up`, whose NATS refuses anonymous clients.
 		return nil, fmt.Errorf("NATS %s: %w: it refuses anonymous clients; give an identity with --nats-creds (for headcount up: the reader credentials its banner prints), --nats-nkey or --nats-token-file", g.natsURL, err)
+	}
+	if errors.Is(err, nats.ErrNoServers) {
+		return nil, fmt.Errorf("NATS %s: %w: start NATS, or give its address with --nats-url (HEADCOUNT_NATS_URL)", g.natsURL, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", g.natsURL, err)
