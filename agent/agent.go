@@ -29,6 +29,9 @@ type Config struct {
 	Capacity  int64      // optional weight for least-loaded placement
 	Pod       string     // optional Kubernetes pod name
 	Namespace string     // optional Kubernetes namespace
+	// H2C advertises that the ports serve HTTP/2 over cleartext too
+	// (ops.ServeH2C), for routers to multiplex their traffic.
+	H2C bool
 	// Heartbeat is the report period when nothing changes (default 1 s).
 	Heartbeat time.Duration
 	// TTL tells the views when to forget a silent member (default 3 × Heartbeat).
@@ -93,6 +96,7 @@ func New(nc *nats.Conn, cfg Config) (*Agent, error) {
 			Incarnation: uuid.NewString(), Role: cfg.Role, State: fleet.StateStarting,
 			Control: cfg.Control, Streaming: cfg.Streaming, Capacity: cfg.Capacity,
 			TTLMillis: cfg.TTL.Milliseconds(), Pod: cfg.Pod, Namespace: cfg.Namespace,
+			H2C: cfg.H2C,
 		},
 	}
 	if err := a.report.Validate(fleet.AddressPolicy{}); err != nil {

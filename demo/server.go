@@ -185,6 +185,7 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 		Subjects: cfg.Subjects, Service: cfg.Service, Follower: cfg.ID, Role: role,
 		Control: controlAddr, Streaming: streamingAddr, Heartbeat: cfg.Heartbeat,
 		Pod: cfg.Pod, Namespace: cfg.Namespace, Logger: s.log,
+		H2C: true, // httpServer's
 	})
 	if err != nil {
 		s.cancel()
@@ -208,6 +209,7 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 
 func (s *Server) httpServer(h http.Handler) *http.Server {
 	srv := ops.NewServer(h, s.cfg.HTTP, s.log)
+	ops.ServeH2C(srv) // routers multiplex their traffic to it
 	srv.BaseContext = func(net.Listener) context.Context { return s.ctx }
 	srv.ConnState = s.connState
 	return srv

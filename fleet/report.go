@@ -75,6 +75,11 @@ type Report struct {
 	// that does not count them (an older agent): placement then assumes no
 	// sharing (docs/placement.md).
 	Graphs int64 `json:"graphs,omitempty"`
+	// H2C is true when the member's control and streaming ports also speak
+	// HTTP/2 over cleartext with prior knowledge: routers then multiplex
+	// every creation and stream to it on a few connections. Absent (an
+	// unmodified Skip, an older agent) means HTTP/1.1 only.
+	H2C bool `json:"h2c,omitempty"`
 }
 
 // Placed is what a router publishes on headcount.<service>.placed.<follower>

@@ -141,6 +141,7 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 		Subjects: cfg.Subjects, Service: cfg.Service, Follower: cfg.ID, Role: cfg.Role,
 		Control: controlAddr, Streaming: streamingAddr, Capacity: cfg.Capacity,
 		Pod: cfg.Pod, Namespace: cfg.Namespace, Heartbeat: cfg.Heartbeat, Logger: s.log,
+		H2C: true, // serve's
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: %w", err)
@@ -161,6 +162,9 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 
 func (s *Sidecar) serve(ln net.Listener, h http.Handler) {
 	srv := ops.NewServer(h, s.cfg.HTTP, s.log)
+	// Routers multiplex their traffic to the follower on HTTP/2; the proxy
+	// to the follower itself stays HTTP/1.1 on the loopback.
+	ops.ServeH2C(srv)
 	s.servers = append(s.servers, srv)
 	s.serving.Add(1)
 	go func() {

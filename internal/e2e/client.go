@@ -176,3 +176,11 @@ func Raw(t testing.TB, addr, req string) *http.Response {
 	}
 	return resp
 }
+
+// H2CClient speaks only HTTP/2 over cleartext with prior knowledge: a
+// request through it succeeds only on a port that serves h2c (ops.ServeH2C).
+func H2CClient() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p, Proxy: nil}}
+}
