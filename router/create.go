@@ -211,7 +211,7 @@ func (rt *Router) send(ctx context.Context, m fleet.Member, c creation) (*http.R
 		return nil, err
 	}
 	req.Header = c.header.Clone()
-	return rt.upstreams.RoundTrip(req)
+	return rt.upstreams.via(m).RoundTrip(req)
 }
 
 // announce tells the other routers about a placement they cannot see yet.

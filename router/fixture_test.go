@@ -53,12 +53,16 @@ func unavailable(m *member, _ *agent.Config) { m.unavailable = true }
 func hung(m *member, _ *agent.Config)        { m.hung = true }
 func ticking(m *member, _ *agent.Config)     { m.ticking = true }
 
+// h2c serves HTTP/2 over cleartext too, and says so, as the sidecar and the
+// demo do: routers multiplex their traffic to it.
+func h2c(_ *member, c *agent.Config) { c.H2C = true }
+
 // startMember starts id on two loopback listeners, registers it and marks it ready.
 func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *member {
 	t.Helper()
 	m := &member{id: id, instances: map[string]bool{}}
-	m.control = httptest.NewServer(m.count(m.controlMux()))
-	m.streaming = httptest.NewServer(m.count(m.streamingMux()))
+	m.control = httptest.NewUnstartedServer(m.count(m.controlMux()))
+	m.streaming = httptest.NewUnstartedServer(m.count(m.streamingMux()))
 	cfg := agent.Config{
 		Service: svc, Follower: id,
 		Control:   m.control.Listener.Addr().String(),
@@ -67,6 +71,12 @@ func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *mem
 	}
 	for _, o := range opts {
 		o(m, &cfg)
+	}
+	for _, s := range []*httptest.Server{m.control, m.streaming} {
+		if cfg.H2C {
+			ops.ServeH2C(s.Config)
+		}
+		s.Start()
 	}
 	a, err := agent.New(nc, cfg)
 	require.NoError(t, err)

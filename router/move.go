@@ -54,7 +54,7 @@ func (rt *Router) newMover() (*mover, error) {
 // slot is free; it reports whether it started.
 func (rt *Router) startMove(s *stream, trigger string, now time.Time) bool {
 	s.mu.Lock()
-	if s.moving || s.done || s.next != nil || now.Before(s.retryAt) {
+	if s.moving || s.recovering || s.done || s.next != nil || now.Before(s.retryAt) {
 		s.mu.Unlock()
 		return false
 	}
@@ -97,8 +97,9 @@ func (rt *Router) move(s *stream, from *upstream, trigger string) {
 		s.retryAt = time.Now().Add(250 * time.Millisecond)
 		return
 	}
-	if s.done || s.cur != from {
-		// The client left, or the copy loop recovered the stream itself.
+	if s.done || s.cur != from || s.recovering {
+		// The client left, or the copy loop recovers (or recovered) the
+		// stream itself: one of them moves it, once.
 		nu.close()
 		rt.deleteTarget(nu.member, nu.key, trigger)
 		rt.announceMoving(from.member, -1)
@@ -247,7 +248,7 @@ func (rt *Router) deleteOn(m fleet.Member, key, trigger string, moved bool) bool
 	deleted := false
 	if err == nil {
 		var resp *http.Response
-		if resp, err = rt.upstreams.RoundTrip(req); err == nil {
+		if resp, err = rt.upstreams.via(m).RoundTrip(req); err == nil {
 			discard(resp)
 			deleted = resp.StatusCode/100 == 2
 			if !deleted && resp.StatusCode != http.StatusNotFound {

@@ -21,12 +21,13 @@ type target struct {
 	addr  string       // host:port
 	path  string       // upstream path; "" keeps the client's
 	owner fleet.Member // a deletion's owner: refusing the connection means it is gone
+	h2c   bool         // the upstream speaks HTTP/2 over cleartext (fleet.Report.H2C)
 }
 
 type targetKey struct{}
 
 func (rt *Router) newPassThrough() *httputil.ReverseProxy {
-	return httpx.Proxy(rewrite, rt.upstreams, nil, rt.passThroughError, rt.log)
+	return httpx.Proxy(rewrite, viaTarget{rt.upstreams}, nil, rt.passThroughError, rt.log)
 }
 
 // passThrough proxies r, whose body is buffered (nil for none), to t as is:
@@ -38,6 +39,13 @@ func (rt *Router) passThrough(w http.ResponseWriter, r *http.Request, t target, 
 		r.ContentLength = int64(len(body))
 	}
 	rt.proxy.ServeHTTP(w, r)
+}
+
+// viaTarget sends a pass-through request on its target's transport.
+type viaTarget struct{ u *upstreams }
+
+func (v viaTarget) RoundTrip(r *http.Request) (*http.Response, error) {
+	return v.u.transport(r.Context().Value(targetKey{}).(target).h2c).RoundTrip(r)
 }
 
 func rewrite(pr *httputil.ProxyRequest) {

@@ -118,10 +118,12 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 	}
 	rt.deletions = &queue{g: &rt.background, max: cfg.Moves.Concurrency}
 	rt.placer = leastLoaded{view: view, service: cfg.Service}
-	rt.upstreams = newUpstreams(cfg.DialTimeout, cfg.HeaderTimeout)
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
-	rt.proxy = rt.newPassThrough()
 	met, err := newMetrics(cfg.Registry, cfg.Service, rt.hold.len)
+	var tm *transportMetrics
+	if err == nil {
+		tm, err = newTransportMetrics(cfg.Registry, cfg.Service)
+	}
 	if err == nil {
 		rt.moves, err = rt.newMover()
 	}
@@ -129,6 +131,8 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 		cancel()
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	rt.upstreams = newUpstreams(cfg.DialTimeout, cfg.HeaderTimeout, tm)
+	rt.proxy = rt.newPassThrough()
 	rt.met = met
 	rt.hangups = hangup.New(rt.log)
 	rt.streaming = rt.streamingMux()
@@ -182,7 +186,7 @@ func (rt *Router) Close() {
 		rt.loops.Wait()
 		rt.background.close()
 		rt.hangups.Close() // streams still open are watched by a goroutine each
-		rt.upstreams.transport.CloseIdleConnections()
+		rt.upstreams.closeIdle()
 	})
 }
 

@@ -98,7 +98,7 @@ func (rt *Router) malformed(w http.ResponseWriter, _ *http.Request) {
 // destroy sends a deletion to the instance's owner.
 func (rt *Router) destroy(w http.ResponseWriter, r *http.Request) {
 	if m, key, ok := rt.owner(w, r); ok {
-		rt.passThrough(w, r, target{addr: m.Control, path: "/v1/streams/" + key, owner: m}, nil)
+		rt.passThrough(w, r, target{addr: m.Control, path: "/v1/streams/" + key, owner: m, h2c: m.H2C}, nil)
 	}
 }
 
@@ -171,7 +171,7 @@ func (rt *Router) write(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exchangeOf(r.Context()).follower = m.Follower
-	rt.passThrough(w, r, target{addr: m.Control}, body)
+	rt.passThrough(w, r, target{addr: m.Control, h2c: m.H2C}, body)
 }
 
 // body buffers the request body so that it can be replayed on a retry.

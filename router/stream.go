@@ -28,6 +28,7 @@ type stream struct {
 	next         *upstream // a finished move, for the copy loop to switch to
 	aliases      []string  // other ids clients know this instance by, newest last
 	moving       bool
+	recovering   bool      // the copy loop rebuilds the upstream itself (recoverStream)
 	retryAt      time.Time // a failed move is not tried again before
 	rebalancedAt time.Time
 	done         bool // the client left
@@ -138,7 +139,9 @@ func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 			if s.ctx.Err() != nil {
 				return
 			}
+			s.setRecovering(true)
 			nu := rt.recoverStream(s, err)
+			s.setRecovering(false)
 			if nu == nil {
 				return
 			}
@@ -209,7 +212,13 @@ func (s *stream) rebalancedSince(t time.Time) bool {
 func (s *stream) busy() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.moving || s.next != nil
+	return s.moving || s.recovering || s.next != nil
+}
+
+func (s *stream) setRecovering(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recovering = on
 }
 
 func (s *stream) owner() fleet.Member {

@@ -1,33 +1,231 @@
 package router
 
 import (
+	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/httpx"
 )
 
 // upstreams is the router's one way to its followers and leader: one dialer
-// and one connection pool. Creations, pass-through requests and a move's
-// deletions are round trips; a stream dials a connection of its own with
-// the same dialer (openUpstream), since its connection is never reused.
-// RoundTrip is where a per-follower transport slots in (HTTP/2 cleartext to
-// the followers that speak it: issue #23).
+// and two connection pools, chosen per member (via). A member that
+// advertises h2c (the sidecar, the demo) gets HTTP/2 over cleartext:
+// creations, streams, snapshots, deletions and moves share a few
+// connections, and an abandoned stream is a stream reset, not a closed
+// connection. Any other (an unmodified Skip) gets HTTP/1.1: round trips on
+// a keep-alive pool, and a stream on a connection of its own
+// (openUpstream), since its connection is never reused.
 type upstreams struct {
-	dialer    *net.Dialer
-	transport *http.Transport
+	dialStream dialFunc // an HTTP/1.1 stream's own connection
+	h1, h2     *http.Transport
+	met        *transportMetrics
 }
 
-func newUpstreams(dialTimeout, headerTimeout time.Duration) *upstreams {
-	d := httpx.Dialer(dialTimeout)
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Flow control for the multiplexed connections: a stream's window bounds
+// what one slow client can make the router buffer; the connection's is
+// large enough that thousands of them never stall the others.
+const (
+	h2StreamWindow = 256 << 10
+	h2ConnWindow   = 1 << 30
+	// h2Dials bounds the connections dialed to one member at once: a lost
+	// connection's streams all reopen together, and share the next one.
+	h2Dials = 2
+)
+
+func newUpstreams(dialTimeout, headerTimeout time.Duration, met *transportMetrics) *upstreams {
+	u := &upstreams{met: met}
 	// A failed dial sent nothing: a creation is safe to retry elsewhere.
-	return &upstreams{dialer: d, transport: httpx.Transport(httpx.MarkDialErrors(d), headerTimeout)}
+	dial := httpx.MarkDialErrors(httpx.Dialer(dialTimeout))
+	u.dialStream = u.counted(protoHTTP1, dial)
+	u.h1 = httpx.Transport(u.dialStream, headerTimeout)
+	u.h2 = httpx.Transport(u.counted(protoH2C, dial), headerTimeout)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	u.h2.Protocols = &p
+	u.h2.MaxConnsPerHost = h2Dials
+	u.h2.HTTP2 = &http.HTTP2Config{
+		MaxReceiveBufferPerStream:     h2StreamWindow,
+		MaxReceiveBufferPerConnection: h2ConnWindow,
+		// A connection whose peer vanished without a reset (a lost node)
+		// fails its streams within seconds, so that they move.
+		SendPingTimeout: 10 * time.Second,
+		PingTimeout:     5 * time.Second,
+	}
+	return u
 }
 
-func (u *upstreams) RoundTrip(r *http.Request) (*http.Response, error) {
-	return u.transport.RoundTrip(r)
+// via is the transport to m.
+func (u *upstreams) via(m fleet.Member) http.RoundTripper {
+	return u.transport(m.H2C)
+}
+
+func (u *upstreams) transport(h2c bool) *http.Transport {
+	if h2c {
+		return u.h2
+	}
+	return u.h1
+}
+
+func (u *upstreams) closeIdle() {
+	u.h1.CloseIdleConnections()
+	u.h2.CloseIdleConnections()
+}
+
+// openStream sends GET /v1/streams/<key> to m on its multiplexed
+// connection (openUpstream's h2c half). Ending the stream resets it; the
+// connection serves on.
+func (u *upstreams) openStream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	req := (&http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
+		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}).WithContext(ctx)
+	resp, err := u.h2.RoundTrip(req)
+	if err != nil {
+		if ctx.Err() != nil && !errors.As(err, new(*httpx.DialError)) {
+			err = ctx.Err()
+		}
+		cancel()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body = &closeWith{resp.Body, cancel}
+		return nil, resp, nil
+	}
+	u.met.streams.Inc()
+	body := &h2Body{ReadCloser: resp.Body, met: u.met}
+	head := *resp
+	resp.Header, resp.Request = nil, nil
+	up := &upstream{member: m, id: m.Follower + "/" + key, key: key, body: &closeWith{body, cancel},
+		cancel: cancel, events: newEventReader(body)}
+	return up, &head, nil
+}
+
+// h2Body is a multiplexed stream's body: it counts the stream open until
+// closed, and how it ended.
+type h2Body struct {
+	io.ReadCloser
+	met    *transportMetrics
+	ended  atomic.Bool // read to its end or error: nothing to reset
+	closed sync.Once
+}
+
+func (b *h2Body) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.ended.CompareAndSwap(false, true) && err != io.EOF {
+		// The follower reset the stream or the connection was lost.
+		b.met.resets.WithLabelValues("upstream").Inc()
+	}
+	return n, err
+}
+
+func (b *h2Body) Close() error {
+	b.closed.Do(func() {
+		b.met.streams.Dec()
+		if b.ended.CompareAndSwap(false, true) {
+			b.met.resets.WithLabelValues("router").Inc()
+		}
+	})
+	return b.ReadCloser.Close()
+}
+
+const (
+	protoHTTP1 = "http/1.1"
+	protoH2C   = "h2c"
+)
+
+// counted counts dial's connections open until they are closed.
+func (u *upstreams) counted(proto string, dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		u.met.opened(addr, proto)
+		return &countedConn{Conn: c, done: func() { u.met.closed(addr, proto) }}, nil
+	}
+}
+
+type countedConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+// NetConn is the dialed connection, whose file descriptor an HTTP/1.1
+// stream waits on (waitReadable).
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.done)
+	return c.Conn.Close()
+}
+
+// transportMetrics: connections per upstream address and protocol, the
+// multiplexed streams open over them (their ratio is streams per
+// connection), and resets.
+type transportMetrics struct {
+	conns   *prometheus.GaugeVec // upstream, protocol
+	streams prometheus.Gauge
+	resets  *prometheus.CounterVec // by
+
+	mu   sync.Mutex
+	open map[[2]string]int // a series is deleted when its last connection closes
+}
+
+func newTransportMetrics(reg prometheus.Registerer, service string) (*transportMetrics, error) {
+	labels := prometheus.Labels{"service": service}
+	m := &transportMetrics{
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "headcount_router_upstream_connections", ConstLabels: labels,
+			Help: "Open connections to followers and leaders, by upstream address and protocol (h2c multiplexes, http/1.1 carries one request or stream at a time).",
+		}, []string{"upstream", "protocol"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "headcount_router_upstream_h2c_streams", ConstLabels: labels,
+			Help: "Streams open over multiplexed (h2c) upstream connections; ÷ the h2c connections: streams per connection.",
+		}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_upstream_resets_total", ConstLabels: labels,
+			Help: "Multiplexed upstream streams reset, by who ended them: router (its client left, or a move replaced it) or upstream (the follower reset it or the connection was lost).",
+		}, []string{"by"}),
+		open: map[[2]string]int{},
+	}
+	for _, c := range []prometheus.Collector{m.conns, m.streams, m.resets} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *transportMetrics) opened(addr, proto string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.open[[2]string{addr, proto}]++
+	m.conns.WithLabelValues(addr, proto).Inc()
+}
+
+func (m *transportMetrics) closed(addr, proto string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := [2]string{addr, proto}
+	if m.open[k]--; m.open[k] > 0 {
+		m.conns.WithLabelValues(addr, proto).Dec()
+		return
+	}
+	delete(m.open, k)
+	m.conns.DeleteLabelValues(addr, proto)
 }
 
 // hopHeaders are per-connection headers a proxy never forwards.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/internal/httpx"
 )
 
 // upstream is one follower's stream of the instance.
@@ -46,15 +45,19 @@ func (u *upstream) close() {
 	u.events.release()
 }
 
-// openUpstream sends GET /v1/streams/<key> to m on a connection of its own,
+// openUpstream sends GET /v1/streams/<key> to m: multiplexed when m speaks
+// h2c (upstreams.openStream), else on a connection of its own,
 // read by the stream's goroutine alone: no transport goroutines or buffers
 // per stream, since a stream's connection is never reused. A 200 comes back
 // as an upstream; any other answer as the response, for the caller to relay
 // or judge, its connection closed with its body. ctx ends the connection.
 func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
-	conn, err := rt.upstreams.dialer.DialContext(ctx, "tcp", m.Streaming)
+	if m.H2C {
+		return rt.upstreams.openStream(ctx, m, key, h)
+	}
+	conn, err := rt.upstreams.dialStream(ctx, "tcp", m.Streaming)
 	if err != nil {
-		return nil, nil, &httpx.DialError{Err: err}
+		return nil, nil, err // a *httpx.DialError
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	end := func() { stop(); _ = conn.Close() }
@@ -89,7 +92,7 @@ func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, 
 	resp.Header, resp.Request = nil, nil
 	up := &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end,
 		events: newEventReader(body), wire: wire}
-	if sc, ok := conn.(syscall.Conn); ok {
+	if sc, ok := netConn(conn).(syscall.Conn); ok {
 		up.raw, _ = sc.SyscallConn()
 	}
 	return up, &head, nil
