@@ -119,6 +119,7 @@ type service struct {
 	demand          map[string]demand    // by router
 	leavingByRouter map[string]int64     // instances leaving, by the router that announced them
 	totals          Totals
+	graphs          int64 // View.Graphs, kept with the totals
 }
 
 type member struct {
@@ -234,9 +235,11 @@ func (s *service) count(m *member, sign int) {
 		s.totals.Ready += sign
 		s.totals.Instances += int64(sign) * m.instances()
 		s.totals.Pending += int64(sign) * m.pending()
+		s.graphs += int64(sign) * m.costGraphs()
 	case StateDraining:
 		s.totals.Draining += sign
 		s.totals.Instances += int64(sign) * m.instances()
 		s.totals.Pending += int64(sign) * m.pending()
+		s.graphs += int64(sign) * m.costGraphs()
 	}
 }

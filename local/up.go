@@ -156,12 +156,12 @@ func (s *system) startNATS() error {
 		}
 		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: port, Auth: access.auth})
 		if err != nil {
-			return fmt.Errorf("--nats-addr %s: %w", s.cfg.NATSAddr, err)
+			return listenError("--nats-addr", s.cfg.NATSAddr, err)
 		}
 		s.stack.push(func() { ns.Shutdown(); ns.WaitForShutdown() })
 		access.url, access.server = ns.ClientURL(), ns
 		// For `headcount status` and `nats sub` from another terminal.
-		if s.observer, err = access.credsFile("observer", natsauth.Identity{Role: natsauth.RoleReader}); err != nil {
+		if s.observer, err = access.credsFile("observer", natsauth.Identity{Role: natsauth.RoleObserver}); err != nil {
 			return err
 		}
 	}
@@ -192,7 +192,7 @@ func (s *system) listen() error {
 	} {
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", l.flag, l.addr, err)
+			return listenError(l.flag, l.addr, err)
 		}
 		s.stack.push(func() { _ = ln.Close() })
 		s.lns[l.name] = ln
@@ -234,6 +234,11 @@ func (s *system) compose() error {
 	sc.Logger = s.cfg.Logger
 	s.scaler = scaler.New(s.view, sc)
 	s.stack.push(s.scaler.Close)
+	scalerAPI, err := s.scaler.ServeAPI(s.nc, s.cfg.Subjects, "up")
+	if err != nil {
+		return err
+	}
+	s.stack.push(func() { _ = scalerAPI.Stop() })
 	s.watcher.OnChange(s.scaler.Changed)
 	rc := router.DefaultConfig()
 	rc.Subjects, rc.Service, rc.ID, rc.Logger = s.cfg.Subjects, s.cfg.Service, routerID, s.cfg.Logger

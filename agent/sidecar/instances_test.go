@@ -34,7 +34,7 @@ func (cs *countdowns) expire() {
 
 func newTestTable() (*table, *countdowns, *int64) {
 	var n int64
-	tb := newTable(time.Second, func(d int64, _ string) { n += d }, func(string) {})
+	tb := newTable(time.Second, func(d, _ int64, _ string) { n += d }, func(string) {})
 	cs := &countdowns{}
 	tb.after = cs.after
 	return tb, cs, &n
@@ -44,7 +44,7 @@ func newTestTable() (*table, *countdowns, *int64) {
 // long the machine took: the TTL here passes only when the test says.
 func TestResubscribingWithinTheTTLCallsOffTheCollection(t *testing.T) {
 	tb, cs, n := newTestTable()
-	tb.created("k", "", "")
+	tb.created("k", "", "", "")
 	tb.subscribed("k")
 	tb.unsubscribed("k")
 	tb.subscribed("k") // back before the TTL
@@ -61,7 +61,7 @@ func TestResubscribingWithinTheTTLCallsOffTheCollection(t *testing.T) {
 // Never subscribed: never collected (Skip's rule), however long it waits.
 func TestAnUnsubscribedInstanceIsNeverCollected(t *testing.T) {
 	tb, cs, n := newTestTable()
-	tb.created("k", "", "")
+	tb.created("k", "", "", "")
 	require.Empty(t, cs.pending, "no countdown starts at creation")
 	require.Equal(t, int64(1), *n)
 }

@@ -289,9 +289,10 @@ func (s *Sidecar) waitNoStreams(ctx context.Context) {
 	}
 }
 
-// count reports a change of the instance count to the agent, a router's
-// move as what it is.
-func (s *Sidecar) count(delta int64, event string) {
+// count reports a change of the instance count and the graphs to the agent,
+// a router's move as what it is.
+func (s *Sidecar) count(delta, graphs int64, event string) {
+	s.agent.SetGraphs(graphs)
 	if event == eventMovedOut {
 		s.agent.MovedOut(-delta)
 		return

@@ -28,6 +28,7 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/wiring"
 	"github.com/headcount-dev/headcount/metricsadapter"
+	"github.com/headcount-dev/headcount/natsapi"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/verify"
@@ -165,6 +166,11 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	if err != nil {
 		return err
 	}
+	api, err := p.ServeAPI(nc, subjects, natsapi.HostID(natsapi.Adapter))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = api.Stop() }()
 	base.WithCustomMetrics(p)
 	if f.external {
 		base.WithExternalMetrics(p)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/headcount-dev/headcount/natsapi"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsauth/callout"
 	"github.com/headcount-dev/headcount/ops"
@@ -73,6 +74,11 @@ func authCalloutCmd(g *cli.Global) *cobra.Command {
 				return err
 			}
 			defer svc.Close()
+			api, err := svc.ServeAPI(nc, cfg.Subjects, natsapi.HostID(natsapi.Callout))
+			if err != nil {
+				return err
+			}
+			defer func() { _ = api.Stop() }()
 			reg := ops.NewRegistry()
 			reg.MustRegister(svc.Collector())
 			checks := &ops.Checks{}
@@ -92,7 +98,7 @@ func authCalloutCmd(g *cli.Global) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&issuerSeed, "issuer-seed", "", "file holding the account nkey seed (SA…) whose public key is the auth_callout issuer (required)")
-	f.StringSliceVar(&binds, "bind", nil, "grant a role to a ServiceAccount's pods: <namespace>/<serviceaccount>=member:<service>|router:<service>|reader[:<service>] (repeatable)")
+	f.StringSliceVar(&binds, "bind", nil, "grant a role to a ServiceAccount's pods: <namespace>/<serviceaccount>=member:<service>|router:<service>|reader[:<service>]|observer[:<service>] (repeatable)")
 	f.StringSliceVar(&audiences, "audience", []string{"nats"}, "audiences the projected token must be issued for")
 	f.StringVar(&account, "account", "$G", "NATS account the users are placed in")
 	f.DurationVar(&cfg.TTL, "ttl", 10*time.Minute, "lifetime of a grant: the client then reconnects and its current token is reviewed again")

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/headcount-dev/headcount/natsapi"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/scaler"
 	"github.com/headcount-dev/headcount/scaler/deletioncost"
@@ -63,6 +64,15 @@ func scalerCmd(g *cli.Global) *cobra.Command {
 				return err
 			}
 			defer s.Close()
+			subjects, err := g.Subjects()
+			if err != nil {
+				return err
+			}
+			api, err := s.ServeAPI(p.nc, subjects, natsapi.HostID(natsapi.Scaler))
+			if err != nil {
+				return err
+			}
+			defer func() { _ = api.Stop() }()
 			return o.run(cmd.Context(), s, costs, reg, lns[0], lns[1])
 		},
 	}

@@ -112,6 +112,13 @@ func (v *Violations) Refused(t testing.TB, nc *nats.Conn, subject string) {
 	v.Wait(t, subject)
 }
 
+// All returns the violations seen so far.
+func (v *Violations) All() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]string(nil), v.seen...)
+}
+
 func (v *Violations) has(s string) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -106,6 +106,9 @@ func (a *Authority) Issue(ids ...natsauth.Identity) (natsauth.Credentials, error
 		}
 		perms.Pub.Allow.Add(p.Pub.Allow...)
 		perms.Sub.Allow.Add(p.Sub.Allow...)
+		if p.Resp != nil {
+			perms.Resp = p.Resp
+		}
 		names = append(names, id.String())
 	}
 	ukp, err := nkeys.CreateUser()

@@ -36,13 +36,13 @@ type Global struct {
 }
 
 // Execute runs root until SIGTERM or Ctrl-C and exits 1, naming the
-// program, on an error.
+// program and the next step, on an error.
 func Execute(root *cobra.Command) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, root.Name()+":", err)
+		fmt.Fprintln(os.Stderr, root.Name()+":", WithHelpHint(cmd, err))
 		os.Exit(1)
 	}
 }
@@ -152,6 +152,9 @@ func (g *Global) Connect(name string) (*nats.Conn, error) {
 	if errors.Is(err, nats.ErrAuthorization) && g.NATSAuth.Creds == "" && g.NATSAuth.NKey == "" && g.NATSAuth.TokenFile == "" {
 		// The usual first stumble: `headcount status` against `up`, whose NATS refuses anonymous clients.
 		return nil, fmt.Errorf("NATS %s: %w: it refuses anonymous clients; give an identity with --nats-creds (for headcount up: the reader credentials its banner prints), --nats-nkey or --nats-token-file", g.NATSURL, err)
+	}
+	if errors.Is(err, nats.ErrNoServers) {
+		return nil, fmt.Errorf("NATS %s: %w: start NATS, or give its address with --nats-url (HEADCOUNT_NATS_URL)", g.NATSURL, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", g.NATSURL, err)
