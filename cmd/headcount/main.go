@@ -53,7 +53,10 @@ func newRoot() *cobra.Command {
 			if err := checkNumbers(cmd.Flags()); err != nil {
 				return err
 			}
-			return ops.SetupLogging(g.logLevel, g.logFormat)
+			if err := ops.SetupLogging(g.logLevel, g.logFormat); err != nil {
+				return err
+			}
+			return setupTracing(cmd)
 		},
 	}
 	pf := root.PersistentFlags()
