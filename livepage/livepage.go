@@ -56,6 +56,9 @@ type Page struct {
 	history []Point
 	notes   []Note // the latest, for a page opened later
 	subs    map[chan message]struct{}
+	// stopped closes when Run returns: open streams end, so that they do
+	// not hold up the server's graceful shutdown.
+	stopped chan struct{}
 }
 
 type message struct {
@@ -81,11 +84,13 @@ func New(cfg Config) *Page {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Page{cfg: cfg, subs: map[chan message]struct{}{}}
+	return &Page{cfg: cfg, subs: map[chan message]struct{}{}, stopped: make(chan struct{})}
 }
 
-// Run samples the status until stop closes.
+// Run samples the status until stop closes, then ends the open streams.
+// Call it once.
 func (p *Page) Run(stop <-chan struct{}) {
+	defer close(p.stopped)
 	t := time.NewTicker(p.cfg.Every)
 	defer t.Stop()
 	for {
@@ -200,6 +205,8 @@ func (p *Page) events(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-p.stopped:
 			return
 		case m := <-ch:
 			if !write(m) {

@@ -78,4 +78,14 @@ func TestEventsStartWithTheStateThenFollowChanges(t *testing.T) {
 	ev, data = next()
 	require.Equal(t, "note", ev)
 	require.Contains(t, data, "router-1 moved stream a to b")
+
+	// Once Run ends, the stream ends: a graceful shutdown is not held up.
+	stop := make(chan struct{})
+	close(stop)
+	p.Run(stop)
+	for {
+		if _, err := r.ReadString('\n'); err != nil {
+			break
+		}
+	}
 }
