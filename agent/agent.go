@@ -52,6 +52,7 @@ type Agent struct {
 
 	mu     sync.Mutex
 	report fleet.Report // seq is the last one published
+	graphs int64        // as set; the report carries at most its instances
 	closed bool
 }
 
@@ -169,6 +170,16 @@ func (a *Agent) Set(n int64) {
 	})
 }
 
+// SetGraphs sets how many distinct definitions (fleet.DefinitionKey) the
+// live instances have: the resource graphs the follower computes. Reports
+// carry at most the live instance count, so that a graph count set after or
+// before the instance count it goes with never makes a report invalid.
+// Members that never call it report none (placement then assumes no sharing);
+// Definitions keeps the count for followers that see each instance's key.
+func (a *Agent) SetGraphs(n int64) {
+	a.change(func(*fleet.Report) { a.graphs = max(n, 0) })
+}
+
 // Ready makes the member eligible for new instances.
 func (a *Agent) Ready() { a.setState(fleet.StateReady) }
 
@@ -181,6 +192,7 @@ func (a *Agent) change(f func(*fleet.Report)) {
 	a.mu.Lock()
 	if !a.closed {
 		f(&a.report)
+		a.report.Graphs = min(a.graphs, a.report.Instances)
 	}
 	a.mu.Unlock()
 	select {

@@ -175,3 +175,39 @@ func TestAbandonGoesSilent(t *testing.T) {
 	time.Sleep(10 * cfg.Heartbeat)
 	require.Empty(t, ch, "reports after Abandon")
 }
+
+// Graphs travel with the instances they belong to: set before the instances
+// or left behind when they go, a report never carries more graphs than
+// instances (the views would drop it as invalid).
+func TestAgentReportsGraphsWithinInstances(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Server(t))
+	ch := reports(t, nc, "f-1")
+	a := newAgent(t, nc, config("f-1"))
+	next(t, ch) // starting
+
+	var defs agent.Definitions
+	for _, key := range []string{`posts/{"a":1}`, `posts/{"a":1}`, `posts/{"a":2}`} {
+		a.SetGraphs(defs.Add(key)) // before its instance is counted
+		a.Add(1)
+	}
+	last := next(t, ch)
+	for last.Instances != 3 {
+		last = next(t, ch)
+	}
+	require.Equal(t, int64(2), last.Graphs, "two definitions among three instances")
+
+	a.Done(3) // the instances go first, the graphs after
+	for last.Instances != 0 {
+		last = next(t, ch)
+	}
+	require.Zero(t, last.Graphs)
+	for _, key := range []string{`posts/{"a":1}`, `posts/{"a":1}`, `posts/{"a":2}`, "never-added"} {
+		a.SetGraphs(defs.Remove(key))
+	}
+	require.Zero(t, defs.Len())
+	a.Add(1)
+	for last.Instances != 1 {
+		last = next(t, ch)
+	}
+	require.Zero(t, last.Graphs, "a graph count set to 0 stays 0")
+}

@@ -243,6 +243,27 @@ func TestInstanceCountOnNATS(t *testing.T) {
 	}
 }
 
+// The follower models Skip's sharing: one computation per definition, and
+// its reports count them as graphs while any of their instances lives.
+func TestReportsCountOneGraphPerDefinition(t *testing.T) {
+	f, reps := readyFollower(t)
+	ids := []string{create(t, f, "a"), create(t, f, "a"), create(t, f, "b")}
+	rep := reps.WaitFor(t, "3 instances", func(r fleet.Report) bool { return r.Instances == 3 })
+	if rep.Graphs != 2 {
+		t.Fatalf("graphs %d with two instances of a and one of b, want 2", rep.Graphs)
+	}
+
+	for i, want := range []int64{2, 1, 0} {
+		if code, body := do(t, http.MethodDelete, "http://"+f.ControlAddr()+"/v1/streams/"+ids[i], ""); code != http.StatusOK {
+			t.Fatalf("delete: %d %s", code, body)
+		}
+		rep = reps.WaitFor(t, "one fewer", func(r fleet.Report) bool { return r.Instances == int64(2-i) })
+		if rep.Graphs != want {
+			t.Fatalf("after deleting %d: graphs %d, want %d (a's graph outlives its first instance)", i+1, rep.Graphs, want)
+		}
+	}
+}
+
 func TestLeaderRegistersAsLeader(t *testing.T) {
 	nc := testNATS(t)
 	reps := e2e.WatchReports(t, nc, "hn", "leader")
@@ -367,11 +388,7 @@ func TestDrainThenShutdown(t *testing.T) {
 }
 
 func TestKillPublishesNoGone(t *testing.T) {
-	nc := testNATS(t)
-	leader := demotest.Leader(t, nc, "hn")
-	reps := e2e.WatchReports(t, nc, "hn", "follower-1")
-	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
-	reps.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	f, reps := readyFollower(t)
 	f.Kill()
 	if _, err := http.Get("http://" + f.ControlAddr() + "/v1/healthcheck"); err == nil {
 		t.Fatal("control port still answers after Kill")

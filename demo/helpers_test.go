@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/headcount-dev/headcount/demo"
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/demotest"
 	"github.com/headcount-dev/headcount/internal/natstest"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +19,17 @@ import (
 )
 
 const wait = 10 * time.Second // generous: the machine is shared
+
+// readyFollower starts a leader and follower-1 of service hn and waits for
+// the follower's ready report.
+func readyFollower(t testing.TB) (*demo.Server, *e2e.Reports) {
+	nc := testNATS(t)
+	leader := demotest.Leader(t, nc, "hn")
+	reps := e2e.WatchReports(t, nc, "hn", "follower-1")
+	f := demotest.Follower(t, nc, "hn", "follower-1", leader)
+	reps.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
+	return f, reps
+}
 
 func testNATS(t testing.TB) *nats.Conn {
 	t.Helper()

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/headcount-dev/headcount/agent"
 )
 
 var (
@@ -41,14 +43,21 @@ type registry struct {
 	open      func(collection string) (f *feed, stop func(), err error)
 	onCreate  func()
 	onDestroy func(movedOut bool)
+	// onGraphs gets the definitions live after every change, under mu so
+	// that the last count set is the current one.
+	onGraphs func(n int64)
 
 	mu    sync.Mutex
 	byID  map[string]*instance
 	comps map[string]*computation
+	// defs counts the instances of each computation: its collection is the
+	// whole definition, since the only resource's params are {"name": <c>}.
+	// (comps also holds the computations snapshots borrow: not graphs.)
+	defs agent.Definitions
 }
 
-func newRegistry(ttl time.Duration, open func(string) (*feed, func(), error), onCreate func(), onDestroy func(movedOut bool)) *registry {
-	return &registry{ttl: ttl, open: open, onCreate: onCreate, onDestroy: onDestroy,
+func newRegistry(ttl time.Duration, open func(string) (*feed, func(), error), onCreate func(), onDestroy func(movedOut bool), onGraphs func(int64)) *registry {
+	return &registry{ttl: ttl, open: open, onCreate: onCreate, onDestroy: onDestroy, onGraphs: onGraphs,
 		byID: map[string]*instance{}, comps: map[string]*computation{}}
 }
 
@@ -104,6 +113,7 @@ func (r *registry) create(ctx context.Context, collection string, from origin) (
 	inst := &instance{id: uuid.NewString(), comp: c, origin: from, done: make(chan struct{})}
 	r.mu.Lock()
 	r.byID[inst.id] = inst
+	r.onGraphs(r.defs.Add(collection))
 	r.armLocked(inst)
 	r.mu.Unlock()
 	r.onCreate()
@@ -166,6 +176,7 @@ func (r *registry) destroy(id string, movedOut bool) bool {
 // destroyLocked removes inst and unlocks r.
 func (r *registry) destroyLocked(inst *instance, movedOut bool) {
 	delete(r.byID, inst.id)
+	r.onGraphs(r.defs.Remove(inst.comp.collection))
 	inst.timer.Stop()
 	close(inst.done)
 	stop := r.releaseLocked(inst.comp)

@@ -177,7 +177,7 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 		tr.Proxy = nil
 		s.client = &http.Client{Transport: tr}
 	}
-	s.instances = newRegistry(cfg.InstanceTTL, open, s.created, s.destroyed)
+	s.instances = newRegistry(cfg.InstanceTTL, open, s.created, s.destroyed, func(n int64) { s.agent.SetGraphs(n) })
 
 	// Registered before serving, so that every request finds the agent; the
 	// "starting" state keeps routers away until the ports answer.

@@ -69,6 +69,12 @@ type Report struct {
 	// router moved them elsewhere (a DELETE carrying HeaderMovedOut); it never
 	// decreases. Views stop discounting a move's old instance when it rises.
 	MovedOut int64 `json:"moved_out,omitempty"`
+	// Graphs counts the distinct definitions (fleet.DefinitionKey) among the
+	// live instances: Skip computes one resource graph per definition and
+	// every instance of it shares that graph. 0 with instances is a member
+	// that does not count them (an older agent): placement then assumes no
+	// sharing (docs/placement.md).
+	Graphs int64 `json:"graphs,omitempty"`
 }
 
 // Placed is what a router publishes on headcount.<service>.placed.<follower>
@@ -238,6 +244,10 @@ func (r *Report) Validate(policy AddressPolicy) error {
 		return invalid(ReasonCount, "created %d outside 0..%d", r.Created, int64(MaxCreated))
 	case r.MovedOut < 0 || r.MovedOut > MaxCreated:
 		return invalid(ReasonCount, "moved_out %d outside 0..%d", r.MovedOut, int64(MaxCreated))
+	case r.Graphs < 0 || r.Graphs > r.Instances:
+		// A graph lives while one of its instances does: never more graphs
+		// than instances.
+		return invalid(ReasonCount, "graphs %d outside 0..instances (%d)", r.Graphs, r.Instances)
 	case r.Capacity < 0 || r.Capacity > MaxCapacity:
 		return invalid(ReasonCount, "capacity %d outside 0..%d", r.Capacity, MaxCapacity)
 	case r.TTLMillis < MinTTLMillis || r.TTLMillis > MaxTTLMillis:

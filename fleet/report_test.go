@@ -69,6 +69,8 @@ func malformedReports() []malformedCase {
 		{"absurd instances", "follower-3", ReasonCount, set("instances", MaxInstances+1)},
 		{"negative created", "follower-3", ReasonCount, set("created", -5)},
 		{"negative capacity", "follower-3", ReasonCount, set("capacity", -5)},
+		{"negative graphs", "follower-3", ReasonCount, set("graphs", -1)},
+		{"more graphs than instances", "follower-3", ReasonCount, set("graphs", 43)},
 		{"subject names another follower", "follower-4", ReasonSubject, set("v", 1)},
 		{"body names another service", "follower-3", ReasonSubject, set("service", "other")},
 		{"uppercase follower", "Follower-3", ReasonName, set("follower", "Follower-3")},
@@ -83,6 +85,21 @@ func malformedReports() []malformedCase {
 		// Just under NATS's default 1 MiB max payload, so it can travel.
 		{"1 MiB body", "follower-3", ReasonOversize, set("pod", strings.Repeat("a", 1<<20-1024))},
 	}
+}
+
+func TestDecodeReportReadsGraphs(t *testing.T) {
+	r := validReport()
+	r.Graphs = r.Instances // every instance its own definition: the most there can be
+	data, err := json.Marshal(r)
+	require.NoError(t, err)
+	require.Contains(t, string(data), `"graphs":42`)
+	got, err := DecodeReport(data, "hackernews", "follower-3", AddressPolicy{})
+	require.NoError(t, err)
+	require.Equal(t, int64(42), got.Graphs)
+	// An agent that does not count definitions sends no field: 0.
+	r.Graphs = 0
+	data, _ = json.Marshal(r)
+	require.NotContains(t, string(data), "graphs")
 }
 
 func TestDecodeReportRejectsMalformed(t *testing.T) {

@@ -61,7 +61,7 @@ func TestLivePageFollowsUpInChromium(t *testing.T) {
 			followers: [...document.querySelectorAll('#followers tbody tr')].filter(r => r.cells[1].textContent === 'follower' && r.cells[2].textContent === 'ready').length,
 			live: document.getElementById('live').textContent,
 			target: document.getElementById('target').textContent,
-			points: document.getElementById('line-live').getAttribute('points').split(' ').filter(Boolean).length,
+			points: (document.getElementById('line-live').getAttribute('points') || '').split(' ').filter(Boolean).length,
 			chart: document.getElementById('chart-desc').textContent,
 			notes: document.getElementById('notes').textContent,
 			conn: document.getElementById('conn').textContent,

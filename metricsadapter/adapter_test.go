@@ -153,7 +153,11 @@ func TestCustomMetricsFollowAgents(t *testing.T) {
 			for _, r := range list.APIResources {
 				names = append(names, r.Name)
 			}
-			require.ElementsMatch(t, []string{"pods/resource_instances", "deployments.apps/live_instances", "statefulsets.apps/live_instances"}, names)
+			require.ElementsMatch(t, []string{
+				"pods/resource_instances", "deployments.apps/live_instances", "statefulsets.apps/live_instances",
+				"pods/resource_graphs", "deployments.apps/live_graphs", "statefulsets.apps/live_graphs",
+				"pods/resource_cost", "deployments.apps/live_cost", "statefulsets.apps/live_cost",
+			}, names)
 		}
 		_, err = dc.ServerResourcesForGroupVersion("external.metrics.k8s.io/v1beta1")
 		require.True(t, apierrors.IsNotFound(err), "external API off by default: %v", err)
@@ -172,6 +176,56 @@ func TestCustomMetricsFollowAgents(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(20), v)
 	})
+}
+
+// The graphs and cost variants of every metric: a follower holding 40
+// instances of one definition weighs 1 graph, one holding 10 of ten 10; an
+// agent that counts no graphs counts every instance as one.
+func TestGraphsAndCostMetrics(t *testing.T) {
+	url := natstest.Server(t)
+	hn := map[string]string{metricsadapter.DefaultServiceLabel: "hn"}
+	a := startAdapter(t, adapterOptions{natsURL: url, external: true, objects: []runtime.Object{
+		pod("hn-0", nil), pod("hn-1", nil), pod("hn-2", nil), deployment("hn-follower", hn),
+	}})
+	hot := follower(t, a.nc, "hn", "follower-0", "hn-0", 3*time.Second)
+	hot.SetGraphs(1)
+	hot.Set(40)
+	spread := follower(t, a.nc, "hn", "follower-1", "hn-1", 3*time.Second)
+	spread.SetGraphs(10)
+	spread.Set(10)
+	follower(t, a.nc, "hn", "follower-2", "hn-2", 3*time.Second).Set(5) // counts no graphs
+	a.eventuallyPods(t, labels.Everything(), map[string]int64{"hn-0": 40, "hn-1": 10, "hn-2": 5})
+
+	c := a.clients[v1beta2].NamespacedMetrics("default")
+	for metric, want := range map[string]map[string]string{
+		metricsadapter.PodGraphsMetric: {"hn-0": "1", "hn-1": "10", "hn-2": "5"},
+		metricsadapter.PodCostMetric:   {"hn-0": "5", "hn-1": "11", "hn-2": "5500m"},
+	} {
+		list, err := c.GetForObjects(podKind, labels.Everything(), metric, labels.Everything())
+		require.NoError(t, err, metric)
+		got := map[string]string{}
+		for _, v := range list.Items {
+			require.Equal(t, metric, v.Metric.Name)
+			got[v.DescribedObject.Name] = v.Value.String()
+		}
+		require.Equal(t, want, got, metric)
+	}
+	for metric, want := range map[string]string{
+		metricsadapter.WorkloadGraphsMetric: "16",
+		metricsadapter.WorkloadCostMetric:   "21500m", // 16 graphs + 55 × 0.1
+	} {
+		v, err := c.GetForObject(depKind, "hn-follower", metric, labels.Everything())
+		require.NoError(t, err, metric)
+		require.Equal(t, want, v.Value.String(), metric)
+	}
+	ext := a.external(t).NamespacedMetrics("default")
+	for metric, want := range map[string]string{metricsadapter.ExternalGraphsMetric: "16", metricsadapter.ExternalCostMetric: "21500m"} {
+		list, err := ext.List(metric, labels.SelectorFromSet(labels.Set{"service": "hn"}))
+		require.NoError(t, err, metric)
+		require.Len(t, list.Items, 1)
+		require.Equal(t, metric, list.Items[0].MetricName)
+		require.Equal(t, want, list.Items[0].Value.String(), metric)
+	}
 }
 
 func TestExternalMetricBehindFlag(t *testing.T) {

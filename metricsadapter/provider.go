@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"slices"
@@ -42,6 +43,56 @@ const (
 	DefaultMaxStaleness = 2 * time.Minute
 )
 
+// The same three metrics counting graphs, then cost, instead of instances
+// (docs/adapter.md, docs/scaler.md: when to choose which).
+const (
+	PodGraphsMetric      = "resource_graphs"
+	WorkloadGraphsMetric = "live_graphs"
+	ExternalGraphsMetric = "headcount_graphs"
+	PodCostMetric        = "resource_cost"
+	WorkloadCostMetric   = "live_cost"
+	ExternalCostMetric   = "headcount_cost"
+)
+
+// measure is what a metric counts.
+type measure int
+
+const (
+	instances measure = iota
+	graphs
+	cost
+)
+
+// Every metric served, by API and object: pods, workloads (Deployments and
+// StatefulSets), and the external API.
+var (
+	podMetrics      = map[string]measure{PodMetric: instances, PodGraphsMetric: graphs, PodCostMetric: cost}
+	workloadMetrics = map[string]measure{WorkloadMetric: instances, WorkloadGraphsMetric: graphs, WorkloadCostMetric: cost}
+	externalMetrics = map[string]measure{ExternalMetric: instances, ExternalGraphsMetric: graphs, ExternalCostMetric: cost}
+)
+
+// member is what one follower's report adds to its pod's value.
+func (ms measure) member(m fleet.Member) float64 {
+	switch ms {
+	case graphs:
+		return float64(m.CostGraphs())
+	case cost:
+		return fleet.DefaultCostWeights.Of(m.CostGraphs(), m.Instances)
+	}
+	return float64(m.Instances)
+}
+
+// service is a service's value.
+func (ms measure) service(f Fleet, service string) float64 {
+	switch ms {
+	case graphs:
+		return float64(f.Live(service).Graphs)
+	case cost:
+		return fleet.DefaultCostWeights.Service(f.Live(service))
+	}
+	return float64(f.Totals(service).Live())
+}
+
 var (
 	pods         = schema.GroupResource{Resource: "pods"}
 	deployments  = schema.GroupResource{Group: "apps", Resource: "deployments"}
@@ -58,6 +109,7 @@ type Fleet interface {
 	Services() []string
 	Members(service string) []fleet.Member
 	Totals(service string) fleet.Totals
+	Live(service string) fleet.Live
 }
 
 // Link tells whether the view is still fed by NATS; *fleet.View has it (its
@@ -134,16 +186,25 @@ func New(cfg Config) (*Provider, error) {
 
 // ListAllMetrics is what discovery lists.
 func (p *Provider) ListAllMetrics() []provider.CustomMetricInfo {
-	return []provider.CustomMetricInfo{
-		{GroupResource: pods, Namespaced: true, Metric: PodMetric},
-		{GroupResource: deployments, Namespaced: true, Metric: WorkloadMetric},
-		{GroupResource: statefulsets, Namespaced: true, Metric: WorkloadMetric},
+	var out []provider.CustomMetricInfo
+	for _, name := range slices.Sorted(maps.Keys(podMetrics)) {
+		out = append(out, provider.CustomMetricInfo{GroupResource: pods, Namespaced: true, Metric: name})
 	}
+	for _, name := range slices.Sorted(maps.Keys(workloadMetrics)) {
+		for _, gr := range []schema.GroupResource{deployments, statefulsets} {
+			out = append(out, provider.CustomMetricInfo{GroupResource: gr, Namespaced: true, Metric: name})
+		}
+	}
+	return out
 }
 
 // ListAllExternalMetrics is what discovery lists on the external API.
 func (p *Provider) ListAllExternalMetrics() []provider.ExternalMetricInfo {
-	return []provider.ExternalMetricInfo{{Metric: ExternalMetric}}
+	var out []provider.ExternalMetricInfo
+	for _, name := range slices.Sorted(maps.Keys(externalMetrics)) {
+		out = append(out, provider.ExternalMetricInfo{Metric: name})
+	}
+	return out
 }
 
 // GetMetricByName answers one pod's or one workload's metric.
@@ -154,7 +215,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		return nil, err
 	}
 	if info.GroupResource == pods {
-		items, err := p.podItems(name.Namespace, name.Name, labels.Everything(), metricSelector, asOf)
+		items, err := p.podItems(name.Namespace, name.Name, labels.Everything(), info.Metric, metricSelector, asOf)
 		if err != nil {
 			return nil, err
 		}
@@ -173,7 +234,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if !metricSelector.Matches(labels.Set{ServiceKey: service}) {
 		return nil, provider.NewMetricNotFoundForSelectorError(info.GroupResource, info.Metric, name.Name, metricSelector)
 	}
-	value := p.workloadValue(info.GroupResource, name.Namespace, name.Name, service, asOf)
+	value := p.workloadValue(info, name.Namespace, name.Name, service, asOf)
 	return &value, nil
 }
 
@@ -186,7 +247,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 		return nil, err
 	}
 	if info.GroupResource == pods {
-		items, err := p.podItems(namespace, "", selector, metricSelector, asOf)
+		items, err := p.podItems(namespace, "", selector, info.Metric, metricSelector, asOf)
 		if err != nil {
 			return nil, err
 		}
@@ -199,14 +260,14 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	list = &custom_metrics.MetricValueList{}
 	for name, service := range workloads {
 		if service != "" && metricSelector.Matches(labels.Set{ServiceKey: service}) {
-			list.Items = append(list.Items, p.workloadValue(info.GroupResource, namespace, name, service, asOf))
+			list.Items = append(list.Items, p.workloadValue(info, namespace, name, service, asOf))
 		}
 	}
 	return list, nil
 }
 
-// GetExternalMetric answers headcount_instances for the services selected by
-// the label "service". A selector naming one service always answers, 0 when
+// GetExternalMetric answers headcount_instances (or _graphs, _cost) for the
+// services selected by the label "service". A selector naming one service always answers, 0 when
 // nothing reports: a service scaled to zero has no followers to report.
 func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector labels.Selector, info provider.ExternalMetricInfo) (list *external_metrics.ExternalMetricValueList, err error) {
 	defer func() { p.cfg.Metrics.answered("external", err) }()
@@ -214,7 +275,8 @@ func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector label
 	if err != nil {
 		return nil, err
 	}
-	if info.Metric != ExternalMetric {
+	ms, ok := externalMetrics[info.Metric]
+	if !ok {
 		return nil, provider.NewMetricNotFoundError(schema.GroupResource{Group: external_metrics.GroupName}, info.Metric)
 	}
 	services := p.cfg.Fleet.Services()
@@ -226,13 +288,13 @@ func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector label
 		if !selector.Matches(labels.Set{ServiceKey: s}) {
 			continue
 		}
-		live, window := p.serviceLive(s)
+		live, window := p.serviceLive(s, ms)
 		list.Items = append(list.Items, external_metrics.ExternalMetricValue{
-			MetricName:    ExternalMetric,
+			MetricName:    info.Metric,
 			MetricLabels:  map[string]string{ServiceKey: s},
 			Timestamp:     asOf,
 			WindowSeconds: &window,
-			Value:         *resource.NewQuantity(live, resource.DecimalSI),
+			Value:         quantity(live),
 		})
 	}
 	return list, nil
@@ -264,14 +326,21 @@ func (p *Provider) prepare(info provider.CustomMetricInfo) (metav1.Time, error) 
 }
 
 func known(info provider.CustomMetricInfo) error {
-	want := WorkloadMetric
-	if info.GroupResource == pods {
-		want = PodMetric
-	}
-	if _, ok := kinds[info.GroupResource]; !ok || info.Metric != want || !info.Namespaced {
+	if _, ok := customMeasure(info); !ok {
 		return provider.NewMetricNotFoundError(info.GroupResource, info.Metric)
 	}
 	return nil
+}
+
+// customMeasure is what info's metric counts, if it is one of ours.
+func customMeasure(info provider.CustomMetricInfo) (measure, bool) {
+	metrics := workloadMetrics
+	if info.GroupResource == pods {
+		metrics = podMetrics
+	}
+	ms, ok := metrics[info.Metric]
+	_, kind := kinds[info.GroupResource]
+	return ms, ok && kind && info.Namespaced
 }
 
 // podFilter says which follower reports count for the pods of namespace
@@ -304,21 +373,22 @@ func (p *Provider) podFilter(namespace, name string, selector labels.Selector) (
 
 // podItems answers the Pods metric for the pods of namespace named name (any
 // when "") whose labels match selector.
-func (p *Provider) podItems(namespace, name string, selector, metricSelector labels.Selector, asOf metav1.Time) ([]custom_metrics.MetricValue, error) {
+func (p *Provider) podItems(namespace, name string, selector labels.Selector, metric string, metricSelector labels.Selector, asOf metav1.Time) ([]custom_metrics.MetricValue, error) {
 	include, err := p.podFilter(namespace, name, selector)
 	if err != nil {
 		return nil, err
 	}
-	return p.podValues(namespace, asOf, include, metricSelector), nil
+	return p.podValues(namespace, asOf, include, metric, metricSelector), nil
 }
 
-// podValues sums the instances of the followers reporting each pod of
-// namespace that include accepts, in pod order.
-func (p *Provider) podValues(namespace string, asOf metav1.Time, include func(fleet.Member) bool, metricSelector labels.Selector) []custom_metrics.MetricValue {
+// podValues sums metric over the followers reporting each pod of namespace
+// that include accepts, in pod order.
+func (p *Provider) podValues(namespace string, asOf metav1.Time, include func(fleet.Member) bool, metric string, metricSelector labels.Selector) []custom_metrics.MetricValue {
+	ms := podMetrics[metric]
 	type sum struct {
-		instances int64
-		ttl       int64
-		service   string
+		value   float64
+		ttl     int64
+		service string
 	}
 	var order []string
 	byPod := map[string]*sum{}
@@ -336,40 +406,48 @@ func (p *Provider) podValues(namespace string, asOf metav1.Time, include func(fl
 				byPod[m.Pod] = s
 				order = append(order, m.Pod)
 			}
-			s.instances += m.Instances
+			s.value += ms.member(m)
 			s.ttl = max(s.ttl, m.TTLMillis)
 		}
 	}
 	items := make([]custom_metrics.MetricValue, 0, len(order))
 	for _, pod := range order {
 		s := byPod[pod]
-		items = append(items, value(pods, namespace, pod, PodMetric, s.instances, windowSeconds(s.ttl), asOf))
+		items = append(items, value(pods, namespace, pod, metric, s.value, windowSeconds(s.ttl), asOf))
 	}
 	return items
 }
 
-func (p *Provider) workloadValue(gr schema.GroupResource, namespace, name, service string, asOf metav1.Time) custom_metrics.MetricValue {
-	live, window := p.serviceLive(service)
-	return value(gr, namespace, name, WorkloadMetric, live, window, asOf)
+func (p *Provider) workloadValue(info provider.CustomMetricInfo, namespace, name, service string, asOf metav1.Time) custom_metrics.MetricValue {
+	live, window := p.serviceLive(service, workloadMetrics[info.Metric])
+	return value(info.GroupResource, namespace, name, info.Metric, live, window, asOf)
 }
 
-// serviceLive is the service's live instances and the window of its reports.
-func (p *Provider) serviceLive(service string) (live, window int64) {
+// serviceLive is the service's value of ms and the window of its reports.
+func (p *Provider) serviceLive(service string, ms measure) (live float64, window int64) {
 	var ttl int64
 	for _, m := range p.cfg.Fleet.Members(service) {
 		ttl = max(ttl, m.TTLMillis)
 	}
-	return p.cfg.Fleet.Totals(service).Live(), windowSeconds(ttl)
+	return ms.service(p.cfg.Fleet, service), windowSeconds(ttl)
 }
 
-func value(gr schema.GroupResource, namespace, name, metric string, v, window int64, asOf metav1.Time) custom_metrics.MetricValue {
+// quantity writes counts as integers and costs to the thousandth.
+func quantity(v float64) resource.Quantity {
+	if v == math.Trunc(v) {
+		return *resource.NewQuantity(int64(v), resource.DecimalSI)
+	}
+	return *resource.NewMilliQuantity(int64(math.Round(v*1000)), resource.DecimalSI)
+}
+
+func value(gr schema.GroupResource, namespace, name, metric string, v float64, window int64, asOf metav1.Time) custom_metrics.MetricValue {
 	kind := kinds[gr]
 	return custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{APIVersion: kind[0], Kind: kind[1], Namespace: namespace, Name: name},
 		Metric:          custom_metrics.MetricIdentifier{Name: metric},
 		Timestamp:       asOf,
 		WindowSeconds:   &window,
-		Value:           *resource.NewQuantity(v, resource.DecimalSI),
+		Value:           quantity(v),
 	}
 }
 

@@ -17,6 +17,21 @@ const (
 	KeyService    = "service"
 	KeyTarget     = "targetInstancesPerReplica"
 	KeyActivation = "activationInstances"
+	KeyMetric     = "metric"
+)
+
+// Metric is what a trigger scales on (docs/scaler.md says when to choose which).
+type Metric string
+
+const (
+	// MetricInstances is the live instances (fleet.Totals.Live): the default.
+	MetricInstances Metric = "instances"
+	// MetricGraphs is the live graphs (fleet.Live.Graphs): one per
+	// definition per follower, as Skip computes them.
+	MetricGraphs Metric = "graphs"
+	// MetricCost is graphs and instances weighed as placement weighs them
+	// (fleet.DefaultCostWeights).
+	MetricCost Metric = "cost"
 )
 
 // maxTarget keeps targets meaningful: fleet.MaxInstances per follower.
@@ -25,8 +40,15 @@ const maxTarget = fleet.MaxInstances
 // trigger is one ScaledObject trigger's parsed metadata.
 type trigger struct {
 	service    string
-	target     float64
-	activation float64
+	metric     Metric
+	target     float64 // per replica, in the metric's unit
+	activation float64 // in live instances, whatever the metric
+}
+
+// target is what the desired-replicas metric needs of a service's trigger.
+type target struct {
+	perReplica float64
+	metric     Metric
 }
 
 // parseMetadata validates md; its errors are InvalidArgument statuses that
@@ -49,6 +71,13 @@ func parseMetadata(md map[string]string) (trigger, error) {
 		if t.activation, err = strconv.ParseFloat(raw, 64); err != nil || !(t.activation >= 0) || math.IsInf(t.activation, 0) {
 			return trigger{}, badField(KeyActivation, raw, "optional, a number ≥ 0 (default \"0\")")
 		}
+	}
+	switch t.metric = Metric(md[KeyMetric]); t.metric {
+	case "":
+		t.metric = MetricInstances
+	case MetricInstances, MetricGraphs, MetricCost:
+	default:
+		return trigger{}, badField(KeyMetric, md[KeyMetric], `optional, "instances" (default), "graphs" or "cost"`)
 	}
 	return t, nil
 }

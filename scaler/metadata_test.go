@@ -38,6 +38,8 @@ func TestMetadataErrorsAreInvalidArgument(t *testing.T) {
 		{"negative activation", map[string]string{KeyService: "hn", KeyTarget: "100", KeyActivation: "-1"}, KeyActivation},
 		{"NaN activation", map[string]string{KeyService: "hn", KeyTarget: "100", KeyActivation: "NaN"}, KeyActivation},
 		{"infinite activation", map[string]string{KeyService: "hn", KeyTarget: "100", KeyActivation: "Inf"}, KeyActivation},
+		{"unknown metric", map[string]string{KeyService: "hn", KeyTarget: "100", KeyMetric: "cpu"}, KeyMetric},
+		{"metric in capitals", map[string]string{KeyService: "hn", KeyTarget: "100", KeyMetric: "Graphs"}, KeyMetric},
 	}
 	ctx := context.Background()
 	for _, tc := range cases {
@@ -65,6 +67,9 @@ func TestMetadataAccepted(t *testing.T) {
 		{KeyService: "hn", KeyTarget: "100"},
 		{KeyService: "hn", KeyTarget: "0.5", KeyActivation: "0"},
 		{KeyService: "hn", KeyTarget: "1e3", KeyActivation: "2.5", "scalerAddress": "x:9090", "unknownKey": "kept for newer versions"},
+		{KeyService: "hn", KeyTarget: "100", KeyMetric: "instances"},
+		{KeyService: "hn", KeyTarget: "20", KeyMetric: "graphs"},
+		{KeyService: "hn", KeyTarget: "30", KeyMetric: "cost"},
 	} {
 		_, err := parseMetadata(md)
 		assert.NoError(t, err, "%v", md)

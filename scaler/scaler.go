@@ -44,6 +44,8 @@ func DefaultConfig() Config {
 // by the watcher its composition root owns.
 type Fleet interface {
 	Totals(service string) fleet.Totals
+	// Live is the service's live instances and graphs (fleet.View.Live).
+	Live(service string) fleet.Live
 	Services() []string
 	// Fresh fails once the view has not heard from NATS for longer than
 	// bound (fleet.View.Fresh).
@@ -67,7 +69,7 @@ type Scaler struct {
 
 	// targets remembers the last target seen per service, for the
 	// desired-replicas metric (KEDA's metadata is the only source of it).
-	targets sync.Map // service → float64
+	targets sync.Map // service → target
 
 	rpcs *prometheus.CounterVec // by method and gRPC code
 
@@ -158,18 +160,30 @@ func (s *Scaler) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObje
 	}}}, nil
 }
 
-// GetMetrics returns the service's live instances.
+// GetMetrics returns the service's live instances, graphs or cost, as the
+// trigger's metric says.
 func (s *Scaler) GetMetrics(_ context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
 	t, err := s.check(req.GetScaledObjectRef())
 	if err != nil {
 		return nil, err
 	}
-	live := s.view.Totals(t.service).Live()
+	v := s.value(t.service, t.metric)
 	return &externalscaler.GetMetricsResponse{MetricValues: []*externalscaler.MetricValue{{
 		MetricName:       t.metricName(),
-		MetricValue:      live,
-		MetricValueFloat: float64(live),
+		MetricValue:      int64(math.Ceil(v)), // for KEDA versions without the float
+		MetricValueFloat: v,
 	}}}, nil
+}
+
+// value is service's figure in metric's unit.
+func (s *Scaler) value(service string, metric Metric) float64 {
+	switch metric {
+	case MetricGraphs:
+		return float64(s.view.Live(service).Graphs)
+	case MetricCost:
+		return fleet.DefaultCostWeights.Service(s.view.Live(service))
+	}
+	return float64(s.view.Totals(service).Live())
 }
 
 // IsActive tells whether the service has more live instances than the
@@ -231,8 +245,8 @@ func (s *Scaler) trigger(ref *externalscaler.ScaledObjectRef) (trigger, error) {
 	if err != nil {
 		return trigger{}, err
 	}
-	if old, ok := s.targets.Load(t.service); !ok || old.(float64) != t.target {
-		s.targets.Store(t.service, t.target)
+	if old, ok := s.targets.Load(t.service); !ok || old.(target) != (target{t.target, t.metric}) {
+		s.targets.Store(t.service, target{t.target, t.metric})
 	}
 	return t, nil
 }

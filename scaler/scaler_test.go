@@ -59,6 +59,35 @@ func TestValuesFollowAgentsOnEveryReplica(t *testing.T) {
 	}
 }
 
+// A trigger may scale on graphs or cost instead of instances: 40 streams of
+// one definition weigh far less than 10 of ten.
+func TestMetricGraphsAndCost(t *testing.T) {
+	url := natstest.Server(t)
+	_, addr, _ := serve(t, url, ServerConfig{})
+	c, _ := dial(t, addr)
+	hot := newAgent(t, url, "hackernews", "follower-1", fleet.RoleFollower, time.Second)
+	hot.SetGraphs(1)
+	hot.Add(40)
+	hot.Ready()
+	spread := newAgent(t, url, "hackernews", "follower-2", fleet.RoleFollower, time.Second)
+	spread.SetGraphs(10)
+	spread.Add(10)
+	spread.Ready()
+	eventuallyLive(t, 50, ref("hackernews"), c)
+	eventuallyLive(t, 50, ref("hackernews", KeyMetric, "instances"), c)
+	eventuallyLive(t, 11, ref("hackernews", KeyMetric, "graphs"), c)
+	eventuallyLive(t, 16, ref("hackernews", KeyMetric, "cost"), c) // 11 graphs + 50 × 0.1
+
+	// Creations held by a router may each be a new definition.
+	publishDemand(t, natstest.Connect(t, url), "hackernews", "r-1", 3)
+	eventuallyLive(t, 14, ref("hackernews", KeyMetric, "graphs"), c)
+	eventuallyLive(t, 14+5.3, ref("hackernews", KeyMetric, "cost"), c)
+	res, err := c.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{
+		ScaledObjectRef: ref("hackernews", KeyMetric, "cost"), MetricName: "headcount-hackernews"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(20), res.MetricValues[0].MetricValue, "the integer value rounds up")
+}
+
 func TestGetMetricSpec(t *testing.T) {
 	_, addr, _ := serve(t, natstest.Server(t), ServerConfig{})
 	c, _ := dial(t, addr)

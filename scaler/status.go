@@ -1,6 +1,8 @@
 package scaler
 
 import (
+	"math"
+
 	"github.com/headcount-dev/headcount/replicas"
 )
 
@@ -17,7 +19,11 @@ type Status struct {
 	Ready     int    `json:"ready"`
 	Draining  int    `json:"draining"`
 	// Active is IsActive's answer with no activation threshold.
-	Active           bool             `json:"active"`
+	Active bool `json:"active"`
+	// Metric is the trigger's metric (instances, graphs or cost) and Value
+	// the service's figure in it, once KEDA has sent a trigger.
+	Metric           Metric           `json:"metric,omitempty"`
+	Value            float64          `json:"value,omitempty"`
 	TargetPerReplica float64          `json:"target_per_replica,omitempty"`
 	Desired          map[string]int64 `json:"desired_replicas,omitempty"` // by plan name
 	Streams          int              `json:"streams"`                    // open StreamIsActive
@@ -41,11 +47,14 @@ func (s *Scaler) status(service string) Status {
 		Streams: s.streams.count(service),
 	}
 	if v, ok := s.targets.Load(service); ok {
-		st.TargetPerReplica = v.(float64)
+		target := v.(target)
+		st.Metric, st.TargetPerReplica = target.metric, target.perReplica
+		st.Value = s.value(service, target.metric)
 		st.Desired = map[string]int64{}
 		current := int64(t.Starting + t.Ready + t.Draining)
+		value := int64(math.Ceil(st.Value))
 		for _, p := range replicas.Plans {
-			st.Desired[p.Name] = p.Policy(st.TargetPerReplica, true).Desired(current, st.Live)
+			st.Desired[p.Name] = p.Policy(st.TargetPerReplica, true).Desired(current, value)
 		}
 	}
 	return st

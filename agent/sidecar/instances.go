@@ -3,6 +3,8 @@ package sidecar
 import (
 	"sync"
 	"time"
+
+	"github.com/headcount-dev/headcount/agent"
 )
 
 // Events that change the count; they label the events metric.
@@ -16,40 +18,53 @@ const (
 )
 
 // table holds the live instances of one follower and applies the counting
-// rule (docs/sidecar.md). add reports every change of the count and its
-// event, under the table's lock so that the count published always equals
-// len(byKey).
+// rule (docs/sidecar.md). add reports every change of the count, the graphs
+// (distinct definitions) live after it, and its event, under the table's
+// lock so that the counts published always equal the table's.
 type table struct {
 	ttl   time.Duration
-	add   func(delta int64, event string)
+	add   func(delta, graphs int64, event string)
 	event func(kind string)
+	// after starts a collection's countdown: time.AfterFunc, or a test's clock.
+	after func(d time.Duration, f func()) stopper
 
 	mu    sync.Mutex
 	byKey map[string]*instance
+	defs  agent.Definitions
 }
 
 type instance struct {
 	// resource and params (fleet.EncodeOrigin) go back on the stream's 200 so
 	// that a router can rebuild the instance elsewhere; "" when not carried.
 	resource, params string
-	subscribers      int
-	collect          *time.Timer // set while nobody is subscribed after someone was
+	// definition is the instance's fleet.DefinitionKey, or a key of its own
+	// when its params could not be read (then it shares with nothing).
+	definition  string
+	subscribers int
+	collect     stopper // set while nobody is subscribed after someone was
 }
 
-func newTable(ttl time.Duration, add func(int64, string), event func(string)) *table {
-	return &table{ttl: ttl, add: add, event: event, byKey: map[string]*instance{}}
+// stopper is a pending collection (a *time.Timer).
+type stopper interface{ Stop() bool }
+
+func newTable(ttl time.Duration, add func(delta, graphs int64, event string), event func(string)) *table {
+	after := func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
+	return &table{ttl: ttl, add: add, event: event, after: after, byKey: map[string]*instance{}}
 }
 
 // created counts a new instance. Skip never collects an instance that was
 // never subscribed, so neither does the table: no timer starts here.
-func (t *table) created(key, resource, params string) {
+func (t *table) created(key, resource, params, definition string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.byKey[key]; ok {
 		return // the same id twice: still one instance
 	}
-	t.byKey[key] = &instance{resource: resource, params: params}
-	t.add(1, eventCreated)
+	if definition == "" {
+		definition = "\x00" + key // never a DefinitionKey: they start with a resource
+	}
+	t.byKey[key] = &instance{resource: resource, params: params, definition: definition}
+	t.add(1, t.defs.Add(definition), eventCreated)
 	t.event(eventCreated)
 }
 
@@ -108,7 +123,7 @@ func (t *table) unsubscribed(key string) {
 	}
 	inst.subscribers--
 	if inst.subscribers == 0 {
-		inst.collect = time.AfterFunc(t.ttl, func() { t.collected(key, inst) })
+		inst.collect = t.after(t.ttl, func() { t.collected(key, inst) })
 	}
 }
 
@@ -141,7 +156,7 @@ func (t *table) removeLocked(key string, inst *instance, reason string) {
 		inst.collect = nil
 	}
 	delete(t.byKey, key)
-	t.add(-1, reason)
+	t.add(-1, t.defs.Remove(inst.definition), reason)
 	t.event(reason)
 }
 

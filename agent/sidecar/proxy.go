@@ -41,6 +41,7 @@ type exchange struct {
 	known bool   // id is an instance the table counts
 	// resource and params of a creation, as fleet.EncodeOrigin carries them
 	resource, params string
+	definition       string // the creation's fleet.DefinitionKey; "" when unreadable
 }
 
 type exchangeKey struct{}
@@ -149,17 +150,19 @@ func (s *Sidecar) created(resp *http.Response, ex *exchange) error {
 		s.log.Warn("201 from the follower without an instance id: not counted", "path", resp.Request.URL.Path, "body", strconv.Quote(string(head[:min(len(head), 80)])))
 		return nil
 	}
-	s.table.created(id.Key, ex.resource, ex.params)
+	s.table.created(id.Key, ex.resource, ex.params, ex.definition)
 	return nil
 }
 
 // remember keeps a creation's resource and params (up to fleet.MaxParams,
-// else the instance is simply not movable) and gives the body back intact.
+// else the instance is simply not movable and counts as a graph of its own)
+// and gives the body back intact.
 func (s *Sidecar) remember(ex *exchange, resource string, r *http.Request) {
 	head, err := io.ReadAll(io.LimitReader(r.Body, fleet.MaxParams+1))
 	r.Body = readCloser{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
 	if err == nil {
 		ex.resource, ex.params, _ = fleet.EncodeOrigin(resource, head)
+		ex.definition, _ = fleet.DefinitionKey(resource, head)
 	}
 }
 

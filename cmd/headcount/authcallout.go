@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,7 +19,7 @@ import (
 	"github.com/headcount-dev/headcount/ops"
 )
 
-func authCalloutCmd(g *global) *cobra.Command {
+func authCalloutCmd(g *cli.Global) *cobra.Command {
 	var (
 		cfg                 callout.Config
 		issuerSeed, account string
@@ -31,7 +33,7 @@ func authCalloutCmd(g *global) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Subjects, err = g.subjects(); err != nil {
+			if cfg.Subjects, err = g.Subjects(); err != nil {
 				return err
 			}
 			if cfg.Issuer, err = natsauth.SeedKey(issuerSeed); err != nil {
@@ -55,14 +57,14 @@ func authCalloutCmd(g *global) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("kubernetes client: %w", err)
 			}
-			cfg.Reviewer = callout.KubeReviewer{Client: client, Audiences: audiences}
+			cfg.Reviewer = callout.KubeReviewer{Client: client.AuthenticationV1(), Audiences: audiences}
 			cfg.Account, cfg.Logger = account, slog.Default()
-			lns, err := listen(listenFlag{"--http-addr", httpAddr})
+			lns, err := cli.Listen(cli.ListenFlag{Flag: "--http-addr", Addr: httpAddr})
 			if err != nil {
 				return err
 			}
-			defer closeAll(lns)
-			nc, err := g.connect("headcount-auth-callout")
+			defer cli.CloseAll(lns)
+			nc, err := g.Connect("headcount-auth-callout")
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
 )
 
 // Every error a first-time user meets names the next step.
@@ -32,6 +34,6 @@ func TestErrorsNameTheNextStep(t *testing.T) {
 		root.SetOut(&bytes.Buffer{})
 		cmd, err := root.ExecuteContextC(context.Background())
 		require.Error(t, err, strings.Join(c.args, " "))
-		require.ErrorContains(t, withHelpHint(cmd, err), c.want, strings.Join(c.args, " "))
+		require.ErrorContains(t, cli.WithHelpHint(cmd, err), c.want, strings.Join(c.args, " "))
 	}
 }

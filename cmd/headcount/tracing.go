@@ -11,6 +11,19 @@ import (
 	"github.com/headcount-dev/headcount/telemetry"
 )
 
+// withTracing runs setupTracing after root's own preparations (flags,
+// logging). Only this binary traces: the light headcount-sidecar links no
+// OpenTelemetry exporter.
+func withTracing(root *cobra.Command) {
+	prepare := root.PersistentPreRunE
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if err := prepare(cmd, args); err != nil {
+			return err
+		}
+		return setupTracing(cmd)
+	}
+}
+
 // setupTracing gives the process its OpenTelemetry tracer provider when the
 // OTEL_* environment names an OTLP endpoint (off otherwise), named after the
 // command (headcount-router, headcount-up, …); the spans still buffered are

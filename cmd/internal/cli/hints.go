@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -7,9 +7,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// withHelpHint points a mistyped command line at the help of the command it
+// WithHelpHint points a mistyped command line at the help of the command it
 // reached: cobra's own hint is silenced with its usage text.
-func withHelpHint(cmd *cobra.Command, err error) error {
+func WithHelpHint(cmd *cobra.Command, err error) error {
 	msg := err.Error()
 	for _, usage := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least", "required flag", "flag needs an argument", "invalid argument"} {
 		if strings.HasPrefix(msg, usage) {

@@ -1,0 +1,84 @@
+package placement_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/placement"
+)
+
+// zipfRun places streams whose definitions are drawn from a Zipf
+// distribution (s = 1.1 over defs definitions, the workload of issue #22's
+// real-Skip comparison) on followers, and returns the graph duplication
+// (graphs held across followers ÷ distinct definitions) and max ÷ mean cost.
+func zipfRun(t testing.TB, p placement.Policy, followers, streams, defs int, seed uint64) (dup, spread float64) {
+	s := newSim(followers)
+	z := rand.NewZipf(rand.New(rand.NewPCG(seed, 0)), 1.1, 1, uint64(defs-1))
+	distinct := map[string]bool{}
+	for range streams {
+		k := key(t, fmt.Sprintf(`{"topic":%d}`, z.Uint64()))
+		distinct[k] = true
+		s.place(t, p, k)
+	}
+	graphs, total, most := 0, 0.0, 0.0
+	for _, m := range s.members() {
+		graphs += int(m.Graphs)
+		c := fleet.DefaultCostWeights.Member(m)
+		total += c
+		most = max(most, c)
+	}
+	return float64(graphs) / float64(len(distinct)), most / (total / float64(followers))
+}
+
+// On the Zipf workload, affinity builds far fewer duplicate graphs than
+// least-loaded (which builds popular graphs on every follower) while its
+// cost stays within about the bound. The figures: BenchmarkZipf.
+func TestAffinityDuplicatesFewerGraphsThanLeastLoaded(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		p, err := placement.NewAffinity(placement.AffinityConfig{Target: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dupAffinity, spread := zipfRun(t, p, 4, 400, 50, seed)
+		dupLeast, _ := zipfRun(t, placement.LeastLoaded{}, 4, 400, 50, seed)
+		if dupAffinity > dupLeast/1.5 || spread > 1.35 {
+			t.Errorf("seed %d: duplication %.2f (least-loaded %.2f), max/mean cost %.2f", seed, dupAffinity, dupLeast, spread)
+		}
+	}
+}
+
+// BenchmarkZipf reports graph duplication and max ÷ mean cost of both
+// policies on issue #22's workload (4 followers, 400 streams, Zipf s = 1.1
+// over 50 definitions), as medians over 9 seeds.
+func BenchmarkZipf(b *testing.B) {
+	policies := map[string]func() placement.Policy{
+		"least-loaded": func() placement.Policy { return placement.LeastLoaded{} },
+		"affinity": func() placement.Policy {
+			p, _ := placement.NewAffinity(placement.AffinityConfig{Target: 100})
+			return p
+		},
+	}
+	for name, policy := range policies {
+		b.Run(name, func(b *testing.B) {
+			var dups, spreads []float64
+			for b.Loop() {
+				dups, spreads = dups[:0], spreads[:0]
+				for seed := uint64(1); seed <= 9; seed++ {
+					d, s := zipfRun(b, policy(), 4, 400, 50, seed)
+					dups, spreads = append(dups, d), append(spreads, s)
+				}
+			}
+			b.ReportMetric(median(dups), "duplication")
+			b.ReportMetric(median(spreads), "max/mean-cost")
+		})
+	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
