@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/status"
 )
 
@@ -258,4 +259,26 @@ func changes(old, cur status.Status) [][2]string {
 		}
 	}
 	return out
+}
+
+// Path is where a control listener serves the page (and its stream at
+// Path+"/events").
+const Path = "/live"
+
+// Mount serves p at Path and everything else with next.
+func Mount(p *Page, next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(Path, http.StripPrefix(Path, p))
+	mux.Handle(Path+"/events", http.StripPrefix(Path, p))
+	mux.Handle("/", next)
+	return mux
+}
+
+// NoteMoves is a watcher's OnMoved consumer that notes service's moves.
+func (p *Page) NoteMoves(service string) func(string, fleet.Moved) {
+	return func(s string, m fleet.Moved) {
+		if s == service {
+			p.Note("move", fmt.Sprintf("%s moved stream %s to %s", m.Router, m.From, m.To))
+		}
+	}
 }

@@ -268,7 +268,7 @@ func (s *system) run(ctx context.Context) error {
 	for _, srv := range []struct {
 		ln net.Listener
 		h  http.Handler
-	}{{s.lns["streaming"], s.router.Streaming()}, {s.lns["control"], withLivePage(s.page, s.router.Control())}} {
+	}{{s.lns["streaming"], s.router.Streaming()}, {s.lns["control"], livepage.Mount(s.page, s.router.Control())}} {
 		servers.Go(func() {
 			serverErrs <- ops.Serve(serveCtx, ops.NewServer(srv.h, s.cfg.HTTP, s.cfg.Logger), srv.ln, 5*time.Second)
 		})
