@@ -12,8 +12,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsapi"
 )
 
 // Config identifies the member and says how often it reports.
@@ -43,6 +45,7 @@ type Agent struct {
 	cfg     Config
 	subject string
 	subs    []*nats.Subscription
+	api     micro.Service
 	kick    chan struct{}
 	stop    chan struct{}
 	stopped chan struct{}
@@ -96,13 +99,25 @@ func New(nc *nats.Conn, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
 	for _, subj := range []string{cfg.Subjects.RollCall(cfg.Service), cfg.Subjects.RollCall("")} {
-		sub, err := nc.Subscribe(subj, func(*nats.Msg) { a.publish() })
+		sub, err := nc.Subscribe(subj, a.answerRollCall)
 		if err != nil {
 			a.unsubscribe()
 			return nil, err
 		}
 		a.subs = append(a.subs, sub)
 	}
+	api, err := natsapi.Register(nc, natsapi.Config{
+		Subjects: cfg.Subjects, Component: natsapi.Member, Service: cfg.Service, Role: string(cfg.Role), ID: cfg.Follower,
+		Description: "a member of a headcount service: its live instances and state",
+	}, natsapi.Endpoint{
+		Name: "report", Subject: natsapi.MemberSubject(cfg.Subjects, cfg.Service, cfg.Follower, "report"),
+		Handler: natsapi.JSON(func() any { return a.Report() }),
+	})
+	if err != nil {
+		a.unsubscribe()
+		return nil, err
+	}
+	a.api = api
 	if err := a.publish(); err != nil {
 		a.unsubscribe()
 		return nil, err
@@ -228,6 +243,22 @@ func (a *Agent) unsubscribe() {
 	for _, s := range a.subs {
 		_ = s.Unsubscribe()
 	}
+	if a.api != nil {
+		_ = a.api.Stop()
+	}
+}
+
+// answerRollCall publishes a report on the member's subject, for every
+// watcher, and answers the caller's inbox with it when the roll call is a
+// request (`nats req <prefix>.<service>.rollcall ” --replies 0`).
+func (a *Agent) answerRollCall(m *nats.Msg) {
+	data, err := a.publishData()
+	if err != nil || m.Reply == "" {
+		return
+	}
+	if err := m.Respond(data); err != nil {
+		a.cfg.Logger.Debug("roll call not answered", "reply", m.Reply, "err", err)
+	}
 }
 
 // run publishes changes at most once per Coalesce, and a heartbeat when idle.
@@ -260,16 +291,22 @@ func (a *Agent) run() {
 
 // publish sends the current report with the next seq.
 func (a *Agent) publish() error {
+	_, err := a.publishData()
+	return err
+}
+
+// publishData is publish, returning the report sent.
+func (a *Agent) publishData() ([]byte, error) {
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
-		return errors.New("agent closed")
+		return nil, errors.New("agent closed")
 	}
 	a.report.Seq++
 	data, err := json.Marshal(a.report)
 	a.mu.Unlock()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return a.nc.Publish(a.subject, data)
+	return data, a.nc.Publish(a.subject, data)
 }

@@ -34,3 +34,18 @@ func TestWelcomeBoundsAndCommands(t *testing.T) {
 		assert.Contains(t, out.String(), "http://127.0.0.1:2", tc.name)
 	}
 }
+
+func TestFitKeepsTheTableWithinTheTerminal(t *testing.T) {
+	table := "service demo   live instances 3\nreplica target 1\n\nMEMBER  ROLE\nfollower-1  follower  a-very-long-column-that-goes-on\nfollower-2  follower\n"
+	got := fit(table, 20, 24)
+	for _, l := range strings.Split(strings.TrimSuffix(got, "\n"), "\n") {
+		assert.LessOrEqual(t, len([]rune(l)), 19, "%q", l)
+	}
+	assert.Contains(t, got, "follower-1  follow…")
+	assert.Equal(t, 6, strings.Count(got, "\n"), "short enough: every line kept")
+
+	got = fit(table, 80, 5)
+	assert.Equal(t, 4, strings.Count(got, "\n"), "rows-1 lines at most")
+	assert.Contains(t, got, "… 3 more lines")
+	assert.Equal(t, table, fit(table, 200, 50), "a table that fits is unchanged")
+}

@@ -11,8 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +81,10 @@ func TestReadmeLoadLoopStopsOnOneCtrlC(t *testing.T) {
 		return fmt.Sprintf("%d curl streams, view %+v\nthe shell shows:\n%s\nits processes:\n%s", len(streams()), view.Totals("demo"), pane, tree)
 	}
 	waitUntil(t, 60*time.Second, func() bool { return len(streams()) == 35 && view.Totals("demo").Instances == 35 }, "35 streams open", state)
+	pane := tmux("capture-pane", "-p", "-t", "load")
+	_, printed, counted := strings.Cut(pane, "\n35 of 35 streams opened")
+	require.True(t, counted, "the loop counts what it opened:\n%s", pane)
+	require.NotContains(t, printed, "failed", "and says nothing failed")
 
 	tmux("send-keys", "-t", "load", "C-c")
 	waitUntil(t, 5*time.Second, func() bool { return len(streams()) == 0 }, "one Ctrl-C ends every stream", state)
@@ -167,6 +174,7 @@ func TestUpWithNATSPortTakenFailsFastNamingIt(t *testing.T) {
 	require.Contains(t, stderr.String(), addr)
 	require.Contains(t, stderr.String(), "address already in use")
 	require.Contains(t, stderr.String(), "--nats-addr")
+	require.Contains(t, stderr.String(), "another `headcount up` is probably running")
 }
 
 // TestStatusShowsWhatUpDecides runs status next to up with a non-default
@@ -194,5 +202,65 @@ func TestStatusShowsWhatUpDecides(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(table), "replica target 1   bounds 1–3   5 instances per replica   (decided by up)")
 	require.Contains(t, string(table), "running (pid ", "the PROCESS column names the follower's processes")
+	up.Stop(t, 30*time.Second)
+}
+
+// TestReadmeLoadLoopSaysWhatItOpenedUnderLoad runs README's load loop
+// against `up --instance-ttl 5s` (README's faster round trip) while every
+// core is kept busy: what the loop says it opened is open, and whatever it
+// did not open it reports as failed.
+func TestReadmeLoadLoopSaysWhatItOpenedUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the whole system")
+	}
+	for _, tool := range []string{"bash", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("SKIPPED: %s is not installed: README's load loop is untested", tool)
+		}
+	}
+	bin := e2e.Binary(t)
+	up := e2e.StartUp(t, bin, "--instance-ttl", "5s", "--drain-timeout", "5s")
+	loop := strings.NewReplacer("http://127.0.0.1:8081", "http://"+up.Control, "http://127.0.0.1:8080", "http://"+up.Streaming).Replace(readmeLine(t, "seq 35"))
+
+	stopLoad := make(chan struct{})
+	for range runtime.NumCPU() {
+		go func() {
+			for {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	defer close(stopLoad)
+
+	out := &e2e.SyncBuffer{}
+	cmd := exec.Command("bash", "-c", loop)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+	streams := func() []int { return processesWith("curl", up.Streaming+"/v1/streams/") }
+	opened := regexp.MustCompile(`(\d+) of 35 streams opened`)
+	var said int
+	waitUntil(t, 3*time.Minute, func() bool {
+		m := opened.FindStringSubmatch(out.String())
+		if m == nil {
+			return false
+		}
+		said, _ = strconv.Atoi(m[1])
+		return true
+	}, "the loop's count", out.String)
+	// Each open stream outlives the instance ttl; a failed one has said so.
+	time.Sleep(6 * time.Second)
+	failedCreations := strings.Count(out.String(), "creation ")
+	failedStreams := strings.Count(out.String(), "failed\n") - failedCreations
+	t.Logf("the loop said %d opened; %d creations and %d streams failed; %d streams open\n%s", said, failedCreations, failedStreams, len(streams()), out.String())
+	require.Equal(t, 35, said+failedCreations, "every creation counted or reported")
+	require.Equal(t, said, len(streams())+failedStreams, "every stream it opened is open or reported")
+	require.NoError(t, syscall.Kill(-cmd.Process.Pid, syscall.SIGINT))
+	waitUntil(t, 10*time.Second, func() bool { return len(streams()) == 0 }, "Ctrl-C ends every stream", out.String)
 	up.Stop(t, 30*time.Second)
 }

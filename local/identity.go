@@ -14,6 +14,7 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsauth/operator"
 )
 
 // natsAccess gives each process of `up` its own NATS identity. With the
@@ -22,7 +23,7 @@ import (
 // external NATS, every process uses the credentials up was given.
 type natsAccess struct {
 	url      string
-	auth     *natsauth.Authority // nil: external NATS
+	auth     *operator.Authority // nil: external NATS
 	server   *server.Server      // the embedded server, where revocations apply
 	external natsauth.Client
 	dir      string // private directory of the children's credentials
@@ -115,7 +116,7 @@ func newNATSAccess(cfg UpConfig) (a *natsAccess, close func(), err error) {
 	if cfg.NATSURL != "" {
 		return &natsAccess{url: cfg.NATSURL, external: cfg.NATSAuth, logger: cfg.Logger}, func() {}, nil
 	}
-	auth, err := natsauth.NewAuthority(cfg.Subjects)
+	auth, err := operator.New(cfg.Subjects)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,6 +4,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,6 +54,9 @@ type SupervisorConfig struct {
 	Exited   func(id string)
 	IDPrefix string // follower ids are <prefix>-<n>; default "follower"
 	Logger   *slog.Logger
+	// Now is the clock the scale-down window is measured on (default
+	// time.Now; tests move their own).
+	Now func() time.Time
 }
 
 // Supervisor keeps as many followers running as the replica target asks:
@@ -85,11 +89,15 @@ type group struct {
 
 // NewSupervisor validates cfg.
 func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
-	if err := cfg.Policy.Validate(); err != nil {
-		return nil, err
-	}
-	if cfg.Spawn == nil || cfg.View == nil || !fleet.ValidName(cfg.Service) {
-		return nil, errors.New("supervisor: a valid service, a view and a spawn function are required")
+	switch err := cfg.Policy.Validate(); {
+	case err != nil:
+		return nil, fmt.Errorf("supervisor: Policy: %w", err)
+	case !fleet.ValidName(cfg.Service):
+		return nil, fmt.Errorf("supervisor: Service %q is not a DNS-1123 label", cfg.Service)
+	case cfg.View == nil:
+		return nil, errors.New("supervisor: View is nil")
+	case cfg.Spawn == nil:
+		return nil, errors.New("supervisor: Spawn is nil")
 	}
 	if cfg.ScaleDownWindow <= 0 {
 		cfg.ScaleDownWindow = 30 * time.Second
@@ -102,6 +110,9 @@ func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
 	}
 	if cfg.IDPrefix == "" {
 		cfg.IDPrefix = "follower"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -152,7 +163,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
-		s.reconcile(time.Now())
+		s.reconcile(s.cfg.Now())
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
@@ -221,13 +232,8 @@ func (s *Supervisor) leastLoaded(groups []*group) []*group {
 	}
 	out := slices.Clone(groups)
 	slices.SortStableFunc(out, func(a, b *group) int {
-		if la, lb := load(a), load(b); la != lb {
-			if la < lb {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(b.id, a.id) // the newest first among equals
+		// The newest first among equals.
+		return cmp.Or(cmp.Compare(load(a), load(b)), strings.Compare(b.id, a.id))
 	})
 	return out
 }

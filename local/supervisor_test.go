@@ -62,13 +62,22 @@ func ids(s *Supervisor, stopping bool) []string {
 	return out
 }
 
+// clock is a time that only the test moves.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
 func TestSupervisorScalesUpAtOnceAndDownLeastLoadedFirst(t *testing.T) {
 	view := fleet.NewView()
 	var launches atomic.Int32
+	var clk clock
+	clk.advance(time.Duration(t0.UnixNano()))
 	s, _ := run(t, SupervisorConfig{
 		Service: "svc", View: view, Spawn: sleepers(&launches),
 		Policy:          replicas.Policy{Target: 10, Min: 1, Max: 5},
-		ScaleDownWindow: 300 * time.Millisecond, Interval: 20 * time.Millisecond, StopTimeout: 5 * time.Second,
+		ScaleDownWindow: 30 * time.Second, Interval: 20 * time.Millisecond, StopTimeout: 5 * time.Second,
+		Now: clk.now, // the window passes when the test says, however slow the machine
 	})
 	require.Eventually(t, func() bool { return len(ids(s, false)) == 1 }, 5*time.Second, 10*time.Millisecond)
 
@@ -82,8 +91,10 @@ func TestSupervisorScalesUpAtOnceAndDownLeastLoadedFirst(t *testing.T) {
 	view.Apply(report("follower-2", 8), time.Now())
 	view.Apply(report("follower-3", 0), time.Now())
 	s.Poke()
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // reconciles, all within the window
 	require.Len(t, ids(s, false), 3, "the window holds the higher target for a while")
+	clk.advance(31 * time.Second)
+	s.Poke()
 	require.Eventually(t, func() bool { return len(s.Processes()) == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, []string{"follower-2"}, ids(s, false), "the most loaded follower stays")
 	require.Equal(t, int32(3), launches.Load())
@@ -157,4 +168,22 @@ func TestSupervisorStopDrainsEveryProcessInReverseOrder(t *testing.T) {
 		ws := c.ProcessState.Sys().(syscall.WaitStatus)
 		require.Equal(t, syscall.SIGTERM, ws.Signal(), "stopped by SIGTERM, not killed")
 	}
+}
+
+func TestSupervisorConfigErrorsNameTheFieldAndValue(t *testing.T) {
+	good := SupervisorConfig{Service: "svc", View: fleet.NewView(), Policy: replicas.Policy{Target: 10, Min: 1, Max: 1},
+		Spawn: func(string) ([]*exec.Cmd, error) { return nil, nil }}
+	for want, change := range map[string]func(*SupervisorConfig){
+		`Service "Not A Label"`: func(c *SupervisorConfig) { c.Service = "Not A Label" },
+		"View is nil":           func(c *SupervisorConfig) { c.View = nil },
+		"Spawn is nil":          func(c *SupervisorConfig) { c.Spawn = nil },
+		"Policy: max 2":         func(c *SupervisorConfig) { c.Policy.Min, c.Policy.Max = 5, 2 },
+	} {
+		cfg := good
+		change(&cfg)
+		_, err := NewSupervisor(cfg)
+		require.ErrorContains(t, err, want)
+	}
+	_, err := NewSupervisor(good)
+	require.NoError(t, err)
 }

@@ -20,6 +20,8 @@ import (
 
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/freeport"
+	"github.com/headcount-dev/headcount/internal/wiring"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/ops"
@@ -113,6 +115,7 @@ type system struct {
 	natsURL  string
 	observer string // read-only credentials for another terminal
 	nc       *nats.Conn
+	fleet    *wiring.Fleet
 	view     *fleet.View
 	watcher  *fleet.Watcher
 	lns      map[string]net.Listener // streaming, control, scaler
@@ -153,12 +156,12 @@ func (s *system) startNATS() error {
 		}
 		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: port, Auth: access.auth})
 		if err != nil {
-			return fmt.Errorf("--nats-addr %s: %w", s.cfg.NATSAddr, err)
+			return listenError("--nats-addr", s.cfg.NATSAddr, err)
 		}
 		s.stack.push(func() { ns.Shutdown(); ns.WaitForShutdown() })
 		access.url, access.server = ns.ClientURL(), ns
 		// For `headcount status` and `nats sub` from another terminal.
-		if s.observer, err = access.credsFile("observer", natsauth.Identity{Role: natsauth.RoleReader}); err != nil {
+		if s.observer, err = access.credsFile("observer", natsauth.Identity{Role: natsauth.RoleObserver}); err != nil {
 			return err
 		}
 	}
@@ -189,7 +192,7 @@ func (s *system) listen() error {
 	} {
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", l.flag, l.addr, err)
+			return listenError(l.flag, l.addr, err)
 		}
 		s.stack.push(func() { _ = ln.Close() })
 		s.lns[l.name] = ln
@@ -200,17 +203,15 @@ func (s *system) listen() error {
 // watch starts the process's one watcher, over every service (the scaler
 // answers KEDA for any); the router's own placements are counted as made.
 func (s *system) watch() error {
-	s.view = fleet.NewViewWith(fleet.ViewConfig{Limits: s.cfg.Limits, Verify: !s.cfg.NoVerify, Logger: s.cfg.Logger})
-	probeCtx, stopProbes := context.WithCancel(context.Background())
-	s.stack.push(stopProbes)
-	go verify.New(verify.Config{Timeout: s.cfg.ProbeTimeout}).Run(probeCtx, s.view)
-	w, err := fleet.Watch(s.nc, s.view, fleet.WatchConfig{Subjects: s.cfg.Subjects, Self: routerID,
-		Policy: s.cfg.Addresses, Logger: s.cfg.Logger})
+	f, err := wiring.WatchFleet(s.nc, wiring.FleetConfig{
+		Watch:  fleet.WatchConfig{Subjects: s.cfg.Subjects, Self: routerID, Policy: s.cfg.Addresses, Logger: s.cfg.Logger},
+		Limits: s.cfg.Limits, NoVerify: s.cfg.NoVerify, Probe: verify.Config{Timeout: s.cfg.ProbeTimeout},
+	})
 	if err != nil {
 		return err
 	}
-	s.stack.push(w.Close)
-	s.watcher = w
+	s.stack.push(f.Close)
+	s.fleet, s.view, s.watcher = f, f.View, f.Watcher
 	return nil
 }
 
@@ -233,21 +234,24 @@ func (s *system) compose() error {
 	sc.Logger = s.cfg.Logger
 	s.scaler = scaler.New(s.view, sc)
 	s.stack.push(s.scaler.Close)
+	scalerAPI, err := s.scaler.ServeAPI(s.nc, s.cfg.Subjects, "up")
+	if err != nil {
+		return err
+	}
+	s.stack.push(func() { _ = scalerAPI.Stop() })
 	s.watcher.OnChange(s.scaler.Changed)
 	rc := router.DefaultConfig()
 	rc.Subjects, rc.Service, rc.ID, rc.Logger = s.cfg.Subjects, s.cfg.Service, routerID, s.cfg.Logger
 	// The view's figures and drops on the router's /metrics, as the router command has them.
 	rc.Registry = ops.NewRegistry()
-	if err := rc.Registry.Register(fleet.NewCollector(s.view, s.watcher)); err != nil {
+	if err := rc.Registry.Register(s.fleet.Collector()); err != nil {
 		return err
 	}
 	if s.router, err = router.New(s.nc, s.view, rc); err != nil {
 		return err
 	}
 	s.stack.push(s.router.Close)
-	s.watcher.OnChange(s.router.Changed)
-	s.watcher.OnMoved(s.router.Moved)
-	return nil
+	return s.fleet.AttachRouter(s.cfg.Service, s.router)
 }
 
 // run serves until ctx ends or a server fails, then drains the followers
@@ -360,7 +364,7 @@ func (s *system) startLeader() error {
 		s.leaderControl, s.leaderStreaming = leader.ControlAddr(), leader.StreamingAddr()
 		return nil
 	}
-	ports, err := freePorts(2)
+	ports, err := freeport.Ports("127.0.0.1", 2)
 	if err != nil {
 		return err
 	}
@@ -404,7 +408,7 @@ func (cfg UpConfig) followerSpawn(access *natsAccess, leaderControl, leaderStrea
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			return []*exec.Cmd{cmd}, nil
 		}
-		ports, err := freePorts(2)
+		ports, err := freeport.Ports("127.0.0.1", 2)
 		if err != nil {
 			return nil, err
 		}
@@ -454,20 +458,6 @@ func childEnv(extra []string) []string {
 		}
 	}
 	return append(env, extra...)
-}
-
-// freePorts asks the kernel for n free loopback ports for a child to bind.
-func freePorts(n int) ([]string, error) {
-	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-		defer ln.Close()
-	}
-	return out, nil
 }
 
 func splitAddr(addr string) (string, int, error) {

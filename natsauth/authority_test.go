@@ -11,15 +11,16 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsauth/operator"
 	"github.com/headcount-dev/headcount/natsembed"
 )
 
 var subjects = fleet.Subjects{Prefix: fleet.DefaultPrefix}
 
 // authServer runs an embedded NATS that trusts only a fresh authority.
-func authServer(t *testing.T) (*natsauth.Authority, string) {
+func authServer(t *testing.T) (*operator.Authority, string) {
 	t.Helper()
-	auth, err := natsauth.NewAuthority(subjects)
+	auth, err := operator.New(subjects)
 	require.NoError(t, err)
 	s, err := natsembed.Start(natsembed.Options{Auth: auth})
 	require.NoError(t, err)
@@ -34,7 +35,7 @@ type client struct {
 	natstest.Violations
 }
 
-func connectAs(t *testing.T, auth *natsauth.Authority, url string, id natsauth.Identity) *client {
+func connectAs(t *testing.T, auth *operator.Authority, url string, id natsauth.Identity) *client {
 	t.Helper()
 	creds, err := auth.Issue(id)
 	require.NoError(t, err)
@@ -50,7 +51,7 @@ func TestAnonymousAndForeignClientsAreRefused(t *testing.T) {
 	require.ErrorContains(t, err, "Authorization Violation")
 
 	// Credentials from another authority (an attacker's own operator).
-	other, err := natsauth.NewAuthority(subjects)
+	other, err := operator.New(subjects)
 	require.NoError(t, err)
 	creds, err := other.Issue(natsauth.Identity{Role: natsauth.RoleReader})
 	require.NoError(t, err)
@@ -180,7 +181,7 @@ func TestRoutersAndReadersDoTheirJobOnly(t *testing.T) {
 }
 
 func TestIdentitiesThatWouldWidenTheGrantAreRefused(t *testing.T) {
-	auth, err := natsauth.NewAuthority(subjects)
+	auth, err := operator.New(subjects)
 	require.NoError(t, err)
 	for _, id := range []natsauth.Identity{
 		{Role: natsauth.RoleMember, Service: "hn", Name: "*"},
@@ -200,7 +201,7 @@ func TestIdentitiesThatWouldWidenTheGrantAreRefused(t *testing.T) {
 // other credentials, a new one for the same name included, are unaffected,
 // and revocations accumulate.
 func TestRevokedCredentialsAreCutAndRefused(t *testing.T) {
-	auth, err := natsauth.NewAuthority(subjects)
+	auth, err := operator.New(subjects)
 	require.NoError(t, err)
 	s, err := natsembed.Start(natsembed.Options{Auth: auth})
 	require.NoError(t, err)

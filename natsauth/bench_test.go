@@ -30,8 +30,10 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/benchtest"
 	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsauth/operator"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/scaler"
@@ -74,10 +76,10 @@ func BenchmarkAuthTLS(b *testing.B) {
 		for i := range rates[0] {
 			rs = append(rs, rates[j][i]/rates[0][i])
 		}
-		return median(rs)
+		return benchtest.Median(rs)
 	}
-	b.ReportMetric(median(createRates[0]), "open-creations/s")
-	b.ReportMetric(median(intakeRates[0]), "open-reports/s")
+	b.ReportMetric(benchtest.Median(createRates[0]), "open-creations/s")
+	b.ReportMetric(benchtest.Median(intakeRates[0]), "open-reports/s")
 	for j := 1; j < len(modes); j++ {
 		b.ReportMetric(ratio(createRates, j), modes[j].name+"-creations-ratio")
 		b.ReportMetric(ratio(intakeRates, j), modes[j].name+"-reports-ratio")
@@ -85,12 +87,6 @@ func BenchmarkAuthTLS(b *testing.B) {
 }
 
 var quiet = slog.New(slog.DiscardHandler)
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
 
 type benchStack struct {
 	control  string // router's control URL
@@ -109,7 +105,7 @@ const (
 // per-process identities (auth) and with TLS.
 type benchNATS struct {
 	url    string
-	auth   *natsauth.Authority // nil: anonymous clients
+	auth   *operator.Authority // nil: anonymous clients
 	tls    []nats.Option       // the clients' TLS options, as a command makes them
 	caFile string
 }
@@ -126,7 +122,7 @@ func startBenchNATS(b *testing.B, withAuth, withTLS bool) *benchNATS {
 	}
 	if withAuth {
 		var err error
-		n.auth, err = natsauth.NewAuthority(subjects)
+		n.auth, err = operator.New(subjects)
 		require.NoError(b, err)
 		opts.Auth = n.auth
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsauth/operator"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/status"
 )
@@ -31,7 +32,7 @@ func TestEveryComponentWorksWithItsOwnCredentials(t *testing.T) {
 	}
 	bin := e2e.Binary(t)
 	serverTLS, caFile := selfSigned(t)
-	auth, err := natsauth.NewAuthority(subjects)
+	auth, err := operator.New(subjects)
 	require.NoError(t, err)
 	s, err := natsembed.Start(natsembed.Options{Auth: auth, TLS: serverTLS})
 	require.NoError(t, err)
@@ -146,7 +147,7 @@ func TestUpOnAnExternalNATSWithCredentialsAndTLS(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	serverTLS, caFile := selfSigned(t)
-	auth, err := natsauth.NewAuthority(subjects)
+	auth, err := operator.New(subjects)
 	require.NoError(t, err)
 	s, err := natsembed.Start(natsembed.Options{Auth: auth, TLS: serverTLS})
 	require.NoError(t, err)

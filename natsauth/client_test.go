@@ -13,12 +13,13 @@ import (
 
 	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsauth/operator"
 	"github.com/headcount-dev/headcount/natsembed"
 )
 
 func TestClientVerifiesTheServerWithTheGivenCA(t *testing.T) {
 	serverTLS, caFile := selfSigned(t)
-	auth, err := natsauth.NewAuthority(subjects)
+	auth, err := operator.New(subjects)
 	require.NoError(t, err)
 	s, err := natsembed.Start(natsembed.Options{Auth: auth, TLS: serverTLS})
 	require.NoError(t, err)

@@ -5,10 +5,14 @@ package natsauth
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsapi"
 )
 
 // Role is what a connection may do on NATS.
@@ -27,6 +31,11 @@ const (
 	// RoleDecider (the supervisor of `headcount up`) announces its replica
 	// decision for a service, and again when the roll is called.
 	RoleDecider Role = "decider"
+	// RoleObserver is a person's read-only identity (`headcount status`,
+	// the NATS CLI): it reads every subject of its services, calls the roll
+	// and the components' micro endpoints, and collects the answers in its
+	// inbox; it answers nothing and registers nothing.
+	RoleObserver Role = "observer"
 )
 
 // Identity is one connection's claim: its role, the service it belongs to
@@ -60,12 +69,12 @@ func (id Identity) Validate() error {
 		if !fleet.ValidName(id.Service) {
 			return fmt.Errorf("decider identity needs a service that is a DNS-1123 label, got %q", id.Service)
 		}
-	case RoleReader:
+	case RoleReader, RoleObserver:
 		if id.Service != "" && !fleet.ValidName(id.Service) {
 			return fmt.Errorf("reader service %q is not a DNS-1123 label", id.Service)
 		}
 	default:
-		return fmt.Errorf("unknown role %q: want member, router, reader or decider", id.Role)
+		return fmt.Errorf("unknown role %q: want member, router, reader, observer or decider", id.Role)
 	}
 	return nil
 }
@@ -80,7 +89,8 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 	switch id.Role {
 	case RoleMember:
 		p.Pub.Allow.Add(s.Report(svc, id.Name))
-		p.Sub.Allow.Add(s.RollCall(svc), s.RollCall(""))
+		p.Sub.Allow.Add(s.RollCall(svc), s.RollCall(""), natsapi.MemberSubject(s, svc, id.Name, "*"))
+		answers(&p, natsapi.Member)
 	case RoleRouter:
 		p.Pub.Allow.Add(
 			s.Placed(svc, "*"),
@@ -101,10 +111,50 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 			service = "*"
 		}
 		p.Pub.Allow.Add(rollcall)
-		p.Sub.Allow.Add(s.Watch(svc), s.Decision(service))
+		p.Sub.Allow.Add(s.Watch(svc), s.Decision(service),
+			natsapi.Subject(s, service, natsapi.Scaler, "*"), natsapi.Subject(s, service, natsapi.Adapter, "*"))
+		answers(&p, natsapi.Scaler, natsapi.Adapter)
+	case RoleObserver:
+		service := svc
+		if svc == "" {
+			p.Pub.Allow.Add(s.RollCall(""))
+			service = "*"
+		}
+		p.Pub.Allow.Add(s.RollCall(service), natsapi.Subject(s, service, "*", "*"), natsapi.MemberSubject(s, service, "*", "*"))
+		// `nats micro ls|info|stats`: the discovery requests of every verb.
+		for _, verb := range []micro.Verb{micro.PingVerb, micro.InfoVerb, micro.StatsVerb} {
+			p.Pub.Allow.Add("$SRV."+verb.String(), "$SRV."+verb.String()+".>")
+		}
+		// `nats sub 'P.>'` (or 'P.S.>'), and the inbox of `nats req`.
+		watch := s.Prefix + ".>"
+		if svc != "" {
+			watch = s.Prefix + "." + svc + ".>"
+		}
+		p.Sub.Allow.Add(watch, nats.InboxPrefix+">")
 	case RoleDecider:
 		p.Pub.Allow.Add(s.Decision(svc))
 		p.Sub.Allow.Add(s.RollCall(svc), s.RollCall(""))
 	}
 	return p, nil
 }
+
+// answers grants what the micro services of components need: their
+// discovery subjects ($SRV.<verb>, $SRV.<verb>.<name>,
+// $SRV.<verb>.<name>.<id>, the id being made at registration) and a
+// response to each request received (roll calls included): a few, since one
+// connection may carry several components that answer the same discovery
+// request (up's: the leader and the scaler).
+func answers(p *jwt.Permissions, components ...string) {
+	p.Sub.Allow.Add("$SRV.*")
+	for _, c := range components {
+		p.Sub.Allow.Add("$SRV.*."+natsapi.Name(c), "$SRV.*."+natsapi.Name(c)+".*")
+	}
+	p.Resp = &jwt.ResponsePermission{MaxMsgs: ResponsesPerRequest, Expires: ResponseWindow}
+}
+
+// ResponseWindow is how long after a request its responses may be sent, and
+// ResponsesPerRequest how many one connection may send.
+const (
+	ResponseWindow      = time.Minute
+	ResponsesPerRequest = 8
+)

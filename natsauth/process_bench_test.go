@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/benchtest"
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/natsauth"
 )
@@ -83,9 +84,9 @@ func benchProcessCost(b *testing.B, unit string, start func(bin string, withAuth
 		ratios = append(ratios, per[0][i]/per[1][i])
 	}
 	for j, m := range processModes {
-		b.ReportMetric(median(per[j])*1e6, m.name+"-cpu-µs/"+unit)
+		b.ReportMetric(benchtest.Median(per[j])*1e6, m.name+"-cpu-µs/"+unit)
 	}
-	b.ReportMetric(median(ratios), "auth+tls-"+unit+"s-per-cpu-ratio")
+	b.ReportMetric(benchtest.Median(ratios), "auth+tls-"+unit+"s-per-cpu-ratio")
 }
 
 // paced calls f(n) every millisecond for window, n being what is due at

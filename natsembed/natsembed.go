@@ -33,7 +33,7 @@ type Options struct {
 }
 
 // Auth configures a server's authentication and authorization: operator
-// trust (natsauth.Authority) or an auth callout.
+// trust (operator.Authority) or an auth callout.
 type Auth interface {
 	ConfigureServer(*server.Options) error
 }

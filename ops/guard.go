@@ -29,18 +29,26 @@ type HTTPLimits struct {
 	MaxHeaderBytes int
 }
 
+// DefaultHTTPLimits is the hardening a listener gets when none is given,
+// the flags' included.
+func DefaultHTTPLimits() HTTPLimits {
+	return HTTPLimits{ReadHeaderTimeout: 10 * time.Second, BodyTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 32 << 10}
+}
+
 func (l HTTPLimits) withDefaults() HTTPLimits {
+	def := DefaultHTTPLimits()
 	if l.ReadHeaderTimeout <= 0 {
-		l.ReadHeaderTimeout = 10 * time.Second
+		l.ReadHeaderTimeout = def.ReadHeaderTimeout
 	}
 	if l.BodyTimeout <= 0 {
-		l.BodyTimeout = 30 * time.Second
+		l.BodyTimeout = def.BodyTimeout
 	}
 	if l.IdleTimeout <= 0 {
-		l.IdleTimeout = 2 * time.Minute
+		l.IdleTimeout = def.IdleTimeout
 	}
 	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = 32 << 10
+		l.MaxHeaderBytes = def.MaxHeaderBytes
 	}
 	return l
 }

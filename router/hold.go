@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"sync"
@@ -171,5 +172,37 @@ func (h *holdQueue) kick() {
 	select {
 	case h.changed <- struct{}{}:
 	default:
+	}
+}
+
+// publishDemand announces held creations while there are some, refreshing
+// before the ttl runs out, and withdraws them (pending 0) when none remain.
+func (rt *Router) publishDemand(ctx context.Context) {
+	subject := rt.cfg.Subjects.Demand(rt.cfg.Service, rt.cfg.ID)
+	tick := time.NewTicker(rt.cfg.DemandTTL / 3)
+	defer tick.Stop()
+	var last int64
+	publish := func(n int64) {
+		data, _ := json.Marshal(fleet.Demand{Router: rt.cfg.ID, Pending: n, TTLMillis: rt.cfg.DemandTTL.Milliseconds()})
+		if err := rt.nc.Publish(subject, data); err != nil {
+			rt.log.Warn("demand not published", "err", err)
+			return
+		}
+		last = n
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			if last > 0 {
+				publish(0)
+				_ = rt.nc.Flush()
+			}
+			return
+		case <-rt.hold.changed:
+		case <-tick.C:
+		}
+		if n := int64(rt.hold.demand()); n > 0 || last > 0 {
+			publish(n)
+		}
 	}
 }

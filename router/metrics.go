@@ -75,3 +75,65 @@ func newMetrics(reg prometheus.Registerer, service string, held func() int) (*me
 	}
 	return m, nil
 }
+
+// Move triggers: the label of the move metrics.
+const (
+	triggerDrain     = "drain"     // the owner is draining
+	triggerDeath     = "death"     // the owner's stream ended, or it left the view
+	triggerRebalance = "rebalance" // the owner carries more than its share
+)
+
+// Why a move failed: the label of headcount_router_move_failures_total.
+const (
+	failNotMovable = "not_movable" // the follower did not return the resource and params
+	failNoTarget   = "no_target"   // no other ready follower
+	failCreate     = "create"      // the target did not create the instance
+	failOpen       = "open"        // the target did not open its stream
+	failInit       = "init"        // no init from the target in time
+	failClientGone = "client_gone"
+	failDeleteOld  = "delete_old" // the move worked, the old instance was not deleted
+)
+
+type moveMetrics struct {
+	moved        *prometheus.CounterVec   // trigger
+	failed       *prometheus.CounterVec   // trigger, reason
+	seconds      *prometheus.HistogramVec // trigger
+	movedDropped *prometheus.CounterVec   // reason
+}
+
+func newMoveMetrics(reg prometheus.Registerer, service string, openStreams, movedIDs func() int) (*moveMetrics, error) {
+	labels := prometheus.Labels{"service": service}
+	m := &moveMetrics{
+		moved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_streams_moved_total", ConstLabels: labels,
+			Help: "Live streams this router moved to another follower, by trigger (drain, death, rebalance).",
+		}, []string{"trigger"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_move_failures_total", ConstLabels: labels,
+			Help: "Stream moves that failed, by trigger and reason.",
+		}, []string{"trigger", "reason"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "headcount_router_move_seconds", ConstLabels: labels,
+			Help:    "Time from deciding a move to the new follower's init, by trigger.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"trigger"}),
+		movedDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_moved_dropped_total", ConstLabels: labels,
+			Help: "Move announcements not applied, by reason (table_full; invalid ones count with the fleet's drops).",
+		}, []string{"reason"}),
+	}
+	open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "headcount_router_open_streams", ConstLabels: labels,
+		Help: "Client streams this router proxies now.",
+	}, func() float64 { return float64(openStreams()) })
+	ids := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "headcount_router_moved_ids", ConstLabels: labels,
+		Help: "Moved instance ids this router sends to their new owner.",
+	}, func() float64 { return float64(movedIDs()) })
+	for _, col := range []prometheus.Collector{m.moved, m.failed, m.seconds, m.movedDropped, open, ids} {
+		if err := reg.Register(col); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -5,104 +5,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/httpx"
 )
 
-// MoveConfig says how a router moves the live streams it proxies between
-// followers (docs/moving.md). Zero values take the defaults on each field.
-type MoveConfig struct {
-	// Timeout bounds one move: creation, stream and init on the new follower
-	// (default 10 s).
-	Timeout time.Duration
-	// Concurrency bounds the moves in flight at once (default 64).
-	Concurrency int
-	// MovedTTL is how long a moved id keeps reaching the new owner after the
-	// last announcement; the router proxying the stream republishes it every
-	// quarter of it (default 2 min, more than Skip's 30 s instance ttl).
-	MovedTTL time.Duration
-	// MaxMoved bounds the moved ids a router remembers (default 100,000).
-	MaxMoved int
-	// RebalanceThreshold starts a rebalance when the most loaded ready
-	// follower carries more than this times the mean (default 1.25); it stops
-	// at RebalanceStop (default 1 + (threshold-1)/5) or when one move would not
-	// narrow the spread.
-	RebalanceThreshold, RebalanceStop float64
-	// RebalanceRate bounds this router's rebalancing moves per second
-	// (default 20).
-	RebalanceRate float64
-	NoRebalance   bool // drain and death moves only
-}
-
-// DefaultMoveConfig is the move configuration a zero field takes.
-func DefaultMoveConfig() MoveConfig {
-	return MoveConfig{Timeout: 10 * time.Second, Concurrency: 64, MovedTTL: 2 * time.Minute, MaxMoved: 100_000,
-		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20}
-}
-
-func (c *MoveConfig) defaults() error {
-	def := DefaultMoveConfig()
-	setDefault(&c.Timeout, def.Timeout)
-	setDefault(&c.Concurrency, def.Concurrency)
-	setDefault(&c.MovedTTL, def.MovedTTL)
-	setDefault(&c.MaxMoved, def.MaxMoved)
-	if c.RebalanceThreshold == 0 {
-		c.RebalanceThreshold = def.RebalanceThreshold
-	}
-	if c.RebalanceStop == 0 {
-		c.RebalanceStop = 1 + (c.RebalanceThreshold-1)/5
-	}
-	if c.RebalanceRate == 0 {
-		c.RebalanceRate = def.RebalanceRate
-	}
-	switch {
-	case c.RebalanceThreshold <= 1 || c.RebalanceStop < 1 || c.RebalanceStop > c.RebalanceThreshold:
-		return fmt.Errorf("rebalance: want 1 <= stop (%g) <= threshold (%g), threshold > 1", c.RebalanceStop, c.RebalanceThreshold)
-	case c.MovedTTL < fleet.MinTTLMillis*time.Millisecond || c.MovedTTL > fleet.MaxTTLMillis*time.Millisecond:
-		return fmt.Errorf("moved ttl %v outside %dms..%dms", c.MovedTTL, fleet.MinTTLMillis, fleet.MaxTTLMillis)
-	case c.Concurrency < 1 || c.MaxMoved < 1 || c.Timeout < 0 || c.RebalanceRate < 0:
-		return errors.New("move concurrency, max moved ids and timeout must be positive")
-	}
-	return nil
-}
-
-// Move triggers: the label of the move metrics.
-const (
-	triggerDrain     = "drain"     // the owner is draining
-	triggerDeath     = "death"     // the owner's stream ended, or it left the view
-	triggerRebalance = "rebalance" // the owner carries more than its share
-)
-
-// Why a move failed: the label of headcount_router_move_failures_total.
-const (
-	failNotMovable = "not_movable" // the follower did not return the resource and params
-	failNoTarget   = "no_target"   // no other ready follower
-	failCreate     = "create"      // the target did not create the instance
-	failOpen       = "open"        // the target did not open its stream
-	failInit       = "init"        // no init from the target in time
-	failClientGone = "client_gone"
-	failDeleteOld  = "delete_old" // the move worked, the old instance was not deleted
-)
-
 // mover is the router's stream-moving machinery.
 type mover struct {
-	dialer  *net.Dialer  // streams: one connection each
-	client  *http.Client // creations and deletions
 	streams *streamSet
-	table   *movedTable
+	ids     *movedIDs
 	slots   chan struct{} // one per move in flight
 	limit   *rate.Limiter // rebalancing moves
 	logs    *rate.Limiter
@@ -111,61 +29,14 @@ type mover struct {
 	met     *moveMetrics
 
 	mu     sync.Mutex
-	recent []departure // rebalancing moves the view may not show yet
-}
-
-// departure is a stream this router moved off follower at a time.
-type departure struct {
-	follower string
-	at       time.Time
-}
-
-// settle is how long after a move its source's report may still count the
-// old instance (it is deleted after the switch, then coalesced into a report).
-const settle = time.Second
-
-// departed counts the recent moves off follower and forgets older ones.
-func (mv *mover) departed(follower string, now time.Time) int {
-	mv.mu.Lock()
-	defer mv.mu.Unlock()
-	mv.recent = slices.DeleteFunc(mv.recent, func(d departure) bool { return now.Sub(d.at) > settle })
-	n := 0
-	for _, d := range mv.recent {
-		if d.follower == follower {
-			n++
-		}
-	}
-	return n
-}
-
-func (mv *mover) depart(follower string, now time.Time) {
-	mv.mu.Lock()
-	mv.recent = append(mv.recent, departure{follower, now})
-	mv.mu.Unlock()
-}
-
-type moveMetrics struct {
-	moved        *prometheus.CounterVec   // trigger
-	failed       *prometheus.CounterVec   // trigger, reason
-	seconds      *prometheus.HistogramVec // trigger
-	movedDropped *prometheus.CounterVec   // reason
+	recent []moveOff // rebalancing moves the view may not show yet
 }
 
 func (rt *Router) newMover() (*mover, error) {
 	c := rt.cfg.Moves
-	dialer := &net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	mv := &mover{
-		dialer: dialer,
-		client: &http.Client{Transport: &http.Transport{
-			DialContext:           httpx.MarkDialErrors(dialer),
-			ResponseHeaderTimeout: rt.cfg.HeaderTimeout,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			DisableCompression:    true,
-		}},
 		streams: newStreamSet(),
-		table:   newMovedTable(c.MaxMoved),
+		ids:     newMovedIDs(c.MaxMoved),
 		slots:   make(chan struct{}, c.Concurrency),
 		// Tokens for one rebalance round (every rebalanceEvery) at a time.
 		limit: rate.NewLimiter(rate.Limit(c.RebalanceRate),
@@ -174,155 +45,9 @@ func (rt *Router) newMover() (*mover, error) {
 		kick:   make(chan struct{}, 1),
 		recall: make(chan struct{}, 1),
 	}
-	labels := prometheus.Labels{"service": rt.cfg.Service}
-	mv.met = &moveMetrics{
-		moved: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "headcount_router_streams_moved_total", ConstLabels: labels,
-			Help: "Live streams this router moved to another follower, by trigger (drain, death, rebalance).",
-		}, []string{"trigger"}),
-		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "headcount_router_move_failures_total", ConstLabels: labels,
-			Help: "Stream moves that failed, by trigger and reason.",
-		}, []string{"trigger", "reason"}),
-		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "headcount_router_move_seconds", ConstLabels: labels,
-			Help:    "Time from deciding a move to the new follower's init, by trigger.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"trigger"}),
-		movedDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "headcount_router_moved_dropped_total", ConstLabels: labels,
-			Help: "Move announcements not applied, by reason (table_full; invalid ones count with the fleet's drops).",
-		}, []string{"reason"}),
-	}
-	open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "headcount_router_open_streams", ConstLabels: labels,
-		Help: "Client streams this router proxies now.",
-	}, func() float64 { return float64(mv.streams.len()) })
-	ids := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "headcount_router_moved_ids", ConstLabels: labels,
-		Help: "Moved instance ids this router sends to their new owner.",
-	}, func() float64 { return float64(mv.table.len()) })
-	for _, col := range []prometheus.Collector{mv.met.moved, mv.met.failed, mv.met.seconds, mv.met.movedDropped, open, ids} {
-		if err := rt.cfg.Registry.Register(col); err != nil {
-			return nil, err
-		}
-	}
-	return mv, nil
-}
-
-// kickMoves wakes the triggers after a view change.
-func (rt *Router) kickMoves() {
-	select {
-	case rt.moves.kick <- struct{}{}:
-	default:
-	}
-}
-
-// rebalanceEvery spaces rebalance rounds, so that each sees the reports of
-// the moves of the round before.
-const rebalanceEvery = 500 * time.Millisecond
-
-// recallEvery bounds how often roll calls make a router republish its moved
-// ids: a flood of roll calls costs at most four republishes a second, and a
-// starting router's second roll call (the one it makes once it listens to
-// moves) is answered within a quarter of a second of its first.
-const recallEvery = 250 * time.Millisecond
-
-// rebalanceCooldown is how long a rebalanced stream is left out of rebalancing.
-const rebalanceCooldown = 30 * time.Second
-
-// watchMoves runs the drain and death triggers on every view change (and
-// every second, to retry), the rebalance trigger twice a second, and keeps
-// this router's move announcements fresh.
-func (rt *Router) watchMoves(ctx context.Context) {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var lastBalance, lastRefresh time.Time
-	var balancing, recalled bool
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-rt.moves.kick:
-		case <-rt.moves.recall:
-			recalled = true
-		case <-tick.C:
-		}
-		now := time.Now()
-		rt.scanOwners(now)
-		if !rt.cfg.Moves.NoRebalance && now.Sub(lastBalance) >= rebalanceEvery {
-			balancing = rt.rebalance(balancing)
-			lastBalance = now
-		}
-		if now.Sub(lastRefresh) >= rt.cfg.Moves.MovedTTL/4 || (recalled && now.Sub(lastRefresh) >= recallEvery) {
-			recalled = false
-			rt.moves.table.sweep(now)
-			for _, s := range rt.moves.streams.all() {
-				if s.hasAliases() {
-					rt.announceMoved(s)
-				}
-			}
-			lastRefresh = now
-		}
-	}
-}
-
-func (s *stream) hasAliases() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.aliases) > 0
-}
-
-// scanOwners moves the streams whose owner is draining, or gone from the
-// view (or replaced by a new incarnation) while its client is still here.
-func (rt *Router) scanOwners(now time.Time) {
-	served := rt.moves.streams.followers()
-	if len(served) == 0 {
-		return
-	}
-	for follower := range served {
-		m, inView := rt.view.Member(rt.cfg.Service, follower)
-		if inView && m.State != fleet.StateDraining && m.State != fleet.StateGone {
-			// Only streams opened on an older incarnation need moving.
-			for _, s := range rt.moves.streams.on(follower) {
-				// (A stream switching followers may still be indexed here.)
-				if o := s.owner(); o.Follower == follower && o.Incarnation != m.Incarnation {
-					rt.startMove(s, triggerDeath, now)
-				}
-			}
-			continue
-		}
-		trigger := triggerDeath
-		if inView {
-			trigger = triggerDrain
-		}
-		for _, s := range rt.moves.streams.on(follower) {
-			if s.owner().Follower != follower {
-				continue
-			}
-			if !rt.startMove(s, trigger, now) && len(rt.moves.slots) == cap(rt.moves.slots) {
-				return // every slot busy: the next scan goes on
-			}
-		}
-	}
-}
-
-func (s *stream) rebalancedSince(t time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.rebalancedAt.After(t)
-}
-
-func (s *stream) busy() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.moving || s.next != nil
-}
-
-func (s *stream) owner() fleet.Member {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur.member
+	var err error
+	mv.met, err = newMoveMetrics(rt.cfg.Registry, rt.cfg.Service, mv.streams.len, mv.ids.len)
+	return mv, err
 }
 
 // startMove moves s in the background if it is not being moved already and a
@@ -348,17 +73,23 @@ func (rt *Router) startMove(s *stream, trigger string, now time.Time) bool {
 	s.moving = true
 	from := s.cur
 	s.mu.Unlock()
-	go func() {
+	if !rt.background.start(func() {
 		defer func() { <-rt.moves.slots }()
 		rt.move(s, from, trigger)
-	}()
+	}) {
+		<-rt.moves.slots
+		s.mu.Lock()
+		s.moving = false
+		s.mu.Unlock()
+		return false
+	}
 	return true
 }
 
 // move rebuilds s on another follower and hands the new upstream to the
 // stream's copy loop, which switches at the next event boundary.
 func (rt *Router) move(s *stream, from *upstream, trigger string) {
-	nu, err := rt.prepareMove(s, trigger, from.member)
+	nu, err := rt.rebuild(s, trigger, from.member)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.moving = false
@@ -369,15 +100,13 @@ func (rt *Router) move(s *stream, from *upstream, trigger string) {
 	if s.done || s.cur != from {
 		// The client left, or the copy loop recovered the stream itself.
 		nu.close()
-		go rt.deleteInstance(nu.member, nu.key, trigger)
-		rt.leaving(from.member, -1)
+		rt.deleteTarget(nu.member, nu.key, trigger)
+		rt.announceMoving(from.member, -1)
 		return
 	}
 	s.next = nu
 	from.cancel() // wakes the copy loop
 }
-
-var errNoTarget = errors.New("no other ready follower")
 
 // moveError is a failed move's reason.
 type moveError struct {
@@ -388,16 +117,19 @@ type moveError struct {
 
 func (e *moveError) Error() string { return e.reason + ": " + e.err.Error() }
 
-// prepareMove creates s's instance on the least-loaded ready follower other
+// rebuild creates s's instance on the least-loaded ready follower other
 // than from, opens its stream and reads its init; a follower that fails is
 // left out of the next try, up to Retries more. The failure is counted.
-func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*upstream, error) {
+func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstream, error) {
+	if rt.ctx.Err() != nil {
+		return nil, errClosing // the router is closed: no more moves
+	}
 	exclude := []string{from.Follower}
 	// With nowhere to go nothing is announced: the trigger tries again every
 	// 250 ms, and the counts stay as they are.
-	_, possible := rt.view.Least(rt.cfg.Service, func(f string) bool { return f == from.Follower })
+	_, possible := rt.placer.peek(origin{s.resource, s.params}, func(f string) bool { return f == from.Follower })
 	if possible {
-		rt.leaving(from, 1) // before anything counts the new instance
+		rt.announceMoving(from, 1) // before anything counts the new instance
 	}
 	var err error = &moveError{failNoTarget, "", errNoTarget}
 	for range rt.cfg.Retries + 1 {
@@ -405,7 +137,7 @@ func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*up
 			break
 		}
 		var nu *upstream
-		if nu, err = rt.tryMove(s, trigger, exclude); err == nil {
+		if nu, err = rt.tryRebuild(s, trigger, exclude); err == nil {
 			return nu, nil
 		}
 		var me *moveError
@@ -427,50 +159,62 @@ func (rt *Router) prepareMove(s *stream, trigger string, from fleet.Member) (*up
 		rt.log.Warn("stream not moved", "trigger", trigger, "reason", reason, "err", err)
 	}
 	if possible {
-		rt.leaving(from, -1)
+		rt.announceMoving(from, -1)
 	}
 	return nil, err
 }
 
-func (rt *Router) tryMove(s *stream, trigger string, exclude []string) (*upstream, error) {
+func (rt *Router) tryRebuild(s *stream, trigger string, exclude []string) (*upstream, error) {
 	start := time.Now()
-	m, ok := rt.view.Place(rt.cfg.Service, func(f string) bool { return slices.Contains(exclude, f) })
-	if !ok {
-		return nil, &moveError{failNoTarget, "", errNoTarget}
-	}
-	// The new upstream lives as long as the client's request; the move is bounded.
+	// The new upstream lives as long as the client's request; the move is
+	// bounded by the move timeout and by Close. unbound lifts both bounds and
+	// reports whether neither was hit.
 	ctx, cancel := context.WithCancel(s.ctx)
 	timer := time.AfterFunc(rt.cfg.Moves.Timeout, cancel)
-	key, err := rt.createOn(ctx, m, s.resource, s.params)
-	if err != nil {
-		timer.Stop()
-		cancel()
-		// Takes the placement back, and a follower that refused out of placement.
-		var dial *httpx.DialError
-		rt.settle(&attempt{addr: m.Control, member: m, place: true, broken: errors.As(err, &dial)})
-		return nil, &moveError{failCreate, m.Follower, err}
+	closing := context.AfterFunc(rt.ctx, cancel)
+	unbound := func() bool { c := closing(); return timer.Stop() && c }
+	res, err := rt.createInstance(ctx, creation{
+		origin:  origin{s.resource, s.params},
+		path:    url.URL{Path: "/v1/streams/" + s.resource, RawPath: "/v1/streams/" + url.PathEscape(s.resource)},
+		header:  http.Header{"Content-Type": {"application/json"}},
+		body:    s.params,
+		count:   true,
+		exclude: exclude,
+	})
+	if err == nil && res.key == "" {
+		discard(res.resp)
+		err = fmt.Errorf("%s answered %s", res.member.Follower, res.resp.Status)
 	}
-	rt.announce(m)
+	if err != nil {
+		unbound()
+		cancel()
+		if errors.Is(err, errNoTarget) {
+			return nil, &moveError{failNoTarget, "", err}
+		}
+		return nil, &moveError{failCreate, res.member.Follower, err}
+	}
+	_ = res.resp.Body.Close()
+	m, key := res.member, res.key
 	nu, resp, err := rt.openUpstream(ctx, m, key, s.header)
 	if err == nil && nu == nil {
 		_ = resp.Body.Close()
 		err = errors.New(resp.Status)
 	}
 	if err != nil {
-		timer.Stop()
+		unbound()
 		cancel()
-		go rt.deleteInstance(m, key, trigger)
+		rt.deleteTarget(m, key, trigger)
 		return nil, &moveError{failOpen, m.Follower, err}
 	}
 	init, err := firstEvent(nu.events)
 	// Once the init is here, the new upstream lives as long as the client.
-	if !timer.Stop() && err == nil {
+	if !unbound() && err == nil {
 		err = context.DeadlineExceeded
 	}
 	if err != nil {
 		cancel()
 		nu.close()
-		go rt.deleteInstance(m, key, trigger)
+		rt.deleteTarget(m, key, trigger)
 		return nil, &moveError{failInit, m.Follower, err}
 	}
 	end := nu.cancel
@@ -480,84 +224,31 @@ func (rt *Router) tryMove(s *stream, trigger string, exclude []string) (*upstrea
 	return nu, nil
 }
 
-// firstEvent skips comments and returns the stream's first event, which
-// must be an init.
-func firstEvent(er *eventReader) ([]byte, error) {
-	for {
-		ev, err := er.next()
-		if err != nil {
-			return nil, err
-		}
-		if kind, data := eventKind(ev); data {
-			if kind != "init" {
-				return nil, fmt.Errorf("first event is %q, want init", kind)
-			}
-			return ev, nil
-		}
-	}
+// deleteTarget queues the deletion of the instance a move that was given up
+// left on its target.
+func (rt *Router) deleteTarget(m fleet.Member, key, trigger string) {
+	rt.deletions.add(func() { rt.deleteOn(m, key, trigger, false) })
 }
 
-// createOn creates an instance of resource with params on m and returns the
-// follower's key for it.
-func (rt *Router) createOn(ctx context.Context, m fleet.Member, resource string, params []byte) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		"http://"+m.Control+"/v1/streams/"+url.PathEscape(resource), bytes.NewReader(params))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := rt.moves.client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	id := strings.TrimSpace(string(body))
-	// "<uuid>", or "<prefix>/<uuid>" where the prefix must be the follower's
-	// id for the router to route it (SKIP_RESOURCE_PREFIX=<follower id>).
-	if prefix, key, found := strings.Cut(id, "/"); found {
-		if prefix != m.Follower || !fleet.ValidInstanceKey(key) {
-			return "", fmt.Errorf("instance id %q is not %s/<key>", id, m.Follower)
-		}
-		return key, nil
-	}
-	if !fleet.ValidInstanceKey(id) {
-		return "", fmt.Errorf("instance id %q is not valid", id)
-	}
-	return id, nil
-}
-
-// deleteInstance destroys an instance a failed move left behind, on its
-// owner if that is still the incarnation in the view.
-func (rt *Router) deleteInstance(m fleet.Member, key, trigger string) {
-	rt.deleteOn(m, key, trigger, false)
-}
-
-// deleteOn deletes an instance on its owner, marked as moved out when it
-// was; it reports whether the owner deleted it.
-func (rt *Router) deleteOn(m fleet.Member, key, trigger string, movedOut bool) bool {
+// deleteOn deletes an instance on its owner (the follower API's DELETE),
+// marked as moved (fleet.HeaderMovedOut) when a move replaced it; it reports
+// whether the owner deleted it.
+func (rt *Router) deleteOn(m fleet.Member, key, trigger string, moved bool) bool {
 	cur, ok := rt.view.Member(rt.cfg.Service, m.Follower)
 	if !ok || cur.Incarnation != m.Incarnation {
 		return false // the owner is gone, and its instances with it
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.Moves.Timeout)
+	ctx, cancel := context.WithTimeout(rt.ctx, rt.cfg.Moves.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+m.Control+"/v1/streams/"+key, nil)
-	if err == nil && movedOut {
+	if err == nil && moved {
 		req.Header.Set(fleet.HeaderMovedOut, "1")
 	}
 	deleted := false
 	if err == nil {
 		var resp *http.Response
-		if resp, err = rt.moves.client.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
-			_ = resp.Body.Close()
+		if resp, err = rt.upstreams.RoundTrip(req); err == nil {
+			discard(resp)
 			deleted = resp.StatusCode/100 == 2
 			if !deleted && resp.StatusCode != http.StatusNotFound {
 				err = errors.New(resp.Status)
@@ -573,6 +264,17 @@ func (rt *Router) deleteOn(m fleet.Member, key, trigger string, movedOut bool) b
 		rt.log.Warn("old instance not deleted after a move", "follower", m.Follower, "key", key, "err", err)
 	}
 	return deleted
+}
+
+// deleteSource queues the deletion of the instance a move replaced on its source, telling
+// the follower that it moved (its moved_out rises); if the follower did not
+// delete it, the views count it there again.
+func (rt *Router) deleteSource(m fleet.Member, key, trigger string) {
+	rt.deletions.add(func() {
+		if !rt.deleteOn(m, key, trigger, true) {
+			rt.announceMoving(m, -1)
+		}
+	})
 }
 
 // switchTo makes nu the stream's upstream (on the copy loop), announces the
@@ -594,19 +296,18 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	s.mu.Unlock()
 	old.close()
 	if old.member.Follower != nu.member.Follower {
-		rt.moves.streams.remove(s, old.member.Follower)
-		rt.moves.streams.add(s, nu.member.Follower)
+		rt.moves.streams.move(s, old.member.Follower, nu.member.Follower)
 	}
 	if !moved {
 		return
 	}
 	if nu.trigger == triggerRebalance {
-		rt.moves.depart(old.member.Follower, time.Now())
+		rt.moves.addMoveOff(old.member.Follower, time.Now())
 	}
 	rt.moves.met.moved.WithLabelValues(nu.trigger).Inc()
 	rt.moves.met.seconds.WithLabelValues(nu.trigger).Observe(time.Since(nu.started).Seconds())
 	rt.announceMoved(s)
-	go rt.moveOut(old.member, old.key, nu.trigger)
+	rt.deleteSource(old.member, old.key, nu.trigger)
 }
 
 // recoverStream keeps a stream whose upstream ended while its client is
@@ -637,83 +338,6 @@ func (rt *Router) recoverStream(s *stream, cause error) *upstream {
 		return nil
 	}
 	rt.log.Info("upstream stream ended with its client still here: moving it", "follower", old.member.Follower, "err", cause)
-	nu, _ := rt.prepareMove(s, triggerDeath, old.member)
+	nu, _ := rt.rebuild(s, triggerDeath, old.member)
 	return nu
-}
-
-// rebalance moves this router's share of the excess from the most loaded
-// ready follower while the spread is beyond the threshold (with hysteresis:
-// it stops at RebalanceStop), at most RebalanceRate moves per second.
-func (rt *Router) rebalance(active bool) bool {
-	members := rt.view.Members(rt.cfg.Service)
-	var ready []fleet.Member
-	var sum float64
-	for _, m := range members {
-		if m.Role == fleet.RoleFollower && m.State == fleet.StateReady {
-			ready = append(ready, m)
-			sum += m.Load()
-		}
-	}
-	if len(ready) < 2 || sum == 0 {
-		return false
-	}
-	mean := sum / float64(len(ready))
-	most := slices.MaxFunc(ready, func(a, b fleet.Member) int { return cmpFloat(a.Load(), b.Load()) })
-	least := slices.MinFunc(ready, func(a, b fleet.Member) int { return cmpFloat(a.Load(), b.Load()) })
-	ratio := most.Load() / mean
-	// One move takes 1/capacity off the most loaded and adds it to the least:
-	// when that does not narrow the gap, the spread is as even as it gets.
-	step := 1 / float64(max(most.Capacity, 1))
-	switch {
-	case !active && ratio > rt.cfg.Moves.RebalanceThreshold:
-		active = true
-		rt.log.Info("rebalancing", "most_loaded", most.Follower, "ratio", ratio)
-	case active && (ratio <= rt.cfg.Moves.RebalanceStop || most.Load()-least.Load() <= step):
-		return false
-	case !active:
-		return false
-	}
-	mine := rt.moves.streams.on(most.Follower)
-	if len(mine) == 0 {
-		return active
-	}
-	// Each router moves its share of the excess: the excess times the part
-	// of the follower's instances it proxies, so that all routers together
-	// move the excess once, not once each.
-	instances := float64(most.Instances + most.Pending)
-	excess := (most.Load() - mean) * float64(max(most.Capacity, 1))
-	// Half of it per round: the view may not show every router's last
-	// moves yet, and halving converges without overshooting.
-	share := int(math.Ceil(excess * float64(len(mine)) / max(instances, 1) / 2))
-	// Moves under way or just done have not reached the view yet.
-	now := time.Now()
-	share -= rt.moves.departed(most.Follower, now)
-	for _, s := range mine {
-		if s.busy() {
-			share--
-		}
-	}
-	for _, s := range mine {
-		if share <= 0 {
-			break
-		}
-		// A stream is not bounced around: one rebalanced lately stays.
-		if s.owner().Follower != most.Follower || s.rebalancedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
-			continue
-		}
-		if rt.startMove(s, triggerRebalance, now) {
-			share--
-		}
-	}
-	return active
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -213,6 +213,22 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// A bad value is named with its field, so that the flag behind it is easy to find.
+func TestConfigErrorsNameTheFieldAndTheValue(t *testing.T) {
+	for want, cfg := range map[string]router.Config{
+		"Retries -1: must be at least 0":           {Service: svc, Retries: -1},
+		"MaxBody -5: must be at least 0":           {Service: svc, MaxBody: -5},
+		"ForgetAfter -1s: must be at least 0s":     {Service: svc, ForgetAfter: -time.Second},
+		"DemandTTL 1ms: must be within":            {Service: svc, DemandTTL: time.Millisecond},
+		"Moves.Concurrency -2: must be at least 1": {Service: svc, Moves: router.MoveConfig{Concurrency: -2}},
+		"Moves.RebalanceStop 3: must be within 1..2": {Service: svc,
+			Moves: router.MoveConfig{RebalanceThreshold: 2, RebalanceStop: 3}},
+	} {
+		_, err := router.New(nil, fleet.NewView(), cfg)
+		assert.ErrorContains(t, err, want)
+	}
+}
+
 func scrape(t *testing.T, r *testRouter) string {
 	t.Helper()
 	code, body, _ := do(t, http.MethodGet, r.control.URL+"/metrics", "")

@@ -1,10 +1,10 @@
 package router
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -98,9 +98,7 @@ func (rt *Router) malformed(w http.ResponseWriter, _ *http.Request) {
 // destroy sends a deletion to the instance's owner.
 func (rt *Router) destroy(w http.ResponseWriter, r *http.Request) {
 	if m, key, ok := rt.owner(w, r); ok {
-		a := &attempt{addr: m.Control, member: m, path: "/v1/streams/" + key, gone: true}
-		rt.serve(w, r, a, nil)
-		rt.settle(a)
+		rt.passThrough(w, r, target{addr: m.Control, path: "/v1/streams/" + key, owner: m}, nil)
 	}
 }
 
@@ -112,7 +110,7 @@ func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, s
 		rt.malformed(w, r)
 		return fleet.Member{}, "", false
 	}
-	if to := rt.moves.table.resolve(follower+"/"+id, time.Now()); to != follower+"/"+id {
+	if to := rt.moves.ids.resolve(follower+"/"+id, time.Now()); to != follower+"/"+id {
 		follower, id, _ = fleet.SplitInstanceID(to)
 	}
 	exchangeOf(r.Context()).follower = follower
@@ -131,117 +129,33 @@ func (rt *Router) owner(w http.ResponseWriter, r *http.Request) (fleet.Member, s
 	return fleet.Member{}, "", false
 }
 
-func (rt *Router) create(w http.ResponseWriter, r *http.Request) {
-	if body, ok := rt.body(w, r); ok {
-		rt.place(w, r, body, true)
-	}
-}
+// create places a new instance (POST /v1/streams/:resource) and relays the
+// follower's answer, its id made routable; createInstance decides.
+func (rt *Router) create(w http.ResponseWriter, r *http.Request) { rt.createFor(w, r, true) }
 
-func (rt *Router) snapshot(w http.ResponseWriter, r *http.Request) {
-	if body, ok := rt.body(w, r); ok {
-		rt.place(w, r, body, false)
-	}
-}
+// snapshot is a creation that creates nothing lasting: not counted.
+func (rt *Router) snapshot(w http.ResponseWriter, r *http.Request) { rt.createFor(w, r, false) }
 
-// place sends a creation (counted) or a snapshot (not counted) to the least
-// loaded ready follower, holding it while there is none, and trying the next
-// best after a refused connection or a 503, since nothing was created. A
-// refusal that ejects its follower costs no retry budget: the follower is out
-// of placement, so the loop ends when no placeable follower is left.
-func (rt *Router) place(w http.ResponseWriter, r *http.Request, body []byte, count bool) {
-	var tried []string
-	spent := 0 // refusals that ejected nobody
-	exclude := func(f string) bool { return slices.Contains(tried, f) }
-	pick := func() (fleet.Member, bool) {
-		if count {
-			return rt.view.Place(rt.cfg.Service, exclude)
-		}
-		return rt.view.Least(rt.cfg.Service, exclude)
-	}
-	for {
-		m, ok := pick()
-		if !ok && len(tried) > 0 {
-			rt.fail(w, http.StatusServiceUnavailable, reasonNoFollower, "no follower accepted the connection, retry later")
-			return
-		}
-		if !ok {
-			var err error
-			if m, err = rt.held(r.Context(), pick); err != nil {
-				rt.holdFailed(w, err)
-				return
-			}
-			// Announced placements (published before the demand drops, on
-			// the same connection) carry the creation on from here.
-			defer rt.hold.placed()
-		}
-		rt.known.note(m.Follower, time.Now())
-		exchangeOf(r.Context()).follower = m.Follower
-		a := &attempt{addr: m.Control, member: m, place: count, retry: spent < rt.cfg.Retries}
-		rt.serve(w, r, a, body)
-		rt.settle(a)
-		if !a.ejected {
-			spent++
-		}
-		if !a.refused {
-			return
-		}
-		rt.met.retries.Inc()
-		rt.log.Warn("follower refused the request, trying another", "follower", m.Follower, "addr", m.Control)
-		tried = append(tried, m.Follower)
-	}
-}
-
-// settle runs once per attempt, before the client hears its answer: it takes
-// back a placement that did not happen, and takes a follower that refused or
-// reset the connection out of placement at once (passive outlier ejection):
-// retries and later creations skip it until a fresh report, re-verified,
-// shows it healthy.
-func (rt *Router) settle(a *attempt) {
-	if a.settled {
+func (rt *Router) createFor(w http.ResponseWriter, r *http.Request, count bool) {
+	body, ok := rt.body(w, r)
+	if !ok {
 		return
 	}
-	a.settled = true
-	if a.place && !a.placed {
-		rt.view.Unplace(rt.cfg.Service, a.member.Follower, a.member.Incarnation, 1)
-	}
-	if !a.broken || a.member.Follower == "" ||
-		!rt.view.Eject(rt.cfg.Service, a.member.Follower, a.member.Incarnation) {
-		return
-	}
-	a.ejected = true
-	rt.met.ejections.Inc()
-	rt.log.Warn("follower ejected from placement", "follower", a.member.Follower,
-		"incarnation", a.member.Incarnation, "addr", a.addr)
-}
-
-// held waits in the hold queue and counts the outcome.
-func (rt *Router) held(ctx context.Context, pick func() (fleet.Member, bool)) (fleet.Member, error) {
-	m, err := rt.hold.wait(ctx, pick)
-	outcome := "placed"
+	res, err := rt.createInstance(r.Context(), creation{
+		origin: origin{resource: r.PathValue("resource"), params: body},
+		path:   url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		header: upstreamHeader(r),
+		body:   body, count: count, hold: true,
+	})
+	exchangeOf(r.Context()).follower = res.member.Follower
+	var rf *refusal
 	switch {
-	case errors.Is(err, errHoldFull):
-		outcome = "full"
-	case errors.Is(err, errHoldTimeout):
-		outcome = "timeout"
-	case errors.Is(err, errClosing):
-		outcome = "shutdown"
+	case errors.As(err, &rf):
+		rt.fail(w, rf.code, rf.reason, rf.msg)
 	case err != nil:
-		outcome = "canceled"
-	}
-	rt.met.holds.WithLabelValues(outcome).Inc()
-	return m, err
-}
-
-func (rt *Router) holdFailed(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, errHoldFull):
-		rt.fail(w, http.StatusServiceUnavailable, reasonHoldFull, err.Error()+", retry later")
-	case errors.Is(err, errHoldTimeout):
-		rt.fail(w, http.StatusServiceUnavailable, reasonHoldTimeout, err.Error()+", retry later")
-	case errors.Is(err, errClosing):
-		rt.fail(w, http.StatusServiceUnavailable, reasonShuttingDown, err.Error()+", retry later")
-	default:
 		rt.met.errors.WithLabelValues(reasonClientGone).Inc()
+	default:
+		relay(w, res.resp)
 	}
 }
 
@@ -257,7 +171,7 @@ func (rt *Router) write(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exchangeOf(r.Context()).follower = m.Follower
-	rt.serve(w, r, &attempt{addr: m.Control}, body)
+	rt.passThrough(w, r, target{addr: m.Control}, body)
 }
 
 // body buffers the request body so that it can be replayed on a retry.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 )
@@ -122,4 +123,21 @@ func eventKind(ev []byte) (kind string, hasData bool) {
 		}
 	}
 	return kind, hasData
+}
+
+// firstEvent skips comments and returns the stream's first event, which
+// must be an init.
+func firstEvent(er *eventReader) ([]byte, error) {
+	for {
+		ev, err := er.next()
+		if err != nil {
+			return nil, err
+		}
+		if kind, data := eventKind(ev); data {
+			if kind != "init" {
+				return nil, fmt.Errorf("first event is %q, want init", kind)
+			}
+			return ev, nil
+		}
+	}
 }

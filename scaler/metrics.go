@@ -1,8 +1,6 @@
 package scaler
 
 import (
-	"math"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headcount-dev/headcount/replicas"
@@ -38,18 +36,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	for _, service := range c.s.view.Services() {
-		t := c.s.view.Totals(service)
-		gauge(c.live, float64(t.Live()), service)
-		v, ok := c.s.targets.Load(service)
-		if !ok {
+		st := c.s.status(service)
+		gauge(c.live, float64(st.Live), service)
+		if st.Desired == nil {
 			continue
 		}
-		target := v.(target)
-		gauge(c.target, target.perReplica, service)
-		current := int64(t.Starting + t.Ready + t.Draining)
-		value := int64(math.Ceil(c.s.value(service, target.metric)))
+		gauge(c.target, st.TargetPerReplica, service)
 		for _, p := range replicas.Plans {
-			gauge(c.desired, float64(p.Policy(target.perReplica, true).Desired(current, value)), service, p.Name)
+			gauge(c.desired, float64(st.Desired[p.Name]), service, p.Name)
 		}
 	}
 	for service, n := range c.s.streams.counts() {

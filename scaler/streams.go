@@ -45,6 +45,13 @@ func (h *hub) notify(service string) {
 	}
 }
 
+// count returns the open streams of service.
+func (h *hub) count(service string) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.subs[service])
+}
+
 // counts returns the open streams by service.
 func (h *hub) counts() map[string]int {
 	h.mu.RLock()

@@ -16,7 +16,7 @@ import (
 // sends tlsClientCert/tlsClientKey from a TriggerAuthentication).
 func TLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	if certFile == "" || keyFile == "" {
-		return nil, errors.New("TLS needs both a certificate and a key")
+		return nil, fmt.Errorf("TLS certificate %q, key %q: both are needed", certFile, keyFile)
 	}
 	kp := &keyPair{certFile: certFile, keyFile: keyFile}
 	if _, err := kp.get(nil); err != nil {

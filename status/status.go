@@ -121,7 +121,8 @@ func (st Status) WriteTable(w io.Writer) error {
 		decision = fmt.Sprintf("replica target %d   bounds %s   %v instances per replica   (decided by %s)",
 			st.Target, st.Policy().Bounds(), st.TargetPerReplica, st.DecidedBy)
 	}
-	fmt.Fprintf(w, "service %s   live instances %d (served %d + held %d)   %s\n\n",
+	// Two lines, each within 80 columns: a terminal's live table fits.
+	fmt.Fprintf(w, "service %s   live instances %d (served %d + held %d)\n%s\n\n",
 		st.Service, st.Live, st.Instances, st.Demand, decision)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tSTATE\tINSTANCES\tGRAPHS\tPENDING\tCONTROL\tSTREAMING\tPROCESS")

@@ -27,6 +27,9 @@ type Config struct {
 	Workers int           // probes at once; default 8
 }
 
+// DefaultConfig is the prober's defaults, the flags' included.
+func DefaultConfig() Config { return Config{Timeout: 2 * time.Second, Workers: 8} }
+
 // Prober checks identities over HTTP.
 type Prober struct {
 	cfg    Config
@@ -36,11 +39,12 @@ type Prober struct {
 // New returns a prober. Its client ignores proxy settings and redirects: the
 // answer must come from the advertised address itself.
 func New(cfg Config) *Prober {
+	def := DefaultConfig()
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 2 * time.Second
+		cfg.Timeout = def.Timeout
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 8
+		cfg.Workers = def.Workers
 	}
 	return &Prober{cfg: cfg, client: &http.Client{
 		Timeout: cfg.Timeout,

@@ -25,6 +25,8 @@ type table struct {
 	ttl   time.Duration
 	add   func(delta, graphs int64, event string)
 	event func(kind string)
+	// after starts a collection's countdown: time.AfterFunc, or a test's clock.
+	after func(d time.Duration, f func()) stopper
 
 	mu    sync.Mutex
 	byKey map[string]*instance
@@ -39,11 +41,15 @@ type instance struct {
 	// when its params could not be read (then it shares with nothing).
 	definition  string
 	subscribers int
-	collect     *time.Timer // set while nobody is subscribed after someone was
+	collect     stopper // set while nobody is subscribed after someone was
 }
 
+// stopper is a pending collection (a *time.Timer).
+type stopper interface{ Stop() bool }
+
 func newTable(ttl time.Duration, add func(delta, graphs int64, event string), event func(string)) *table {
-	return &table{ttl: ttl, add: add, event: event, byKey: map[string]*instance{}}
+	after := func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
+	return &table{ttl: ttl, add: add, event: event, after: after, byKey: map[string]*instance{}}
 }
 
 // created counts a new instance. Skip never collects an instance that was
@@ -117,7 +123,7 @@ func (t *table) unsubscribed(key string) {
 	}
 	inst.subscribers--
 	if inst.subscribers == 0 {
-		inst.collect = time.AfterFunc(t.ttl, func() { t.collected(key, inst) })
+		inst.collect = t.after(t.ttl, func() { t.collected(key, inst) })
 	}
 }
 

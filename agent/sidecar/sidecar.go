@@ -94,12 +94,11 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("sidecar: no NATS connection")
 	}
-	if cfg.UpstreamControl == "" || cfg.UpstreamStreaming == "" {
-		return nil, errors.New("sidecar: the follower's control and streaming addresses are both required")
-	}
-	for _, u := range []string{cfg.UpstreamControl, cfg.UpstreamStreaming} {
-		if _, _, err := net.SplitHostPort(u); err != nil {
-			return nil, fmt.Errorf("sidecar: upstream %q: want host:port: %w", u, err)
+	for _, u := range []struct{ field, addr string }{
+		{"UpstreamControl", cfg.UpstreamControl}, {"UpstreamStreaming", cfg.UpstreamStreaming},
+	} {
+		if _, _, err := net.SplitHostPort(u.addr); err != nil {
+			return nil, fmt.Errorf("sidecar: %s %q: want the follower's host:port: %w", u.field, u.addr, err)
 		}
 	}
 	def := DefaultConfig()

@@ -26,7 +26,9 @@ import (
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/wiring"
 	"github.com/headcount-dev/headcount/metricsadapter"
+	"github.com/headcount-dev/headcount/natsapi"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/verify"
@@ -74,7 +76,7 @@ func newCommand() *cobra.Command {
 	own.StringVar(&f.serviceLabel, "service-label", metricsadapter.DefaultServiceLabel, "Deployment/StatefulSet label naming its headcount service")
 	own.BoolVar(&f.verifyPodIP, "verify-pod-ip", true, "count a report for a pod only if its control address is one of the pod's IPs (off for hostNetwork or DNS-named followers)")
 	own.BoolVar(&f.noVerify, "no-verify-followers", false, "trust reports without probing that the advertised control address answers as that follower and incarnation (tests only)")
-	own.DurationVar(&f.probeTimeout, "probe-timeout", 2*time.Second, "how long a follower's identity probe may take")
+	own.DurationVar(&f.probeTimeout, "probe-timeout", verify.DefaultConfig().Timeout, "how long a follower's identity probe may take")
 	own.StringVar(&f.podSelector, "pod-selector", "", "label selector limiting the cached pods, e.g. headcount.dev/role=follower (default: all)")
 	own.DurationVar(&f.settle, "rollcall-settle", 250*time.Millisecond, "wait this long after the roll call before reporting ready")
 	own.DurationVar(&f.grace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long the HTTP listener lets requests finish")
@@ -142,26 +144,33 @@ func run(ctx context.Context, f flags, base *basecmd.AdapterBase) error {
 	}
 	defer nc.Close()
 	// Like every view: a member counts once its address answered as itself.
-	view := fleet.NewViewWith(fleet.ViewConfig{Verify: !f.noVerify})
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go verify.New(verify.Config{Timeout: f.probeTimeout}).Run(ctx, view)
-	watcher, err := fleet.Watch(nc, view, fleet.WatchConfig{Subjects: subjects, Services: f.services})
+	fl, err := wiring.WatchFleet(nc, wiring.FleetConfig{
+		Watch:    fleet.WatchConfig{Subjects: subjects, Services: f.services},
+		NoVerify: f.noVerify, Probe: verify.Config{Timeout: f.probeTimeout},
+	})
 	if err != nil {
 		return err
 	}
-	defer watcher.Close()
+	defer fl.Close()
+	view := fl.View
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	started := time.Now()
 
 	reg := ops.NewRegistry()
 	metrics := metricsadapter.NewMetrics()
-	if err := errors.Join(reg.Register(fleet.NewCollector(view, watcher)), metrics.Register(reg)); err != nil {
+	if err := errors.Join(reg.Register(fl.Collector()), metrics.Register(reg)); err != nil {
 		return err
 	}
 	p, err := metricsadapter.New(metricsadapter.Config{Fleet: view, Link: view, Cluster: cluster, MaxStaleness: f.maxStaleness, VerifyPodIP: f.verifyPodIP, Metrics: metrics})
 	if err != nil {
 		return err
 	}
+	api, err := p.ServeAPI(nc, subjects, natsapi.HostID(natsapi.Adapter))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = api.Stop() }()
 	base.WithCustomMetrics(p)
 	if f.external {
 		base.WithExternalMetrics(p)

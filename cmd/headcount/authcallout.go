@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,12 +13,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/headcount-dev/headcount/natsapi"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsauth/callout"
 	"github.com/headcount-dev/headcount/ops"
 )
 
-func authCalloutCmd(g *global) *cobra.Command {
+func authCalloutCmd(g *cli.Global) *cobra.Command {
 	var (
 		cfg                 callout.Config
 		issuerSeed, account string
@@ -30,7 +33,7 @@ func authCalloutCmd(g *global) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Subjects, err = g.subjects(); err != nil {
+			if cfg.Subjects, err = g.Subjects(); err != nil {
 				return err
 			}
 			if cfg.Issuer, err = natsauth.SeedKey(issuerSeed); err != nil {
@@ -54,14 +57,14 @@ func authCalloutCmd(g *global) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("kubernetes client: %w", err)
 			}
-			cfg.Reviewer = callout.KubeReviewer{Client: client, Audiences: audiences}
+			cfg.Reviewer = callout.KubeReviewer{Client: client.AuthenticationV1(), Audiences: audiences}
 			cfg.Account, cfg.Logger = account, slog.Default()
-			lns, err := listen(listenFlag{"--http-addr", httpAddr})
+			lns, err := cli.Listen(cli.ListenFlag{Flag: "--http-addr", Addr: httpAddr})
 			if err != nil {
 				return err
 			}
-			defer closeAll(lns)
-			nc, err := g.connect("headcount-auth-callout")
+			defer cli.CloseAll(lns)
+			nc, err := g.Connect("headcount-auth-callout")
 			if err != nil {
 				return err
 			}
@@ -71,6 +74,11 @@ func authCalloutCmd(g *global) *cobra.Command {
 				return err
 			}
 			defer svc.Close()
+			api, err := svc.ServeAPI(nc, cfg.Subjects, natsapi.HostID(natsapi.Callout))
+			if err != nil {
+				return err
+			}
+			defer func() { _ = api.Stop() }()
 			reg := ops.NewRegistry()
 			reg.MustRegister(svc.Collector())
 			checks := &ops.Checks{}
@@ -90,7 +98,7 @@ func authCalloutCmd(g *global) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&issuerSeed, "issuer-seed", "", "file holding the account nkey seed (SA…) whose public key is the auth_callout issuer (required)")
-	f.StringSliceVar(&binds, "bind", nil, "grant a role to a ServiceAccount's pods: <namespace>/<serviceaccount>=member:<service>|router:<service>|reader[:<service>] (repeatable)")
+	f.StringSliceVar(&binds, "bind", nil, "grant a role to a ServiceAccount's pods: <namespace>/<serviceaccount>=member:<service>|router:<service>|reader[:<service>]|observer[:<service>] (repeatable)")
 	f.StringSliceVar(&audiences, "audience", []string{"nats"}, "audiences the projected token must be issued for")
 	f.StringVar(&account, "account", "$G", "NATS account the users are placed in")
 	f.DurationVar(&cfg.TTL, "ttl", 10*time.Minute, "lifetime of a grant: the client then reconnects and its current token is reviewed again")

@@ -1,13 +1,15 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"github.com/spf13/cobra"
 
 	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
 )
 
-func followerCmd(g *global) *cobra.Command {
+func followerCmd(g *cli.Global) *cobra.Command {
 	f := &demoFlags{}
 	cmd := &cobra.Command{
 		Use:   "follower",

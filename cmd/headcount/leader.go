@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"context"
 	"log/slog"
 	"net"
@@ -12,7 +14,7 @@ import (
 	"github.com/headcount-dev/headcount/demo"
 )
 
-func leaderCmd(g *global) *cobra.Command {
+func leaderCmd(g *cli.Global) *cobra.Command {
 	f := &demoFlags{}
 	cmd := &cobra.Command{
 		Use:   "leader",
@@ -32,7 +34,7 @@ type demoFlags struct {
 	controlAddr   string
 	streamingAddr string
 	drainTimeout  time.Duration
-	http          httpFlags
+	http          cli.HTTPFlags
 }
 
 func (f *demoFlags) register(cmd *cobra.Command, defaultID string) {
@@ -49,30 +51,30 @@ func (f *demoFlags) register(cmd *cobra.Command, defaultID string) {
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 25*time.Second, "on SIGTERM, how long to wait for instances to go before stopping")
 	fs.StringVar(&f.cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&f.cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
-	f.http.register(fs)
-	positive(cmd, "instance-ttl", "heartbeat")
+	f.http.Register(fs)
+	cli.Positive(cmd, "instance-ttl", "heartbeat")
 }
 
 // run serves until the command's context ends (SIGTERM), then drains.
-func (f *demoFlags) run(cmd *cobra.Command, g *global, role string, start func(demo.Config, net.Listener, net.Listener) (*demo.Server, error)) error {
+func (f *demoFlags) run(cmd *cobra.Command, g *cli.Global, role string, start func(demo.Config, net.Listener, net.Listener) (*demo.Server, error)) error {
 	if !cmd.Flags().Changed("resource-prefix") {
 		f.cfg.ResourcePrefix = os.Getenv("SKIP_RESOURCE_PREFIX")
 	}
-	subjects, err := g.subjects()
+	subjects, err := g.Subjects()
 	if err != nil {
 		return err
 	}
-	nc, err := g.connect("headcount-" + role + "-" + f.cfg.ID)
+	nc, err := g.Connect("headcount-" + role + "-" + f.cfg.ID)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	lns, err := listen(listenFlag{"--control-addr", f.controlAddr}, listenFlag{"--streaming-addr", f.streamingAddr})
+	lns, err := cli.Listen(cli.ListenFlag{Flag: "--control-addr", Addr: f.controlAddr}, cli.ListenFlag{Flag: "--streaming-addr", Addr: f.streamingAddr})
 	if err != nil {
 		return err
 	}
-	defer closeAll(lns)
-	f.cfg.NATS, f.cfg.Subjects, f.cfg.Logger, f.cfg.HTTP = nc, subjects, slog.Default(), f.http.limits
+	defer cli.CloseAll(lns)
+	f.cfg.NATS, f.cfg.Subjects, f.cfg.Logger, f.cfg.HTTP = nc, subjects, slog.Default(), f.http.Limits
 	s, err := start(f.cfg, lns[0], lns[1])
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/natsauth"
+	"github.com/headcount-dev/headcount/natsauth/operator"
 	"github.com/headcount-dev/headcount/natsembed"
 )
 
@@ -80,7 +81,7 @@ func TestBadNATSIdentityFlagsNameTheFlag(t *testing.T) {
 }
 
 func TestAnonymousStatusAgainstAnAuthenticatedNATSSaysWhatToGive(t *testing.T) {
-	auth, err := natsauth.NewAuthority(fleet.Subjects{Prefix: fleet.DefaultPrefix})
+	auth, err := operator.New(fleet.Subjects{Prefix: fleet.DefaultPrefix})
 	require.NoError(t, err)
 	s, err := natsembed.Start(natsembed.Options{Auth: auth})
 	require.NoError(t, err)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
 )
@@ -24,10 +25,10 @@ type routerOpts struct {
 	cidrs                      []string
 	grace, shutdownDelay       time.Duration
 	view                       viewFlags
-	http                       httpFlags
+	http                       cli.HTTPFlags
 }
 
-func routerCmd(g *global) *cobra.Command {
+func routerCmd(g *cli.Global) *cobra.Command {
 	o := routerOpts{cfg: router.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "router",
@@ -35,24 +36,24 @@ func routerCmd(g *global) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if o.cfg.Subjects, err = g.subjects(); err != nil {
+			if o.cfg.Subjects, err = g.Subjects(); err != nil {
 				return err
 			}
 			if int64(o.cfg.HoldQueue) > o.view.limits.DemandPerRouter {
 				return fmt.Errorf("--hold-queue %d exceeds --max-demand %d: every view would drop this router's demand",
 					o.cfg.HoldQueue, o.view.limits.DemandPerRouter)
 			}
-			lns, err := listen(listenFlag{"--streaming-addr", o.streamingAddr}, listenFlag{"--control-addr", o.controlAddr})
+			lns, err := cli.Listen(cli.ListenFlag{Flag: "--streaming-addr", Addr: o.streamingAddr}, cli.ListenFlag{Flag: "--control-addr", Addr: o.controlAddr})
 			if err != nil {
 				return err
 			}
-			defer closeAll(lns)
-			p, err := g.watchFleet("headcount-router-"+o.cfg.ID, o.cidrs, []string{o.cfg.Service}, o.cfg.ID, &o.view)
+			defer cli.CloseAll(lns)
+			p, err := watchFleet(g, "headcount-router-"+o.cfg.ID, o.cidrs, []string{o.cfg.Service}, o.cfg.ID, &o.view)
 			if err != nil {
 				return err
 			}
 			defer p.close()
-			rt, err := buildRouter(p, o.cfg)
+			rt, err := newRouter(p, o.cfg)
 			if err != nil {
 				return err
 			}
@@ -88,35 +89,28 @@ func routerCmd(g *global) *cobra.Command {
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, how long to fail /readyz while still serving before the listeners close (endpoint propagation; 0: none)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
 	o.view.register(f)
-	o.http.register(f)
-	positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after",
+	o.http.Register(f)
+	cli.Positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after",
 		"move-timeout", "move-concurrency", "moved-ttl", "max-moved", "rebalance-threshold", "rebalance-stop", "rebalance-rate")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }
 
-// buildRouter makes a router on p's view, told of its changes, with the
-// view's figures in its metrics.
-func buildRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
+// newRouter makes a router on p's view, told of its changes, with the
+// view's figures in its metrics. `headcount up` makes its router the same
+// way (local.Up): both through wiring.
+func newRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = ops.NewRegistry()
 	}
-	if err := cfg.Registry.Register(fleet.NewCollector(p.view, p.watcher)); err != nil {
+	if err := cfg.Registry.Register(p.Collector()); err != nil {
 		return nil, err
 	}
-	rt, err := router.New(p.nc, p.view, cfg)
+	rt, err := router.New(p.nc, p.View, cfg)
 	if err != nil {
 		return nil, err
 	}
-	p.watcher.OnChange(rt.Changed)
-	p.watcher.OnMoved(rt.Moved)
-	// Routers answer roll calls with the ids they moved: calling the roll
-	// again, now that this one hears them, gives it every open moved id at once.
-	if err := p.watcher.OnRollCall(cfg.Service, rt.RollCalled); err != nil {
-		rt.Close()
-		return nil, err
-	}
-	if err := p.watcher.RollCall(); err != nil {
+	if err := p.AttachRouter(cfg.Service, rt); err != nil {
 		rt.Close()
 		return nil, err
 	}
@@ -128,7 +122,7 @@ func buildRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
 // for the shutdown delay, then the listeners close and open requests and
 // streams get the grace to finish.
 func (o *routerOpts) serve(ctx context.Context, rt *router.Router, streamingLn, controlLn net.Listener) error {
-	servers := []*http.Server{o.http.server(rt.Streaming()), o.http.server(rt.Control())}
+	servers := []*http.Server{o.http.Server(rt.Streaming()), o.http.Server(rt.Control())}
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	go func() {

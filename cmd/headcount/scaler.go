@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -16,7 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsapi"
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/scaler"
 	"github.com/headcount-dev/headcount/scaler/deletioncost"
@@ -34,10 +36,10 @@ type scalerOpts struct {
 	deletionCost                 bool
 	kubeconfig                   string
 	view                         viewFlags
-	http                         httpFlags
+	http                         cli.HTTPFlags
 }
 
-func scalerCmd(g *global) *cobra.Command {
+func scalerCmd(g *cli.Global) *cobra.Command {
 	o := scalerOpts{cfg: scaler.DefaultConfig(), srv: scaler.DefaultServerConfig(), cost: deletioncost.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "scaler",
@@ -47,12 +49,12 @@ func scalerCmd(g *global) *cobra.Command {
 			if err := o.parse(); err != nil {
 				return err
 			}
-			lns, err := listen(listenFlag{"--grpc-addr", o.grpcAddr}, listenFlag{"--http-addr", o.httpAddr})
+			lns, err := cli.Listen(cli.ListenFlag{Flag: "--grpc-addr", Addr: o.grpcAddr}, cli.ListenFlag{Flag: "--http-addr", Addr: o.httpAddr})
 			if err != nil {
 				return err
 			}
-			defer closeAll(lns)
-			p, err := g.watchFleet("headcount-scaler", o.cidrs, nil, "", &o.view)
+			defer cli.CloseAll(lns)
+			p, err := watchFleet(g, "headcount-scaler", o.cidrs, nil, "", &o.view)
 			if err != nil {
 				return err
 			}
@@ -62,6 +64,15 @@ func scalerCmd(g *global) *cobra.Command {
 				return err
 			}
 			defer s.Close()
+			subjects, err := g.Subjects()
+			if err != nil {
+				return err
+			}
+			api, err := s.ServeAPI(p.nc, subjects, natsapi.HostID(natsapi.Scaler))
+			if err != nil {
+				return err
+			}
+			defer func() { _ = api.Stop() }()
 			return o.run(cmd.Context(), s, costs, reg, lns[0], lns[1])
 		},
 	}
@@ -85,8 +96,8 @@ func scalerCmd(g *global) *cobra.Command {
 	f.DurationVar(&o.cost.Every, "deletion-cost-every", o.cost.Every, "compare a changed service's pods at most this often")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --deletion-cost (default: in-cluster)")
 	o.view.register(f)
-	o.http.register(f)
-	positive(cmd, "keepalive-time", "keepalive-timeout", "deletion-cost-qps", "deletion-cost-burst", "deletion-cost-every")
+	o.http.Register(f)
+	cli.Positive(cmd, "keepalive-time", "keepalive-timeout", "deletion-cost-qps", "deletion-cost-burst", "deletion-cost-every")
 	return cmd
 }
 
@@ -106,7 +117,7 @@ func (o *scalerOpts) parse() error {
 // p's view and told of its changes, and the registry of their metrics.
 func (o *scalerOpts) build(p *fleetProcess) (*scaler.Scaler, *deletioncost.Controller, *prometheus.Registry, error) {
 	reg := ops.NewRegistry()
-	if err := reg.Register(fleet.NewCollector(p.view, p.watcher)); err != nil {
+	if err := reg.Register(p.Collector()); err != nil {
 		return nil, nil, nil, err
 	}
 	var costs *deletioncost.Controller
@@ -120,14 +131,14 @@ func (o *scalerOpts) build(p *fleetProcess) (*scaler.Scaler, *deletioncost.Contr
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("kubernetes client: %w", err)
 		}
-		costs = deletioncost.New(client, p.view, o.cost)
-		p.watcher.OnChange(costs.Notify)
+		costs = deletioncost.New(client.CoreV1(), p.View, o.cost)
+		p.Watcher.OnChange(costs.Notify)
 		if err := reg.Register(costs.Collector()); err != nil {
 			return nil, nil, nil, err
 		}
 	}
-	s := scaler.New(p.view, o.cfg)
-	p.watcher.OnChange(s.Changed)
+	s := scaler.New(p.View, o.cfg)
+	p.Watcher.OnChange(s.Changed)
 	if err := s.Register(reg); err != nil {
 		s.Close()
 		return nil, nil, nil, err
@@ -157,7 +168,7 @@ func (o *scalerOpts) run(ctx context.Context, s *scaler.Scaler, costs *deletionc
 	}
 	run(0, func() error { return scaler.NewServer(s, o.srv).Serve(ctx, grpcLn, o.grace) })
 	run(1, func() error {
-		return ops.Serve(ctx, o.http.server(mux), httpLn, o.grace)
+		return ops.Serve(ctx, o.http.Server(mux), httpLn, o.grace)
 	})
 	if costs != nil {
 		run(2, func() error { return costs.Run(ctx) })

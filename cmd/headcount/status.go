@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,7 +15,7 @@ import (
 	"github.com/headcount-dev/headcount/status"
 )
 
-func statusCmd(g *global) *cobra.Command {
+func statusCmd(g *cli.Global) *cobra.Command {
 	var (
 		service string
 		asJSON  bool
@@ -27,11 +29,11 @@ decision that the running system announces on <prefix>.<service>.decision (headc
 supervisor answers it: its target, bounds and policy); without a decider it says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			subjects, err := g.subjects()
+			subjects, err := g.Subjects()
 			if err != nil {
 				return err
 			}
-			nc, err := g.connect("headcount-status")
+			nc, err := g.Connect("headcount-status")
 			if err != nil {
 				return err
 			}
@@ -57,7 +59,7 @@ supervisor answers it: its target, bounds and policy); without a decider it says
 				return enc.Encode(st)
 			}
 			if len(st.Members) == 0 {
-				fmt.Fprintf(os.Stderr, "no member of service %q answered on %s\n", service, g.natsURL)
+				fmt.Fprintf(os.Stderr, "no member of service %q answered on %s\n", service, g.NATSURL)
 			}
 			return st.WriteTable(os.Stdout)
 		},
@@ -66,7 +68,7 @@ supervisor answers it: its target, bounds and policy); without a decider it says
 	f.StringVar(&service, "service", "demo", "service to show")
 	f.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	f.DurationVar(&wait, "wait", 500*time.Millisecond, "how long to collect roll-call answers")
-	positive(cmd, "wait")
+	cli.Positive(cmd, "wait")
 	return cmd
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,13 +16,13 @@ import (
 	"github.com/headcount-dev/headcount/replicas"
 )
 
-func upCmd(g *global) *cobra.Command {
+func upCmd(g *cli.Global) *cobra.Command {
 	var (
 		cfg    = local.DefaultUpConfig()
 		policy policyFlags
 		vf     viewFlags
 		cidrs  []string
-		hf     httpFlags
+		hf     cli.HTTPFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -33,7 +35,7 @@ and on Ctrl-C drains and stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Subjects, err = g.subjects(); err != nil {
+			if cfg.Subjects, err = g.Subjects(); err != nil {
 				return err
 			}
 			allowed, err := fleet.ParseCIDRs(cidrs)
@@ -41,16 +43,16 @@ and on Ctrl-C drains and stops everything.`,
 				return fmt.Errorf("--allowed-cidrs: %w", err)
 			}
 			cfg.Addresses = fleet.AddressPolicy{Allowed: allowed}
-			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout, cfg.HTTP = vf.limits, vf.noVerify, vf.probeTimeout, hf.limits
+			cfg.Limits, cfg.NoVerify, cfg.ProbeTimeout, cfg.HTTP = vf.limits, vf.noVerify, vf.probe.Timeout, hf.Limits
 			if cfg.Policy, err = policy.policy(); err != nil {
 				return err
 			}
 			if cmd.Flags().Changed("nats-url") {
-				cfg.NATSURL, cfg.NATSAuth = g.natsURL, g.natsAuth
+				cfg.NATSURL, cfg.NATSAuth = g.NATSURL, g.NATSAuth
 			}
 			cfg.Out = os.Stdout
 			cfg.Live = term.IsTerminal(int(os.Stdout.Fd()))
-			cfg.ChildLogLevel = g.logLevel
+			cfg.ChildLogLevel = g.LogLevel
 			if cfg.Live && !cmd.Flags().Changed("log-level") {
 				// Keep the live table readable: only warnings scroll past it.
 				cfg.ChildLogLevel = "warn"
@@ -76,10 +78,10 @@ and on Ctrl-C drains and stops everything.`,
 		"and its ports in SKIP_CONTROL_PORT and SKIP_STREAMING_PORT (and the HEADCOUNT_* three)")
 	f.StringVar(&cfg.AddrFile, "addr-file", "", "once up serves, write its addresses there as JSON ({\"streaming\",\"control\",\"scaler\",\"nats\"}), for scripts")
 	f.StringSliceVar(&cidrs, "allowed-cidrs", []string{"127.0.0.0/8", "::1/128"}, "CIDRs follower addresses must be in (empty: any)")
-	positive(cmd, "instance-ttl")
+	cli.Positive(cmd, "instance-ttl")
 	policy.register(cmd)
 	vf.register(f)
-	hf.register(f)
+	hf.Register(f)
 	return cmd
 }
 

@@ -1,56 +1,33 @@
 package main
 
 import (
-	"context"
-	"log/slog"
-	"net/http"
-	"time"
-
 	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/fleet"
-	"github.com/headcount-dev/headcount/ops"
+	"github.com/headcount-dev/headcount/internal/wiring"
 	"github.com/headcount-dev/headcount/verify"
 )
 
 // viewFlags are the bounds and the verification of a fleet view, shared by
-// every component that watches the fleet.
+// every component that watches the fleet; the defaults are fleet's and verify's.
 type viewFlags struct {
-	limits       fleet.Limits
-	noVerify     bool
-	probeTimeout time.Duration
+	limits   fleet.Limits
+	noVerify bool
+	probe    verify.Config
 }
 
 func (v *viewFlags) register(f *pflag.FlagSet) {
-	f.IntVar(&v.limits.MembersPerService, "max-members", 10_000, "member ids per service, unverified ones included; more reports are dropped and counted")
-	f.IntVar(&v.limits.Services, "max-services", 1_000, "services one view tracks; more are dropped and counted")
-	f.IntVar(&v.limits.RoutersPerService, "max-routers", 64, "routers whose demand one service counts; more are dropped and counted")
-	f.Int64Var(&v.limits.DemandPerRouter, "max-demand", 1_000, "creations one router may hold (keep it ≥ every router's --hold-queue); more is dropped and counted")
-	f.Int64Var(&v.limits.InstancesPerMember, "max-member-instances", 100_000, "instances one member may report; a report above it is dropped and counted")
+	lim, probe := fleet.DefaultLimits(), verify.DefaultConfig()
+	f.IntVar(&v.limits.MembersPerService, "max-members", lim.MembersPerService, "member ids per service, unverified ones included; more reports are dropped and counted")
+	f.IntVar(&v.limits.Services, "max-services", lim.Services, "services one view tracks; more are dropped and counted")
+	f.IntVar(&v.limits.RoutersPerService, "max-routers", lim.RoutersPerService, "routers whose demand one service counts; more are dropped and counted")
+	f.Int64Var(&v.limits.DemandPerRouter, "max-demand", lim.DemandPerRouter, "creations one router may hold (keep it ≥ every router's --hold-queue); more is dropped and counted")
+	f.Int64Var(&v.limits.InstancesPerMember, "max-member-instances", lim.InstancesPerMember, "instances one member may report; a report above it is dropped and counted")
 	f.BoolVar(&v.noVerify, "no-verify-followers", false, "trust reports without probing that the advertised control address answers as that follower and incarnation (tests only)")
-	f.DurationVar(&v.probeTimeout, "probe-timeout", 2*time.Second, "how long a follower's identity probe may take")
+	f.DurationVar(&v.probe.Timeout, "probe-timeout", probe.Timeout, "how long a follower's identity probe may take")
 }
 
-// view returns a view with these bounds, verifying unless told not to, and
-// serves its probes until stop.
-func (v *viewFlags) view() (view *fleet.View, stop func()) {
-	view = fleet.NewViewWith(fleet.ViewConfig{Limits: v.limits, Verify: !v.noVerify})
-	ctx, stop := context.WithCancel(context.Background())
-	go verify.New(verify.Config{Timeout: v.probeTimeout}).Run(ctx, view)
-	return view, stop
-}
-
-// httpFlags harden every HTTP listener of a command the same way.
-type httpFlags struct{ limits ops.HTTPLimits }
-
-func (h *httpFlags) register(f *pflag.FlagSet) {
-	f.DurationVar(&h.limits.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers")
-	f.DurationVar(&h.limits.BodyTimeout, "body-timeout", 30*time.Second, "time allowed to read a request's body, from its headers (never cuts a response stream)")
-	f.DurationVar(&h.limits.IdleTimeout, "idle-timeout", 2*time.Minute, "keep-alive timeout of idle client connections")
-	f.IntVar(&h.limits.MaxHeaderBytes, "max-header-bytes", 32<<10, "largest request header block (JSON 431 above)")
-}
-
-// server is a hardened server for handler.
-func (h *httpFlags) server(handler http.Handler) *http.Server {
-	return ops.NewServer(handler, h.limits, slog.Default())
+// config is the fleet view these flags ask for, watched as w says.
+func (v *viewFlags) config(w fleet.WatchConfig) wiring.FleetConfig {
+	return wiring.FleetConfig{Watch: w, Limits: v.limits, NoVerify: v.noVerify, Probe: v.probe}
 }

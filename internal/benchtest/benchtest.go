@@ -19,3 +19,9 @@ func ReportLatencies(b *testing.B, d []time.Duration) {
 	b.ReportMetric(at(0.99), "p99-µs")
 	b.ReportMetric(at(1), "max-µs")
 }
+
+// Median is the middle of v (the upper one of an even count).
+func Median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	return s[len(s)/2]
+}

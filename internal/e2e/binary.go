@@ -17,8 +17,14 @@ import (
 // Binary builds the real headcount binary for t and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "headcount")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/headcount-dev/headcount/cmd/headcount")
+	return Build(t, "headcount")
+}
+
+// Build builds the command cmd/<name> for t and returns its path.
+func Build(t testing.TB, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/headcount-dev/headcount/cmd/"+name)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("go build: %v", err)

@@ -40,3 +40,17 @@ func TestPortSkipsOneInUse(t *testing.T) {
 		taken[p] = ln
 	}
 }
+
+// Two pickers in one process (up's children start concurrently) never get
+// the same port, even when the first has not bound it yet.
+func TestPortIsNotHandedOutTwice(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		ports, err := Ports("127.0.0.1", 2)
+		require.NoError(t, err)
+		for _, p := range ports {
+			require.False(t, seen[p], "port %s handed out twice", p)
+			seen[p] = true
+		}
+	}
+}

@@ -4,7 +4,6 @@
 package natstest
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/wiring"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/verify"
 )
@@ -52,28 +52,24 @@ func Connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
 // does; the watcher stops when t ends.
 func Watch(t testing.TB, nc *nats.Conn, cfg fleet.WatchConfig) (*fleet.View, *fleet.Watcher) {
 	t.Helper()
-	return watch(t, nc, fleet.NewView(), cfg)
+	return watch(t, nc, wiring.FleetConfig{Watch: cfg, NoVerify: true})
 }
 
 // WatchVerifying is Watch with a view that admits a member only once its
 // control address answers the identity probe as it, as production does.
 func WatchVerifying(t testing.TB, nc *nats.Conn, cfg fleet.WatchConfig) (*fleet.View, *fleet.Watcher) {
 	t.Helper()
-	view := fleet.NewViewWith(fleet.ViewConfig{Verify: true})
-	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	go verify.New(verify.Config{Timeout: time.Second}).Run(ctx, view)
-	return watch(t, nc, view, cfg)
+	return watch(t, nc, wiring.FleetConfig{Watch: cfg, Probe: verify.Config{Timeout: time.Second}})
 }
 
-func watch(t testing.TB, nc *nats.Conn, view *fleet.View, cfg fleet.WatchConfig) (*fleet.View, *fleet.Watcher) {
+func watch(t testing.TB, nc *nats.Conn, cfg wiring.FleetConfig) (*fleet.View, *fleet.Watcher) {
 	t.Helper()
-	w, err := fleet.Watch(nc, view, cfg)
+	f, err := wiring.WatchFleet(nc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.Close)
-	return view, w
+	t.Cleanup(f.Close)
+	return f.View, f.Watcher
 }
 
 // Violations records the permission violations a server reports to one
@@ -114,6 +110,13 @@ func (v *Violations) Refused(t testing.TB, nc *nats.Conn, subject string) {
 		t.Fatal(err)
 	}
 	v.Wait(t, subject)
+}
+
+// All returns the violations seen so far.
+func (v *Violations) All() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]string(nil), v.seen...)
 }
 
 func (v *Violations) has(s string) bool {

@@ -9,7 +9,7 @@ import (
 
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	authnv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
 )
 
 // podNameKey is where TokenReview puts the pod a bound token belongs to.
@@ -19,7 +19,8 @@ const podNameKey = "authentication.kubernetes.io/pod-name"
 // service account needs `create` on tokenreviews, as in
 // system:auth-delegator).
 type KubeReviewer struct {
-	Client kubernetes.Interface
+	// Client is a clientset's AuthenticationV1(): one TokenReview per token.
+	Client authnv1client.TokenReviewsGetter
 	// Audiences the token must be issued for (the projected token's
 	// `audience`, e.g. "nats"); empty accepts the API server's own.
 	Audiences []string
@@ -27,7 +28,7 @@ type KubeReviewer struct {
 
 // Review asks the API server about token.
 func (k KubeReviewer) Review(ctx context.Context, token string) (Review, error) {
-	tr, err := k.Client.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
+	tr, err := k.Client.TokenReviews().Create(ctx, &authnv1.TokenReview{
 		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: k.Audiences},
 	}, metav1.CreateOptions{})
 	if err != nil {

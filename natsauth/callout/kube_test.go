@@ -45,7 +45,7 @@ func TestKubeReviewerSendsTheTokenAndAudiences(t *testing.T) {
 			User: authnv1.UserInfo{Username: "system:serviceaccount:shop:hn", Extra: map[string]authnv1.ExtraValue{podNameKey: {"hn-1"}}}}
 		return true, tr, nil
 	})
-	k := KubeReviewer{Client: client, Audiences: []string{"nats"}}
+	k := KubeReviewer{Client: client.AuthenticationV1(), Audiences: []string{"nats"}}
 	r, err := k.Review(context.Background(), "good")
 	require.NoError(t, err)
 	require.Equal(t, Review{Namespace: "shop", ServiceAccount: "hn", Pod: "hn-1"}, r)

@@ -17,7 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/headcount-dev/headcount/fleet"
 )
@@ -51,7 +51,7 @@ type Fleet interface {
 
 // Controller patches pods whose cost differs from the last value it wrote.
 type Controller struct {
-	client  kubernetes.Interface
+	pods    corev1client.PodsGetter
 	view    Fleet
 	cfg     Config
 	limiter *rate.Limiter
@@ -67,8 +67,10 @@ type Controller struct {
 
 type pod struct{ namespace, name string }
 
-// New returns a controller of the pods of view's followers.
-func New(client kubernetes.Interface, view Fleet, cfg Config) *Controller {
+// New returns a controller of the pods of view's followers, patched
+// through pods (a clientset's CoreV1()): the controller's only use of the
+// API server is one PATCH per changed pod.
+func New(pods corev1client.PodsGetter, view Fleet, cfg Config) *Controller {
 	def := DefaultConfig()
 	if cfg.QPS <= 0 {
 		cfg.QPS = def.QPS
@@ -83,7 +85,7 @@ func New(client kubernetes.Interface, view Fleet, cfg Config) *Controller {
 		cfg.Logger = slog.Default()
 	}
 	return &Controller{
-		client: client, view: view, cfg: cfg,
+		pods: pods, view: view, cfg: cfg,
 		limiter: rate.NewLimiter(rate.Limit(cfg.QPS), cfg.Burst),
 		patches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_scaler_deletion_cost_patches_total",
@@ -188,7 +190,7 @@ func (c *Controller) patch(ctx context.Context, p pod, value int32) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.client.CoreV1().Pods(p.namespace).Patch(ctx, p.name, types.MergePatchType, body, metav1.PatchOptions{})
+	_, err = c.pods.Pods(p.namespace).Patch(ctx, p.name, types.MergePatchType, body, metav1.PatchOptions{})
 	return err
 }
 

@@ -31,7 +31,7 @@ func newFixture(t *testing.T, cfg Config, pods ...string) *fixture {
 		require.NoError(t, client.Tracker().Add(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}))
 	}
 	f := &fixture{t: t, client: client, view: fleet.NewView(), seq: map[string]uint64{}}
-	f.ctrl = New(client, f.view, cfg)
+	f.ctrl = New(client.CoreV1(), f.view, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.ctrl.Run(ctx) }()

@@ -1,19 +1,22 @@
-package natsauth
+// Package operator is the NATS trust chain `headcount up` makes for its
+// embedded server: it configures the server and issues each process its
+// identity. It is apart from natsauth because it links nats-server, which
+// a client (the sidecar beside every follower) must not.
+package operator
 
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+
 	"strings"
 	"sync"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/natsauth"
 )
 
 // Authority is a NATS trust chain made in memory at start (decentralized
@@ -33,8 +36,8 @@ type Authority struct {
 	resolver *server.MemAccResolver
 }
 
-// NewAuthority makes fresh operator and account keys for subjects.
-func NewAuthority(s fleet.Subjects) (*Authority, error) {
+// New makes fresh operator and account keys for subjects.
+func New(s fleet.Subjects) (*Authority, error) {
 	okp, err := nkeys.CreateOperator()
 	if err != nil {
 		return nil, err
@@ -87,33 +90,30 @@ func (a *Authority) ConfigureServer(o *server.Options) error {
 	return nil
 }
 
-// Credentials are one identity's user JWT and the seed of its key.
-type Credentials struct {
-	JWT  string
-	Seed []byte
-}
-
 // Issue makes a new key pair and a user JWT carrying the permissions of
 // ids together: a process that runs several components in one connection
 // (as `up` does: router, scaler, leader) holds all of their grants.
-func (a *Authority) Issue(ids ...Identity) (Credentials, error) {
+func (a *Authority) Issue(ids ...natsauth.Identity) (natsauth.Credentials, error) {
 	if len(ids) == 0 {
-		return Credentials{}, errors.New("no identity to issue")
+		return natsauth.Credentials{}, errors.New("no identity to issue")
 	}
 	var perms jwt.Permissions
 	var names []string
 	for _, id := range ids {
-		p, err := Permissions(a.subjects, id)
+		p, err := natsauth.Permissions(a.subjects, id)
 		if err != nil {
-			return Credentials{}, err
+			return natsauth.Credentials{}, err
 		}
 		perms.Pub.Allow.Add(p.Pub.Allow...)
 		perms.Sub.Allow.Add(p.Sub.Allow...)
+		if p.Resp != nil {
+			perms.Resp = p.Resp
+		}
 		names = append(names, id.String())
 	}
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
-		return Credentials{}, err
+		return natsauth.Credentials{}, err
 	}
 	upub, _ := ukp.PublicKey()
 	seed, _ := ukp.Seed()
@@ -122,9 +122,9 @@ func (a *Authority) Issue(ids ...Identity) (Credentials, error) {
 	uc.Permissions = perms
 	token, err := uc.Encode(a.account)
 	if err != nil {
-		return Credentials{}, err
+		return natsauth.Credentials{}, err
 	}
-	return Credentials{JWT: token, Seed: seed}, nil
+	return natsauth.Credentials{JWT: token, Seed: seed}, nil
 }
 
 // Revoke ends the users of creds on s, a server this authority configured:
@@ -133,7 +133,7 @@ func (a *Authority) Issue(ids ...Identity) (Credentials, error) {
 // credential has a key of its own, so nothing else is affected. The
 // revocations stay in the account JWT for the authority's life (a few dozen
 // bytes each).
-func (a *Authority) Revoke(s *server.Server, creds ...Credentials) error {
+func (a *Authority) Revoke(s *server.Server, creds ...natsauth.Credentials) error {
 	if len(creds) == 0 {
 		return nil
 	}
@@ -165,21 +165,4 @@ func (a *Authority) Revoke(s *server.Server, creds ...Credentials) error {
 	}
 	s.UpdateAccountClaims(acc, claims)
 	return nil
-}
-
-// Option connects with c, for a process's own connections.
-func (c Credentials) Option() nats.Option { return nats.UserJWTAndSeed(c.JWT, string(c.Seed)) }
-
-// WriteFile stores c as a .creds file readable by its owner only, for a
-// child process (`--nats-creds`, HEADCOUNT_NATS_CREDS).
-func (c Credentials) WriteFile(dir, name string) (string, error) {
-	data, err := jwt.FormatUserConfig(c.JWT, c.Seed)
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, name+".creds")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return "", err
-	}
-	return path, nil
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -15,14 +15,16 @@ import (
 	"github.com/headcount-dev/headcount/ops"
 )
 
-func sidecarCmd(g *global) *cobra.Command {
+// SidecarCommand is the sidecar: `headcount sidecar` and the light
+// `headcount-sidecar` binary, which runs it as its root.
+func (g *Global) SidecarCommand() *cobra.Command {
 	var (
 		cfg                            = sidecar.DefaultConfig()
 		role                           string
 		listenControl, listenStreaming string
 		opsAddr                        string
 		drainTimeout                   time.Duration
-		hf                             httpFlags
+		hf                             HTTPFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -33,8 +35,8 @@ func sidecarCmd(g *global) *cobra.Command {
 			if cfg.Role != fleet.RoleFollower && cfg.Role != fleet.RoleLeader {
 				return fmt.Errorf("--role %q: want follower or leader", role)
 			}
-			cfg.HTTP = hf.limits
-			return runSidecar(cmd.Context(), g, cfg, listenControl, listenStreaming, opsAddr, drainTimeout)
+			cfg.HTTP = hf.Limits
+			return g.runSidecar(cmd.Context(), cfg, listenControl, listenStreaming, opsAddr, drainTimeout)
 		},
 	}
 	fs := cmd.Flags()
@@ -54,27 +56,27 @@ func sidecarCmd(g *global) *cobra.Command {
 	fs.StringVar(&cfg.Pod, "pod", os.Getenv("POD_NAME"), "Kubernetes pod name to report (default $POD_NAME)")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
 	fs.StringVar(&opsAddr, "ops-addr", ":9091", "listen address of /healthz, /readyz and /metrics")
-	hf.register(fs)
-	positive(cmd, "instance-ttl", "health-interval", "heartbeat")
+	hf.Register(fs)
+	Positive(cmd, "instance-ttl", "health-interval", "heartbeat")
 	return cmd
 }
 
 // runSidecar serves until ctx ends (SIGTERM), then drains for up to drainTimeout.
-func runSidecar(ctx context.Context, g *global, cfg sidecar.Config, listenControl, listenStreaming, opsAddr string, drainTimeout time.Duration) error {
-	subjects, err := g.subjects()
+func (g *Global) runSidecar(ctx context.Context, cfg sidecar.Config, listenControl, listenStreaming, opsAddr string, drainTimeout time.Duration) error {
+	subjects, err := g.Subjects()
 	if err != nil {
 		return err
 	}
-	nc, err := g.connect("headcount-sidecar-" + cfg.ID)
+	nc, err := g.Connect("headcount-sidecar-" + cfg.ID)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	listeners, err := listen(listenFlag{"--listen-control", listenControl}, listenFlag{"--listen-streaming", listenStreaming}, listenFlag{"--ops-addr", opsAddr})
+	listeners, err := Listen(ListenFlag{Flag: "--listen-control", Addr: listenControl}, ListenFlag{Flag: "--listen-streaming", Addr: listenStreaming}, ListenFlag{Flag: "--ops-addr", Addr: opsAddr})
 	if err != nil {
 		return err
 	}
-	defer closeAll(listeners)
+	defer CloseAll(listeners)
 	reg := ops.NewRegistry()
 	cfg.NATS, cfg.Subjects, cfg.Registry, cfg.Logger = nc, subjects, reg, slog.Default()
 	s, err := sidecar.Start(cfg, listeners[0], listeners[1])

@@ -52,12 +52,12 @@ func netConn(c net.Conn) net.Conn {
 
 // serveClient writes a hijacked stream's head, then its events as chunks,
 // on a goroutine of its own whose stack stays shallow; a hang-up of the
-// client (hangup_*.go) cancels the stream, which closes its upstream and so
-// wakes the pump.
+// client (internal/hangup) cancels the stream, which closes its upstream and
+// so wakes the pump.
 func (rt *Router) serveClient(s *stream, c net.Conn, head []byte, cancel context.CancelFunc) {
 	defer cancel()
 	defer c.Close()
-	defer watchHangup(c, cancel)()
+	defer rt.hangups.Watch(c, cancel)()
 	if _, err := c.Write(head); err != nil {
 		s.cur.close()
 		return

@@ -24,15 +24,6 @@ func (s Subjects) Moved(service, router string) string {
 	return s.Prefix + "." + service + "." + KindMoved + "." + router
 }
 
-// SplitInstanceID splits a router-facing instance id "<follower>/<key>".
-func SplitInstanceID(id string) (follower, key string, ok bool) {
-	follower, key, found := strings.Cut(id, "/")
-	if !found || !ValidName(follower) || !ValidInstanceKey(key) {
-		return "", "", false
-	}
-	return follower, key, true
-}
-
 // DecodeMoved parses and validates a move announcement received on
 // <prefix>.<service>.moved.<router>.
 func DecodeMoved(data []byte, router string) (Moved, error) {

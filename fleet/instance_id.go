@@ -1,5 +1,7 @@
 package fleet
 
+import "strings"
+
 // MaxInstanceKey bounds the uuid half of a resource instance id.
 const MaxInstanceKey = 128
 
@@ -18,4 +20,13 @@ func ValidInstanceKey(s string) bool {
 		}
 	}
 	return true
+}
+
+// SplitInstanceID splits a router-facing instance id "<follower>/<key>".
+func SplitInstanceID(id string) (follower, key string, ok bool) {
+	follower, key, found := strings.Cut(id, "/")
+	if !found || !ValidName(follower) || !ValidInstanceKey(key) {
+		return "", "", false
+	}
+	return follower, key, true
 }

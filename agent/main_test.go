@@ -1,0 +1,11 @@
+package agent_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Every test ends its goroutines: watchers, agents and servers are closed,
+// not left running.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -1,0 +1,20 @@
+// Command headcount-sidecar is `headcount sidecar` on its own: the agent in
+// front of an unmodified follower, with the same flags and HEADCOUNT_*
+// environment. It runs beside every follower, so it links only what the
+// sidecar needs: neither client-go nor nats-server (main_test.go checks).
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
+)
+
+func main() { cli.Execute(newRoot()) }
+
+func newRoot() *cobra.Command {
+	g := &cli.Global{}
+	root := g.SidecarCommand()
+	root.Use = "headcount-sidecar"
+	return g.Root(root)
+}

@@ -1,0 +1,200 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/ops"
+)
+
+// Config says which service a router serves and how it behaves under load.
+// DefaultConfig holds every default; New takes a zero duration or size from
+// it too, but Retries 0 means no retry.
+type Config struct {
+	Subjects fleet.Subjects // default prefix "headcount"
+	Service  string         // required: the service whose followers this router fronts
+	ID       string         // this router's DNS-1123 id; default DefaultID()
+	// CompatPrefix, e.g. "/streams", also serves streams on
+	// GET <prefix>/<follower>/<uuid>, the path of Skip's HAProxy examples.
+	CompatPrefix string
+	MaxBody      int64         // largest request body buffered (413 above)
+	HoldTimeout  time.Duration // how long a creation waits for a ready follower
+	HoldQueue    int           // how many creations may wait at once
+	// Retries is how many other followers a creation tries after a refused
+	// connection or a 503; 0 for none.
+	Retries     int
+	DialTimeout time.Duration
+	// HeaderTimeout bounds the wait for an upstream's response headers, so a
+	// hung follower cannot hold requests forever.
+	HeaderTimeout time.Duration
+	RetryAfter    time.Duration // advertised on 503 answers
+	DemandTTL     time.Duration // ttl of the demand events published while holding
+	// ForgetAfter is how long a follower that left is remembered, so that
+	// its instance ids get 410 Gone rather than 404.
+	ForgetAfter time.Duration
+	AccessLog   bool       // log every request at info level
+	Moves       MoveConfig // live stream moves (move.go)
+	// Registry receives the router's metrics; default a fresh ops.NewRegistry().
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+// DefaultConfig is the router's defaults, the flags' included.
+func DefaultConfig() Config {
+	return Config{
+		Subjects:      fleet.Subjects{Prefix: fleet.DefaultPrefix},
+		ID:            DefaultID(),
+		MaxBody:       1 << 20,
+		HoldTimeout:   30 * time.Second,
+		HoldQueue:     1000,
+		Retries:       2,
+		DialTimeout:   2 * time.Second,
+		HeaderTimeout: 30 * time.Second,
+		RetryAfter:    time.Second,
+		DemandTTL:     3 * time.Second,
+		ForgetAfter:   10 * time.Minute,
+		Moves:         DefaultMoveConfig(),
+	}
+}
+
+func (c *Config) defaults() error {
+	def := DefaultConfig()
+	if c.Subjects.Prefix == "" {
+		c.Subjects = def.Subjects
+	}
+	if !fleet.ValidName(c.Service) {
+		return fmt.Errorf("service %q is not a DNS-1123 label", c.Service)
+	}
+	if c.ID == "" {
+		c.ID = def.ID
+	}
+	if !fleet.ValidName(c.ID) {
+		return fmt.Errorf("router id %q is not a DNS-1123 label", c.ID)
+	}
+	if p := c.CompatPrefix; p != "" && (!strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") ||
+		strings.ContainsAny(p, "{}") || p == "/v1/streams") {
+		return fmt.Errorf("compat prefix %q: want a path such as /streams, without trailing slash", p)
+	}
+	setDefault(&c.MaxBody, def.MaxBody)
+	setDefault(&c.HoldTimeout, def.HoldTimeout)
+	setDefault(&c.HoldQueue, def.HoldQueue)
+	setDefault(&c.DialTimeout, def.DialTimeout)
+	setDefault(&c.HeaderTimeout, def.HeaderTimeout)
+	setDefault(&c.RetryAfter, def.RetryAfter)
+	setDefault(&c.DemandTTL, def.DemandTTL)
+	setDefault(&c.ForgetAfter, def.ForgetAfter)
+	if err := errors.Join(
+		atLeast(0, field[int]{"Retries", c.Retries}, field[int]{"HoldQueue", c.HoldQueue}),
+		atLeast(0, field[int64]{"MaxBody", c.MaxBody}),
+		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"DialTimeout", c.DialTimeout},
+			field[time.Duration]{"HeaderTimeout", c.HeaderTimeout}, field[time.Duration]{"RetryAfter", c.RetryAfter},
+			field[time.Duration]{"ForgetAfter", c.ForgetAfter}),
+		within(field[time.Duration]{"DemandTTL", c.DemandTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
+	); err != nil {
+		return err
+	}
+	if err := c.Moves.defaults(); err != nil {
+		return fmt.Errorf("Moves.%w", err)
+	}
+	if c.Registry == nil {
+		c.Registry = ops.NewRegistry()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// MoveConfig says how a router moves the live streams it proxies between
+// followers (docs/moving.md). Zero values take the defaults on each field.
+type MoveConfig struct {
+	// Timeout bounds one move: creation, stream and init on the new follower
+	// (default 10 s).
+	Timeout time.Duration
+	// Concurrency bounds the moves in flight at once (default 64).
+	Concurrency int
+	// MovedTTL is how long a moved id keeps reaching the new owner after the
+	// last announcement; the router proxying the stream republishes it every
+	// quarter of it (default 2 min, more than Skip's 30 s instance ttl).
+	MovedTTL time.Duration
+	// MaxMoved bounds the moved ids a router remembers (default 100,000).
+	MaxMoved int
+	// RebalanceThreshold starts a rebalance when the most loaded ready
+	// follower carries more than this times the mean (default 1.25); it stops
+	// at RebalanceStop (default 1 + (threshold-1)/5) or when one move would not
+	// narrow the spread.
+	RebalanceThreshold, RebalanceStop float64
+	// RebalanceRate bounds this router's rebalancing moves per second
+	// (default 20).
+	RebalanceRate float64
+	NoRebalance   bool // drain and death moves only
+}
+
+// DefaultMoveConfig is the move configuration a zero field takes.
+func DefaultMoveConfig() MoveConfig {
+	return MoveConfig{Timeout: 10 * time.Second, Concurrency: 64, MovedTTL: 2 * time.Minute, MaxMoved: 100_000,
+		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20}
+}
+
+func (c *MoveConfig) defaults() error {
+	def := DefaultMoveConfig()
+	setDefault(&c.Timeout, def.Timeout)
+	setDefault(&c.Concurrency, def.Concurrency)
+	setDefault(&c.MovedTTL, def.MovedTTL)
+	setDefault(&c.MaxMoved, def.MaxMoved)
+	if c.RebalanceThreshold == 0 {
+		c.RebalanceThreshold = def.RebalanceThreshold
+	}
+	if c.RebalanceStop == 0 {
+		c.RebalanceStop = 1 + (c.RebalanceThreshold-1)/5
+	}
+	if c.RebalanceRate == 0 {
+		c.RebalanceRate = def.RebalanceRate
+	}
+	if c.RebalanceThreshold <= 1 {
+		return fmt.Errorf("RebalanceThreshold %g: must be above 1", c.RebalanceThreshold)
+	}
+	return errors.Join(
+		within(field[float64]{"RebalanceStop", c.RebalanceStop}, 1, c.RebalanceThreshold),
+		within(field[time.Duration]{"MovedTTL", c.MovedTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
+		atLeast(1, field[int]{"Concurrency", c.Concurrency}, field[int]{"MaxMoved", c.MaxMoved}),
+		atLeast(0, field[time.Duration]{"Timeout", c.Timeout}),
+		atLeast(0, field[float64]{"RebalanceRate", c.RebalanceRate}),
+	)
+}
+
+// field is a configuration field's name and value, for errors that name both.
+type field[T int | int64 | float64 | time.Duration] struct {
+	name  string
+	value T
+}
+
+// atLeast names the first field below least.
+func atLeast[T int | int64 | float64 | time.Duration](least T, fields ...field[T]) error {
+	for _, f := range fields {
+		if f.value < least {
+			return fmt.Errorf("%s %v: must be at least %v", f.name, f.value, least)
+		}
+	}
+	return nil
+}
+
+// within names f unless it is in [low, high].
+func within[T int | int64 | float64 | time.Duration](f field[T], low, high T) error {
+	if f.value < low || f.value > high {
+		return fmt.Errorf("%s %v: must be within %v..%v", f.name, f.value, low, high)
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+package router
+
+import (
+	"cmp"
+	"context"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/headcount-dev/headcount/fleet"
+)
+
+// kickMoves wakes the triggers after a view change.
+func (rt *Router) kickMoves() {
+	select {
+	case rt.moves.kick <- struct{}{}:
+	default:
+	}
+}
+
+// rebalanceEvery spaces rebalance rounds, so that each sees the reports of
+// the moves of the round before.
+const rebalanceEvery = 500 * time.Millisecond
+
+// recallEvery bounds how often roll calls make a router republish its moved
+// ids: a flood of roll calls costs at most four republishes a second, and a
+// starting router's second roll call (the one it makes once it listens to
+// moves) is answered within a quarter of a second of its first.
+const recallEvery = 250 * time.Millisecond
+
+// rebalanceCooldown is how long a rebalanced stream is left out of rebalancing.
+const rebalanceCooldown = 30 * time.Second
+
+// watchMoves runs the drain and death triggers on every view change (and
+// every second, to retry), the rebalance trigger twice a second, and keeps
+// this router's move announcements fresh.
+func (rt *Router) watchMoves(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var lastBalance, lastRefresh time.Time
+	var balancing, recalled bool
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rt.moves.kick:
+		case <-rt.moves.recall:
+			recalled = true
+		case <-tick.C:
+		}
+		now := time.Now()
+		rt.scanOwners(now)
+		if !rt.cfg.Moves.NoRebalance && now.Sub(lastBalance) >= rebalanceEvery {
+			balancing = rt.rebalance(balancing)
+			lastBalance = now
+		}
+		if now.Sub(lastRefresh) >= rt.cfg.Moves.MovedTTL/4 || (recalled && now.Sub(lastRefresh) >= recallEvery) {
+			recalled = false
+			rt.moves.ids.sweep(now)
+			for _, s := range rt.moves.streams.all() {
+				if s.hasAliases() {
+					rt.announceMoved(s)
+				}
+			}
+			lastRefresh = now
+		}
+	}
+}
+
+// scanOwners moves the streams whose owner is draining, or gone from the
+// view (or replaced by a new incarnation) while its client is still here.
+func (rt *Router) scanOwners(now time.Time) {
+	served := rt.moves.streams.followers()
+	if len(served) == 0 {
+		return
+	}
+	for follower := range served {
+		m, inView := rt.view.Member(rt.cfg.Service, follower)
+		if inView && m.State != fleet.StateDraining && m.State != fleet.StateGone {
+			// Only streams opened on an older incarnation need moving.
+			for _, s := range rt.moves.streams.on(follower) {
+				// (A stream switching followers may still be indexed here.)
+				if o := s.owner(); o.Follower == follower && o.Incarnation != m.Incarnation {
+					rt.startMove(s, triggerDeath, now)
+				}
+			}
+			continue
+		}
+		trigger := triggerDeath
+		if inView {
+			trigger = triggerDrain
+		}
+		for _, s := range rt.moves.streams.on(follower) {
+			if s.owner().Follower != follower {
+				continue
+			}
+			if !rt.startMove(s, trigger, now) && len(rt.moves.slots) == cap(rt.moves.slots) {
+				return // every slot busy: the next scan goes on
+			}
+		}
+	}
+}
+
+// rebalance moves this router's share of the excess from the most loaded
+// ready follower while the spread is beyond the threshold (with hysteresis:
+// it stops at RebalanceStop), at most RebalanceRate moves per second.
+func (rt *Router) rebalance(active bool) bool {
+	members := rt.view.Members(rt.cfg.Service)
+	load := rt.placer.load
+	var ready []fleet.Member
+	var sum float64
+	for _, m := range members {
+		if m.Role == fleet.RoleFollower && m.State == fleet.StateReady {
+			ready = append(ready, m)
+			sum += load(m)
+		}
+	}
+	if len(ready) < 2 || sum == 0 {
+		return false
+	}
+	mean := sum / float64(len(ready))
+	byLoad := func(a, b fleet.Member) int { return cmp.Compare(load(a), load(b)) }
+	most, least := slices.MaxFunc(ready, byLoad), slices.MinFunc(ready, byLoad)
+	ratio := load(most) / mean
+	// One move takes 1/capacity off the most loaded and adds it to the least:
+	// when that does not narrow the gap, the spread is as even as it gets.
+	step := 1 / float64(max(most.Capacity, 1))
+	switch {
+	case !active && ratio > rt.cfg.Moves.RebalanceThreshold:
+		active = true
+		rt.log.Info("rebalancing", "most_loaded", most.Follower, "ratio", ratio)
+	case active && (ratio <= rt.cfg.Moves.RebalanceStop || load(most)-load(least) <= step):
+		return false
+	case !active:
+		return false
+	}
+	mine := rt.moves.streams.on(most.Follower)
+	if len(mine) == 0 {
+		return active
+	}
+	// Each router moves its share of the excess: the excess times the part
+	// of the follower's instances it proxies, so that all routers together
+	// move the excess once, not once each.
+	instances := float64(most.Instances + most.Pending)
+	excess := (load(most) - mean) * float64(max(most.Capacity, 1))
+	// Half of it per round: the view may not show every router's last
+	// moves yet, and halving converges without overshooting.
+	share := int(math.Ceil(excess * float64(len(mine)) / max(instances, 1) / 2))
+	// Moves under way or just done have not reached the view yet.
+	now := time.Now()
+	share -= rt.moves.movesOff(most.Follower, now)
+	for _, s := range mine {
+		if s.busy() {
+			share--
+		}
+	}
+	for _, s := range mine {
+		if share <= 0 {
+			break
+		}
+		// A stream is not bounced around: one rebalanced lately stays.
+		if s.owner().Follower != most.Follower || s.rebalancedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
+			continue
+		}
+		if rt.startMove(s, triggerRebalance, now) {
+			share--
+		}
+	}
+	return active
+}
+
+// moveOff is a stream this router moved off follower at a time.
+type moveOff struct {
+	follower string
+	at       time.Time
+}
+
+// movesOff counts the recent moves off follower and forgets older ones.
+func (mv *mover) movesOff(follower string, now time.Time) int {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	mv.recent = slices.DeleteFunc(mv.recent, func(d moveOff) bool { return now.Sub(d.at) > reportLag })
+	n := 0
+	for _, d := range mv.recent {
+		if d.follower == follower {
+			n++
+		}
+	}
+	return n
+}
+
+func (mv *mover) addMoveOff(follower string, now time.Time) {
+	mv.mu.Lock()
+	mv.recent = append(mv.recent, moveOff{follower, now})
+	mv.mu.Unlock()
+}

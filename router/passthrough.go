@@ -1,0 +1,88 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"time"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/httpx"
+)
+
+// target is where a pass-through request goes: a write to the leader, a
+// deletion to the instance's owner. It rides in the request context, where
+// ReverseProxy's hooks read it and nothing changes it.
+type target struct {
+	addr  string       // host:port
+	path  string       // upstream path; "" keeps the client's
+	owner fleet.Member // a deletion's owner: refusing the connection means it is gone
+}
+
+type targetKey struct{}
+
+func (rt *Router) newPassThrough() *httputil.ReverseProxy {
+	return httpx.Proxy(rewrite, rt.upstreams, nil, rt.passThroughError, rt.log)
+}
+
+// passThrough proxies r, whose body is buffered (nil for none), to t as is:
+// no placement, no retry.
+func (rt *Router) passThrough(w http.ResponseWriter, r *http.Request, t target, body []byte) {
+	r = r.WithContext(context.WithValue(r.Context(), targetKey{}, t))
+	if body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+	}
+	rt.proxy.ServeHTTP(w, r)
+}
+
+func rewrite(pr *httputil.ProxyRequest) {
+	t := pr.In.Context().Value(targetKey{}).(target)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = t.addr
+	pr.Out.Host = t.addr
+	if t.path != "" {
+		pr.Out.URL.Path, pr.Out.URL.RawPath = t.path, ""
+	}
+	pr.SetXForwarded()
+}
+
+func (rt *Router) passThroughError(w http.ResponseWriter, r *http.Request, err error) {
+	t := r.Context().Value(targetKey{}).(target)
+	var dial *httpx.DialError
+	refused := errors.As(err, &dial)
+	deletion := t.owner.Follower != ""
+	if deletion && (refused || httpx.Died(err)) {
+		rt.eject(t.owner, t.addr)
+	}
+	switch {
+	case r.Context().Err() != nil:
+		// The client left; nobody is there to answer (instrument logs a 499).
+		rt.met.errors.WithLabelValues(reasonClientGone).Inc()
+	case refused && deletion:
+		rt.gone(w, t.owner.Follower)
+	case refused:
+		rt.fail(w, http.StatusServiceUnavailable, reasonRefused, "the upstream refused the connection, retry later")
+	default:
+		rt.log.Warn("upstream error", "follower", exchangeOf(r.Context()).follower, "addr", t.addr, "err", err)
+		rt.fail(w, http.StatusBadGateway, reasonUpstream, "the upstream failed to answer")
+	}
+}
+
+// fail answers with a JSON error the router produced itself.
+func (rt *Router) fail(w http.ResponseWriter, code int, reason, msg string) {
+	rt.met.errors.WithLabelValues(reason).Inc()
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(rt.cfg.RetryAfter.Round(time.Second), time.Second)/time.Second)))
+	}
+	httpx.Error(w, code, reason, msg)
+}
+
+func (rt *Router) gone(w http.ResponseWriter, follower string) {
+	rt.fail(w, http.StatusGone, reasonOwnerGone,
+		"follower "+follower+" that held this instance is gone: create a new instance")
+}
