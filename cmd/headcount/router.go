@@ -26,6 +26,7 @@ type routerOpts struct {
 	grace, shutdownDelay       time.Duration
 	view                       viewFlags
 	http                       cli.HTTPFlags
+	livePage                   bool
 }
 
 func routerCmd(g *cli.Global) *cobra.Command {
@@ -57,7 +58,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.serve(cmd.Context(), rt, lns[0], lns[1])
+			return o.serve(cmd.Context(), rt, o.control(cmd.Context(), p, rt), lns[0], lns[1])
 		},
 	}
 	c := &o.cfg
@@ -85,6 +86,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.Float64Var(&c.Moves.RebalanceStop, "rebalance-stop", c.Moves.RebalanceStop, "stop rebalancing at this max/mean (hysteresis; at most --rebalance-threshold)")
 	f.Float64Var(&c.Moves.RebalanceRate, "rebalance-rate", c.Moves.RebalanceRate, "rebalancing moves per second from this router")
 	f.BoolVar(&c.Moves.NoRebalance, "no-rebalance", false, "move streams only off draining or dead followers, never to even out the load")
+	f.BoolVar(&o.livePage, "live-page", false, "serve the live page (members, live instances, moves) at /live on the control listener")
 	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, how long to fail /readyz while still serving before the listeners close (endpoint propagation; 0: none)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
@@ -121,8 +123,8 @@ func newRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
 // stops gracefully: /readyz fails at once while everything is still served
 // for the shutdown delay, then the listeners close and open requests and
 // streams get the grace to finish.
-func (o *routerOpts) serve(ctx context.Context, rt *router.Router, streamingLn, controlLn net.Listener) error {
-	servers := []*http.Server{o.http.Server(rt.Streaming()), o.http.Server(rt.Control())}
+func (o *routerOpts) serve(ctx context.Context, rt *router.Router, control http.Handler, streamingLn, controlLn net.Listener) error {
+	servers := []*http.Server{o.http.Server(rt.Streaming()), o.http.Server(control)}
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	go func() {
