@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,16 +22,32 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 2000x ./router/
 
-func benchFleet(b *testing.B) (follower *member, r *testRouter) {
+func benchFleet(b *testing.B, opts ...memberOpt) (follower *member, r *testRouter) {
 	url := natstest.Server(b)
-	follower = startMember(b, natstest.Connect(b, url), "follower-a")
+	follower = startMember(b, natstest.Connect(b, url), "follower-a", opts...)
 	r = startRouter(b, url, "r-1")
 	r.waitReady(b, 1)
 	return follower, r
 }
 
-func BenchmarkCreate(b *testing.B) {
-	f, r := benchFleet(b)
+// upstreamProtocols are the two ways a router reaches a follower, measured
+// side by side: HTTP/1.1 (an unmodified Skip: a connection per stream) and
+// h2c (the sidecar and the demo advertise it: one multiplexed connection).
+var upstreamProtocols = []struct {
+	name string
+	opts []memberOpt
+}{{"upstream=http1", nil}, {"upstream=h2c", []memberOpt{h2c}}}
+
+func eachUpstreamProtocol(b *testing.B, bench func(b *testing.B, opts ...memberOpt)) {
+	for _, p := range upstreamProtocols {
+		b.Run(p.name, func(b *testing.B) { bench(b, p.opts...) })
+	}
+}
+
+func BenchmarkCreate(b *testing.B) { eachUpstreamProtocol(b, benchCreate) }
+
+func benchCreate(b *testing.B, opts ...memberOpt) {
+	f, r := benchFleet(b, opts...)
 	direct, routed := newClient(), newClient()
 	create := func(c *http.Client, base string) time.Duration {
 		start := time.Now()
@@ -49,8 +67,10 @@ func BenchmarkCreate(b *testing.B) {
 	})
 }
 
-func BenchmarkFirstEvent(b *testing.B) {
-	f, r := benchFleet(b)
+func BenchmarkFirstEvent(b *testing.B) { eachUpstreamProtocol(b, benchFirstEvent) }
+
+func benchFirstEvent(b *testing.B, opts ...memberOpt) {
+	f, r := benchFleet(b, opts...)
 	direct, routed := newClient(), newClient()
 	firstEvent := func(c *http.Client, url string) time.Duration {
 		start := time.Now()
@@ -73,6 +93,73 @@ func BenchmarkFirstEvent(b *testing.B) {
 		return firstEvent(direct, f.streaming.URL+"/v1/streams/"+uuid),
 			firstEvent(routed, r.streaming.URL+"/v1/streams/"+id)
 	})
+}
+
+// BenchmarkCreationRate is the comparison harness's closed loop in one
+// process: creationWorkers clients each create an instance, read its
+// stream's init and leave, over and over; every iteration runs
+// creationCycles of them straight to the follower, then as many through the
+// router. Reported: both rates and routed ÷ direct, medians.
+//
+//	go test -run '^$' -bench CreationRate -benchtime 5x ./router/
+func BenchmarkCreationRate(b *testing.B) { eachUpstreamProtocol(b, benchCreationRate) }
+
+func benchCreationRate(b *testing.B, opts ...memberOpt) {
+	const creationWorkers, creationCycles = 32, 2000
+	f, r := benchFleet(b, opts...)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: creationWorkers, DisableCompression: true}}
+	cycle := func(control, streaming string, routed bool) error {
+		resp, err := client.Post(control+"/v1/streams/collection", "application/json", strings.NewReader(createBody))
+		if err != nil {
+			return err
+		}
+		id, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("create: %s", resp.Status)
+		}
+		if !routed {
+			_, key, _ := strings.Cut(string(id), "/")
+			id = []byte(key)
+		}
+		req, _ := http.NewRequest(http.MethodGet, streaming+"/v1/streams/"+string(id), nil)
+		req.Header.Set("Accept", "text/event-stream")
+		if resp, err = client.Do(req); err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "event: init\n" {
+			return fmt.Errorf("first line %q, err %v", line, err)
+		}
+		return nil
+	}
+	rate := func(control, streaming string, routed bool) float64 {
+		start := time.Now()
+		var wg sync.WaitGroup
+		var failed atomic.Int64
+		for w := range creationWorkers {
+			wg.Go(func() {
+				for range creationCycles / creationWorkers {
+					if err := cycle(control, streaming, routed); err != nil && failed.Add(1) == 1 {
+						b.Errorf("worker %d: %v", w, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return float64(creationCycles/creationWorkers*creationWorkers) / time.Since(start).Seconds()
+	}
+	var direct, routed, ratio []float64
+	for b.Loop() {
+		d := rate(f.control.URL, f.streaming.URL, false)
+		rr := rate(r.control.URL, r.streaming.URL, true)
+		direct, routed, ratio = append(direct, d), append(routed, rr), append(ratio, rr/d)
+	}
+	b.ReportMetric(median(direct), "direct-creations/s")
+	b.ReportMetric(median(routed), "routed-creations/s")
+	b.ReportMetric(median(ratio), "ratio")
+	b.ReportMetric(slices.Min(ratio), "ratio-min")
+	b.ReportMetric(slices.Max(ratio), "ratio-max")
 }
 
 func newClient() *http.Client {

@@ -36,6 +36,7 @@ type config struct {
 	holdAlpha                             float64
 	instanceTTL                           time.Duration
 	memoryStreams                         int
+	headcount                             string // a built binary for the memory run, else ./cmd/headcount is built
 }
 
 func main() {
@@ -63,6 +64,7 @@ func main() {
 	flag.IntVar(&c.holdMaxMs, "hold-max-ms", 20000, "balance scenario: longest stream lifetime")
 	flag.DurationVar(&c.instanceTTL, "instance-ttl", time.Second, "followers destroy an instance this long after its subscriber leaves (Skip: 30s)")
 	flag.IntVar(&c.memoryStreams, "memory-streams", 0, "instead of the k6 scenarios: memory and file descriptors per open stream at this many streams, router vs HAProxy")
+	flag.StringVar(&c.headcount, "headcount", "", "memory run: this headcount binary (routers and followers) instead of building ./cmd/headcount, e.g. an older commit's for a before/after")
 	flag.Parse()
 	if err := run(c, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)

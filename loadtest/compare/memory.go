@@ -32,11 +32,14 @@ func runMemory(c config, haproxyBin string, w io.Writer) error {
 		return fmt.Errorf("file descriptor limit: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	bin := filepath.Join(c.out, "headcount")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/headcount")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("go build: %w", err)
+	bin := c.headcount
+	if bin == "" {
+		bin = filepath.Join(c.out, "headcount")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/headcount")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("go build: %w", err)
+		}
 	}
 	ns, err := natsembed.Start(natsembed.Options{})
 	if err != nil {
@@ -146,10 +149,13 @@ func runMemory(c config, haproxyBin string, w io.Writer) error {
 		goBefore, _ := goMemory(t.metrics)
 		streams, err := openStreams(t.control, t.streaming, c.memoryStreams)
 		if err == nil {
-			// A Go process holds its garbage until its next collection: wait
-			// for one (the runtime forces one at least every 2 minutes).
-			_, gcs := goMemory(t.metrics)
-			_ = await(func() bool { _, n := goMemory(t.metrics); return n > gcs }, 150*time.Second)
+			if t.metrics != "" {
+				// A Go process holds its garbage until its next collection: wait
+				// for one (the runtime forces one at least every 2 minutes).
+				// HAProxy has no collection to wait for.
+				_, gcs := goMemory(t.metrics)
+				_ = await(func() bool { _, n := goMemory(t.metrics); return n > gcs }, 150*time.Second)
+			}
 			time.Sleep(3 * time.Second) // let the proxy settle
 			var after, fds int64
 			if after, fds, err = usage(t.pid); err == nil {
