@@ -3,7 +3,6 @@
 package deploy
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -15,7 +14,6 @@ import (
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
-	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
@@ -60,15 +58,7 @@ func TestEveryPlanOverlayRendersWithThePlanBounds(t *testing.T) {
 // Every headcount container's arguments, in every overlay, must parse: a
 // renamed flag breaks this test, not a cluster.
 func TestContainerArgumentsAreFlagsTheBinaryKnows(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binaries")
-	}
-	bins := map[string]string{"headcount": e2e.Binary(t)}
-	if _, err := os.Stat(filepath.Join("..", "cmd", "headcount-adapter")); err == nil {
-		bins["headcount-adapter"] = buildAdapter(t)
-	} else {
-		t.Log("NOTE: cmd/headcount-adapter is not in this tree: the adapter's flags are NOT checked")
-	}
+	bins := binaries(t)
 	checked := map[string]bool{}
 	for _, dir := range overlays(t) {
 		for _, w := range decode(t, dir).workloads {
@@ -87,18 +77,7 @@ func TestContainerArgumentsAreFlagsTheBinaryKnows(t *testing.T) {
 			}
 		}
 	}
-	for _, w := range []string{"demo-leader", "demo-follower", "router", "headcount-scaler"} {
+	for _, w := range []string{"demo-leader", "demo-follower", "router", "headcount-scaler", "headcount-adapter"} {
 		require.True(t, checked[w], w)
 	}
-	if bins["headcount-adapter"] != "" {
-		require.True(t, checked["headcount-adapter"])
-	}
-}
-
-func buildAdapter(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "headcount-adapter")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/headcount-dev/headcount/cmd/headcount-adapter").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	return bin
 }

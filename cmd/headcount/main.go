@@ -30,6 +30,9 @@ type global struct {
 	logFormat string
 }
 
+// version is stamped at build time (deploy/build.sh: -X main.version=…).
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -44,6 +47,7 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "headcount",
 		Short:         "Autoscaler and router for leader/follower reactive services",
+		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
