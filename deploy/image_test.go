@@ -6,12 +6,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 )
 
 // testVersion is what the image tests stamp into the binaries.
@@ -220,4 +222,40 @@ func TestNoLatestTag(t *testing.T) {
 		}
 		return nil
 	}))
+}
+
+// task image builds every image target of the Dockerfile under the name the
+// chart gives it, at the chart's appVersion by default; task build runs
+// build.sh, as the image's build stage does.
+func TestImageTask(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "Taskfile.yml"))
+	require.NoError(t, err)
+	var tf struct {
+		Tasks map[string]struct {
+			Vars map[string]string
+			Cmds []string
+		}
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &tf))
+	chart, err := os.ReadFile(filepath.Join("chart", "Chart.yaml"))
+	require.NoError(t, err)
+	var meta struct{ AppVersion string }
+	require.NoError(t, yaml.Unmarshal(chart, &meta))
+	values, err := os.ReadFile(filepath.Join("chart", "values.yaml"))
+	require.NoError(t, err)
+	var v struct{ Image map[string]any }
+	require.NoError(t, yaml.Unmarshal(values, &v))
+
+	image := tf.Tasks["image"]
+	assert.Contains(t, image.Vars["VERSION"], `default "`+meta.AppVersion+`"`, "the chart's appVersion by default")
+	_, stages := parseDockerfile(t)
+	chartName := map[string]string{"headcount": v.Image["headcount"].(string), "sidecar": v.Image["sidecar"].(string), "adapter": v.Image["adapter"].(string)}
+	for _, s := range stages {
+		if s.name == "build" {
+			continue
+		}
+		want := "--build-arg VERSION={{.VERSION}} --target " + s.name + " -t {{.REGISTRY}}/" + chartName[s.name] + ":{{.VERSION}}"
+		assert.True(t, slices.ContainsFunc(image.Cmds, func(c string) bool { return strings.Contains(c, want) }), "task image builds %s", want)
+	}
+	assert.Equal(t, []string{"sh deploy/build.sh {{.VERSION}} bin"}, tf.Tasks["build"].Cmds)
 }
