@@ -11,11 +11,12 @@ import (
 	"time"
 )
 
-// backoff doubles a wait from min to max; reset after a success.
+// backoff doubles a wait from min to max; reset after a success. The max is
+// short: a follower is back within about a second of its leader's restart.
 type backoff struct{ next, min, max time.Duration }
 
 func newBackoff() *backoff {
-	return &backoff{next: 100 * time.Millisecond, min: 100 * time.Millisecond, max: 5 * time.Second}
+	return &backoff{next: 100 * time.Millisecond, min: 100 * time.Millisecond, max: time.Second}
 }
 
 func (b *backoff) reset() { b.next = b.min }
