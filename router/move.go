@@ -117,9 +117,10 @@ type moveError struct {
 
 func (e *moveError) Error() string { return e.reason + ": " + e.err.Error() }
 
-// rebuild creates s's instance on the least-loaded ready follower other
-// than from, opens its stream and reads its init; a follower that fails is
-// left out of the next try, up to Retries more. The failure is counted.
+// rebuild creates s's instance on the follower the placer picks other than
+// from (createInstance, as a client's creation), opens its stream and reads
+// its init; a follower that fails is left out of the next try, up to
+// Retries more. The failure is counted.
 func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstream, error) {
 	if rt.ctx.Err() != nil {
 		return nil, errClosing // the router is closed: no more moves
