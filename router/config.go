@@ -23,9 +23,14 @@ type Config struct {
 	// CompatPrefix, e.g. "/streams", also serves streams on
 	// GET <prefix>/<follower>/<uuid>, the path of Skip's HAProxy examples.
 	CompatPrefix string
-	MaxBody      int64         // largest request body buffered (413 above)
-	HoldTimeout  time.Duration // how long a creation waits for a ready follower
-	HoldQueue    int           // how many creations may wait at once
+	MaxBody      int64 // largest request body buffered (413 above)
+	// HoldTimeout is how long a creation waits for a ready follower: longer
+	// than a leader's restart and its followers' after it.
+	HoldTimeout time.Duration
+	HoldQueue   int // how many creations may wait at once
+	// WriteRetry is how long a write that never reached the leader (none
+	// registered, or its connection refused) is tried again before 503.
+	WriteRetry time.Duration
 	// Retries is how many other followers a creation tries after a refused
 	// connection or a 503; 0 for none.
 	Retries     int
@@ -51,7 +56,8 @@ func DefaultConfig() Config {
 		Subjects:      fleet.Subjects{Prefix: fleet.DefaultPrefix},
 		ID:            DefaultID(),
 		MaxBody:       1 << 20,
-		HoldTimeout:   30 * time.Second,
+		HoldTimeout:   2 * time.Minute,
+		WriteRetry:    15 * time.Second,
 		HoldQueue:     1000,
 		Retries:       2,
 		DialTimeout:   2 * time.Second,
@@ -84,6 +90,7 @@ func (c *Config) defaults() error {
 	setDefault(&c.MaxBody, def.MaxBody)
 	setDefault(&c.HoldTimeout, def.HoldTimeout)
 	setDefault(&c.HoldQueue, def.HoldQueue)
+	setDefault(&c.WriteRetry, def.WriteRetry)
 	setDefault(&c.DialTimeout, def.DialTimeout)
 	setDefault(&c.HeaderTimeout, def.HeaderTimeout)
 	setDefault(&c.RetryAfter, def.RetryAfter)
@@ -92,7 +99,8 @@ func (c *Config) defaults() error {
 	if err := errors.Join(
 		atLeast(0, field[int]{"Retries", c.Retries}, field[int]{"HoldQueue", c.HoldQueue}),
 		atLeast(0, field[int64]{"MaxBody", c.MaxBody}),
-		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"DialTimeout", c.DialTimeout},
+		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"WriteRetry", c.WriteRetry},
+			field[time.Duration]{"DialTimeout", c.DialTimeout},
 			field[time.Duration]{"HeaderTimeout", c.HeaderTimeout}, field[time.Duration]{"RetryAfter", c.RetryAfter},
 			field[time.Duration]{"ForgetAfter", c.ForgetAfter}),
 		within(field[time.Duration]{"DemandTTL", c.DemandTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),

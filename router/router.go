@@ -83,6 +83,7 @@ type Router struct {
 	known     *known
 	moves     *mover
 	met       *metrics
+	outage    *outageMetrics
 	log       *slog.Logger
 
 	ready     atomic.Bool
@@ -122,6 +123,9 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
 	rt.proxy = rt.newPassThrough()
 	met, err := newMetrics(cfg.Registry, cfg.Service, rt.hold.len)
+	if err == nil {
+		rt.outage, err = newOutageMetrics(cfg.Registry, cfg.Service)
+	}
 	if err == nil {
 		rt.moves, err = rt.newMover()
 	}

@@ -68,7 +68,8 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.StringVar(&o.controlAddr, "control-addr", ":8081", "private listener: creations, deletions, snapshots, writes, /healthz /readyz /metrics")
 	f.StringVar(&c.CompatPrefix, "compat-prefix", "", "also serve streams on <prefix>/<follower>/<uuid>, e.g. /streams as in Skip's HAProxy examples")
 	f.Int64Var(&c.MaxBody, "max-body", c.MaxBody, "largest request body in bytes (413 above)")
-	f.DurationVar(&c.HoldTimeout, "hold-timeout", c.HoldTimeout, "how long a creation waits for a ready follower before 503")
+	f.DurationVar(&c.HoldTimeout, "hold-timeout", c.HoldTimeout, "how long a creation waits for a ready follower before 503 (longer than a leader's restart)")
+	f.DurationVar(&c.WriteRetry, "write-retry", c.WriteRetry, "how long a write that never reached the leader (none registered, or refused) is tried again before 503")
 	f.IntVar(&c.HoldQueue, "hold-queue", c.HoldQueue, "how many creations may wait for a ready follower at once")
 	f.IntVar(&c.Retries, "retries", c.Retries, "other followers a creation tries after a refused connection or a 503 (0: none)")
 	f.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "connection timeout to followers and the leader")
@@ -90,7 +91,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
 	o.view.register(f)
 	o.http.Register(f)
-	cli.Positive(cmd, "max-body", "hold-timeout", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after",
+	cli.Positive(cmd, "max-body", "hold-timeout", "write-retry", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after",
 		"move-timeout", "move-concurrency", "moved-ttl", "max-moved", "rebalance-threshold", "rebalance-stop", "rebalance-rate")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
