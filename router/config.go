@@ -148,12 +148,20 @@ type MoveConfig struct {
 	// (default 20).
 	RebalanceRate float64
 	NoRebalance   bool // drain and death moves only
+	// OutageWait is how long a stream whose owner is gone waits for a
+	// follower to rebuild it on when none can (the whole service is down,
+	// e.g. its leader restarting and its followers with it); then it ends
+	// (default 2 min).
+	OutageWait time.Duration
+	// KeepAlive is the period of the SSE comments a waiting stream gets, so
+	// that clients and proxies do not time it out (default 15 s).
+	KeepAlive time.Duration
 }
 
 // DefaultMoveConfig is the move configuration a zero field takes.
 func DefaultMoveConfig() MoveConfig {
 	return MoveConfig{Timeout: 10 * time.Second, Concurrency: 64, MovedTTL: 2 * time.Minute, MaxMoved: 100_000,
-		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20}
+		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20, OutageWait: 2 * time.Minute, KeepAlive: 15 * time.Second}
 }
 
 func (c *MoveConfig) defaults() error {
@@ -162,6 +170,8 @@ func (c *MoveConfig) defaults() error {
 	setDefault(&c.Concurrency, def.Concurrency)
 	setDefault(&c.MovedTTL, def.MovedTTL)
 	setDefault(&c.MaxMoved, def.MaxMoved)
+	setDefault(&c.OutageWait, def.OutageWait)
+	setDefault(&c.KeepAlive, def.KeepAlive)
 	if c.RebalanceThreshold == 0 {
 		c.RebalanceThreshold = def.RebalanceThreshold
 	}
@@ -178,7 +188,8 @@ func (c *MoveConfig) defaults() error {
 		within(field[float64]{"RebalanceStop", c.RebalanceStop}, 1, c.RebalanceThreshold),
 		within(field[time.Duration]{"MovedTTL", c.MovedTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
 		atLeast(1, field[int]{"Concurrency", c.Concurrency}, field[int]{"MaxMoved", c.MaxMoved}),
-		atLeast(0, field[time.Duration]{"Timeout", c.Timeout}),
+		atLeast(0, field[time.Duration]{"Timeout", c.Timeout}, field[time.Duration]{"OutageWait", c.OutageWait},
+			field[time.Duration]{"KeepAlive", c.KeepAlive}),
 		atLeast(0, field[float64]{"RebalanceRate", c.RebalanceRate}),
 	)
 }

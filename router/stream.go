@@ -138,7 +138,7 @@ func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 			if s.ctx.Err() != nil {
 				return
 			}
-			nu := rt.recoverStream(s, err)
+			nu := rt.recoverStream(s, err, send)
 			if nu == nil {
 				return
 			}

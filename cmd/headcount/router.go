@@ -86,13 +86,15 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.Float64Var(&c.Moves.RebalanceStop, "rebalance-stop", c.Moves.RebalanceStop, "stop rebalancing at this max/mean (hysteresis; at most --rebalance-threshold)")
 	f.Float64Var(&c.Moves.RebalanceRate, "rebalance-rate", c.Moves.RebalanceRate, "rebalancing moves per second from this router")
 	f.BoolVar(&c.Moves.NoRebalance, "no-rebalance", false, "move streams only off draining or dead followers, never to even out the load")
+	f.DurationVar(&c.Moves.OutageWait, "stream-wait", c.Moves.OutageWait, "how long a stream whose owner is gone waits, kept open, for a follower to rebuild it on when none can take it (the whole service down)")
+	f.DurationVar(&c.Moves.KeepAlive, "stream-keepalive", c.Moves.KeepAlive, "period of the SSE comments a waiting stream gets, so that clients and proxies keep it open")
 	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, how long to fail /readyz while still serving before the listeners close (endpoint propagation; 0: none)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
 	o.view.register(f)
 	o.http.Register(f)
 	cli.Positive(cmd, "max-body", "hold-timeout", "write-retry", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after",
-		"move-timeout", "move-concurrency", "moved-ttl", "max-moved", "rebalance-threshold", "rebalance-stop", "rebalance-rate")
+		"move-timeout", "move-concurrency", "moved-ttl", "max-moved", "rebalance-threshold", "rebalance-stop", "rebalance-rate", "stream-wait", "stream-keepalive")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }
