@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/headcount-dev/headcount/internal/httpx"
 )
 
 // backoff doubles a wait from min to max; reset after a success. The max is
@@ -79,23 +81,13 @@ func (s *Server) leaderRequest(ctx context.Context, method, url string, body []b
 		cancel()
 		return nil, err
 	}
-	resp.Body = cancelOnClose{resp.Body, cancel}
+	resp.Body = httpx.CancelOnClose{ReadCloser: resp.Body, Cancel: cancel}
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		_ = resp.Body.Close()
 		return nil, fmt.Errorf("%s %s: %s %s", method, url, resp.Status, bytes.TrimSpace(msg))
 	}
 	return resp, nil
-}
-
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c cancelOnClose) Close() error {
-	defer c.cancel()
-	return c.ReadCloser.Close()
 }
 
 // openMirror is a follower's computation of a collection: a feed kept equal

@@ -38,6 +38,11 @@ type Config struct {
 	// HeaderTimeout bounds the wait for an upstream's response headers, so a
 	// hung follower cannot hold requests forever.
 	HeaderTimeout time.Duration
+	// CreateTimeout bounds the wait for a follower's response headers to a
+	// creation while another follower may be tried: a creation answers in
+	// milliseconds, so a follower this slow is hung or drowning (the last
+	// try waits HeaderTimeout).
+	CreateTimeout time.Duration
 	RetryAfter    time.Duration // advertised on 503 answers
 	DemandTTL     time.Duration // ttl of the demand events published while holding
 	// ForgetAfter is how long a follower that left is remembered, so that
@@ -62,6 +67,7 @@ func DefaultConfig() Config {
 		Retries:       2,
 		DialTimeout:   2 * time.Second,
 		HeaderTimeout: 30 * time.Second,
+		CreateTimeout: 10 * time.Second,
 		RetryAfter:    time.Second,
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,
@@ -93,6 +99,7 @@ func (c *Config) defaults() error {
 	setDefault(&c.WriteRetry, def.WriteRetry)
 	setDefault(&c.DialTimeout, def.DialTimeout)
 	setDefault(&c.HeaderTimeout, def.HeaderTimeout)
+	setDefault(&c.CreateTimeout, def.CreateTimeout)
 	setDefault(&c.RetryAfter, def.RetryAfter)
 	setDefault(&c.DemandTTL, def.DemandTTL)
 	setDefault(&c.ForgetAfter, def.ForgetAfter)
@@ -101,7 +108,8 @@ func (c *Config) defaults() error {
 		atLeast(0, field[int64]{"MaxBody", c.MaxBody}),
 		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"WriteRetry", c.WriteRetry},
 			field[time.Duration]{"DialTimeout", c.DialTimeout},
-			field[time.Duration]{"HeaderTimeout", c.HeaderTimeout}, field[time.Duration]{"RetryAfter", c.RetryAfter},
+			field[time.Duration]{"HeaderTimeout", c.HeaderTimeout}, field[time.Duration]{"CreateTimeout", c.CreateTimeout},
+			field[time.Duration]{"RetryAfter", c.RetryAfter},
 			field[time.Duration]{"ForgetAfter", c.ForgetAfter}),
 		within(field[time.Duration]{"DemandTTL", c.DemandTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
 	); err != nil {
@@ -156,12 +164,15 @@ type MoveConfig struct {
 	// KeepAlive is the period of the SSE comments a waiting stream gets, so
 	// that clients and proxies do not time it out (default 15 s).
 	KeepAlive time.Duration
+	// Grace is how long a follower may stay not ready without leaving (hung,
+	// its health check failing) before its streams are moved (default 5 s).
+	Grace time.Duration
 }
 
 // DefaultMoveConfig is the move configuration a zero field takes.
 func DefaultMoveConfig() MoveConfig {
 	return MoveConfig{Timeout: 10 * time.Second, Concurrency: 64, MovedTTL: 2 * time.Minute, MaxMoved: 100_000,
-		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20, OutageWait: 2 * time.Minute, KeepAlive: 15 * time.Second}
+		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20, OutageWait: 2 * time.Minute, KeepAlive: 15 * time.Second, Grace: 5 * time.Second}
 }
 
 func (c *MoveConfig) defaults() error {
@@ -172,6 +183,7 @@ func (c *MoveConfig) defaults() error {
 	setDefault(&c.MaxMoved, def.MaxMoved)
 	setDefault(&c.OutageWait, def.OutageWait)
 	setDefault(&c.KeepAlive, def.KeepAlive)
+	setDefault(&c.Grace, def.Grace)
 	if c.RebalanceThreshold == 0 {
 		c.RebalanceThreshold = def.RebalanceThreshold
 	}
@@ -189,7 +201,7 @@ func (c *MoveConfig) defaults() error {
 		within(field[time.Duration]{"MovedTTL", c.MovedTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
 		atLeast(1, field[int]{"Concurrency", c.Concurrency}, field[int]{"MaxMoved", c.MaxMoved}),
 		atLeast(0, field[time.Duration]{"Timeout", c.Timeout}, field[time.Duration]{"OutageWait", c.OutageWait},
-			field[time.Duration]{"KeepAlive", c.KeepAlive}),
+			field[time.Duration]{"KeepAlive", c.KeepAlive}, field[time.Duration]{"Grace", c.Grace}),
 		atLeast(0, field[float64]{"RebalanceRate", c.RebalanceRate}),
 	)
 }

@@ -28,6 +28,7 @@ type mover struct {
 	kick    chan struct{} // the view changed
 	recall  chan struct{} // a roll call: republish the moved ids
 	met     *moveMetrics
+	unready unready // gray.go
 
 	mu     sync.Mutex
 	recent []moveOff // rebalancing moves the view may not show yet

@@ -17,6 +17,8 @@ type outageMetrics struct {
 	waiting       atomic.Int64
 	resumed       prometheus.Counter
 	expired       prometheus.Counter
+	slowCreations prometheus.Counter
+	reaped        prometheus.Counter
 }
 
 func newOutageMetrics(reg prometheus.Registerer, service string) (*outageMetrics, error) {
@@ -34,12 +36,20 @@ func newOutageMetrics(reg prometheus.Registerer, service string) (*outageMetrics
 			Name: "headcount_router_streams_expired_total", ConstLabels: labels,
 			Help: "Streams that waited for a follower for the whole of the stream wait and were ended.",
 		}),
+		slowCreations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headcount_router_slow_creations_total", ConstLabels: labels,
+			Help: "Creations given up on a follower that sent no response header within the create timeout, and tried on another.",
+		}),
+		reaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headcount_router_orphans_deleted_total", ConstLabels: labels,
+			Help: "Instances that given-up creations left on slow followers, deleted once they answered.",
+		}),
 	}
 	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "headcount_router_streams_waiting", ConstLabels: labels,
 		Help: "Streams whose owner is gone, kept open with keep-alives until a follower can take them.",
 	}, func() float64 { return float64(m.waiting.Load()) })
-	for _, c := range []prometheus.Collector{m.writesRetried, m.resumed, m.expired, waiting} {
+	for _, c := range []prometheus.Collector{m.writesRetried, m.resumed, m.expired, m.slowCreations, m.reaped, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

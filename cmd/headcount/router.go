@@ -74,6 +74,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.IntVar(&c.Retries, "retries", c.Retries, "other followers a creation tries after a refused connection or a 503 (0: none)")
 	f.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "connection timeout to followers and the leader")
 	f.DurationVar(&c.HeaderTimeout, "upstream-header-timeout", c.HeaderTimeout, "how long an upstream may take to send response headers (502 after)")
+	f.DurationVar(&c.CreateTimeout, "create-timeout", c.CreateTimeout, "how long a follower may take to answer a creation before it goes to another (the instance it may leave is deleted once it answers)")
 	f.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After advertised on 503 answers")
 	f.DurationVar(&c.DemandTTL, "demand-ttl", c.DemandTTL, "ttl of the demand events published while creations are held")
 	f.DurationVar(&c.ForgetAfter, "forget-after", c.ForgetAfter, "how long a departed follower's instances answer 410 rather than 404")
@@ -88,13 +89,14 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.BoolVar(&c.Moves.NoRebalance, "no-rebalance", false, "move streams only off draining or dead followers, never to even out the load")
 	f.DurationVar(&c.Moves.OutageWait, "stream-wait", c.Moves.OutageWait, "how long a stream whose owner is gone waits, kept open, for a follower to rebuild it on when none can take it (the whole service down)")
 	f.DurationVar(&c.Moves.KeepAlive, "stream-keepalive", c.Moves.KeepAlive, "period of the SSE comments a waiting stream gets, so that clients and proxies keep it open")
+	f.DurationVar(&c.Moves.Grace, "unready-grace", c.Moves.Grace, "how long a follower may stay not ready without leaving (hung) before its streams are moved")
 	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, how long to fail /readyz while still serving before the listeners close (endpoint propagation; 0: none)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
 	o.view.register(f)
 	o.http.Register(f)
-	cli.Positive(cmd, "max-body", "hold-timeout", "write-retry", "hold-queue", "dial-timeout", "upstream-header-timeout", "retry-after", "demand-ttl", "forget-after",
-		"move-timeout", "move-concurrency", "moved-ttl", "max-moved", "rebalance-threshold", "rebalance-stop", "rebalance-rate", "stream-wait", "stream-keepalive")
+	cli.Positive(cmd, "max-body", "hold-timeout", "write-retry", "hold-queue", "dial-timeout", "upstream-header-timeout", "create-timeout", "retry-after", "demand-ttl", "forget-after",
+		"move-timeout", "move-concurrency", "moved-ttl", "max-moved", "rebalance-threshold", "rebalance-stop", "rebalance-rate", "stream-wait", "stream-keepalive", "unready-grace")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }
