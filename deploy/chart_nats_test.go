@@ -110,6 +110,12 @@ func TestChartNATSIdentities(t *testing.T) {
 		sorted := func(l []string) []string { l = slices.Clone(l); slices.Sort(l); return slices.Compact(l) }
 		assert.Equal(t, wildcard(p.Pub.Allow), sorted(u.Permissions.Publish.Allow), "%s: publish", role)
 		assert.Equal(t, wildcard(p.Sub.Allow), sorted(u.Permissions.Subscribe.Allow), "%s: subscribe", role)
+		if p.Resp == nil {
+			assert.Nil(t, u.Permissions.Response, "%s: answers no request", role)
+		} else if assert.NotNil(t, u.Permissions.Response, "%s: answers requests", role) {
+			assert.Equal(t, p.Resp.MaxMsgs, u.Permissions.Response.MaxMsgs, "%s: responses per request", role)
+			assert.Equal(t, p.Resp.Expires, u.Permissions.Response.Expires, "%s: response window", role)
+		}
 	}
 
 	_, err = nats.Connect(srv.ClientURL(), nats.RootCAs(filepath.Join(mounted["/etc/nats/tls/"], "ca.crt")))

@@ -225,8 +225,8 @@ func TestNoLatestTag(t *testing.T) {
 }
 
 // task image builds every image target of the Dockerfile under the name the
-// chart gives it, at the chart's appVersion by default; task build runs
-// build.sh, as the image's build stage does.
+// chart gives it, at the chart's appVersion by default (the overlays' tag
+// too); task build runs build.sh, as the image's build stage does.
 func TestImageTask(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("..", "Taskfile.yml"))
 	require.NoError(t, err)
@@ -258,4 +258,16 @@ func TestImageTask(t *testing.T) {
 		assert.True(t, slices.ContainsFunc(image.Cmds, func(c string) bool { return strings.Contains(c, want) }), "task image builds %s", want)
 	}
 	assert.Equal(t, []string{"sh deploy/build.sh {{.VERSION}} bin"}, tf.Tasks["build"].Cmds)
+
+	// The overlays' images are the chart's version too.
+	for _, k := range []string{filepath.Join("base", "kustomization.yaml"), filepath.Join("adapter", "kustomization.yaml")} {
+		raw, err := os.ReadFile(k)
+		require.NoError(t, err)
+		var kust struct{ Images []struct{ NewTag string } }
+		require.NoError(t, yaml.Unmarshal(raw, &kust))
+		require.NotEmpty(t, kust.Images, k)
+		for _, img := range kust.Images {
+			assert.Equal(t, meta.AppVersion, img.NewTag, k)
+		}
+	}
 }
