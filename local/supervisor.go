@@ -308,6 +308,7 @@ func (s *Supervisor) keep(g *group) {
 			return
 		case pauseGateClosed:
 			// Its leader's absence made it exit: not a crash of its own.
+			s.cfg.Logger.Info("restart waits for the leader", "member", g.id)
 			backoff = time.Second
 		case pauseElapsed:
 			backoff = min(2*backoff, 30*time.Second)
@@ -379,16 +380,16 @@ func (s *Supervisor) pause(g *group, d time.Duration, closings uint64) pauseEnd 
 func (s *Supervisor) runOnce(g *group) (stopped bool) {
 	procs, err := s.launch(g)
 	if err != nil {
-		s.cfg.Logger.Error("follower did not start", "follower", g.id, "err", err)
+		s.cfg.Logger.Error("member did not start", "member", g.id, "err", err)
 		return false
 	}
 	select {
 	case <-g.stop:
 		s.terminate(procs)
-		s.cfg.Logger.Info("follower stopped", "follower", g.id)
+		s.cfg.Logger.Info("member stopped", "member", g.id)
 		return true
 	case p := <-exitOfAny(procs):
-		s.cfg.Logger.Warn("follower process exited; restarting", "follower", g.id, "cmd", p.cmd.Path, "err", p.err)
+		s.cfg.Logger.Warn("member process exited; restarting", "member", g.id, "cmd", p.cmd.Path, "err", p.err)
 		s.kill(procs)
 		return false
 	}
