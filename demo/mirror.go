@@ -9,13 +9,16 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/headcount-dev/headcount/internal/httpx"
 )
 
-// backoff doubles a wait from min to max; reset after a success.
+// backoff doubles a wait from min to max; reset after a success. The max is
+// short: a follower is back within about a second of its leader's restart.
 type backoff struct{ next, min, max time.Duration }
 
 func newBackoff() *backoff {
-	return &backoff{next: 100 * time.Millisecond, min: 100 * time.Millisecond, max: 5 * time.Second}
+	return &backoff{next: 100 * time.Millisecond, min: 100 * time.Millisecond, max: time.Second}
 }
 
 func (b *backoff) reset() { b.next = b.min }
@@ -78,23 +81,13 @@ func (s *Server) leaderRequest(ctx context.Context, method, url string, body []b
 		cancel()
 		return nil, err
 	}
-	resp.Body = cancelOnClose{resp.Body, cancel}
+	resp.Body = httpx.CancelOnClose{ReadCloser: resp.Body, Cancel: cancel}
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		_ = resp.Body.Close()
 		return nil, fmt.Errorf("%s %s: %s %s", method, url, resp.Status, bytes.TrimSpace(msg))
 	}
 	return resp, nil
-}
-
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c cancelOnClose) Close() error {
-	defer c.cancel()
-	return c.ReadCloser.Close()
 }
 
 // openMirror is a follower's computation of a collection: a feed kept equal

@@ -28,8 +28,8 @@ type Decision struct {
 	Min              int64   `json:"min"`
 	Max              int64   `json:"max"`
 	ScaleToZero      bool    `json:"scale_to_zero"`
-	// Processes are the follower processes it runs, by member id (at most
-	// MaxDecisionProcesses).
+	// Processes are the member processes it runs, by member id: followers,
+	// and under up the leader (at most MaxDecisionProcesses).
 	Processes []Process `json:"processes,omitempty"`
 }
 

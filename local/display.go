@@ -48,7 +48,7 @@ Write to the leader (every open stream gets an update):
 
 // display shows the fleet: a table redrawn in place on a terminal, otherwise
 // one line per change.
-func (cfg UpConfig) display(ctx context.Context, view *fleet.View, sup *Supervisor) {
+func (cfg UpConfig) display(ctx context.Context, view *fleet.View, decision func() fleet.Decision) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var last string
@@ -59,7 +59,7 @@ func (cfg UpConfig) display(ctx context.Context, view *fleet.View, sup *Supervis
 			return
 		case <-t.C:
 		}
-		d := sup.Decision()
+		d := decision()
 		st := status.Observe(view, cfg.Service, &d)
 		if cfg.Live {
 			var buf strings.Builder
@@ -123,10 +123,10 @@ func (s *system) announce(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-asked:
-			last = s.sup.Decision()
+			last = s.decision()
 			publish(last)
 		case <-t.C:
-			if d := s.sup.Decision(); !reflect.DeepEqual(d, last) {
+			if d := s.decision(); !reflect.DeepEqual(d, last) {
 				last = d
 				publish(d)
 			}

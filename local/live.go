@@ -10,7 +10,7 @@ import (
 func (s *system) newLivePage() *livepage.Page {
 	page := livepage.New(livepage.Config{
 		Observe: func() status.Status {
-			d := s.sup.Decision()
+			d := s.decision()
 			return status.Observe(s.view, s.cfg.Service, &d)
 		},
 		Logger: s.cfg.Logger,

@@ -29,9 +29,9 @@ func TestNATSCLIReadsUp(t *testing.T) {
 		out, err := exec.Command(cli, append([]string{"-s", up.NATS, "--creds", up.Creds, "--timeout", "5s"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	members := []string{"follower-1", "leader"}
+	members := []string{"follower-1", "leader-1"}
 
-	// micro ls: every member (each demo follower, the in-process leader) and the scaler.
+	// micro ls: every member (each demo follower, the leader) and the scaler.
 	type info struct {
 		Name     string            `json:"name"`
 		Metadata map[string]string `json:"metadata"`
@@ -51,7 +51,7 @@ func TestNATSCLIReadsUp(t *testing.T) {
 		}
 		require.Equal(t, want, s.Metadata["service"], "%s", s.Name)
 	}
-	require.ElementsMatch(t, []string{"headcount-member/follower-1", "headcount-member/leader", "headcount-scaler/up"}, got)
+	require.ElementsMatch(t, []string{"headcount-member/follower-1", "headcount-member/leader-1", "headcount-scaler/up"}, got)
 
 	out, err := nats("micro", "info", natsapi.Name(natsapi.Scaler))
 	require.NoError(t, err, out)

@@ -53,7 +53,15 @@ type SupervisorConfig struct {
 	// the NATS identity they were given.
 	Exited   func(id string)
 	IDPrefix string // follower ids are <prefix>-<n>; default "follower"
-	Logger   *slog.Logger
+	// Gate, if set, holds every start until it is open; a process that exits
+	// after the gate closed (its leader went away) restarts as soon as the
+	// gate opens again, without a crash backoff.
+	Gate Gate
+	// RestartAtOnce restarts a process that ran for restartAtOnceAfter or
+	// more at once (the leader: everything waits for it); a crash loop still
+	// backs off.
+	RestartAtOnce bool
+	Logger        *slog.Logger
 	// Now is the clock the scale-down window is measured on (default
 	// time.Now; tests move their own).
 	Now func() time.Time
@@ -275,6 +283,10 @@ func (s *Supervisor) stopGroup(g *group) {
 func (s *Supervisor) keep(g *group) {
 	backoff := time.Second
 	for {
+		closings, ok := s.awaitGate(g)
+		if !ok {
+			return
+		}
 		started := time.Now()
 		stopped := s.runOnce(g)
 		if s.cfg.Exited != nil {
@@ -283,18 +295,83 @@ func (s *Supervisor) keep(g *group) {
 		if stopped {
 			return
 		}
-		if time.Since(started) > time.Minute {
+		ran := time.Since(started)
+		if ran > time.Minute {
 			backoff = time.Second
 		}
-		select {
-		case <-g.stop:
-			return
-		case <-time.After(backoff):
+		delay := backoff
+		if s.cfg.RestartAtOnce && ran >= restartAtOnceAfter {
+			delay = 0
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		switch s.pause(g, delay, closings) {
+		case pauseStopped:
+			return
+		case pauseGateClosed:
+			// Its leader's absence made it exit: not a crash of its own.
+			s.cfg.Logger.Info("restart waits for the leader", "member", g.id)
+			backoff = time.Second
+		case pauseElapsed:
+			backoff = min(2*backoff, 30*time.Second)
+		}
 		s.mu.Lock()
 		g.restarts++
 		s.mu.Unlock()
+	}
+}
+
+// restartAtOnceAfter is how long a RestartAtOnce process must have run for
+// its exit to count as a fault rather than a crash loop.
+const restartAtOnceAfter = 10 * time.Second
+
+// gateState is the gate's state, an always open one without a Gate.
+func (s *Supervisor) gateState() (uint64, bool, <-chan struct{}) {
+	if s.cfg.Gate == nil {
+		return 0, true, nil
+	}
+	return s.cfg.Gate.State()
+}
+
+// awaitGate waits until the gate is open (the closings so far) or g is
+// told to stop (false).
+func (s *Supervisor) awaitGate(g *group) (uint64, bool) {
+	for {
+		closings, open, changed := s.gateState()
+		if open {
+			return closings, true
+		}
+		select {
+		case <-g.stop:
+			return 0, false
+		case <-changed:
+		}
+	}
+}
+
+type pauseEnd int
+
+const (
+	pauseElapsed    pauseEnd = iota
+	pauseStopped             // g was told to stop
+	pauseGateClosed          // the gate has closed since closings
+)
+
+// pause waits d before a restart, cut short when the gate has closed since
+// it counted closings.
+func (s *Supervisor) pause(g *group, d time.Duration, closings uint64) pauseEnd {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		now, _, changed := s.gateState()
+		if now != closings {
+			return pauseGateClosed
+		}
+		select {
+		case <-g.stop:
+			return pauseStopped
+		case <-timer.C:
+			return pauseElapsed
+		case <-changed:
+		}
 	}
 }
 
@@ -303,16 +380,16 @@ func (s *Supervisor) keep(g *group) {
 func (s *Supervisor) runOnce(g *group) (stopped bool) {
 	procs, err := s.launch(g)
 	if err != nil {
-		s.cfg.Logger.Error("follower did not start", "follower", g.id, "err", err)
+		s.cfg.Logger.Error("member did not start", "member", g.id, "err", err)
 		return false
 	}
 	select {
 	case <-g.stop:
 		s.terminate(procs)
-		s.cfg.Logger.Info("follower stopped", "follower", g.id)
+		s.cfg.Logger.Info("member stopped", "member", g.id)
 		return true
 	case p := <-exitOfAny(procs):
-		s.cfg.Logger.Warn("follower process exited; restarting", "follower", g.id, "cmd", p.cmd.Path, "err", p.err)
+		s.cfg.Logger.Warn("member process exited; restarting", "member", g.id, "cmd", p.cmd.Path, "err", p.err)
 		s.kill(procs)
 		return false
 	}

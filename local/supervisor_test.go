@@ -187,3 +187,44 @@ func TestSupervisorConfigErrorsNameTheFieldAndValue(t *testing.T) {
 	_, err := NewSupervisor(good)
 	require.NoError(t, err)
 }
+
+// Followers wait for a ready leader; one that exits while its leader is
+// away (Skip's followers do) restarts when the leader is back, however many
+// times in a row: never while it is away, never on a doubled backoff.
+func TestSupervisorRestartsFollowersWhenTheirLeaderIsBack(t *testing.T) {
+	view := fleet.NewView()
+	leaderUp := func(incarnation string) {
+		r := report("leader-1", 0)
+		r.Role, r.Incarnation = fleet.RoleLeader, incarnation
+		view.Apply(r, time.Now())
+	}
+	gate := newLeaderGate(view, "svc")
+	var launches atomic.Int32
+	s, _ := run(t, SupervisorConfig{
+		Service: "svc", View: view, Policy: replicas.Policy{Target: 10, Min: 1, Max: 1},
+		Spawn: sleepers(&launches), Gate: gate,
+	})
+	closedFor := 1500 * time.Millisecond // longer than the first crash backoff (1 s)
+	time.Sleep(closedFor)
+	require.Zero(t, launches.Load(), "no follower before its leader")
+	leaderUp("a")
+	gate.poke()
+	require.Eventually(t, func() bool { p := s.Processes(); return len(p) == 1 && len(p[0].PIDs) == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	// Four leader restarts in a row: a doubling backoff would wait 1, 2, 4
+	// and 8 s.
+	for i, inc := range []string{"b", "c", "d", "e"} {
+		pid := s.Processes()[0].PIDs[0]
+		gate.exited("leader-1")
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL)) // it exits when its leader does
+		time.Sleep(closedFor)
+		require.Equal(t, int32(i+1), launches.Load(), "restart %d: nothing while the leader is away", i+1)
+		back := time.Now()
+		leaderUp(inc)
+		gate.poke()
+		require.Eventually(t, func() bool { return launches.Load() == int32(i+2) }, 5*time.Second, 5*time.Millisecond,
+			"restart %d: at once when the leader is back", i+1)
+		t.Logf("restart %d: %v after the leader was back", i+1, time.Since(back).Round(time.Millisecond))
+		require.Eventually(t, func() bool { p := s.Processes(); return len(p[0].PIDs) == 1 && p[0].PIDs[0] != pid }, 5*time.Second, 10*time.Millisecond)
+	}
+}

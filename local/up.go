@@ -18,7 +18,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/headcount-dev/headcount/demo"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/freeport"
 	"github.com/headcount-dev/headcount/internal/wiring"
@@ -122,7 +121,8 @@ type system struct {
 	lns      map[string]net.Listener // streaming, control, scaler
 
 	leaderControl, leaderStreaming string
-	sup                            *Supervisor
+	leaderSup, sup                 *Supervisor
+	leaderGate                     *leaderGate
 	scaler                         *scaler.Scaler
 	router                         *router.Router
 	page                           *livepage.Page
@@ -142,8 +142,7 @@ func (s *system) build() error {
 
 // startNATS runs the embedded server (unless NATSURL is set), which trusts
 // only the identities up issues, and connects as this process: its router,
-// its scaler (a reader of every service), its supervisor (the decider) and
-// its in-process leader.
+// its scaler (a reader of every service) and its supervisor (the decider).
 func (s *system) startNATS() error {
 	access, removeCreds, err := newNATSAccess(s.cfg)
 	if err != nil {
@@ -172,9 +171,6 @@ func (s *system) startNATS() error {
 		{Role: natsauth.RoleRouter, Service: s.cfg.Service, Name: routerID},
 		{Role: natsauth.RoleReader},
 		{Role: natsauth.RoleDecider, Service: s.cfg.Service},
-	}
-	if s.cfg.LeaderCmd == "" {
-		ids = append(ids, natsauth.Identity{Role: natsauth.RoleMember, Service: s.cfg.Service, Name: "leader"})
 	}
 	nc, err := access.connect(ids...)
 	if err != nil {
@@ -226,6 +222,7 @@ func (s *system) compose() error {
 		ScaleDownWindow: s.cfg.ScaleDownWindow, StopTimeout: s.cfg.DrainTimeout + 10*time.Second,
 		Spawn:  s.cfg.followerSpawn(s.access, s.leaderControl, s.leaderStreaming),
 		Exited: s.access.exited,
+		Gate:   s.leaderGate,
 		Logger: s.cfg.Logger,
 	})
 	if err != nil {
@@ -292,7 +289,7 @@ func (s *system) run(ctx context.Context) error {
 	supCtx, stopSup := context.WithCancel(context.Background())
 	go func() { s.sup.Run(supCtx); close(supDone) }()
 	displayDone := make(chan struct{})
-	go func() { s.cfg.display(ctx, s.view, s.sup); close(displayDone) }()
+	go func() { s.cfg.display(ctx, s.view, s.decision); close(displayDone) }()
 	announceDone := make(chan struct{})
 	go func() { s.announce(ctx); close(announceDone) }()
 
@@ -312,6 +309,15 @@ func (s *system) run(ctx context.Context) error {
 	servers.Wait()
 	s.cfg.Logger.Info("stopped")
 	return runErr
+}
+
+// decision is the followers' supervisor's decision, with the leader's
+// processes among those up runs.
+func (s *system) decision() fleet.Decision {
+	d := s.sup.Decision()
+	d.Processes = append(s.leaderSup.Processes(), d.Processes...)
+	d.Processes = d.Processes[:min(len(d.Processes), fleet.MaxDecisionProcesses)]
+	return d
 }
 
 // Addrs are where a running `up` listens.
@@ -350,67 +356,71 @@ func (s *system) addrs() Addrs {
 	}
 }
 
-// startLeader runs the demo leader in process, or LeaderCmd behind a
-// sidecar under a one-replica supervisor, and keeps the leader's own (not
-// the sidecar's) control and streaming addresses for the followers.
+// startLeader runs the leader as its own process under a one-replica
+// supervisor that restarts it at once: the demo leader (`<exe> leader`), or
+// LeaderCmd behind a sidecar. Its ports are fixed, so the followers find a
+// restarted leader where they found the first (the leader's own ports, not
+// its sidecar's); the leader gate tells the followers' supervisor whether it
+// is up.
 func (s *system) startLeader() error {
 	cfg := s.cfg
-	if cfg.LeaderCmd == "" {
-		leader, err := demo.StartLoopback(demo.StartLeader, demo.Config{Service: cfg.Service, ID: "leader", NATS: s.nc, Subjects: cfg.Subjects, Logger: cfg.Logger})
-		if err != nil {
-			return err
-		}
-		s.stack.push(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = leader.Shutdown(ctx)
-		})
-		s.leaderControl, s.leaderStreaming = leader.ControlAddr(), leader.StreamingAddr()
-		return nil
-	}
 	ports, err := freeport.Ports("127.0.0.1", 2)
 	if err != nil {
 		return err
 	}
 	s.leaderControl, s.leaderStreaming = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
+	s.leaderGate = newLeaderGate(s.view, cfg.Service)
+	s.watcher.OnChange(func(string) { s.leaderGate.poke() })
 	access := s.access
-	leaderSup, err := NewSupervisor(SupervisorConfig{
+	s.leaderSup, err = NewSupervisor(SupervisorConfig{
 		Service: cfg.Service, View: s.view, IDPrefix: "leader",
 		Policy: replicas.Policy{Target: 1, Min: 1, Max: 1},
 		Spawn: func(id string) ([]*exec.Cmd, error) {
-			env := []string{"SKIP_ROLE=leader", "SKIP_CONTROL_PORT=" + ports[0], "SKIP_STREAMING_PORT=" + ports[1]}
-			return cfg.behindSidecar(id, "leader", cfg.LeaderCmd, env, access, ports)
+			if cfg.LeaderCmd != "" {
+				env := []string{"SKIP_ROLE=leader", "SKIP_CONTROL_PORT=" + ports[0], "SKIP_STREAMING_PORT=" + ports[1]}
+				return cfg.behindSidecar(id, "leader", cfg.LeaderCmd, env, access, ports)
+			}
+			return cfg.demoMember(id, access, "leader", "--control-addr", s.leaderControl, "--streaming-addr", s.leaderStreaming)
 		},
-		Exited:      access.exited,
-		StopTimeout: 10 * time.Second, Logger: cfg.Logger,
+		Exited: func(id string) {
+			access.exited(id)
+			s.leaderGate.exited(id)
+		},
+		RestartAtOnce: true,
+		StopTimeout:   10 * time.Second, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { leaderSup.Run(ctx); close(done) }()
+	go func() { s.leaderSup.Run(ctx); close(done) }()
 	s.stack.push(func() { cancel(); <-done })
 	return nil
+}
+
+// demoMember is the command of a demo leader or follower (`<exe> <role>`)
+// with its NATS identity.
+func (cfg UpConfig) demoMember(id string, access *natsAccess, role string, args ...string) ([]*exec.Cmd, error) {
+	natsEnv, err := access.env(natsauth.Identity{Role: natsauth.RoleMember, Service: cfg.Service, Name: id})
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(cfg.Executable, append([]string{role,
+		"--id", id, "--service", cfg.Service, "--prefix", cfg.Subjects.Prefix,
+		"--instance-ttl", cfg.InstanceTTL.String(), "--drain-timeout", cfg.DrainTimeout.String(),
+		"--log-level", cfg.ChildLogLevel}, args...)...)
+	cmd.Env = childEnv(natsEnv)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return []*exec.Cmd{cmd}, nil
 }
 
 // followerSpawn starts a demo follower, or FollowerCmd behind a sidecar.
 func (cfg UpConfig) followerSpawn(access *natsAccess, leaderControl, leaderStreaming string) Spawn {
 	return func(id string) ([]*exec.Cmd, error) {
 		if cfg.FollowerCmd == "" {
-			natsEnv, err := access.env(natsauth.Identity{Role: natsauth.RoleMember, Service: cfg.Service, Name: id})
-			if err != nil {
-				return nil, err
-			}
-			cmd := exec.Command(cfg.Executable, "follower",
-				"--id", id, "--service", cfg.Service, "--prefix", cfg.Subjects.Prefix,
-				"--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
-				"--leader-control", leaderControl, "--leader-streaming", leaderStreaming,
-				"--instance-ttl", cfg.InstanceTTL.String(), "--drain-timeout", cfg.DrainTimeout.String(),
-				"--log-level", cfg.ChildLogLevel)
-			cmd.Env = childEnv(natsEnv)
-			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			return []*exec.Cmd{cmd}, nil
+			return cfg.demoMember(id, access, "follower", "--control-addr", "127.0.0.1:0", "--streaming-addr", "127.0.0.1:0",
+				"--leader-control", leaderControl, "--leader-streaming", leaderStreaming)
 		}
 		ports, err := freeport.Ports("127.0.0.1", 2)
 		if err != nil {

@@ -3,7 +3,6 @@ package local_test
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -138,7 +137,7 @@ func TestUpRefusesAnonymousAndForgedSpeakers(t *testing.T) {
 	body, err := json.Marshal(gone)
 	require.NoError(t, err)
 	subjects := fleet.Subjects{Prefix: fleet.DefaultPrefix}
-	for _, subj := range []string{subjects.Report("demo", "leader"), subjects.Placed("demo", "follower-1"), subjects.Demand("demo", "router-1")} {
+	for _, subj := range []string{subjects.Report("demo", leader.Follower), subjects.Placed("demo", "follower-1"), subjects.Demand("demo", "router-1")} {
 		require.NoError(t, follower.Publish(subj, body))
 		select {
 		case v := <-violations:
@@ -166,7 +165,7 @@ func TestUpRefusesAnonymousAndForgedSpeakers(t *testing.T) {
 func TestUpRevokesTheIdentityOfAnExitedFollower(t *testing.T) {
 	up := startUp(t, "--target", "1", "--plan", "pro",
 		"--scale-down-window", "2s", "--instance-ttl", "1s", "--drain-timeout", "5s")
-	view, w, bin := up.view, up.w, up.bin
+	view, w := up.view, up.w
 	ready := func(n int) func() bool { return func() bool { return view.Totals("demo").Ready == n } }
 	require.Eventually(t, ready(1), 30*time.Second, 50*time.Millisecond, "one follower at rest")
 
@@ -236,17 +235,7 @@ func TestUpRevokesTheIdentityOfAnExitedFollower(t *testing.T) {
 		10*time.Second, 20*time.Millisecond, "%s still reports", kept)
 
 	// kill -9: restarted under a new identity; the old one is revoked.
-	out, err := exec.Command(bin, "status", "--nats-url", up.NATS, "--nats-creds", up.Creds, "--json").Output()
-	require.NoError(t, err)
-	var st status.Status
-	require.NoError(t, json.Unmarshal(out, &st))
-	pid := 0
-	for _, m := range st.Members {
-		if m.ID == kept {
-			_, _ = fmt.Sscanf(m.Process[strings.Index(m.Process, "(pid ")+5:], "%d", &pid)
-		}
-	}
-	require.NotZero(t, pid, "%s's pid in %+v", kept, st.Members)
+	pid := up.memberPID(t, kept)
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	refused(kept, false) // its file is rewritten for the restart
 	require.Eventually(t, func() bool {

@@ -23,9 +23,14 @@ type Config struct {
 	// CompatPrefix, e.g. "/streams", also serves streams on
 	// GET <prefix>/<follower>/<uuid>, the path of Skip's HAProxy examples.
 	CompatPrefix string
-	MaxBody      int64         // largest request body buffered (413 above)
-	HoldTimeout  time.Duration // how long a creation waits for a ready follower
-	HoldQueue    int           // how many creations may wait at once
+	MaxBody      int64 // largest request body buffered (413 above)
+	// HoldTimeout is how long a creation waits for a ready follower: longer
+	// than a leader's restart and its followers' after it.
+	HoldTimeout time.Duration
+	HoldQueue   int // how many creations may wait at once
+	// WriteRetry is how long a write that never reached the leader (none
+	// registered, or its connection refused) is tried again before 503.
+	WriteRetry time.Duration
 	// Retries is how many other followers a creation tries after a refused
 	// connection or a 503; 0 for none.
 	Retries     int
@@ -33,6 +38,11 @@ type Config struct {
 	// HeaderTimeout bounds the wait for an upstream's response headers, so a
 	// hung follower cannot hold requests forever.
 	HeaderTimeout time.Duration
+	// CreateTimeout bounds the wait for a follower's response headers to a
+	// creation while another follower may be tried: a creation answers in
+	// milliseconds, so a follower this slow is hung or drowning (the last
+	// try waits HeaderTimeout).
+	CreateTimeout time.Duration
 	RetryAfter    time.Duration // advertised on 503 answers
 	DemandTTL     time.Duration // ttl of the demand events published while holding
 	// ForgetAfter is how long a follower that left is remembered, so that
@@ -51,11 +61,13 @@ func DefaultConfig() Config {
 		Subjects:      fleet.Subjects{Prefix: fleet.DefaultPrefix},
 		ID:            DefaultID(),
 		MaxBody:       1 << 20,
-		HoldTimeout:   30 * time.Second,
+		HoldTimeout:   2 * time.Minute,
+		WriteRetry:    15 * time.Second,
 		HoldQueue:     1000,
 		Retries:       2,
 		DialTimeout:   2 * time.Second,
 		HeaderTimeout: 30 * time.Second,
+		CreateTimeout: 10 * time.Second,
 		RetryAfter:    time.Second,
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,
@@ -84,16 +96,20 @@ func (c *Config) defaults() error {
 	setDefault(&c.MaxBody, def.MaxBody)
 	setDefault(&c.HoldTimeout, def.HoldTimeout)
 	setDefault(&c.HoldQueue, def.HoldQueue)
+	setDefault(&c.WriteRetry, def.WriteRetry)
 	setDefault(&c.DialTimeout, def.DialTimeout)
 	setDefault(&c.HeaderTimeout, def.HeaderTimeout)
+	setDefault(&c.CreateTimeout, def.CreateTimeout)
 	setDefault(&c.RetryAfter, def.RetryAfter)
 	setDefault(&c.DemandTTL, def.DemandTTL)
 	setDefault(&c.ForgetAfter, def.ForgetAfter)
 	if err := errors.Join(
 		atLeast(0, field[int]{"Retries", c.Retries}, field[int]{"HoldQueue", c.HoldQueue}),
 		atLeast(0, field[int64]{"MaxBody", c.MaxBody}),
-		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"DialTimeout", c.DialTimeout},
-			field[time.Duration]{"HeaderTimeout", c.HeaderTimeout}, field[time.Duration]{"RetryAfter", c.RetryAfter},
+		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"WriteRetry", c.WriteRetry},
+			field[time.Duration]{"DialTimeout", c.DialTimeout},
+			field[time.Duration]{"HeaderTimeout", c.HeaderTimeout}, field[time.Duration]{"CreateTimeout", c.CreateTimeout},
+			field[time.Duration]{"RetryAfter", c.RetryAfter},
 			field[time.Duration]{"ForgetAfter", c.ForgetAfter}),
 		within(field[time.Duration]{"DemandTTL", c.DemandTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
 	); err != nil {
@@ -140,12 +156,23 @@ type MoveConfig struct {
 	// (default 20).
 	RebalanceRate float64
 	NoRebalance   bool // drain and death moves only
+	// OutageWait is how long a stream whose owner is gone waits for a
+	// follower to rebuild it on when none can (the whole service is down,
+	// e.g. its leader restarting and its followers with it); then it ends
+	// (default 2 min).
+	OutageWait time.Duration
+	// KeepAlive is the period of the SSE comments a waiting stream gets, so
+	// that clients and proxies do not time it out (default 15 s).
+	KeepAlive time.Duration
+	// Grace is how long a follower may stay not ready without leaving (hung,
+	// its health check failing) before its streams are moved (default 5 s).
+	Grace time.Duration
 }
 
 // DefaultMoveConfig is the move configuration a zero field takes.
 func DefaultMoveConfig() MoveConfig {
 	return MoveConfig{Timeout: 10 * time.Second, Concurrency: 64, MovedTTL: 2 * time.Minute, MaxMoved: 100_000,
-		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20}
+		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20, OutageWait: 2 * time.Minute, KeepAlive: 15 * time.Second, Grace: 5 * time.Second}
 }
 
 func (c *MoveConfig) defaults() error {
@@ -154,6 +181,9 @@ func (c *MoveConfig) defaults() error {
 	setDefault(&c.Concurrency, def.Concurrency)
 	setDefault(&c.MovedTTL, def.MovedTTL)
 	setDefault(&c.MaxMoved, def.MaxMoved)
+	setDefault(&c.OutageWait, def.OutageWait)
+	setDefault(&c.KeepAlive, def.KeepAlive)
+	setDefault(&c.Grace, def.Grace)
 	if c.RebalanceThreshold == 0 {
 		c.RebalanceThreshold = def.RebalanceThreshold
 	}
@@ -170,7 +200,8 @@ func (c *MoveConfig) defaults() error {
 		within(field[float64]{"RebalanceStop", c.RebalanceStop}, 1, c.RebalanceThreshold),
 		within(field[time.Duration]{"MovedTTL", c.MovedTTL}, fleet.MinTTLMillis*time.Millisecond, fleet.MaxTTLMillis*time.Millisecond),
 		atLeast(1, field[int]{"Concurrency", c.Concurrency}, field[int]{"MaxMoved", c.MaxMoved}),
-		atLeast(0, field[time.Duration]{"Timeout", c.Timeout}),
+		atLeast(0, field[time.Duration]{"Timeout", c.Timeout}, field[time.Duration]{"OutageWait", c.OutageWait},
+			field[time.Duration]{"KeepAlive", c.KeepAlive}, field[time.Duration]{"Grace", c.Grace}),
 		atLeast(0, field[float64]{"RebalanceRate", c.RebalanceRate}),
 	)
 }

@@ -136,15 +136,16 @@ func (rt *Router) createInstance(ctx context.Context, c creation) (created, erro
 // try sends c to m once and judges the answer. A retry is allowed while the
 // budget lasts: a 503 beyond it is the follower's answer.
 func (rt *Router) try(ctx context.Context, m fleet.Member, c creation, mayRetry bool) verdict {
-	resp, err := rt.send(ctx, m, c)
+	resp, err := rt.send(ctx, m, c, mayRetry)
 	if err == nil {
 		return rt.judge(m, c, resp, mayRetry)
 	}
 	var dial *httpx.DialError
-	refused := errors.As(err, &dial) // nothing was sent
-	died := httpx.Died(err)          // whatever it created died with it
+	refused := errors.As(err, &dial)        // nothing was sent
+	died := httpx.Died(err)                 // whatever it created died with it
+	slow := errors.Is(err, errSlowCreation) // whatever it creates is deleted (slowcreate.go)
 	switch {
-	case (refused || died) && mayRetry && ctx.Err() == nil:
+	case (refused || died || slow) && mayRetry && ctx.Err() == nil:
 		return verdict{outcome: elsewhere, broken: true}
 	case ctx.Err() != nil:
 		return verdict{outcome: failed, broken: refused || died, err: ctx.Err()}
@@ -203,15 +204,15 @@ func instanceKey(follower, answer string) (string, bool) {
 }
 
 // send posts c to m's control API.
-func (rt *Router) send(ctx context.Context, m fleet.Member, c creation) (*http.Response, error) {
+func (rt *Router) send(ctx context.Context, m fleet.Member, c creation, bounded bool) (*http.Response, error) {
 	u := c.path
 	u.Scheme, u.Host = "http", m.Control
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(c.body))
+	req, err := http.NewRequest(http.MethodPost, u.String(), bytes.NewReader(c.body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header = c.header.Clone()
-	return rt.upstreams.via(m).RoundTrip(req)
+	return rt.roundTripCreation(ctx, m, req, c.count, bounded)
 }
 
 // announce tells the other routers about a placement they cannot see yet.

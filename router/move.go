@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ type mover struct {
 	kick    chan struct{} // the view changed
 	recall  chan struct{} // a roll call: republish the moved ids
 	met     *moveMetrics
+	unready unready // gray.go
 
 	mu     sync.Mutex
 	recent []moveOff // rebalancing moves the view may not show yet
@@ -126,10 +128,10 @@ func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstre
 	if rt.ctx.Err() != nil {
 		return nil, errClosing // the router is closed: no more moves
 	}
-	exclude := []string{from.Follower}
+	exclude := rt.leftOut(from)
 	// With nowhere to go nothing is announced: the trigger tries again every
 	// 250 ms, and the counts stay as they are.
-	_, possible := rt.placer.peek(origin{s.resource, s.params}, func(f string) bool { return f == from.Follower })
+	_, possible := rt.placer.peek(origin{s.resource, s.params}, func(f string) bool { return slices.Contains(exclude, f) })
 	if possible {
 		rt.announceMoving(from, 1) // before anything counts the new instance
 	}
@@ -315,8 +317,8 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 // recoverStream keeps a stream whose upstream ended while its client is
 // still connected: the same instance again if its owner still has it (a 404
 // there means it was deleted: the stream ends), else the same resource and
-// params rebuilt on another follower.
-func (rt *Router) recoverStream(s *stream, cause error) *upstream {
+// params rebuilt on another follower, waiting for one if need be (outage.go).
+func (rt *Router) recoverStream(s *stream, cause error, send func(ev []byte) error) *upstream {
 	old := s.cur
 	if m, ok := rt.view.Member(rt.cfg.Service, old.member.Follower); ok && m.Incarnation == old.member.Incarnation {
 		up, resp, err := rt.openUpstream(s.ctx, m, old.key, s.header)
@@ -341,5 +343,8 @@ func (rt *Router) recoverStream(s *stream, cause error) *upstream {
 	}
 	rt.log.Info("upstream stream ended with its client still here: moving it", "follower", old.member.Follower, "err", cause)
 	nu, _ := rt.rebuild(s, triggerDeath, old.member)
+	if nu == nil {
+		nu = rt.awaitFollower(s, old.member, send)
+	}
 	return nu
 }

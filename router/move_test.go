@@ -76,7 +76,15 @@ func moved(t *testing.T, r *testRouter, trigger string) float64 {
 
 func metric(t *testing.T, r *testRouter, series string) float64 {
 	t.Helper()
-	for _, line := range strings.Split(scrape(t, r), "\n") {
+	return metricAt(t, r.control.URL, series)
+}
+
+// metricAt reads one series from the /metrics of the control API at url.
+func metricAt(t *testing.T, url, series string) float64 {
+	t.Helper()
+	code, body, _ := do(t, http.MethodGet, url+"/metrics", "")
+	require.Equal(t, http.StatusOK, code)
+	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			var f float64
 			_, err := fmt.Sscan(v, &f)

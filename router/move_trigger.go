@@ -71,12 +71,16 @@ func (rt *Router) watchMoves(ctx context.Context) {
 // view (or replaced by a new incarnation) while its client is still here.
 func (rt *Router) scanOwners(now time.Time) {
 	served := rt.moves.streams.followers()
+	rt.moves.unready.forget(served)
 	if len(served) == 0 {
 		return
 	}
 	for follower := range served {
 		m, inView := rt.view.Member(rt.cfg.Service, follower)
 		if inView && m.State != fleet.StateDraining && m.State != fleet.StateGone {
+			if rt.moveOffUnready(m, now) {
+				return // every slot busy: the next scan goes on
+			}
 			// Only streams opened on an older incarnation need moving.
 			for _, s := range rt.moves.streams.on(follower) {
 				// (A stream switching followers may still be indexed here.)

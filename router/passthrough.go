@@ -22,6 +22,9 @@ type target struct {
 	path  string       // upstream path; "" keeps the client's
 	owner fleet.Member // a deletion's owner: refusing the connection means it is gone
 	h2c   bool         // the upstream speaks HTTP/2 over cleartext (fleet.Report.H2C)
+	// refused, when set, is where a refused connection is reported instead
+	// of answered: nothing was sent, the caller may try again.
+	refused *bool
 }
 
 type targetKey struct{}
@@ -68,6 +71,8 @@ func (rt *Router) passThroughError(w http.ResponseWriter, r *http.Request, err e
 		rt.eject(t.owner, t.addr)
 	}
 	switch {
+	case refused && t.refused != nil && r.Context().Err() == nil:
+		*t.refused = true
 	case r.Context().Err() != nil:
 		// The client left; nobody is there to answer (instrument logs a 499).
 		rt.met.errors.WithLabelValues(reasonClientGone).Inc()

@@ -35,6 +35,7 @@ type processFleet struct {
 	view                           *fleet.View
 	watcher                        *fleet.Watcher
 	leaderControl, leaderStreaming string
+	leader                         *e2e.Proc
 }
 
 func startProcessFleet(t *testing.T) *processFleet {
@@ -49,9 +50,15 @@ func startProcessFleet(t *testing.T) *processFleet {
 	t.Cleanup(f.watcher.Close)
 	f.common = []string{"--nats-url", url, "--service", svc, "--log-level", "warn"}
 	f.leaderControl, f.leaderStreaming = e2e.FreeAddr(t), e2e.FreeAddr(t)
-	startProc(t, f.bin, append([]string{"leader", "--id", "leader", "--control-addr", f.leaderControl,
-		"--streaming-addr", f.leaderStreaming, "--heartbeat", "200ms"}, f.common...)...)
+	f.startLeader(t)
 	return f
+}
+
+// startLeader starts the demo leader on the fleet's leader addresses (again,
+// after its death).
+func (f *processFleet) startLeader(t *testing.T) {
+	f.leader = startProc(t, f.bin, append([]string{"leader", "--id", "leader", "--control-addr", f.leaderControl,
+		"--streaming-addr", f.leaderStreaming, "--heartbeat", "200ms"}, f.common...)...)
 }
 
 func (f *processFleet) follower(t *testing.T, id string) *e2e.Proc {

@@ -83,6 +83,7 @@ type Router struct {
 	known     *known
 	moves     *mover
 	met       *metrics
+	outage    *outageMetrics
 	log       *slog.Logger
 
 	ready     atomic.Bool
@@ -123,6 +124,9 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 	var tm *transportMetrics
 	if err == nil {
 		tm, err = newTransportMetrics(cfg.Registry, cfg.Service)
+	}
+	if err == nil {
+		rt.outage, err = newOutageMetrics(cfg.Registry, cfg.Service)
 	}
 	if err == nil {
 		rt.moves, err = rt.newMover()

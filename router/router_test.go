@@ -150,7 +150,7 @@ func TestHungFollowerIs502AfterTheHeaderTimeout(t *testing.T) {
 func TestWriteWithoutLeaderIs503(t *testing.T) {
 	url := natstest.Server(t)
 	startMember(t, natstest.Connect(t, url), "follower-a")
-	r := startRouter(t, url, "r-1")
+	r := startRouter(t, url, "r-1", func(c *router.Config) { c.WriteRetry = 200 * time.Millisecond })
 	r.waitReady(t, 1)
 	code, body, h := do(t, http.MethodPatch, r.control.URL+"/v1/inputs/posts", "{}")
 	assert.Equal(t, http.StatusServiceUnavailable, code)

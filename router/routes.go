@@ -159,21 +159,6 @@ func (rt *Router) createFor(w http.ResponseWriter, r *http.Request, count bool) 
 	}
 }
 
-// write sends an input change to the leader.
-func (rt *Router) write(w http.ResponseWriter, r *http.Request) {
-	body, ok := rt.body(w, r)
-	if !ok {
-		return
-	}
-	m, ok := rt.view.Leader(rt.cfg.Service)
-	if !ok {
-		rt.fail(w, http.StatusServiceUnavailable, reasonNoLeader, "no leader of "+rt.cfg.Service+" is registered, retry later")
-		return
-	}
-	exchangeOf(r.Context()).follower = m.Follower
-	rt.passThrough(w, r, target{addr: m.Control, h2c: m.H2C}, body)
-}
-
 // body buffers the request body so that it can be replayed on a retry.
 func (rt *Router) body(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, rt.cfg.MaxBody))

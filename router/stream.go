@@ -140,7 +140,7 @@ func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 				return
 			}
 			s.setRecovering(true)
-			nu := rt.recoverStream(s, err)
+			nu := rt.recoverStream(s, err, send)
 			s.setRecovering(false)
 			if nu == nil {
 				return

@@ -133,10 +133,10 @@ func TestUnitRetriesZeroMeansNoRetry(t *testing.T) {
 func TestUnitWritesGoToTheLeaderOnly(t *testing.T) {
 	view := fleet.NewView()
 	lead, f := newUpstream(t, "leader", http.StatusOK), newUpstream(t, "f-1", http.StatusOK)
-	_, _, url := unitRouter(t, view)
+	_, _, url := unitRouter(t, view, func(c *router.Config) { c.WriteRetry = 100 * time.Millisecond })
 
 	code, _, _ := do(t, http.MethodPatch, url+"/v1/inputs/posts", `[]`)
-	assert.Equal(t, http.StatusServiceUnavailable, code, "no leader registered")
+	assert.Equal(t, http.StatusServiceUnavailable, code, "no leader registered within the write retry")
 
 	apply(view, "leader", fleet.RoleLeader, fleet.StateReady, 0, lead.Listener.Addr().String())
 	apply(view, "f-1", fleet.RoleFollower, fleet.StateReady, 0, f.Listener.Addr().String())

@@ -47,7 +47,7 @@ func TestSidecarBinaryDrainsARealSkipFollowerOnSIGTERM(t *testing.T) {
 		"--nats-url", url, "--id", "bin-f1",
 		"--upstream-control", follower.Control, "--upstream-streaming", follower.Streaming,
 		"--listen-control", control, "--listen-streaming", streaming, "--ops-addr", opsAddr,
-		"--instance-ttl", "1s", "--health-interval", "100ms", "--heartbeat", "200ms", "--drain-timeout", "20s")
+		"--instance-ttl", "1s", "--health-period", "100ms", "--heartbeat", "200ms", "--drain-timeout", "20s")
 	sc.Env = append(os.Environ(), "HEADCOUNT_SERVICE="+service)
 	logs, err := os.Create(filepath.Join(t.TempDir(), "sidecar.log"))
 	require.NoError(t, err)

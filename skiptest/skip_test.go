@@ -168,7 +168,7 @@ func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *sk
 	sc, err := sidecar.Start(sidecar.Config{
 		NATS: nc, Service: service, ID: id, Role: role,
 		UpstreamControl: p.Control, UpstreamStreaming: p.Streaming,
-		InstanceTTL: 2 * time.Second, HealthInterval: 100 * time.Millisecond, Heartbeat: 200 * time.Millisecond,
+		InstanceTTL: 2 * time.Second, Health: sidecar.Probe{Period: 100 * time.Millisecond}, Heartbeat: 200 * time.Millisecond,
 		Logger: quiet(),
 	}, lc, ls)
 	require.NoError(t, err)

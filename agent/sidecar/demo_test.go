@@ -27,7 +27,7 @@ func TestSidecarAgreesWithTheDemoFollowersOwnCount(t *testing.T) {
 	sc := startSidecar(t, sidecar.Config{
 		NATS: nc, Service: "svc", ID: "sc-f1",
 		UpstreamControl: follower.ControlAddr(), UpstreamStreaming: follower.StreamingAddr(),
-		InstanceTTL: time.Second, HealthInterval: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond,
+		InstanceTTL: time.Second, Health: sidecar.Probe{Period: 50 * time.Millisecond}, Heartbeat: 100 * time.Millisecond,
 	}, &control, &stream)
 	scReports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 

@@ -4,6 +4,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
@@ -25,11 +26,11 @@ func startOrErr(cfg sidecar.Config, control, stream *string) (*sidecar.Sidecar, 
 	return sidecar.Start(cfg, lc, ls)
 }
 
-// counter reads one series of a counter in the fixture's registry; 0 when
-// it was never incremented.
-func counter(t *testing.T, f *fixture, name string, labels map[string]string) float64 {
+// counter reads one series of a counter in a registry; 0 when it was
+// never incremented.
+func counter(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
-	families, err := f.registry.Gather()
+	families, err := reg.Gather()
 	require.NoError(t, err)
 	for _, fam := range families {
 		if fam.GetName() != name {
@@ -56,10 +57,10 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 
 func eventCounter(t *testing.T, f *fixture, event string) float64 {
 	t.Helper()
-	return counter(t, f, "headcount_sidecar_instance_events_total", map[string]string{"event": event})
+	return counter(t, f.registry, "headcount_sidecar_instance_events_total", map[string]string{"event": event})
 }
 
 func requestCounter(t *testing.T, f *fixture, api, route, code string) float64 {
 	t.Helper()
-	return counter(t, f, "headcount_sidecar_requests_total", map[string]string{"api": api, "route": route, "code": code})
+	return counter(t, f.registry, "headcount_sidecar_requests_total", map[string]string{"api": api, "route": route, "code": code})
 }

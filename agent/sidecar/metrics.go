@@ -6,6 +6,7 @@ type metrics struct {
 	events   *prometheus.CounterVec
 	requests *prometheus.CounterVec
 	healthy  prometheus.Gauge
+	checks   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, instances func() int) (*metrics, error) {
@@ -22,12 +23,16 @@ func newMetrics(reg prometheus.Registerer, instances func() int) (*metrics, erro
 			Name: "headcount_sidecar_upstream_healthy",
 			Help: "1 while the follower's GET /v1/healthcheck answers 200.",
 		}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_sidecar_health_checks_total",
+			Help: "Health checks of the follower by result: ok, tolerated (failed, below the failure threshold), failed (counted against readiness).",
+		}, []string{"result"}),
 	}
 	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "headcount_sidecar_instances",
 		Help: "Live resource instances the sidecar counts on its follower.",
 	}, func() float64 { return float64(instances()) })
-	for _, c := range []prometheus.Collector{m.events, m.requests, m.healthy, live} {
+	for _, c := range []prometheus.Collector{m.events, m.requests, m.healthy, m.checks, live} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -207,7 +207,7 @@ func TestUnreachableFollowerIsARetryable503(t *testing.T) {
 	sc := startSidecar(t, sidecar.Config{
 		NATS: natstest.Connect(t, url), Service: "svc", ID: "f1",
 		UpstreamControl: "127.0.0.1:1", UpstreamStreaming: "127.0.0.1:1",
-		HealthInterval: 50 * time.Millisecond,
+		Health: sidecar.Probe{Period: 50 * time.Millisecond},
 	}, &control, &stream)
 	code, body := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -233,7 +233,7 @@ func TestDeadFollowerIsUnreadyAtTheFirstRefusedDial(t *testing.T) {
 	sc := startSidecar(t, sidecar.Config{
 		NATS: natstest.Connect(t, url), Service: "svc", ID: "f1",
 		UpstreamControl: up.Listener.Addr().String(), UpstreamStreaming: up.Listener.Addr().String(),
-		HealthInterval: time.Minute, Heartbeat: time.Minute,
+		Health: sidecar.Probe{Period: time.Minute}, Heartbeat: time.Minute,
 	}, &control, &stream)
 	reports.WaitFor(t, "ready", func(r fleet.Report) bool { return r.State == fleet.StateReady })
 	code, _ := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
@@ -279,7 +279,7 @@ func TestFollowerDyingUnderARequestIsARetryable503(t *testing.T) {
 	sc := startSidecar(t, sidecar.Config{
 		NATS: natstest.Connect(t, natstest.Server(t)), Service: "svc", ID: "f1",
 		UpstreamControl: up.Listener.Addr().String(), UpstreamStreaming: up.Listener.Addr().String(),
-		HealthInterval: time.Minute,
+		Health: sidecar.Probe{Period: time.Minute},
 	}, &control, &stream)
 	code, body := e2e.Do(t, http.MethodPost, control+"/v1/streams/posts", "{}")
 	assert.Equal(t, http.StatusServiceUnavailable, code, body)

@@ -235,7 +235,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	f.sc = startSidecar(t, sidecar.Config{
 		NATS: f.nc, Service: "svc", ID: o.id, Role: o.role,
 		UpstreamControl: f.up.control, UpstreamStreaming: f.up.streaming,
-		InstanceTTL: o.ttl, HealthInterval: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond,
+		InstanceTTL: o.ttl, Health: sidecar.Probe{Period: 50 * time.Millisecond}, Heartbeat: 100 * time.Millisecond,
 		Registry: f.registry,
 	}, &f.control, &f.stream)
 	return f

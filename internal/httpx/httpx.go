@@ -1,4 +1,5 @@
-// Package httpx holds the HTTP plumbing the router and the sidecar share:
+// Package httpx holds the HTTP plumbing the router and the sidecar (and the
+// demo's follower) share:
 // the upstream transport and reverse proxy, the JSON error they answer with
 // themselves, and the status-recording ResponseWriter of their metrics.
 package httpx
@@ -116,4 +117,17 @@ func MarkDialErrors(d *net.Dialer) func(ctx context.Context, network, addr strin
 		}
 		return c, nil
 	}
+}
+
+// CancelOnClose is a response body that cancels its request's context when
+// closed: for a response read after the function that sent the request
+// returned.
+type CancelOnClose struct {
+	io.ReadCloser
+	Cancel context.CancelFunc
+}
+
+func (c CancelOnClose) Close() error {
+	defer c.Cancel()
+	return c.ReadCloser.Close()
 }

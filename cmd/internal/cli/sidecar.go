@@ -49,7 +49,9 @@ func (g *Global) SidecarCommand() *cobra.Command {
 	fs.StringVar(&cfg.UpstreamStreaming, "upstream-streaming", "127.0.0.1:18080", "the follower's streaming API host:port")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "host to register for the sidecar's listeners (default: the listen IP, or the first non-loopback IP)")
 	fs.DurationVar(&cfg.InstanceTTL, "instance-ttl", cfg.InstanceTTL, "count an instance as collected this long after its subscriber leaves (Skip's delay)")
-	fs.DurationVar(&cfg.HealthInterval, "health-interval", cfg.HealthInterval, "period (and timeout) of GET /v1/healthcheck on the follower")
+	fs.DurationVar(&cfg.Health.Period, "health-period", cfg.Health.Period, "how often GET /v1/healthcheck checks the follower (Kubernetes' periodSeconds)")
+	fs.DurationVar(&cfg.Health.Timeout, "health-timeout", cfg.Health.Timeout, "how long one health check may take (timeoutSeconds): a loaded follower answers late, not never")
+	fs.IntVar(&cfg.Health.FailureThreshold, "health-failure-threshold", cfg.Health.FailureThreshold, "health checks failed in a row before the follower is unready (failureThreshold); a refused connection takes it out at once")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "report heartbeat period on NATS")
 	fs.DurationVar(&drainTimeout, "drain-timeout", 25*time.Second, "on SIGTERM, how long to wait for instances to reach 0 before deregistering")
 	fs.Int64Var(&cfg.Capacity, "capacity", 0, "optional placement weight (0: equal weights)")
@@ -57,7 +59,7 @@ func (g *Global) SidecarCommand() *cobra.Command {
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes namespace to report (default $POD_NAMESPACE)")
 	fs.StringVar(&opsAddr, "ops-addr", ":9091", "listen address of /healthz, /readyz and /metrics")
 	hf.Register(fs)
-	Positive(cmd, "instance-ttl", "health-interval", "heartbeat")
+	Positive(cmd, "instance-ttl", "health-period", "health-timeout", "health-failure-threshold", "heartbeat")
 	return cmd
 }
 

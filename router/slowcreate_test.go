@@ -1,0 +1,67 @@
+package router_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/router"
+)
+
+// A follower that takes the creation but sends no answer (hung: SIGSTOP, a
+// deadlock) costs the client CreateTimeout, not a failure: the creation is
+// placed on another follower, and the instance the hung one creates once
+// it answers again is deleted.
+func TestUnitCreationOnAHungFollowerGoesElsewhereAndItsOrphanIsDeleted(t *testing.T) {
+	release := make(chan struct{})
+	var created, deleted atomic.Int64
+	var deletedPath atomic.Value
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.Method == http.MethodDelete {
+			deleted.Add(1)
+			deletedPath.Store(r.URL.Path)
+			return
+		}
+		created.Add(1)
+		<-release
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "f-hung/0b7e1c2a-5d0f-4b8e-9a51-3c7d2e8f6a10")
+	}))
+	t.Cleanup(hung.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	healthy := newUpstream(t, "f-ok", http.StatusCreated)
+	view := fleet.NewView()
+	apply(view, "f-hung", fleet.RoleFollower, fleet.StateReady, 0, hung.Listener.Addr().String()) // least loaded: tried first
+	apply(view, "f-ok", fleet.RoleFollower, fleet.StateReady, 5, healthy.Listener.Addr().String())
+	_, _, url := unitRouter(t, view, func(c *router.Config) { c.CreateTimeout = 300 * time.Millisecond })
+
+	start := time.Now()
+	code, body, _ := do(t, http.MethodPost, url+"/v1/streams/collection", createBody)
+	require.Equal(t, http.StatusCreated, code, body)
+	assert.True(t, strings.HasPrefix(body, "f-ok/"), body)
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	assert.Equal(t, int64(1), created.Load(), "tried on the hung follower first")
+	assert.Equal(t, 1.0, metricAt(t, url, `headcount_router_slow_creations_total{service="svc"}`))
+
+	close(release) // it answers again: 201, for a client long gone
+	require.Eventually(t, func() bool { return deleted.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "the orphan is deleted")
+	assert.Equal(t, "/v1/streams/0b7e1c2a-5d0f-4b8e-9a51-3c7d2e8f6a10", deletedPath.Load())
+	require.Eventually(t, func() bool {
+		return metricAt(t, url, `headcount_router_orphans_deleted_total{service="svc"}`) == 1
+	}, 5*time.Second, 5*time.Millisecond)
+}
