@@ -66,7 +66,7 @@ func ownerOf(followers []*demo.Server, id string) *demo.Server {
 }
 
 func TestDemoSixHundredCreationsOverTwoRouters(t *testing.T) {
-	_, followers, r1, r2 := demoFleet(t, 3)
+	_, followers, r1, r2 := demoFleet(t, 3, leastLoaded)
 	// One client per router, both at once: each router counts its own
 	// placements at once and the other's one NATS hop later, so the spread
 	// grows with what is in flight during that hop.

@@ -51,6 +51,8 @@ type Fleet interface {
 	// Least picks it without counting (snapshots create nothing lasting).
 	Least(service string, exclude func(follower string) bool) (fleet.Member, bool)
 	Unplace(service, follower, incarnation string, n int64)
+	// ApplyPlaced counts a placement a policy chose on a snapshot.
+	ApplyPlaced(service string, p fleet.Placed) bool
 	// Eject takes a follower that refused or reset a connection out of
 	// placement until it shows itself healthy again.
 	Eject(service, follower, incarnation string) bool
@@ -117,13 +119,15 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 		cancel: cancel,
 	}
 	rt.deletions = &queue{g: &rt.background, max: cfg.Moves.Concurrency}
-	rt.placer = leastLoaded{view: view, service: cfg.Service}
 	rt.upstreams = newUpstreams(cfg.DialTimeout, cfg.HeaderTimeout)
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
 	rt.proxy = rt.newPassThrough()
 	met, err := newMetrics(cfg.Registry, cfg.Service, rt.hold.len)
 	if err == nil {
 		rt.moves, err = rt.newMover()
+	}
+	if err == nil {
+		rt.placer, err = newPlacer(view, cfg)
 	}
 	if err != nil {
 		cancel()

@@ -1,0 +1,154 @@
+package router_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/demo"
+	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/router"
+)
+
+// Affinity placement (docs/placement.md), the router's default, on real
+// followers: every instance of a definition (resource + params) goes to its
+// own follower, whichever router places it.
+
+// createParams posts a creation of the demo's resource with params and
+// returns the instance id.
+func (tr *testRouter) createParams(t testing.TB, params string) string {
+	t.Helper()
+	code, body, _ := do(t, http.MethodPost, tr.control.URL+"/v1/streams/collection", params)
+	require.Equal(t, http.StatusCreated, code, body)
+	return body
+}
+
+// followerOf is the follower an instance id names.
+func followerOf(id string) string { f, _, _ := strings.Cut(id, "/"); return f }
+
+func outcomes(t *testing.T, r *testRouter, outcome string) float64 {
+	t.Helper()
+	return metric(t, r, fmt.Sprintf(`headcount_router_placement_outcomes_total{outcome=%q,service="svc"}`, outcome))
+}
+
+// perReplicaTarget is up's wiring: a follower takes a definition while it
+// holds fewer instances than the scaling target, whatever the mean.
+func perReplicaTarget(c *router.Config) { c.Placement.Target = 100 }
+
+func TestTwoRoutersPlaceEachDefinitionOnOneFollower(t *testing.T) {
+	_, followers, r1, r2 := demoFleet(t, 4, perReplicaTarget)
+	disagreements, used := 0, map[string]int{}
+	for i := range 100 {
+		params := fmt.Sprintf(`{"name":"c-%d"}`, i)
+		one, two := followerOf(r1.createParams(t, params)), followerOf(r2.createParams(t, params))
+		if one != two {
+			disagreements++
+		}
+		used[one]++
+	}
+	assert.Zero(t, disagreements, "definitions placed on different followers by the two routers")
+	assert.Len(t, used, len(followers), "100 definitions spread over every follower: %v", used)
+	// Each follower built one graph per definition it holds: 100 in all.
+	require.Eventually(t, func() bool {
+		var graphs, instances int64
+		for _, f := range followers {
+			rep := f.Agent().Report()
+			graphs, instances = graphs+rep.Graphs, instances+rep.Instances
+		}
+		return graphs == 100 && instances == 200
+	}, 10*time.Second, 10*time.Millisecond, "graphs held across followers")
+	for _, r := range []*testRouter{r1, r2} {
+		assert.Equal(t, 100.0, outcomes(t, r, "preferred"), "every follower below the target took its own definitions")
+		assert.Zero(t, outcomes(t, r, "spilled"))
+	}
+}
+
+// One definition spelled two ways is one key: the same follower, whichever
+// router places it.
+func TestParamsInAnyKeyOrderLandTogether(t *testing.T) {
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
+	for _, id := range []string{"f-1", "f-2", "f-3", "f-4", "f-5", "f-6", "f-7", "f-8"} {
+		startMember(t, nc, id)
+	}
+	r1, r2 := startRouter(t, url, "r-1", perReplicaTarget), startRouter(t, url, "r-2", perReplicaTarget)
+	r1.waitReady(t, 8)
+	r2.waitReady(t, 8)
+	for i := range 10 {
+		a := fmt.Sprintf(`{"a":%d,"b":[2,{"y":1,"x":0}]}`, i)
+		b := fmt.Sprintf(` {"b":[2,{"x":0.0,"y":1e0}], "a":%d.0}`, i)
+		one, two := followerOf(r1.createParams(t, a)), followerOf(r2.createParams(t, b))
+		require.Equal(t, one, two, "%s and %s", a, b)
+	}
+}
+
+// A drain moves the streams of each definition together: every definition
+// of the drained follower is held by exactly one follower afterwards (the
+// followers' reported graphs add up to the definitions), and no stream is
+// cut. The bound is the mean's alone (no target), so that the followers
+// filling up as the streams arrive would spill later streams of a
+// definition elsewhere if each asked on its own.
+func TestDrainMovesEachDefinitionToOneFollower(t *testing.T) {
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
+	lead := startDemo(t, nc, "leader", nil)
+	drained := startDemo(t, nc, "follower-a", lead)
+	// Drains only: the drained follower starts with every definition.
+	noRebalance := func(c *router.Config) { c.Moves.NoRebalance = true }
+	routers := []*testRouter{startRouter(t, url, "r-1", noRebalance), startRouter(t, url, "r-2", noRebalance)}
+	for _, r := range routers {
+		r.waitReady(t, 1)
+		require.Eventually(t, func() bool { _, ok := r.View().Leader(svc); return ok }, 10*time.Second, 5*time.Millisecond)
+	}
+	// Twenty definitions, three streams each, created and read through both routers.
+	const definitions, perDefinition = 20, 3
+	var clients []*e2e.Client
+	for i := range definitions * perDefinition {
+		id := routers[i%2].createParams(t, fmt.Sprintf(`{"name":"d-%d"}`, i%definitions))
+		st, code := e2e.Subscribe(t, strings.TrimPrefix(routers[(i+1)%2].streaming.URL, "http://"), id)
+		require.Equal(t, http.StatusOK, code)
+		c := &e2e.Client{ID: id, Stream: st}
+		require.Equal(t, "init", c.Next(t).Kind)
+		clients = append(clients, c)
+	}
+	rest := []*demo.Server{startDemo(t, nc, "follower-b", lead), startDemo(t, nc, "follower-c", lead), startDemo(t, nc, "follower-d", lead)}
+	for _, r := range routers {
+		r.waitReady(t, 4)
+	}
+	require.Equal(t, int64(definitions), drained.Agent().Report().Graphs)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(t, drained.Shutdown(ctx))
+
+	for i := range definitions {
+		writeTo(t, routers[i%2], fmt.Sprintf("d-%d", i), `[["after",[1]]]`)
+	}
+	for _, c := range clients {
+		c.Until(t, `"after"`)
+		assert.True(t, c.Stream.Open(), "stream %s cut", c.ID)
+	}
+	held := func() (graphs, instances int64, by map[string][2]int64) {
+		by = map[string][2]int64{}
+		for _, f := range rest {
+			rep := f.Agent().Report()
+			graphs, instances = graphs+rep.Graphs, instances+rep.Instances
+			by[rep.Follower] = [2]int64{rep.Graphs, rep.Instances}
+		}
+		return graphs, instances, by
+	}
+	assert.Eventually(t, func() bool {
+		graphs, instances, _ := held()
+		return graphs == definitions && instances == definitions*perDefinition
+	}, 10*time.Second, 10*time.Millisecond, "each definition on one follower after the drain")
+	_, _, by := held()
+	t.Logf("graphs and instances by follower after the drain: %v", by)
+	assert.Equal(t, float64(definitions*perDefinition), moved(t, routers[0], "drain")+moved(t, routers[1], "drain"))
+}
