@@ -446,6 +446,14 @@ func TestStartRefusesBadConfig(t *testing.T) {
 	}
 }
 
+func TestFollowerWithoutLeaderNamesTheFields(t *testing.T) {
+	control, streaming := listen(t), listen(t)
+	_, err := demo.StartFollower(demo.Config{ID: "f-1", NATS: testNATS(t), LeaderStreaming: "127.0.0.1:1"}, control, streaming)
+	if err == nil || !strings.Contains(err.Error(), `LeaderControl ""`) {
+		t.Fatalf("err %v, want one naming LeaderControl and its value", err)
+	}
+}
+
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -87,7 +87,7 @@ func (c *Config) defaults(role fleet.Role) error {
 	case strings.Contains(c.ResourcePrefix, "/"):
 		return fmt.Errorf("resource prefix %q must not contain '/'", c.ResourcePrefix)
 	case role == fleet.RoleFollower && (c.LeaderControl == "" || c.LeaderStreaming == ""):
-		return errors.New("a follower needs the leader's control and streaming addresses")
+		return fmt.Errorf("a follower needs the leader's addresses: LeaderControl %q, LeaderStreaming %q", c.LeaderControl, c.LeaderStreaming)
 	}
 	return nil
 }

@@ -2,8 +2,11 @@ package fleet
 
 import (
 	"math"
+	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -54,4 +57,24 @@ func TestViewLiveGraphs(t *testing.T) {
 	require.Equal(t, Live{Instances: 45, Graphs: 6}, v.Live("svc"))
 	require.InDelta(t, 6+4.5, DefaultCostWeights.Service(v.Live("svc")), 1e-9)
 	require.Equal(t, Live{}, v.Live("other"))
+}
+
+func TestCollectorExportsGraphsAndCostPerFollower(t *testing.T) {
+	v := NewView()
+	a := follower("a", 40, 1)
+	a.Graphs = 2
+	v.Apply(a, testNow)
+	starting := follower("s", 3, 1)
+	starting.State = StateStarting
+	v.Apply(starting, testNow)
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(NewCollector(v, nil)))
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP headcount_follower_cost A ready or draining follower's cost with the default weights: 1 per graph, 0.1 per instance and unreported placement.
+# TYPE headcount_follower_cost gauge
+headcount_follower_cost{follower="a",service="svc"} 6
+# HELP headcount_follower_graphs Graphs (distinct definitions) a ready or draining follower holds, as cost counts them: every instance when its agent counts none.
+# TYPE headcount_follower_graphs gauge
+headcount_follower_graphs{follower="a",service="svc"} 2
+`), "headcount_follower_cost", "headcount_follower_graphs"))
 }

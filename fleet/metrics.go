@@ -13,6 +13,8 @@ type Collector struct {
 	watcher *Watcher
 
 	followers, instances, pending, demand, leaders, unverified, stale, dropped, applied *prometheus.Desc
+	// per follower, for placement by cost (docs/placement.md)
+	followerGraphs, followerCost *prometheus.Desc
 }
 
 // NewCollector describes view and (if not nil) watcher under the headcount_ namespace.
@@ -28,11 +30,15 @@ func NewCollector(view *View, watcher *Watcher) *Collector {
 		unverified: prometheus.NewDesc("headcount_unverified", "Incarnations not (yet) verified to answer at their address: no traffic, not counted.", []string{"service"}, nil),
 		dropped:    prometheus.NewDesc("headcount_messages_dropped_total", "NATS messages dropped by validation or by the view's bounds, by reason.", []string{"reason"}, nil),
 		applied:    prometheus.NewDesc("headcount_messages_applied_total", "NATS messages applied to the view, by kind.", []string{"kind"}, nil),
+		followerGraphs: prometheus.NewDesc("headcount_follower_graphs",
+			"Graphs (distinct definitions) a ready or draining follower holds, as cost counts them: every instance when its agent counts none.", []string{"service", "follower"}, nil),
+		followerCost: prometheus.NewDesc("headcount_follower_cost",
+			"A ready or draining follower's cost with the default weights: 1 per graph, 0.1 per instance and unreported placement.", []string{"service", "follower"}, nil),
 	}
 }
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.followers, c.instances, c.pending, c.demand, c.leaders, c.unverified, c.stale, c.dropped, c.applied} {
+	for _, d := range []*prometheus.Desc{c.followers, c.instances, c.pending, c.demand, c.leaders, c.unverified, c.stale, c.dropped, c.applied, c.followerGraphs, c.followerCost} {
 		ch <- d
 	}
 }
@@ -51,6 +57,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.demand, float64(t.Demand), s)
 		gauge(c.leaders, float64(t.Leaders), s)
 		gauge(c.unverified, float64(t.Unverified), s)
+		for _, m := range c.view.Members(s) {
+			if m.Role == RoleFollower && (m.State == StateReady || m.State == StateDraining) {
+				gauge(c.followerGraphs, float64(m.CostGraphs()), s, m.Follower)
+				gauge(c.followerCost, DefaultCostWeights.Member(m), s, m.Follower)
+			}
+		}
 	}
 	stale := 0.0
 	if since := c.view.StaleSince(); !since.IsZero() {

@@ -120,6 +120,10 @@ type service struct {
 	leavingByRouter map[string]int64     // instances leaving, by the router that announced them
 	totals          Totals
 	graphs          int64 // View.Graphs, kept with the totals
+	// The ready set as placement policies read it (ReadySet): its version
+	// and the sums of its members' cost graphs and instances + pending.
+	readyVersion            uint64
+	readyGraphs, readyUnits int64
 }
 
 type member struct {
@@ -146,6 +150,9 @@ type member struct {
 	// (they travel from another publisher), good until creditUntil.
 	credit      int64
 	creditUntil time.Time
+	// inReady and its share of the ready set's sums, as last added (ReadySet)
+	inReady                 bool
+	readyGraphs, readyUnits int64
 }
 
 // NewView returns an empty view that trusts every valid report at once and

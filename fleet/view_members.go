@@ -255,6 +255,7 @@ func (s *service) remove(m *member) {
 	if m.index >= 0 {
 		heap.Remove(&s.ready, m.index)
 	}
+	s.enterReady(m, s.leaveReady(m)) // out of the ready set's sums and version
 	delete(s.members, m.r.Follower)
 }
 

@@ -122,21 +122,10 @@ func (v *View) choose(service string, exclude func(string) bool, n int64) (Membe
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	s := v.services[service]
-	if s == nil || len(s.ready) == 0 {
+	if s == nil {
 		return Member{}, false
 	}
-	// Excluded followers are few (retries), so set them aside and restore them.
-	var aside []*member
-	for len(s.ready) > 0 && exclude != nil && exclude(s.ready[0].r.Follower) {
-		aside = append(aside, heap.Pop(&s.ready).(*member))
-	}
-	var m *member
-	if len(s.ready) > 0 {
-		m = s.ready[0]
-	}
-	for _, a := range aside {
-		heap.Push(&s.ready, a)
-	}
+	m := s.least(exclude)
 	if m == nil {
 		return Member{}, false
 	}
@@ -158,6 +147,8 @@ func (s *service) setPlaced(m *member, placed int64) {
 // reindex puts m in, moves it within, or takes it out of the ready heap. A
 // fresh random tiebreak on every change breaks ties between equal loads at random.
 func (s *service) reindex(m *member) {
+	was := s.leaveReady(m)
+	defer s.enterReady(m, was)
 	placeable := m.verified && !m.ejected && m.r.Role == RoleFollower && m.r.State == StateReady
 	m.load = load(m.instances(), m.pending(), m.r.Capacity)
 	switch {

@@ -25,6 +25,7 @@ func (cfg UpConfig) printWelcome(a Addrs) {
 	fmt.Fprintf(cfg.Out, `headcount is up: service %q, %v instances per replica, replicas %s
   router streaming (public)  %s/v1/streams/<follower>/<uuid>
   router control (private)   %s   (/v1/streams/:resource, /v1/inputs/:collection, /metrics)
+  live page                  %[5]s/live
   KEDA external scaler       %s   (gRPC)
   NATS                       %s%s
 

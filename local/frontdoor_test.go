@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -222,19 +223,15 @@ func TestReadmeLoadLoopSaysWhatItOpenedUnderLoad(t *testing.T) {
 	up := e2e.StartUp(t, bin, "--instance-ttl", "5s", "--drain-timeout", "5s")
 	loop := strings.NewReplacer("http://127.0.0.1:8081", "http://"+up.Control, "http://127.0.0.1:8080", "http://"+up.Streaming).Replace(readmeLine(t, "seq 35"))
 
-	stopLoad := make(chan struct{})
+	var busy atomic.Bool // every core spins until the test ends
+	busy.Store(true)
 	for range runtime.NumCPU() {
 		go func() {
-			for {
-				select {
-				case <-stopLoad:
-					return
-				default:
-				}
+			for busy.Load() {
 			}
 		}()
 	}
-	defer close(stopLoad)
+	defer busy.Store(false)
 
 	out := &e2e.SyncBuffer{}
 	cmd := exec.Command("bash", "-c", loop)

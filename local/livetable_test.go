@@ -2,7 +2,6 @@ package local_test
 
 import (
 	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,15 +88,7 @@ func TestLiveTableStaysOneTableAt80x24(t *testing.T) {
 	}
 	watch(60*time.Second, func() bool { return followers() == 1 }, "one follower")
 
-	var streams []*e2e.Stream
-	for range 35 {
-		code, id := e2e.Do(t, http.MethodPost, control+"/v1/streams/collection", `{"name":"posts"}`)
-		require.Equal(t, http.StatusCreated, code, id)
-		s, code := e2e.Subscribe(t, streaming, id)
-		require.Equal(t, http.StatusOK, code)
-		streams = append(streams, s)
-		check()
-	}
+	streams := openDemoStreams(t, control, streaming, 35)
 	watch(90*time.Second, func() bool { return view.Totals("demo").Ready == 4 }, "four ready followers")
 	for _, s := range streams {
 		s.Close()

@@ -59,6 +59,12 @@ func TestNATSCLIReadsUp(t *testing.T) {
 	out, err = nats("req", "headcount.demo.api.scaler.status", "")
 	require.NoError(t, err, out)
 	require.Contains(t, out, `"ready":1`)
+	out, err = nats("req", "headcount.demo.api.member.follower-1.report", "")
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"follower":"follower-1"`)
+	out, err = nats("micro", "stats", natsapi.Name(natsapi.Member))
+	require.NoError(t, err, out)
+	require.Contains(t, out, "report")
 
 	// One report per member in the roll call's inbox.
 	out, err = nats("req", "headcount.demo.rollcall", "", "--replies", "0")

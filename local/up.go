@@ -23,6 +23,7 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/freeport"
 	"github.com/headcount-dev/headcount/internal/wiring"
+	"github.com/headcount-dev/headcount/livepage"
 	"github.com/headcount-dev/headcount/natsauth"
 	"github.com/headcount-dev/headcount/natsembed"
 	"github.com/headcount-dev/headcount/ops"
@@ -128,6 +129,7 @@ type system struct {
 	sup                            *Supervisor
 	scaler                         *scaler.Scaler
 	router                         *router.Router
+	page                           *livepage.Page
 }
 
 // routerID is the id of the one router `up` runs.
@@ -260,6 +262,7 @@ func (s *system) compose() error {
 		return err
 	}
 	s.stack.push(s.router.Close)
+	s.page = s.newLivePage()
 	return s.fleet.AttachRouter(s.cfg.Service, s.router)
 }
 
@@ -274,11 +277,12 @@ func (s *system) run(ctx context.Context) error {
 	for _, srv := range []struct {
 		ln net.Listener
 		h  http.Handler
-	}{{s.lns["streaming"], s.router.Streaming()}, {s.lns["control"], s.router.Control()}} {
+	}{{s.lns["streaming"], s.router.Streaming()}, {s.lns["control"], livepage.Mount(s.page, s.router.Control())}} {
 		servers.Go(func() {
 			serverErrs <- ops.Serve(serveCtx, ops.NewServer(srv.h, s.cfg.HTTP, s.cfg.Logger), srv.ln, 5*time.Second)
 		})
 	}
+	servers.Go(func() { s.page.Run(serveCtx.Done()) })
 	servers.Go(func() {
 		serverErrs <- scaler.NewServer(s.scaler, scaler.DefaultServerConfig()).Serve(serveCtx, s.lns["scaler"], 5*time.Second)
 	})

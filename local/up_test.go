@@ -171,14 +171,7 @@ func TestUpRevokesTheIdentityOfAnExitedFollower(t *testing.T) {
 	require.Eventually(t, ready(1), 30*time.Second, 50*time.Millisecond, "one follower at rest")
 
 	// Two streams at one per replica: two followers.
-	var streams []*e2e.Stream
-	for range 2 {
-		code, id := e2e.Do(t, http.MethodPost, up.Control+"/v1/streams/collection", `{"name":"posts"}`)
-		require.Equal(t, http.StatusCreated, code, id)
-		s, code := e2e.Subscribe(t, up.Streaming, id)
-		require.Equal(t, http.StatusOK, code)
-		streams = append(streams, s)
-	}
+	streams := openDemoStreams(t, up.Control, up.Streaming, 2)
 	require.Eventually(t, ready(2), 30*time.Second, 50*time.Millisecond, "two followers")
 
 	// What a compromised follower could take: its credentials file, and a

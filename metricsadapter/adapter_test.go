@@ -398,3 +398,8 @@ func TestHPADecisionMatchesReplicaArithmetic(t *testing.T) {
 	}
 	t.Logf("%d HPA decisions equal replicas.Policy.Desired", decisions)
 }
+
+func TestNewNamesTheMissingSource(t *testing.T) {
+	_, err := metricsadapter.New(metricsadapter.Config{})
+	require.ErrorContains(t, err, "Config.Fleet is nil")
+}

@@ -175,8 +175,13 @@ var (
 
 // New returns a provider reading cfg's sources.
 func New(cfg Config) (*Provider, error) {
-	if cfg.Fleet == nil || cfg.Link == nil || cfg.Cluster == nil {
-		return nil, errors.New("metricsadapter: Fleet, Link and Cluster are required")
+	switch {
+	case cfg.Fleet == nil:
+		return nil, errors.New("metricsadapter: Config.Fleet is nil")
+	case cfg.Link == nil:
+		return nil, errors.New("metricsadapter: Config.Link is nil")
+	case cfg.Cluster == nil:
+		return nil, errors.New("metricsadapter: Config.Cluster is nil")
 	}
 	if cfg.MaxStaleness <= 0 {
 		cfg.MaxStaleness = DefaultMaxStaleness

@@ -1,7 +1,6 @@
 package placement
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -98,12 +97,12 @@ func (a *Affinity) Choose(key string, ready Ready, exclude func(string) bool) (f
 	*seen = slices.Grow((*seen)[:0], len(r.ids)/64+1)[:len(r.ids)/64+1]
 	clear(*seen)
 
-	h := xxhash.Sum64String(key)
-	start, _ := slices.BinarySearchFunc(r.points, h, func(p point, h uint64) int { return cmp.Compare(p.hash, h) })
+	// The first point at or after the key's position (its hash's top bits).
+	start, _ := slices.BinarySearch(r.points, xxhash.Sum64String(key)&^followerMask)
 	var cheapest fleet.Member
 	cheapestCost, visited, first := math.Inf(1), 0, true
 	for i := 0; i < len(r.points) && visited < len(r.ids); i++ {
-		f := r.points[(start+i)%len(r.points)].follower
+		f := int(r.points[(start+i)%len(r.points)] & followerMask)
 		word, bit := f/64, uint64(1)<<(f%64)
 		if (*seen)[word]&bit != 0 {
 			continue
@@ -148,35 +147,39 @@ func (a *Affinity) takes(m fleet.Member, cost, bound float64) bool {
 }
 
 // ring returns the ring of ready's ids, building it when the set is new.
+// It builds under the lock: placements racing after a change wait for one
+// build (tens of ms with 10,000 followers) rather than each paying it.
 func (a *Affinity) ring(ready Ready) *ring {
 	v := ready.Version()
 	a.mu.Lock()
-	r := a.rings[v]
-	a.mu.Unlock()
-	if r != nil && len(r.ids) == ready.Len() {
+	defer a.mu.Unlock()
+	if r := a.rings[v]; r != nil && len(r.ids) == ready.Len() {
 		return r
 	}
-	r = newRing(ready.IDs())
-	a.mu.Lock()
 	if len(a.rings) >= maxRings {
 		clear(a.rings)
 	}
+	r := newRing(ready.IDs())
 	a.rings[v] = r
-	a.mu.Unlock()
 	return r
 }
 
 // ring is a consistent-hash ring of follower ids: each id has vnodes points.
 // It depends on the set of ids alone, so every router builds the same one.
 type ring struct {
-	ids    []string // sorted
-	points []point  // sorted by hash, then follower
+	ids []string // sorted
+	// points are sorted; each is a position (the top 40 bits of a hash) and
+	// the index of its follower in ids (the low bits), so that one sort of
+	// integers orders them totally, ties of positions by follower.
+	points []uint64
 }
 
-type point struct {
-	hash     uint64
-	follower int // index in ids
-}
+// followerBits bound the followers of a ring: 16,777,216, far above the
+// view's per-service cap.
+const (
+	followerBits = 24
+	followerMask = 1<<followerBits - 1
+)
 
 // vnodes gives each of n followers enough points that key ownership is even
 // within about ±10 % (the bound absorbs the rest) while keeping the ring
@@ -187,17 +190,16 @@ func newRing(ids []string) *ring {
 	r := &ring{ids: slices.Clone(ids)}
 	slices.Sort(r.ids)
 	r.ids = slices.Compact(r.ids)
+	r.ids = r.ids[:min(len(r.ids), followerMask+1)]
 	per := vnodes(len(r.ids))
-	r.points = make([]point, 0, per*len(r.ids))
+	r.points = make([]uint64, 0, per*len(r.ids))
 	var buf []byte
 	for f, id := range r.ids {
 		for v := range per {
 			buf = append(append(append(buf[:0], id...), 0), byte(v), byte(v>>8))
-			r.points = append(r.points, point{hash: xxhash.Sum64(buf), follower: f})
+			r.points = append(r.points, xxhash.Sum64(buf)&^followerMask|uint64(f))
 		}
 	}
-	slices.SortFunc(r.points, func(p, q point) int {
-		return cmp.Or(cmp.Compare(p.hash, q.hash), cmp.Compare(p.follower, q.follower))
-	})
+	slices.Sort(r.points)
 	return r
 }

@@ -245,3 +245,28 @@ func TestAffinityConfigIsValidated(t *testing.T) {
 		require.Error(t, err, "%+v", bad)
 	}
 }
+
+// One policy serves concurrent placements while the ready set changes
+// under them: each choice is one of the set it was asked about.
+func TestAffinityIsSafeForConcurrentUse(t *testing.T) {
+	small, large := newSim(3), newSim(6)
+	views := []*placement.Members{placement.NewMembers(small.members()), placement.NewMembers(large.members())}
+	p := affinity(t, placement.AffinityConfig{})
+	done := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 200 {
+				view := views[(g+i)%2]
+				m, _ := p.Choose(fmt.Sprint(i), view, nil)
+				if _, ok := view.Member(m.Follower); !ok {
+					done <- fmt.Errorf("chose %s outside the set asked about", m.Follower)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		require.NoError(t, <-done)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -67,6 +69,10 @@ func NewServer(s *Scaler, cfg ServerConfig) *Server {
 		}),
 		// Let clients ping too (KEDA may), without letting them flood.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// KEDA's calls as OpenTelemetry spans, in the caller's trace when it
+		// sends one, with the process's provider (package telemetry: off
+		// without OTEL_* configuration); health checks are not traced.
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			res, err := h(ctx, req)
 			s.count(info.FullMethod, err)

@@ -34,10 +34,13 @@ type Status struct {
 
 // Row is one member of the fleet.
 type Row struct {
-	ID        string  `json:"id"`
-	Role      string  `json:"role"`
-	State     string  `json:"state"`
-	Instances int64   `json:"instances"`
+	ID        string `json:"id"`
+	Role      string `json:"role"`
+	State     string `json:"state"`
+	Instances int64  `json:"instances"`
+	// Graphs is the distinct definitions among them as cost counts them
+	// (fleet.Member.CostGraphs; docs/placement.md).
+	Graphs    int64   `json:"graphs"`
 	Pending   int64   `json:"pending"`
 	Load      float64 `json:"load"`
 	Control   string  `json:"control"`
@@ -72,7 +75,7 @@ func Observe(view Fleet, service string, d *fleet.Decision) Status {
 	for _, m := range view.Members(service) {
 		row := Row{
 			ID: m.Follower, Role: string(m.Role), State: string(m.State), Instances: m.Instances,
-			Pending: m.Pending, Load: m.Load(), Control: m.Control, Streaming: m.Streaming,
+			Graphs: m.CostGraphs(), Pending: m.Pending, Load: m.Load(), Control: m.Control, Streaming: m.Streaming,
 		}
 		if p, ok := byID[m.Follower]; ok {
 			row.Process = describe(p)
@@ -122,9 +125,9 @@ func (st Status) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "service %s   live instances %d (served %d + held %d)\n%s\n\n",
 		st.Service, st.Live, st.Instances, st.Demand, decision)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tROLE\tSTATE\tINSTANCES\tPENDING\tCONTROL\tSTREAMING\tPROCESS")
+	fmt.Fprintln(tw, "MEMBER\tROLE\tSTATE\tINSTANCES\tGRAPHS\tPENDING\tCONTROL\tSTREAMING\tPROCESS")
 	for _, r := range st.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.Role, r.State, r.Instances, r.Pending,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.Role, r.State, r.Instances, r.Graphs, r.Pending,
 			orDash(r.Control), orDash(r.Streaming), orDash(r.Process))
 	}
 	return tw.Flush()

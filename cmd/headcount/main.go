@@ -22,6 +22,7 @@ func newRoot() *cobra.Command {
 		Use:   "headcount",
 		Short: "Autoscaler and router for leader/follower reactive services",
 	})
+	withTracing(root)
 	root.AddCommand(commands(g)...)
 	return root
 }

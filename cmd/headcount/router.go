@@ -28,6 +28,7 @@ type routerOpts struct {
 	grace, shutdownDelay       time.Duration
 	view                       viewFlags
 	http                       cli.HTTPFlags
+	livePage                   bool
 }
 
 func routerCmd(g *cli.Global) *cobra.Command {
@@ -62,7 +63,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.serve(cmd.Context(), rt, lns[0], lns[1])
+			return o.serve(cmd.Context(), rt, o.control(cmd.Context(), p, rt), lns[0], lns[1])
 		},
 	}
 	c := &o.cfg
@@ -93,6 +94,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	registerPlacement(f, &c.Placement)
 	f.Int64Var(&c.Placement.Target, "placement-target", 0,
 		"affinity: instances a follower takes whatever the mean while it holds fewer and reports no capacity (the per-replica target; 0: none)")
+	f.BoolVar(&o.livePage, "live-page", false, "serve the live page (members, live instances, moves) at /live on the control listener")
 	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, how long to fail /readyz while still serving before the listeners close (endpoint propagation; 0: none)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, after the shutdown delay, how long open requests and streams may continue")
@@ -148,8 +150,8 @@ func newRouter(p *fleetProcess, cfg router.Config) (*router.Router, error) {
 // stops gracefully: /readyz fails at once while everything is still served
 // for the shutdown delay, then the listeners close and open requests and
 // streams get the grace to finish.
-func (o *routerOpts) serve(ctx context.Context, rt *router.Router, streamingLn, controlLn net.Listener) error {
-	servers := []*http.Server{o.http.Server(rt.Streaming()), o.http.Server(rt.Control())}
+func (o *routerOpts) serve(ctx context.Context, rt *router.Router, control http.Handler, streamingLn, controlLn net.Listener) error {
+	servers := []*http.Server{o.http.Server(rt.Streaming()), o.http.Server(control)}
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	go func() {

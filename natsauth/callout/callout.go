@@ -92,11 +92,14 @@ type Service struct {
 // Start subscribes on nc, which must be one of the server's auth_users.
 // Replicas share the work in one queue group.
 func Start(nc *nats.Conn, cfg Config) (*Service, error) {
-	if cfg.Reviewer == nil || cfg.Issuer == nil {
-		return nil, errors.New("auth callout: a token reviewer and an issuer key are required")
+	switch {
+	case cfg.Reviewer == nil:
+		return nil, errors.New("auth callout: Config.Reviewer is nil")
+	case cfg.Issuer == nil:
+		return nil, errors.New("auth callout: Config.Issuer is nil")
 	}
 	if pub, err := cfg.Issuer.PublicKey(); err != nil || !nkeys.IsValidPublicAccountKey(pub) {
-		return nil, errors.New("auth callout: the issuer must be an account nkey (seed SA…)")
+		return nil, fmt.Errorf("auth callout: Config.Issuer (public key %q): want an account nkey (seed SA…)", pub)
 	}
 	if cfg.Account == "" {
 		cfg.Account = "$G"

@@ -226,3 +226,8 @@ func TestGrantsExpireAndTheTokenIsReviewedAgain(t *testing.T) {
 		t.Fatal("a revoked token kept its connection")
 	}
 }
+
+func TestStartNamesTheMissingField(t *testing.T) {
+	_, err := callout.Start(nil, callout.Config{})
+	require.ErrorContains(t, err, "Config.Reviewer is nil")
+}

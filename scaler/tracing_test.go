@@ -1,0 +1,42 @@
+package scaler
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/headcount-dev/headcount/internal/natstest"
+)
+
+// KEDA's call becomes a span in the caller's trace (W3C traceparent in the
+// gRPC metadata); a health check makes none.
+func TestKEDACallsAreSpansInTheCallersTrace(t *testing.T) {
+	recorder := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	t.Cleanup(func() { otel.SetTracerProvider(prevTP); otel.SetTextMapPropagator(prevProp) })
+
+	_, addr, _ := serve(t, natstest.Server(t), DefaultServerConfig())
+	client, cc := dial(t, addr)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	_, err := client.GetMetricSpec(ctx, ref("hn"))
+	require.NoError(t, err)
+	_, err = healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	require.NoError(t, tp.ForceFlush(context.Background()))
+
+	spans := recorder.Ended()
+	require.Len(t, spans, 1, "one span: GetMetricSpec, not the health check")
+	require.Equal(t, "externalscaler.ExternalScaler/GetMetricSpec", spans[0].Name())
+	require.Equal(t, traceID, spans[0].SpanContext().TraceID().String())
+}
