@@ -46,7 +46,7 @@ func (rt *Router) newMover() (*mover, error) {
 		logs:     rate.NewLimiter(10, 20),
 		kick:     make(chan struct{}, 1),
 		recall:   make(chan struct{}, 1),
-		together: newTogether(),
+		together: newTogether(rt.cfg.Placement.Policy == PlacementAffinity),
 	}
 	var err error
 	mv.met, err = newMoveMetrics(rt.cfg.Registry, rt.cfg.Service, mv.streams.len, mv.ids.len)

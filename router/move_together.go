@@ -13,6 +13,7 @@ import (
 // and not excluded, whatever the bound, which would otherwise spill a key
 // across followers as its streams arrive one by one.
 type together struct {
+	keyed   bool // the policy keys on definitions (affinity); else nothing is kept
 	mu      sync.Mutex
 	targets map[togetherKey]togetherTarget
 	swept   time.Time
@@ -30,7 +31,9 @@ type togetherTarget struct {
 // the definition refreshes it).
 const togetherFor = time.Minute
 
-func newTogether() *together { return &together{targets: map[togetherKey]togetherTarget{}} }
+func newTogether(keyed bool) *together {
+	return &together{keyed: keyed, targets: map[togetherKey]togetherTarget{}}
+}
 
 // origin returns s's origin for a move off from, with the target its
 // definition's other streams took, and whether it has anywhere to go. The
@@ -38,6 +41,10 @@ func newTogether() *together { return &together{targets: map[togetherKey]togethe
 // that moves starting together agree on it.
 func (t *together) origin(s *stream, from fleet.Member, peek func(origin) (fleet.Member, bool), now time.Time) (origin, togetherKey, bool) {
 	o := origin{resource: s.resource, params: s.params}
+	if !t.keyed {
+		_, ok := peek(o)
+		return o, togetherKey{}, ok
+	}
 	definition, keyed := o.key()
 	k := togetherKey{from.Follower, from.Incarnation, definition}
 	t.mu.Lock()

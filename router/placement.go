@@ -53,19 +53,20 @@ const (
 	PlacementLeastLoaded = "least-loaded"
 )
 
-// policyPlacer places with the configured policy and counts the outcomes.
-// Least-loaded is the view's own heap (O(log n), counted under its lock);
-// affinity asks placement.Affinity over a snapshot of the ready followers.
+// policyPlacer places with the configured placement.Policy, run under the
+// view's lock over its ready set (fleet.View.PlaceWith: no copy, O(log n)
+// for both policies), and counts the outcomes.
 type policyPlacer struct {
 	view     Fleet
 	service  string
-	affinity *placement.Affinity // nil: least-loaded
+	policy   placement.Policy
+	affinity bool // policy is placement.Affinity: keys, cost, groups
 	weights  fleet.CostWeights
 	outcomes *prometheus.CounterVec // outcome
 }
 
 func newPlacer(view Fleet, cfg Config) (*policyPlacer, error) {
-	p := &policyPlacer{view: view, service: cfg.Service, weights: fleet.DefaultCostWeights,
+	p := &policyPlacer{view: view, service: cfg.Service, policy: placement.LeastLoaded{}, weights: fleet.DefaultCostWeights,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_router_placement_outcomes_total", ConstLabels: prometheus.Labels{"service": cfg.Service},
 			Help: "Placements this router counted, by outcome: preferred (the definition's own follower, or where its other streams moved; " +
@@ -73,11 +74,11 @@ func newPlacer(view Fleet, cfg Config) (*policyPlacer, error) {
 		}, []string{"outcome"}),
 	}
 	if cfg.Placement.Policy == PlacementAffinity {
-		var err error
-		p.affinity, err = placement.NewAffinity(placement.AffinityConfig{Weights: p.weights, Balance: cfg.Placement.Bound, Target: cfg.Placement.Target})
+		a, err := placement.NewAffinity(placement.AffinityConfig{Weights: p.weights, Balance: cfg.Placement.Bound, Target: cfg.Placement.Target})
 		if err != nil {
 			return nil, err // Config.defaults checked it
 		}
+		p.policy, p.affinity = a, true
 	}
 	for _, o := range []placement.Outcome{placement.Preferred, placement.Spilled, placement.None} {
 		p.outcomes.WithLabelValues(o.String())
@@ -86,56 +87,47 @@ func newPlacer(view Fleet, cfg Config) (*policyPlacer, error) {
 }
 
 func (p *policyPlacer) place(o origin, exclude func(string) bool) (fleet.Member, bool) {
-	m, out := p.choose(o, exclude, true)
+	out := placement.None
+	m, ok := p.view.PlaceWith(p.service, p.chooser(o, exclude, &out))
+	if !ok {
+		out = placement.None
+	}
 	p.outcomes.WithLabelValues(out.String()).Inc()
-	return m, out != placement.None
+	return m, ok
 }
 
 func (p *policyPlacer) peek(o origin, exclude func(string) bool) (fleet.Member, bool) {
-	m, out := p.choose(o, exclude, false)
-	return m, out != placement.None
+	var out placement.Outcome
+	return p.view.PeekWith(p.service, p.chooser(o, exclude, &out))
 }
 
-// choose picks a follower for o and counts the placement if count. A
-// creation whose params have no definition key goes to the least loaded.
-func (p *policyPlacer) choose(o origin, exclude func(string) bool, count bool) (fleet.Member, placement.Outcome) {
-	key, keyed := o.key()
-	if p.affinity == nil || !keyed {
-		pick := p.view.Least
-		if count {
-			pick = p.view.Place
+// chooser returns the choice of o's follower the view runs under its lock,
+// which sets out: o.together first when it is ready and not excluded; the
+// least loaded when o's params have no definition key (nothing is known
+// about sharing). The key is computed here, outside the lock.
+func (p *policyPlacer) chooser(o origin, exclude func(string) bool, out *placement.Outcome) func(fleet.ReadySet) (fleet.Member, bool) {
+	policy, key := p.policy, ""
+	if p.affinity {
+		var keyed bool
+		if key, keyed = o.key(); !keyed {
+			policy = placement.LeastLoaded{}
 		}
-		if m, ok := pick(p.service, exclude); ok {
-			return m, placement.Preferred
-		}
-		return fleet.Member{}, placement.None
 	}
-	// The view may lose the chosen incarnation between the snapshot and the
-	// count: then choose again.
-	for range 3 {
-		ready := placement.NewMembers(p.view.Members(p.service))
-		var chosen fleet.Member
-		var out placement.Outcome
+	return func(ready fleet.ReadySet) (fleet.Member, bool) {
+		var m fleet.Member
 		if t, ok := ready.Member(o.together); ok && (exclude == nil || !exclude(t.Follower)) {
-			chosen, out = t, placement.Preferred
+			m, *out = t, placement.Preferred
 		} else {
-			chosen, out = p.affinity.Choose(key, ready, exclude)
+			m, *out = policy.Choose(key, ready, exclude)
 		}
-		if out == placement.None || !count {
-			return chosen, out
-		}
-		if p.view.ApplyPlaced(p.service, fleet.Placed{Follower: chosen.Follower, Incarnation: chosen.Incarnation, N: 1}) {
-			chosen.Pending++
-			return chosen, out
-		}
+		return m, *out != placement.None
 	}
-	return fleet.Member{}, placement.None
 }
 
 // load is what the rebalancer evens out: cost under affinity, instances
 // over capacity under least-loaded.
 func (p *policyPlacer) load(m fleet.Member) float64 {
-	if p.affinity != nil {
+	if p.affinity {
 		return p.weights.Member(m)
 	}
 	return m.Load()
@@ -145,7 +137,7 @@ func (p *policyPlacer) load(m fleet.Member) float64 {
 // graph leaves if they were its last there), else n instances' share of
 // m's capacity.
 func (p *policyPlacer) moved(m fleet.Member, n int) float64 {
-	if p.affinity != nil {
+	if p.affinity {
 		return p.weights.Of(1, int64(n))
 	}
 	return float64(n) / float64(max(m.Capacity, 1))
@@ -159,7 +151,7 @@ func (p *policyPlacer) groups(streams []*stream) [][]*stream {
 	var alone [][]*stream
 	for _, s := range streams {
 		k, ok := (origin{resource: s.resource, params: s.params}).key()
-		if p.affinity == nil || !ok {
+		if !p.affinity || !ok {
 			alone = append(alone, []*stream{s})
 			continue
 		}

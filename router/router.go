@@ -46,13 +46,12 @@ import (
 // Fleet is the view the router places on and routes by: the process's one
 // fleet.View, fed by the watcher its composition root owns.
 type Fleet interface {
-	// Place picks the least-loaded ready follower and counts the placement.
-	Place(service string, exclude func(follower string) bool) (fleet.Member, bool)
-	// Least picks it without counting (snapshots create nothing lasting).
-	Least(service string, exclude func(follower string) bool) (fleet.Member, bool)
+	// PlaceWith runs a placement policy over service's ready followers and
+	// counts the placement on its choice.
+	PlaceWith(service string, choose func(fleet.ReadySet) (fleet.Member, bool)) (fleet.Member, bool)
+	// PeekWith chooses without counting (snapshots create nothing lasting).
+	PeekWith(service string, choose func(fleet.ReadySet) (fleet.Member, bool)) (fleet.Member, bool)
 	Unplace(service, follower, incarnation string, n int64)
-	// ApplyPlaced counts a placement a policy chose on a snapshot.
-	ApplyPlaced(service string, p fleet.Placed) bool
 	// Eject takes a follower that refused or reset a connection out of
 	// placement until it shows itself healthy again.
 	Eject(service, follower, incarnation string) bool
