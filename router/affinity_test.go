@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -67,6 +68,16 @@ func TestTwoRoutersPlaceEachDefinitionOnOneFollower(t *testing.T) {
 	for _, r := range []*testRouter{r1, r2} {
 		assert.Equal(t, 100.0, outcomes(t, r, "preferred"), "every follower below the target took its own definitions")
 		assert.Zero(t, outcomes(t, r, "spilled"))
+		// The view's gauges on the router's /metrics: graphs and cost per follower.
+		require.Eventually(t, func() bool {
+			var graphs, cost float64
+			for _, f := range followers {
+				id := f.Agent().Report().Follower
+				graphs += metric(t, r, fmt.Sprintf(`headcount_follower_graphs{follower=%q,service="svc"}`, id))
+				cost += metric(t, r, fmt.Sprintf(`headcount_follower_cost{follower=%q,service="svc"}`, id))
+			}
+			return graphs == 100 && math.Abs(cost-(100+0.1*200)) < 1e-9
+		}, 10*time.Second, 50*time.Millisecond, "graphs and cost per follower on the router's /metrics")
 	}
 }
 
