@@ -163,3 +163,39 @@ func TestDrainMovesEachDefinitionToOneFollower(t *testing.T) {
 	t.Logf("graphs and instances by follower after the drain: %v", by)
 	assert.Equal(t, float64(definitions*perDefinition), moved(t, routers[0], "drain")+moved(t, routers[1], "drain"))
 }
+
+// A hot definition stays whole on an idle fleet (each follower takes it
+// below the per-replica target whatever the mean), and beyond the target
+// spills to the fewest followers the target allows: 400 with a target of
+// 100 fill 4 of 8.
+func TestHotDefinitionStaysWholeThenSpillsToTheFewest(t *testing.T) {
+	_, followers, r1, r2 := demoFleet(t, 8, perReplicaTarget)
+	routers := []*testRouter{r1, r2}
+	holders := func(want int64) map[string]int64 {
+		held := map[string]int64{}
+		require.Eventually(t, func() bool {
+			clear(held)
+			var total int64
+			for _, f := range followers {
+				if rep := f.Agent().Report(); rep.Instances > 0 {
+					held[rep.Follower] = rep.Instances
+					total += rep.Instances
+				}
+			}
+			return total == want
+		}, 10*time.Second, 10*time.Millisecond)
+		return held
+	}
+	for i := range 40 {
+		routers[i%2].create(t)
+	}
+	require.Len(t, holders(40), 1, "40 streams of one definition on an idle fleet: one graph")
+	for i := range 360 {
+		routers[i%2].create(t)
+	}
+	held := holders(400)
+	// Each about 100: a router placing before the other's last
+	// announcements reach it may put a few over on one of the four.
+	assert.Len(t, held, 4, "400 of one definition with a target of 100: %v", held)
+	t.Logf("instances by follower: %v", held)
+}
