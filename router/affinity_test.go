@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/demo"
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/natstest"
 	"github.com/headcount-dev/headcount/router"
@@ -100,6 +101,79 @@ func TestParamsInAnyKeyOrderLandTogether(t *testing.T) {
 	}
 }
 
+// definitions and perDefinition are the streams one follower starts with
+// in the move tests: twenty definitions, three streams each.
+const definitions, perDefinition = 20, 3
+
+// heldFleet is a demo fleet whose first follower alone holds every stream
+// of the move tests, read through both routers, before three more join.
+type heldFleet struct {
+	routers []*testRouter
+	first   *demo.Server
+	rest    []*demo.Server
+	clients []*e2e.Client
+}
+
+func startHeldFleet(t *testing.T, mutate ...func(*router.Config)) heldFleet {
+	url := natstest.Server(t)
+	nc := natstest.Connect(t, url)
+	lead := startDemo(t, nc, "leader", nil)
+	f := heldFleet{first: startDemo(t, nc, "follower-a", lead)}
+	f.routers = []*testRouter{startRouter(t, url, "r-1", mutate...), startRouter(t, url, "r-2", mutate...)}
+	for _, r := range f.routers {
+		r.waitReady(t, 1)
+		require.Eventually(t, func() bool { _, ok := r.View().Leader(svc); return ok }, 10*time.Second, 5*time.Millisecond)
+	}
+	for i := range definitions * perDefinition {
+		id := f.routers[i%2].createParams(t, fmt.Sprintf(`{"name":"d-%d"}`, i%definitions))
+		st, code := e2e.Subscribe(t, strings.TrimPrefix(f.routers[(i+1)%2].streaming.URL, "http://"), id)
+		require.Equal(t, http.StatusOK, code)
+		c := &e2e.Client{ID: id, Stream: st}
+		require.Equal(t, "init", c.Next(t).Kind)
+		f.clients = append(f.clients, c)
+	}
+	require.Equal(t, int64(definitions), f.first.Agent().Report().Graphs)
+	f.rest = []*demo.Server{startDemo(t, nc, "follower-b", lead), startDemo(t, nc, "follower-c", lead), startDemo(t, nc, "follower-d", lead)}
+	for _, r := range f.routers {
+		r.waitReady(t, 4)
+	}
+	return f
+}
+
+// uncut writes to every definition and reads every stream up to it.
+func (f heldFleet) uncut(t *testing.T) {
+	for i := range definitions {
+		writeTo(t, f.routers[i%2], fmt.Sprintf("d-%d", i), `[["after",[1]]]`)
+	}
+	for _, c := range f.clients {
+		c.Until(t, `"after"`)
+		assert.True(t, c.Stream.Open(), "stream %s cut", c.ID)
+	}
+}
+
+// holdings sums the followers' reported graphs and instances, and gives
+// each one's graphs and cost.
+func holdings(followers []*demo.Server) (graphs, instances int64, by map[string][2]float64) {
+	by = map[string][2]float64{}
+	for _, f := range followers {
+		rep := f.Agent().Report()
+		graphs, instances = graphs+rep.Graphs, instances+rep.Instances
+		by[rep.Follower] = [2]float64{float64(rep.Graphs), fleet.DefaultCostWeights.Of(rep.Graphs, rep.Instances)}
+	}
+	return graphs, instances, by
+}
+
+// held waits until followers hold every stream of the definitions, each
+// definition on one follower (their graphs add up to the definitions).
+func held(t *testing.T, followers []*demo.Server, what string) {
+	assert.Eventually(t, func() bool {
+		graphs, instances, _ := holdings(followers)
+		return graphs == definitions && instances == definitions*perDefinition
+	}, 10*time.Second, 10*time.Millisecond, "each definition on one follower %s", what)
+	_, _, by := holdings(followers)
+	t.Logf("graphs and cost by follower %s: %v", what, by)
+}
+
 // A drain moves the streams of each definition together: every definition
 // of the drained follower is held by exactly one follower afterwards (the
 // followers' reported graphs add up to the definitions), and no stream is
@@ -107,61 +181,34 @@ func TestParamsInAnyKeyOrderLandTogether(t *testing.T) {
 // filling up as the streams arrive would spill later streams of a
 // definition elsewhere if each asked on its own.
 func TestDrainMovesEachDefinitionToOneFollower(t *testing.T) {
-	url := natstest.Server(t)
-	nc := natstest.Connect(t, url)
-	lead := startDemo(t, nc, "leader", nil)
-	drained := startDemo(t, nc, "follower-a", lead)
 	// Drains only: the drained follower starts with every definition.
-	noRebalance := func(c *router.Config) { c.Moves.NoRebalance = true }
-	routers := []*testRouter{startRouter(t, url, "r-1", noRebalance), startRouter(t, url, "r-2", noRebalance)}
-	for _, r := range routers {
-		r.waitReady(t, 1)
-		require.Eventually(t, func() bool { _, ok := r.View().Leader(svc); return ok }, 10*time.Second, 5*time.Millisecond)
-	}
-	// Twenty definitions, three streams each, created and read through both routers.
-	const definitions, perDefinition = 20, 3
-	var clients []*e2e.Client
-	for i := range definitions * perDefinition {
-		id := routers[i%2].createParams(t, fmt.Sprintf(`{"name":"d-%d"}`, i%definitions))
-		st, code := e2e.Subscribe(t, strings.TrimPrefix(routers[(i+1)%2].streaming.URL, "http://"), id)
-		require.Equal(t, http.StatusOK, code)
-		c := &e2e.Client{ID: id, Stream: st}
-		require.Equal(t, "init", c.Next(t).Kind)
-		clients = append(clients, c)
-	}
-	rest := []*demo.Server{startDemo(t, nc, "follower-b", lead), startDemo(t, nc, "follower-c", lead), startDemo(t, nc, "follower-d", lead)}
-	for _, r := range routers {
-		r.waitReady(t, 4)
-	}
-	require.Equal(t, int64(definitions), drained.Agent().Report().Graphs)
-
+	f := startHeldFleet(t, func(c *router.Config) { c.Moves.NoRebalance = true })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	require.NoError(t, drained.Shutdown(ctx))
+	require.NoError(t, f.first.Shutdown(ctx))
+	f.uncut(t)
+	held(t, f.rest, "after the drain")
+	assert.Equal(t, float64(definitions*perDefinition), moved(t, f.routers[0], "drain")+moved(t, f.routers[1], "drain"))
+}
 
-	for i := range definitions {
-		writeTo(t, routers[i%2], fmt.Sprintf("d-%d", i), `[["after",[1]]]`)
-	}
-	for _, c := range clients {
-		c.Until(t, `"after"`)
-		assert.True(t, c.Stream.Open(), "stream %s cut", c.ID)
-	}
-	held := func() (graphs, instances int64, by map[string][2]int64) {
-		by = map[string][2]int64{}
-		for _, f := range rest {
-			rep := f.Agent().Report()
-			graphs, instances = graphs+rep.Graphs, instances+rep.Instances
-			by[rep.Follower] = [2]int64{rep.Graphs, rep.Instances}
+// The rebalancer evens out cost by moving whole definitions: after three
+// followers join the one holding everything, no definition is on two
+// followers, the cost spread is within the threshold, and no stream is cut.
+func TestRebalanceMovesWholeDefinitionsAndEvensCost(t *testing.T) {
+	f := startHeldFleet(t)
+	all := append([]*demo.Server{f.first}, f.rest...)
+	require.Eventually(t, func() bool {
+		graphs, instances, by := holdings(all)
+		var most, sum float64
+		for _, cost := range by {
+			most, sum = max(most, cost[1]), sum+cost[1]
 		}
-		return graphs, instances, by
-	}
-	assert.Eventually(t, func() bool {
-		graphs, instances, _ := held()
-		return graphs == definitions && instances == definitions*perDefinition
-	}, 10*time.Second, 10*time.Millisecond, "each definition on one follower after the drain")
-	_, _, by := held()
-	t.Logf("graphs and instances by follower after the drain: %v", by)
-	assert.Equal(t, float64(definitions*perDefinition), moved(t, routers[0], "drain")+moved(t, routers[1], "drain"))
+		return graphs == definitions && instances == definitions*perDefinition &&
+			most/(sum/float64(len(all))) <= router.DefaultMoveConfig().RebalanceThreshold
+	}, 20*time.Second, 20*time.Millisecond, "max ÷ mean cost never within the threshold with each definition on one follower")
+	f.uncut(t)
+	held(t, all, "after the rebalance")
+	assert.Positive(t, moved(t, f.routers[0], "rebalance")+moved(t, f.routers[1], "rebalance"))
 }
 
 // A hot definition stays whole on an idle fleet (each follower takes it
