@@ -32,13 +32,14 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/certtest"
@@ -67,11 +68,14 @@ type rendered struct {
 	workloads []workload
 	services  map[string]*corev1.Service
 	configs   map[string]*corev1.ConfigMap
-	policies  []*networkingv1.NetworkPolicy
-	pdbs      []*policyv1.PodDisruptionBudget
-	ingresses []*networkingv1.Ingress
-	hpas      []*autoscalingv2.HorizontalPodAutoscaler
-	other     map[string][]map[string]any // by kind
+	secrets   map[string]*corev1.Secret
+	// deployments by name, for what workload does not carry (the strategy)
+	deployments map[string]*appsv1.Deployment
+	policies    []*networkingv1.NetworkPolicy
+	pdbs        []*policyv1.PodDisruptionBudget
+	ingresses   []*networkingv1.Ingress
+	hpas        []*autoscalingv2.HorizontalPodAutoscaler
+	other       map[string][]map[string]any // by kind
 }
 
 type workload struct {
@@ -88,21 +92,37 @@ var strict = kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Sch
 
 func decode(t *testing.T, dir string) rendered {
 	t.Helper()
-	r := rendered{services: map[string]*corev1.Service{}, configs: map[string]*corev1.ConfigMap{}, other: map[string][]map[string]any{}}
+	var docs [][]byte
 	for _, res := range render(t, dir).Resources() {
 		y, err := res.AsYAML()
 		require.NoError(t, err)
-		gvk := res.GetGvk()
-		if !scheme.Scheme.Recognizes(schema.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind}) {
-			m, err := res.Map()
-			require.NoError(t, err)
-			r.other[gvk.Kind] = append(r.other[gvk.Kind], m)
+		docs = append(docs, y)
+	}
+	return decodeDocs(t, dir, docs)
+}
+
+// decodeDocs decodes rendered manifests (an overlay's, the chart's), one
+// YAML document each, from what.
+func decodeDocs(t *testing.T, what string, docs [][]byte) rendered {
+	t.Helper()
+	r := rendered{services: map[string]*corev1.Service{}, configs: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}, deployments: map[string]*appsv1.Deployment{}, other: map[string][]map[string]any{}}
+	for _, y := range docs {
+		var u map[string]any
+		require.NoError(t, yaml.Unmarshal(y, &u), what)
+		if u == nil {
 			continue
 		}
-		obj, _, err := strict.Decode(y, nil, nil)
-		require.NoError(t, err, "%s %s/%s decodes strictly", dir, gvk.Kind, res.GetName())
-		switch o := obj.(type) {
+		obj := &unstructured.Unstructured{Object: u}
+		gvk := obj.GroupVersionKind()
+		if !scheme.Scheme.Recognizes(gvk) {
+			r.other[gvk.Kind] = append(r.other[gvk.Kind], u)
+			continue
+		}
+		typed, _, err := strict.Decode(y, nil, nil)
+		require.NoError(t, err, "%s %s/%s decodes strictly", what, gvk.Kind, obj.GetName())
+		switch o := typed.(type) {
 		case *appsv1.Deployment:
+			r.deployments[o.Name] = o
 			r.workloads = append(r.workloads, workload{"Deployment", o.Name, "", o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
 		case *appsv1.StatefulSet:
 			r.workloads = append(r.workloads, workload{"StatefulSet", o.Name, o.Spec.ServiceName, o.Spec.Replicas, o.Spec.Selector, o.Spec.Template})
@@ -110,6 +130,8 @@ func decode(t *testing.T, dir string) rendered {
 			r.services[o.Name] = o
 		case *corev1.ConfigMap:
 			r.configs[o.Name] = o
+		case *corev1.Secret:
+			r.secrets[o.Name] = o
 		case *networkingv1.NetworkPolicy:
 			r.policies = append(r.policies, o)
 		case *policyv1.PodDisruptionBudget:
@@ -133,6 +155,14 @@ func (r rendered) autoscaled() map[string]bool {
 		names[h.Spec.ScaleTargetRef.Name] = true
 	}
 	return names
+}
+
+// covers says whether np applies to pods labelled podLabels: an empty
+// selector applies to every pod of the namespace.
+func covers(t *testing.T, np *networkingv1.NetworkPolicy, podLabels map[string]string) bool {
+	t.Helper()
+	sel := np.Spec.PodSelector
+	return len(sel.MatchLabels)+len(sel.MatchExpressions) == 0 || selects(t, &sel, podLabels)
 }
 
 func selects(t *testing.T, sel *metav1.LabelSelector, podLabels map[string]string) bool {
@@ -186,6 +216,17 @@ func (r rendered) peers(t *testing.T, podLabels map[string]string, p corev1.Cont
 	return out
 }
 
+// podPort is a port of any of the pod's containers (a metrics exporter's,
+// beside the server it exports).
+func podPort(spec corev1.PodSpec, nameOrNumber string) (corev1.ContainerPort, bool) {
+	for _, c := range spec.Containers {
+		if p, ok := containerPort(c, nameOrNumber); ok {
+			return p, true
+		}
+	}
+	return corev1.ContainerPort{}, false
+}
+
 func containerPort(c corev1.Container, nameOrNumber string) (corev1.ContainerPort, bool) {
 	for _, p := range c.Ports {
 		if p.Name == nameOrNumber || fmt.Sprint(p.ContainerPort) == nameOrNumber {
@@ -199,165 +240,168 @@ func containerPort(c corev1.Container, nameOrNumber string) (corev1.ContainerPor
 // on the manifests before it.
 func TestEveryOverlayIsHardened(t *testing.T) {
 	for _, dir := range overlays(t) {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			r := decode(t, dir)
-			require.NotEmpty(t, r.workloads)
-			autoscaled := r.autoscaled()
-			require.NotEmpty(t, autoscaled, "something autoscales the followers")
+		t.Run(filepath.Base(dir), func(t *testing.T) { checkHardened(t, decode(t, dir)) })
+	}
+}
 
-			t.Run("a default-deny ingress policy", func(t *testing.T) {
-				assert.True(t, slices.ContainsFunc(r.policies, func(np *networkingv1.NetworkPolicy) bool {
-					sel := np.Spec.PodSelector
-					return len(sel.MatchLabels)+len(sel.MatchExpressions) == 0 && len(np.Spec.Ingress) == 0 &&
-						slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
-				}))
-			})
-			for _, w := range r.workloads {
-				podLabels := w.pod.Labels
-				spec := w.pod.Spec
-				t.Run(w.name, func(t *testing.T) {
-					assert.True(t, slices.ContainsFunc(r.policies, func(np *networkingv1.NetworkPolicy) bool {
-						return selects(t, &np.Spec.PodSelector, podLabels)
-					}), "a NetworkPolicy of its own")
+// checkHardened is the checklist, for an overlay's rendering or the chart's.
+func checkHardened(t *testing.T, r rendered) {
+	require.NotEmpty(t, r.workloads)
+	autoscaled := r.autoscaled()
+	require.NotEmpty(t, autoscaled, "something autoscales the followers")
 
-					if autoscaled[w.name] {
-						assert.Nil(t, w.replicas, "no spec.replicas: the autoscaler owns it")
-					}
-					if autoscaled[w.name] || w.replicas == nil || *w.replicas > 1 {
-						assert.True(t, slices.ContainsFunc(r.pdbs, func(b *policyv1.PodDisruptionBudget) bool {
-							return selects(t, b.Spec.Selector, podLabels)
-						}), "a PodDisruptionBudget (more than one replica)")
-					}
+	t.Run("a default-deny ingress policy over every workload", func(t *testing.T) {
+		for _, w := range r.workloads {
+			assert.True(t, slices.ContainsFunc(r.policies, func(np *networkingv1.NetworkPolicy) bool {
+				return covers(t, np, w.pod.Labels) && len(np.Spec.Ingress) == 0 &&
+					slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+			}), w.name)
+		}
+	})
+	for _, w := range r.workloads {
+		podLabels := w.pod.Labels
+		spec := w.pod.Spec
+		t.Run(w.name, func(t *testing.T) {
+			assert.True(t, slices.ContainsFunc(r.policies, func(np *networkingv1.NetworkPolicy) bool {
+				return selects(t, &np.Spec.PodSelector, podLabels)
+			}), "a NetworkPolicy of its own")
 
-					psc := spec.SecurityContext
-					require.NotNil(t, psc, "pod securityContext")
-					require.NotNil(t, psc.SeccompProfile, "seccomp profile")
-					assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, psc.SeccompProfile.Type)
-					for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
-						sc := c.SecurityContext
-						require.NotNil(t, sc, "%s: securityContext", c.Name)
-						nonRoot := (psc.RunAsNonRoot != nil && *psc.RunAsNonRoot) || (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot)
-						assert.True(t, nonRoot, "%s: runAsNonRoot", c.Name)
-						uid := psc.RunAsUser
-						if sc.RunAsUser != nil {
-							uid = sc.RunAsUser
-						}
-						assert.True(t, uid != nil && *uid != 0, "%s: a non-zero runAsUser (images may default to root)", c.Name)
-						assert.True(t, sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation, "%s: allowPrivilegeEscalation false", c.Name)
-						assert.True(t, sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem, "%s: readOnlyRootFilesystem", c.Name)
-						assert.True(t, sc.Privileged == nil || !*sc.Privileged, "%s: not privileged", c.Name)
-						assert.True(t, sc.Capabilities != nil && slices.Contains(sc.Capabilities.Drop, "ALL") && len(sc.Capabilities.Add) == 0,
-							"%s: capabilities drop ALL", c.Name)
-
-						assert.False(t, c.Resources.Requests.Cpu().IsZero(), "%s: cpu request", c.Name)
-						assert.False(t, c.Resources.Requests.Memory().IsZero(), "%s: memory request", c.Name)
-						assert.False(t, c.Resources.Limits.Memory().IsZero(), "%s: memory limit", c.Name)
-
-						assert.NotNil(t, c.LivenessProbe, "%s: liveness probe", c.Name)
-						assert.NotNil(t, c.ReadinessProbe, "%s: readiness probe", c.Name)
-						assert.NotNil(t, c.StartupProbe, "%s: startup probe", c.Name)
-					}
-
-					// Scraped pods say where, and only the monitoring
-					// namespace (besides this namespace's own traffic on a
-					// shared port) may reach that port.
-					if port, ok := w.pod.Annotations["prometheus.io/port"]; ok {
-						p, found := containerPort(spec.Containers[0], port)
-						require.True(t, found, "prometheus.io/port %s is a container port", port)
-						who := r.peers(t, podLabels, p)
-						assert.Contains(t, who, "ns:monitoring", "metrics port %s from the monitoring namespace", port)
-						assert.NotContains(t, who, "anyone", "metrics port %s not from everywhere", port)
-					} else {
-						assert.Equal(t, "nats", podLabels["app.kubernetes.io/name"], "only NATS (no Prometheus endpoint of its own) is not scraped")
-						p, _ := containerPort(spec.Containers[0], "monitor")
-						assert.Equal(t, []string{"ns:monitoring"}, r.peers(t, podLabels, p), "NATS monitoring port only from the monitoring namespace")
-					}
-				})
+			if autoscaled[w.name] {
+				assert.Nil(t, w.replicas, "no spec.replicas: the autoscaler owns it")
+			}
+			if autoscaled[w.name] || w.replicas == nil || *w.replicas > 1 {
+				assert.True(t, slices.ContainsFunc(r.pdbs, func(b *policyv1.PodDisruptionBudget) bool {
+					return selects(t, b.Spec.Selector, podLabels)
+				}), "a PodDisruptionBudget (more than one replica)")
 			}
 
-			t.Run("scaler gRPC from KEDA's namespace only", func(t *testing.T) {
-				for _, w := range r.workloads {
-					if w.pod.Labels["headcount.dev/role"] != "scaler" {
-						continue
-					}
-					p, ok := containerPort(w.pod.Spec.Containers[0], "grpc")
-					require.True(t, ok)
-					assert.Equal(t, []string{"ns:keda"}, r.peers(t, w.pod.Labels, p))
-					http, ok := containerPort(w.pod.Spec.Containers[0], "http")
-					require.True(t, ok)
-					assert.Equal(t, []string{"ns:monitoring"}, r.peers(t, w.pod.Labels, http))
+			psc := spec.SecurityContext
+			require.NotNil(t, psc, "pod securityContext")
+			require.NotNil(t, psc.SeccompProfile, "seccomp profile")
+			assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, psc.SeccompProfile.Type)
+			for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+				sc := c.SecurityContext
+				require.NotNil(t, sc, "%s: securityContext", c.Name)
+				nonRoot := (psc.RunAsNonRoot != nil && *psc.RunAsNonRoot) || (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot)
+				assert.True(t, nonRoot, "%s: runAsNonRoot", c.Name)
+				uid := psc.RunAsUser
+				if sc.RunAsUser != nil {
+					uid = sc.RunAsUser
 				}
-			})
+				assert.True(t, uid != nil && *uid != 0, "%s: a non-zero runAsUser (images may default to root)", c.Name)
+				assert.True(t, sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation, "%s: allowPrivilegeEscalation false", c.Name)
+				assert.True(t, sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem, "%s: readOnlyRootFilesystem", c.Name)
+				assert.True(t, sc.Privileged == nil || !*sc.Privileged, "%s: not privileged", c.Name)
+				assert.True(t, sc.Capabilities != nil && slices.Contains(sc.Capabilities.Drop, "ALL") && len(sc.Capabilities.Add) == 0,
+					"%s: capabilities drop ALL", c.Name)
 
-			t.Run("an Ingress for the streaming routes only", func(t *testing.T) {
-				require.Len(t, r.ingresses, 1)
-				ing := r.ingresses[0]
-				assert.Nil(t, ing.Spec.DefaultBackend, "no catch-all backend")
-				paths := 0
-				for _, rule := range ing.Spec.Rules {
-					for _, p := range rule.HTTP.Paths {
-						paths++
-						assert.Contains(t, []string{"/v1/streams/", "/streams/"}, p.Path)
-						svc := r.services[p.Backend.Service.Name]
-						require.NotNil(t, svc, p.Backend.Service.Name)
-						require.Len(t, svc.Spec.Ports, 1, "the backend Service exposes one port")
-						assert.Equal(t, "streaming", svc.Spec.Ports[0].TargetPort.StrVal, "the routers' streaming port")
-					}
-				}
-				assert.NotZero(t, paths)
-			})
+				assert.False(t, c.Resources.Requests.Cpu().IsZero(), "%s: cpu request", c.Name)
+				assert.False(t, c.Resources.Requests.Memory().IsZero(), "%s: memory request", c.Name)
+				assert.False(t, c.Resources.Limits.Memory().IsZero(), "%s: memory limit", c.Name)
 
-			t.Run("router: preStop sleep, --shutdown-delay seen by the readiness probe, a grace longer than it all", func(t *testing.T) {
-				found := false
-				for _, w := range r.workloads {
-					if w.pod.Labels["headcount.dev/role"] != "router" {
-						continue
-					}
-					found = true
-					c := w.pod.Spec.Containers[0]
-					require.NotNil(t, c.Lifecycle, "lifecycle")
-					require.NotNil(t, c.Lifecycle.PreStop, "preStop")
-					require.NotNil(t, c.Lifecycle.PreStop.Sleep, "preStop sleep action")
-					preStop := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
-					// Explicit, so that the grace period below is computed
-					// from what runs, not from a default that may change.
-					delay, ok := flagDuration(t, c.Args, "--shutdown-delay")
-					require.True(t, ok, "--shutdown-delay set explicitly")
-					grace, ok := flagDuration(t, c.Args, "--shutdown-grace")
-					require.True(t, ok, "--shutdown-grace set explicitly")
-					// The failing /readyz of the delay must be seen within it.
-					p := c.ReadinessProbe
-					require.NotNil(t, p, "readiness probe")
-					period, failures := cmp.Or(p.PeriodSeconds, 10), cmp.Or(p.FailureThreshold, 3) // Kubernetes' defaults
-					seen := time.Duration(period*failures) * time.Second
-					assert.LessOrEqual(t, seen, 2*time.Second, "unready seen within 2 s (periodSeconds × failureThreshold)")
-					assert.Less(t, seen, delay, "unready seen within --shutdown-delay")
-					const margin = 5 * time.Second
-					need := preStop + delay + grace + margin
-					require.NotNil(t, w.pod.Spec.TerminationGracePeriodSeconds)
-					assert.GreaterOrEqual(t, time.Duration(*w.pod.Spec.TerminationGracePeriodSeconds)*time.Second, need,
-						"terminationGracePeriodSeconds ≥ preStop %s + --shutdown-delay %s + --shutdown-grace %s + %s", preStop, delay, grace, margin)
-				}
-				assert.True(t, found)
-			})
+				assert.NotNil(t, c.LivenessProbe, "%s: liveness probe", c.Name)
+				assert.NotNil(t, c.ReadinessProbe, "%s: readiness probe", c.Name)
+				assert.NotNil(t, c.StartupProbe, "%s: startup probe", c.Name)
+			}
 
-			t.Run("ScaledObject: a fallback holding the replicas once the scaler is Unavailable", func(t *testing.T) {
-				for _, so := range r.other["ScaledObject"] {
-					spec := scaledObject(t, so)
-					fb := spec.Fallback
-					require.NotNil(t, fb, "spec.fallback")
-					assert.Positive(t, fb.FailureThreshold, "failureThreshold: one failed read is not an outage")
-					// 0 would let KEDA scale to zero on the error.
-					assert.Positive(t, fb.Replicas, "replicas")
-					require.NotNil(t, spec.MinReplicaCount)
-					require.NotNil(t, spec.MaxReplicaCount)
-					assert.GreaterOrEqual(t, fb.Replicas, *spec.MinReplicaCount, "replicas within the plan")
-					assert.LessOrEqual(t, fb.Replicas, *spec.MaxReplicaCount, "replicas within the plan")
-					assert.Equal(t, "currentReplicasIfHigher", fb.Behavior, "an outage never scales down")
-				}
-			})
+			// Scraped pods say where, and only the monitoring
+			// namespace (besides this namespace's own traffic on a
+			// shared port) may reach that port.
+			if port, ok := w.pod.Annotations["prometheus.io/port"]; ok {
+				p, found := podPort(spec, port)
+				require.True(t, found, "prometheus.io/port %s is a container port", port)
+				who := r.peers(t, podLabels, p)
+				assert.Contains(t, who, "ns:monitoring", "metrics port %s from the monitoring namespace", port)
+				assert.NotContains(t, who, "anyone", "metrics port %s not from everywhere", port)
+			} else {
+				assert.Equal(t, "nats", podLabels["app.kubernetes.io/name"], "only NATS (no Prometheus endpoint of its own) is not scraped")
+				p, _ := containerPort(spec.Containers[0], "monitor")
+				assert.Equal(t, []string{"ns:monitoring"}, r.peers(t, podLabels, p), "NATS monitoring port only from the monitoring namespace")
+			}
 		})
 	}
+
+	t.Run("scaler gRPC from KEDA's namespace only", func(t *testing.T) {
+		for _, w := range r.workloads {
+			if w.pod.Labels["headcount.dev/role"] != "scaler" {
+				continue
+			}
+			p, ok := containerPort(w.pod.Spec.Containers[0], "grpc")
+			require.True(t, ok)
+			assert.Equal(t, []string{"ns:keda"}, r.peers(t, w.pod.Labels, p))
+			http, ok := containerPort(w.pod.Spec.Containers[0], "http")
+			require.True(t, ok)
+			assert.Equal(t, []string{"ns:monitoring"}, r.peers(t, w.pod.Labels, http))
+		}
+	})
+
+	t.Run("an Ingress for the streaming routes only", func(t *testing.T) {
+		require.Len(t, r.ingresses, 1)
+		ing := r.ingresses[0]
+		assert.Nil(t, ing.Spec.DefaultBackend, "no catch-all backend")
+		paths := 0
+		for _, rule := range ing.Spec.Rules {
+			for _, p := range rule.HTTP.Paths {
+				paths++
+				assert.Contains(t, []string{"/v1/streams/", "/streams/"}, p.Path)
+				svc := r.services[p.Backend.Service.Name]
+				require.NotNil(t, svc, p.Backend.Service.Name)
+				require.Len(t, svc.Spec.Ports, 1, "the backend Service exposes one port")
+				assert.Equal(t, "streaming", svc.Spec.Ports[0].TargetPort.StrVal, "the routers' streaming port")
+			}
+		}
+		assert.NotZero(t, paths)
+	})
+
+	t.Run("router: preStop sleep, --shutdown-delay seen by the readiness probe, a grace longer than it all", func(t *testing.T) {
+		found := false
+		for _, w := range r.workloads {
+			if w.pod.Labels["headcount.dev/role"] != "router" {
+				continue
+			}
+			found = true
+			c := w.pod.Spec.Containers[0]
+			require.NotNil(t, c.Lifecycle, "lifecycle")
+			require.NotNil(t, c.Lifecycle.PreStop, "preStop")
+			require.NotNil(t, c.Lifecycle.PreStop.Sleep, "preStop sleep action")
+			preStop := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+			// Explicit, so that the grace period below is computed
+			// from what runs, not from a default that may change.
+			delay, ok := flagDuration(t, c.Args, "--shutdown-delay")
+			require.True(t, ok, "--shutdown-delay set explicitly")
+			grace, ok := flagDuration(t, c.Args, "--shutdown-grace")
+			require.True(t, ok, "--shutdown-grace set explicitly")
+			// The failing /readyz of the delay must be seen within it.
+			p := c.ReadinessProbe
+			require.NotNil(t, p, "readiness probe")
+			period, failures := cmp.Or(p.PeriodSeconds, 10), cmp.Or(p.FailureThreshold, 3) // Kubernetes' defaults
+			seen := time.Duration(period*failures) * time.Second
+			assert.LessOrEqual(t, seen, 2*time.Second, "unready seen within 2 s (periodSeconds × failureThreshold)")
+			assert.Less(t, seen, delay, "unready seen within --shutdown-delay")
+			const margin = 5 * time.Second
+			need := preStop + delay + grace + margin
+			require.NotNil(t, w.pod.Spec.TerminationGracePeriodSeconds)
+			assert.GreaterOrEqual(t, time.Duration(*w.pod.Spec.TerminationGracePeriodSeconds)*time.Second, need,
+				"terminationGracePeriodSeconds ≥ preStop %s + --shutdown-delay %s + --shutdown-grace %s + %s", preStop, delay, grace, margin)
+		}
+		assert.True(t, found)
+	})
+
+	t.Run("ScaledObject: a fallback holding the replicas once the scaler is Unavailable", func(t *testing.T) {
+		for _, so := range r.other["ScaledObject"] {
+			spec := scaledObject(t, so)
+			fb := spec.Fallback
+			require.NotNil(t, fb, "spec.fallback")
+			assert.Positive(t, fb.FailureThreshold, "failureThreshold: one failed read is not an outage")
+			// 0 would let KEDA scale to zero on the error.
+			assert.Positive(t, fb.Replicas, "replicas")
+			require.NotNil(t, spec.MinReplicaCount)
+			require.NotNil(t, spec.MaxReplicaCount)
+			assert.GreaterOrEqual(t, fb.Replicas, *spec.MinReplicaCount, "replicas within the plan")
+			assert.LessOrEqual(t, fb.Replicas, *spec.MaxReplicaCount, "replicas within the plan")
+			assert.Equal(t, "currentReplicasIfHigher", fb.Behavior, "an outage never scales down")
+		}
+	})
 }
 
 // flagDuration is the value of a duration flag in args ("--f v" or "--f=v").

@@ -34,6 +34,9 @@ import (
 	"github.com/headcount-dev/headcount/verify"
 )
 
+// version is stamped at build time (deploy/build.sh: -X main.version=…).
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -61,6 +64,7 @@ func newCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:           "headcount-adapter",
 		Short:         "Kubernetes custom (and external) metrics API serving headcount's live instances to a plain HPA",
+		Version:       version,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -10,11 +10,15 @@ import (
 	"github.com/headcount-dev/headcount/cmd/internal/cli"
 )
 
+// version is stamped at build time (deploy/build.sh: -X main.version=…).
+var version = "dev"
+
 func main() { cli.Execute(newRoot()) }
 
 func newRoot() *cobra.Command {
 	g := &cli.Global{}
 	root := g.SidecarCommand()
 	root.Use = "headcount-sidecar"
+	root.Version = version
 	return g.Root(root)
 }

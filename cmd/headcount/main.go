@@ -14,13 +14,17 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 )
 
+// version is stamped at build time (deploy/build.sh: -X main.version=…).
+var version = "dev"
+
 func main() { cli.Execute(newRoot()) }
 
 func newRoot() *cobra.Command {
 	g := &cli.Global{}
 	root := g.Root(&cobra.Command{
-		Use:   "headcount",
-		Short: "Autoscaler and router for leader/follower reactive services",
+		Use:     "headcount",
+		Short:   "Autoscaler and router for leader/follower reactive services",
+		Version: version,
 	})
 	withTracing(root)
 	root.AddCommand(commands(g)...)
