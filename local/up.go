@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -43,6 +44,8 @@ type UpConfig struct {
 	// Listeners of the router (streaming, control) and the scaler's gRPC port.
 	StreamingAddr, ControlAddr, ScalerAddr string
 	Policy                                 replicas.Policy
+	// Placement is the router's; its Target defaults to Policy.Target.
+	Placement router.PlacementConfig
 	// Addresses restricts what followers may advertise (up defaults it to
 	// loopback); Limits bound the view; NoVerify trusts reports unprobed.
 	Addresses       fleet.AddressPolicy
@@ -81,6 +84,7 @@ func DefaultUpConfig() UpConfig {
 		ScalerAddr:      "127.0.0.1:9090",
 		ScaleDownWindow: 30 * time.Second, DrainTimeout: 30 * time.Second, InstanceTTL: 30 * time.Second,
 		ChildLogLevel: "info",
+		Placement:     router.DefaultConfig().Placement,
 	}
 }
 
@@ -241,6 +245,11 @@ func (s *system) compose() error {
 	s.watcher.OnChange(s.scaler.Changed)
 	rc := router.DefaultConfig()
 	rc.Subjects, rc.Service, rc.ID, rc.Logger = s.cfg.Subjects, s.cfg.Service, routerID, s.cfg.Logger
+	rc.Placement = s.cfg.Placement
+	if rc.Placement.Target == 0 {
+		// Affinity keeps a definition whole on a follower below the replica target.
+		rc.Placement.Target = int64(math.Ceil(s.cfg.Policy.Target))
+	}
 	// The view's figures and drops on the router's /metrics, as the router command has them.
 	rc.Registry = ops.NewRegistry()
 	if err := rc.Registry.Register(s.fleet.Collector()); err != nil {

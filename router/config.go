@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
+	"github.com/headcount-dev/headcount/placement"
 )
 
 // Config says which service a router serves and how it behaves under load.
@@ -50,6 +52,7 @@ type Config struct {
 	ForgetAfter time.Duration
 	AccessLog   bool       // log every request at info level
 	Moves       MoveConfig // live stream moves (move.go)
+	Placement   PlacementConfig
 	// Registry receives the router's metrics; default a fresh ops.NewRegistry().
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -72,6 +75,7 @@ func DefaultConfig() Config {
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,
 		Moves:         DefaultMoveConfig(),
+		Placement:     PlacementConfig{Policy: PlacementAffinity, Bound: placement.DefaultBalance},
 	}
 }
 
@@ -117,6 +121,9 @@ func (c *Config) defaults() error {
 	}
 	if err := c.Moves.defaults(); err != nil {
 		return fmt.Errorf("Moves.%w", err)
+	}
+	if err := c.Placement.defaults(); err != nil {
+		return fmt.Errorf("Placement.%w", err)
 	}
 	if c.Registry == nil {
 		c.Registry = ops.NewRegistry()
@@ -203,6 +210,40 @@ func (c *MoveConfig) defaults() error {
 		atLeast(0, field[time.Duration]{"Timeout", c.Timeout}, field[time.Duration]{"OutageWait", c.OutageWait},
 			field[time.Duration]{"KeepAlive", c.KeepAlive}, field[time.Duration]{"Grace", c.Grace}),
 		atLeast(0, field[float64]{"RebalanceRate", c.RebalanceRate}),
+	)
+}
+
+// PlacementConfig says where new instances go (placement.go,
+// docs/placement.md). Zero values take the defaults on each field.
+type PlacementConfig struct {
+	// Policy is PlacementAffinity (default: every instance of a definition
+	// on its own follower, within the bound) or PlacementLeastLoaded.
+	Policy string
+	// Bound is affinity's c: a follower takes a definition while its cost
+	// is at most c × the mean cost (default placement.DefaultBalance, ≥ 1).
+	Bound float64
+	// Target is the instances a follower takes under affinity whatever the
+	// mean while it holds fewer and reports no capacity: the per-replica
+	// target, so that an idle fleet keeps a hot definition whole (0: none).
+	Target int64
+}
+
+func (c *PlacementConfig) defaults() error {
+	if c.Policy == "" {
+		c.Policy = PlacementAffinity
+	}
+	if c.Bound == 0 {
+		c.Bound = placement.DefaultBalance
+	}
+	if c.Policy != PlacementAffinity && c.Policy != PlacementLeastLoaded {
+		return fmt.Errorf("%s %q: want %s or %s", "Policy", c.Policy, PlacementAffinity, PlacementLeastLoaded)
+	}
+	if math.IsNaN(c.Bound) {
+		return fmt.Errorf("%s %v: want a number", "Bound", c.Bound)
+	}
+	return errors.Join(
+		within(field[float64]{"Bound", c.Bound}, 1, math.MaxFloat64),
+		atLeast(0, field[int64]{"Target", c.Target}),
 	)
 }
 

@@ -40,7 +40,7 @@ func startDemo(t testing.TB, nc *nats.Conn, id string, leader *demo.Server) *dem
 
 // demoFleet starts NATS, a demo leader, n demo followers and two routers
 // that see them all.
-func demoFleet(t *testing.T, n int, mutate ...func(*router.Config)) (nc *nats.Conn, followers []*demo.Server, r1, r2 *testRouter) {
+func demoFleet(t testing.TB, n int, mutate ...func(*router.Config)) (nc *nats.Conn, followers []*demo.Server, r1, r2 *testRouter) {
 	t.Helper()
 	url := natstest.Server(t)
 	nc = natstest.Connect(t, url)
@@ -66,7 +66,7 @@ func ownerOf(followers []*demo.Server, id string) *demo.Server {
 }
 
 func TestDemoSixHundredCreationsOverTwoRouters(t *testing.T) {
-	_, followers, r1, r2 := demoFleet(t, 3)
+	_, followers, r1, r2 := demoFleet(t, 3, leastLoaded)
 	// One client per router, both at once: each router counts its own
 	// placements at once and the other's one NATS hop later, so the spread
 	// grows with what is in flight during that hop.

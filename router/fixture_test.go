@@ -188,6 +188,10 @@ type testRouter struct {
 // View is the router's fleet: its process's one view.
 func (tr *testRouter) View() *fleet.View { return tr.view }
 
+// leastLoaded places by instance counts: for the tests of spreading and
+// moving many identical instances, which affinity would keep on one follower.
+func leastLoaded(c *router.Config) { c.Placement.Policy = router.PlacementLeastLoaded }
+
 func startRouter(t testing.TB, url, id string, mutate ...func(*router.Config)) *testRouter {
 	t.Helper()
 	nc := natstest.Connect(t, url)

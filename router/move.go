@@ -30,6 +30,8 @@ type mover struct {
 	met     *moveMetrics
 	unready unready // gray.go
 
+	together *together // the target of each definition moving off a follower
+
 	mu     sync.Mutex
 	recent []moveOff // rebalancing moves the view may not show yet
 }
@@ -43,9 +45,10 @@ func (rt *Router) newMover() (*mover, error) {
 		// Tokens for one rebalance round (every rebalanceEvery) at a time.
 		limit: rate.NewLimiter(rate.Limit(c.RebalanceRate),
 			max(1, int(math.Ceil(c.RebalanceRate*rebalanceEvery.Seconds())))),
-		logs:   rate.NewLimiter(10, 20),
-		kick:   make(chan struct{}, 1),
-		recall: make(chan struct{}, 1),
+		logs:     rate.NewLimiter(10, 20),
+		kick:     make(chan struct{}, 1),
+		recall:   make(chan struct{}, 1),
+		together: newTogether(rt.cfg.Placement.Policy == PlacementAffinity),
 	}
 	var err error
 	mv.met, err = newMoveMetrics(rt.cfg.Registry, rt.cfg.Service, mv.streams.len, mv.ids.len)
@@ -131,7 +134,9 @@ func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstre
 	exclude := rt.leftOut(from)
 	// With nowhere to go nothing is announced: the trigger tries again every
 	// 250 ms, and the counts stay as they are.
-	_, possible := rt.placer.peek(origin{s.resource, s.params}, func(f string) bool { return slices.Contains(exclude, f) })
+	o, k, possible := rt.moves.together.origin(s, from, func(o origin) (fleet.Member, bool) {
+		return rt.placer.peek(o, func(f string) bool { return slices.Contains(exclude, f) })
+	}, time.Now())
 	if possible {
 		rt.announceMoving(from, 1) // before anything counts the new instance
 	}
@@ -141,7 +146,8 @@ func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstre
 			break
 		}
 		var nu *upstream
-		if nu, err = rt.tryRebuild(s, trigger, exclude); err == nil {
+		if nu, err = rt.tryRebuild(s, o, trigger, exclude); err == nil {
+			rt.moves.together.landed(k, nu.member.Follower, time.Now())
 			return nu, nil
 		}
 		var me *moveError
@@ -168,7 +174,7 @@ func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstre
 	return nil, err
 }
 
-func (rt *Router) tryRebuild(s *stream, trigger string, exclude []string) (*upstream, error) {
+func (rt *Router) tryRebuild(s *stream, o origin, trigger string, exclude []string) (*upstream, error) {
 	start := time.Now()
 	// The new upstream lives as long as the client's request; the move is
 	// bounded by the move timeout and by Close. unbound lifts both bounds and
@@ -178,7 +184,7 @@ func (rt *Router) tryRebuild(s *stream, trigger string, exclude []string) (*upst
 	closing := context.AfterFunc(rt.ctx, cancel)
 	unbound := func() bool { c := closing(); return timer.Stop() && c }
 	res, err := rt.createInstance(ctx, creation{
-		origin:  origin{s.resource, s.params},
+		origin:  o,
 		path:    url.URL{Path: "/v1/streams/" + s.resource, RawPath: "/v1/streams/" + url.PathEscape(s.resource)},
 		header:  http.Header{"Content-Type": {"application/json"}},
 		body:    s.params,

@@ -43,14 +43,20 @@ func openClients(t *testing.T, followers []*demo.Server, routers []*testRouter, 
 	return clients
 }
 
-// write sends entries to the leader; a 503 is retried: on a loaded machine
-// the leader's 100 ms heartbeats may lapse for a moment.
+// write sends entries to the leader's collection posts.
 func write(t *testing.T, r *testRouter, entries string) {
+	t.Helper()
+	writeTo(t, r, "posts", entries)
+}
+
+// writeTo sends entries to a collection of the leader; a 503 is retried: on
+// a loaded machine the leader's 100 ms heartbeats may lapse for a moment.
+func writeTo(t *testing.T, r *testRouter, collection, entries string) {
 	t.Helper()
 	var code int
 	var body string
 	require.Eventually(t, func() bool {
-		code, body, _ = do(t, http.MethodPatch, r.control.URL+"/v1/inputs/posts", entries)
+		code, body, _ = do(t, http.MethodPatch, r.control.URL+"/v1/inputs/"+collection, entries)
 		return code != http.StatusServiceUnavailable
 	}, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, http.StatusOK, code, body)
@@ -97,7 +103,7 @@ func metricAt(t *testing.T, url, series string) float64 {
 
 func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
 	// Drains only: a rebalance of the 200 streams' initial spread would blur the count.
-	_, followers, r1, r2 := demoFleet(t, 4, func(c *router.Config) { c.Moves.NoRebalance = true })
+	_, followers, r1, r2 := demoFleet(t, 4, leastLoaded, func(c *router.Config) { c.Moves.NoRebalance = true })
 	routers := []*testRouter{r1, r2}
 	write(t, r1, `[["before",[1]]]`)
 	clients := openClients(t, followers, routers, 200)
@@ -226,7 +232,7 @@ func TestRebalanceAfterScaleUp(t *testing.T) {
 	followers := []*demo.Server{startDemo(t, nc, "follower-a", lead)}
 	const rate = 10 // moves per second and router
 	limit := func(c *router.Config) { c.Moves.RebalanceRate = rate }
-	routers := []*testRouter{startRouter(t, url, "r-1", limit), startRouter(t, url, "r-2", limit)}
+	routers := []*testRouter{startRouter(t, url, "r-1", leastLoaded, limit), startRouter(t, url, "r-2", leastLoaded, limit)}
 	for _, r := range routers {
 		r.waitReady(t, 1)
 		require.Eventually(t, func() bool { _, ok := r.View().Leader(svc); return ok }, 10*time.Second, 5*time.Millisecond)

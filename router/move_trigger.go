@@ -107,7 +107,9 @@ func (rt *Router) scanOwners(now time.Time) {
 
 // rebalance moves this router's share of the excess from the most loaded
 // ready follower while the spread is beyond the threshold (with hysteresis:
-// it stops at RebalanceStop), at most RebalanceRate moves per second.
+// it stops at RebalanceStop), at most RebalanceRate moves per second. What
+// moves together is the placer's: a definition's streams under affinity, so
+// that its graph leaves the follower rather than being built on two.
 func (rt *Router) rebalance(active bool) bool {
 	members := rt.view.Members(rt.cfg.Service)
 	load := rt.placer.load
@@ -125,15 +127,14 @@ func (rt *Router) rebalance(active bool) bool {
 	mean := sum / float64(len(ready))
 	byLoad := func(a, b fleet.Member) int { return cmp.Compare(load(a), load(b)) }
 	most, least := slices.MaxFunc(ready, byLoad), slices.MinFunc(ready, byLoad)
-	ratio := load(most) / mean
-	// One move takes 1/capacity off the most loaded and adds it to the least:
-	// when that does not narrow the gap, the spread is as even as it gets.
-	step := 1 / float64(max(most.Capacity, 1))
+	ratio, gap := load(most)/mean, load(most)-load(least)
 	switch {
+	case gap <= rt.placer.moved(most, 1):
+		return false // no move narrows the gap: as even as it gets
 	case !active && ratio > rt.cfg.Moves.RebalanceThreshold:
 		active = true
 		rt.log.Info("rebalancing", "most_loaded", most.Follower, "ratio", ratio)
-	case active && (ratio <= rt.cfg.Moves.RebalanceStop || load(most)-load(least) <= step):
+	case active && ratio <= rt.cfg.Moves.RebalanceStop:
 		return false
 	case !active:
 		return false
@@ -142,14 +143,14 @@ func (rt *Router) rebalance(active bool) bool {
 	if len(mine) == 0 {
 		return active
 	}
-	// Each router moves its share of the excess: the excess times the part
-	// of the follower's instances it proxies, so that all routers together
-	// move the excess once, not once each.
-	instances := float64(most.Instances + most.Pending)
-	excess := (load(most) - mean) * float64(max(most.Capacity, 1))
+	// Each router moves its share of the excess: the excess in instances
+	// times the part of the follower's instances it proxies, so that all
+	// routers together move the excess once, not once each.
+	instances := float64(max(most.Instances+most.Pending, 1))
+	excess := (load(most) - mean) / (load(most) / instances)
 	// Half of it per round: the view may not show every router's last
 	// moves yet, and halving converges without overshooting.
-	share := int(math.Ceil(excess * float64(len(mine)) / max(instances, 1) / 2))
+	share := int(math.Ceil(excess * float64(len(mine)) / instances / 2))
 	// Moves under way or just done have not reached the view yet.
 	now := time.Now()
 	share -= rt.moves.movesOff(most.Follower, now)
@@ -158,16 +159,21 @@ func (rt *Router) rebalance(active bool) bool {
 			share--
 		}
 	}
-	for _, s := range mine {
+	for _, group := range rt.placer.groups(mine) {
 		if share <= 0 {
 			break
 		}
-		// A stream is not bounced around: one rebalanced lately stays.
-		if s.owner().Follower != most.Follower || s.rebalancedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
-			continue
+		if rt.placer.moved(most, len(group)) >= gap {
+			continue // it would only move the imbalance
 		}
-		if rt.startMove(s, triggerRebalance, now) {
-			share--
+		for _, s := range group {
+			// A stream is not bounced around: one rebalanced lately stays.
+			if s.owner().Follower != most.Follower || s.rebalancedSince(now.Add(-rebalanceCooldown)) || !rt.moves.limit.Allow() {
+				continue
+			}
+			if rt.startMove(s, triggerRebalance, now) {
+				share--
+			}
 		}
 	}
 	return active

@@ -88,7 +88,7 @@ func (rt *Router) awaitFollower(s *stream, from fleet.Member, send func([]byte) 
 	defer keep.Stop()
 	poll := time.NewTicker(awaitPoll)
 	defer poll.Stop()
-	o := origin{s.resource, s.params}
+	o := origin{resource: s.resource, params: s.params}
 	var retryAt time.Time
 	for {
 		select {

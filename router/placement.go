@@ -1,18 +1,36 @@
 package router
 
-import "github.com/headcount-dev/headcount/fleet"
+import (
+	"maps"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/placement"
+)
 
 // origin is what an instance is made of: its resource and params, which a
-// move rebuilds it from, and which a placement policy may key on.
+// move rebuilds it from, and which a placement policy keys on.
 type origin struct {
 	resource string
 	params   []byte
+	// together is the follower the other streams of this definition moving
+	// off the same follower went to (move.go): taken, whatever the bound,
+	// while it is ready and not excluded, so that a move keeps a key whole.
+	together string
+}
+
+// key is o's definition key (fleet.DefinitionKey); ok is false when its
+// params are not JSON that Skip would share, and placement then knows
+// nothing about sharing.
+func (o origin) key() (string, bool) {
+	k, err := fleet.DefinitionKey(o.resource, o.params)
+	return k, err == nil
 }
 
 // placer chooses where new instances go. Creations, every move trigger and
-// the rebalancer ask it; the view stays the ledger of counts. leastLoaded
-// is the policy today; one that keeps identical instances together
-// (issue #22) is another implementation of this interface.
+// the rebalancer ask it; the view stays the ledger of counts.
 type placer interface {
 	// place picks a follower for an instance of o and counts it there.
 	place(o origin, exclude func(follower string) bool) (fleet.Member, bool)
@@ -21,21 +39,127 @@ type placer interface {
 	peek(o origin, exclude func(follower string) bool) (fleet.Member, bool)
 	// load is what the rebalancer evens out between followers.
 	load(m fleet.Member) float64
+	// groups splits streams into what the rebalancer moves together, in
+	// the same order in every router.
+	groups(streams []*stream) [][]*stream
+	// moved is the load n instances of one definition take off m when they
+	// move together.
+	moved(m fleet.Member, n int) float64
 }
 
-// leastLoaded places on the ready follower with the lowest
-// (instances + pending) / capacity: the view's own order.
-type leastLoaded struct {
-	view    Fleet
-	service string
+// Placement policies (PlacementConfig.Policy, the router's --placement).
+const (
+	PlacementAffinity    = "affinity"
+	PlacementLeastLoaded = "least-loaded"
+)
+
+// policyPlacer places with the configured placement.Policy, run under the
+// view's lock over its ready set (fleet.View.PlaceWith: no copy, O(log n)
+// for both policies), and counts the outcomes.
+type policyPlacer struct {
+	view     Fleet
+	service  string
+	policy   placement.Policy
+	affinity bool // policy is placement.Affinity: keys, cost, groups
+	weights  fleet.CostWeights
+	outcomes *prometheus.CounterVec // outcome
 }
 
-func (l leastLoaded) place(_ origin, exclude func(string) bool) (fleet.Member, bool) {
-	return l.view.Place(l.service, exclude)
+func newPlacer(view Fleet, cfg Config) (*policyPlacer, error) {
+	p := &policyPlacer{view: view, service: cfg.Service, policy: placement.LeastLoaded{}, weights: fleet.DefaultCostWeights,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_placement_outcomes_total", ConstLabels: prometheus.Labels{"service": cfg.Service},
+			Help: "Placements this router counted, by outcome: preferred (the definition's own follower, or where its other streams moved; " +
+				"every least-loaded one), spilled (a later follower in its order, those before over the bound or excluded), none (no follower).",
+		}, []string{"outcome"}),
+	}
+	if cfg.Placement.Policy == PlacementAffinity {
+		a, err := placement.NewAffinity(placement.AffinityConfig{Weights: p.weights, Balance: cfg.Placement.Bound, Target: cfg.Placement.Target})
+		if err != nil {
+			return nil, err // Config.defaults checked it
+		}
+		p.policy, p.affinity = a, true
+	}
+	for _, o := range []placement.Outcome{placement.Preferred, placement.Spilled, placement.None} {
+		p.outcomes.WithLabelValues(o.String())
+	}
+	return p, cfg.Registry.Register(p.outcomes)
 }
 
-func (l leastLoaded) peek(_ origin, exclude func(string) bool) (fleet.Member, bool) {
-	return l.view.Least(l.service, exclude)
+func (p *policyPlacer) place(o origin, exclude func(string) bool) (fleet.Member, bool) {
+	out := placement.None
+	m, ok := p.view.PlaceWith(p.service, p.chooser(o, exclude, &out))
+	if !ok {
+		out = placement.None
+	}
+	p.outcomes.WithLabelValues(out.String()).Inc()
+	return m, ok
 }
 
-func (leastLoaded) load(m fleet.Member) float64 { return m.Load() }
+func (p *policyPlacer) peek(o origin, exclude func(string) bool) (fleet.Member, bool) {
+	var out placement.Outcome
+	return p.view.PeekWith(p.service, p.chooser(o, exclude, &out))
+}
+
+// chooser returns the choice of o's follower the view runs under its lock,
+// which sets out: o.together first when it is ready and not excluded; the
+// least loaded when o's params have no definition key (nothing is known
+// about sharing). The key is computed here, outside the lock.
+func (p *policyPlacer) chooser(o origin, exclude func(string) bool, out *placement.Outcome) func(fleet.ReadySet) (fleet.Member, bool) {
+	policy, key := p.policy, ""
+	if p.affinity {
+		var keyed bool
+		if key, keyed = o.key(); !keyed {
+			policy = placement.LeastLoaded{}
+		}
+	}
+	return func(ready fleet.ReadySet) (fleet.Member, bool) {
+		var m fleet.Member
+		if t, ok := ready.Member(o.together); ok && (exclude == nil || !exclude(t.Follower)) {
+			m, *out = t, placement.Preferred
+		} else {
+			m, *out = policy.Choose(key, ready, exclude)
+		}
+		return m, *out != placement.None
+	}
+}
+
+// load is what the rebalancer evens out: cost under affinity, instances
+// over capacity under least-loaded.
+func (p *policyPlacer) load(m fleet.Member) float64 {
+	if p.affinity {
+		return p.weights.Member(m)
+	}
+	return m.Load()
+}
+
+// moved: under affinity the definition's graph and its instances (the
+// graph leaves if they were its last there), else n instances' share of
+// m's capacity.
+func (p *policyPlacer) moved(m fleet.Member, n int) float64 {
+	if p.affinity {
+		return p.weights.Of(1, int64(n))
+	}
+	return float64(n) / float64(max(m.Capacity, 1))
+}
+
+// groups: under affinity the streams of each definition, ordered by key
+// (streams without a key last, each alone); under least-loaded each
+// stream alone, in the given order.
+func (p *policyPlacer) groups(streams []*stream) [][]*stream {
+	byKey := map[string][]*stream{}
+	var alone [][]*stream
+	for _, s := range streams {
+		k, ok := (origin{resource: s.resource, params: s.params}).key()
+		if !p.affinity || !ok {
+			alone = append(alone, []*stream{s})
+			continue
+		}
+		byKey[k] = append(byKey[k], s)
+	}
+	out := make([][]*stream, 0, len(byKey)+len(alone))
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		out = append(out, byKey[k])
+	}
+	return append(out, alone...)
+}

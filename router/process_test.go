@@ -78,7 +78,7 @@ func TestProcessesMoveStreamsOnDrainScaleUpAndKill(t *testing.T) {
 	var controls, streams []string
 	for _, id := range []string{"r-1", "r-2"} {
 		c, s := e2e.FreeAddr(t), e2e.FreeAddr(t)
-		startProc(t, bin, append([]string{"router", "--id", id, "--control-addr", c, "--streaming-addr", s}, common...)...)
+		startProc(t, bin, append([]string{"router", "--id", id, "--placement", "least-loaded", "--control-addr", c, "--streaming-addr", s}, common...)...)
 		controls, streams = append(controls, c), append(streams, s)
 	}
 	waitFollowers := func(n int) {

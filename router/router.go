@@ -46,10 +46,11 @@ import (
 // Fleet is the view the router places on and routes by: the process's one
 // fleet.View, fed by the watcher its composition root owns.
 type Fleet interface {
-	// Place picks the least-loaded ready follower and counts the placement.
-	Place(service string, exclude func(follower string) bool) (fleet.Member, bool)
-	// Least picks it without counting (snapshots create nothing lasting).
-	Least(service string, exclude func(follower string) bool) (fleet.Member, bool)
+	// PlaceWith runs a placement policy over service's ready followers and
+	// counts the placement on its choice.
+	PlaceWith(service string, choose func(fleet.ReadySet) (fleet.Member, bool)) (fleet.Member, bool)
+	// PeekWith chooses without counting (snapshots create nothing lasting).
+	PeekWith(service string, choose func(fleet.ReadySet) (fleet.Member, bool)) (fleet.Member, bool)
 	Unplace(service, follower, incarnation string, n int64)
 	// Eject takes a follower that refused or reset a connection out of
 	// placement until it shows itself healthy again.
@@ -118,7 +119,6 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 		cancel: cancel,
 	}
 	rt.deletions = &queue{g: &rt.background, max: cfg.Moves.Concurrency}
-	rt.placer = leastLoaded{view: view, service: cfg.Service}
 	rt.hold = newHoldQueue(cfg.HoldQueue, cfg.HoldTimeout)
 	met, err := newMetrics(cfg.Registry, cfg.Service, rt.hold.len)
 	var tm *transportMetrics
@@ -130,6 +130,9 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 	}
 	if err == nil {
 		rt.moves, err = rt.newMover()
+	}
+	if err == nil {
+		rt.placer, err = newPlacer(view, cfg)
 	}
 	if err != nil {
 		cancel()

@@ -28,6 +28,8 @@ func TestErrorsNameTheNextStep(t *testing.T) {
 		{[]string{"router"}, `required flag(s) "service" not set; see headcount router --help`},
 		{[]string{"router", "--service", "demo", "--nats-url", closed, "--streaming-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"},
 			"no servers available for connection: start NATS, or give its address with --nats-url"},
+		{[]string{"router", "--service", "demo", "--placement", "nearest"}, `--placement "nearest": want affinity or least-loaded`},
+		{[]string{"router", "--service", "demo", "--placement-bound", "0.5"}, "--placement-bound 0.5: want a finite number ≥ 1"},
 	} {
 		root := newRoot()
 		root.SetArgs(c.args)

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
@@ -33,11 +35,14 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	o := routerOpts{cfg: router.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "router",
-		Short: "Skip-compatible reverse proxy: least-loaded placement, owner routing, hold while scaling from zero",
+		Short: "Skip-compatible reverse proxy: affinity or least-loaded placement, owner routing, hold while scaling from zero",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if o.cfg.Subjects, err = g.Subjects(); err != nil {
+				return err
+			}
+			if err := placementFlags(o.cfg.Placement); err != nil {
 				return err
 			}
 			if int64(o.cfg.HoldQueue) > o.view.limits.DemandPerRouter {
@@ -91,6 +96,9 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.DurationVar(&c.Moves.OutageWait, "stream-wait", c.Moves.OutageWait, "how long a stream whose owner is gone waits, kept open, for a follower to rebuild it on when none can take it (the whole service down)")
 	f.DurationVar(&c.Moves.KeepAlive, "stream-keepalive", c.Moves.KeepAlive, "period of the SSE comments a waiting stream gets, so that clients and proxies keep it open")
 	f.DurationVar(&c.Moves.Grace, "unready-grace", c.Moves.Grace, "how long a follower may stay not ready without leaving (hung) before its streams are moved")
+	registerPlacement(f, &c.Placement)
+	f.Int64Var(&c.Placement.Target, "placement-target", 0,
+		"affinity: instances a follower takes whatever the mean while it holds fewer and reports no capacity (the per-replica target; 0: none)")
 	f.BoolVar(&o.livePage, "live-page", false, "serve the live page (members, live instances, moves) at /live on the control listener")
 	f.StringSliceVar(&o.cidrs, "allowed-cidrs", nil, "CIDRs follower addresses must be in, e.g. 10.0.0.0/8 (default: any)")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, how long to fail /readyz while still serving before the listeners close (endpoint propagation; 0: none)")
@@ -101,6 +109,25 @@ func routerCmd(g *cli.Global) *cobra.Command {
 		"move-timeout", "move-concurrency", "moved-ttl", "max-moved", "rebalance-threshold", "rebalance-stop", "rebalance-rate", "stream-wait", "stream-keepalive", "unready-grace")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
+}
+
+// registerPlacement adds --placement and --placement-bound (router and up).
+func registerPlacement(f *pflag.FlagSet, c *router.PlacementConfig) {
+	f.StringVar(&c.Policy, "placement", c.Policy,
+		"where new instances go: affinity (every instance of a definition, resource + params, on its own follower within --placement-bound) or least-loaded")
+	f.Float64Var(&c.Bound, "placement-bound", c.Bound, "affinity's bound: a follower takes a definition while its cost is at most this × the mean (≥ 1)")
+}
+
+// placementFlags refuses a bad --placement or --placement-bound in one line
+// naming the flag.
+func placementFlags(c router.PlacementConfig) error {
+	if c.Policy != router.PlacementAffinity && c.Policy != router.PlacementLeastLoaded {
+		return fmt.Errorf("--placement %q: want %s or %s", c.Policy, router.PlacementAffinity, router.PlacementLeastLoaded)
+	}
+	if !(c.Bound >= 1) || math.IsInf(c.Bound, 0) {
+		return fmt.Errorf("--placement-bound %v: want a finite number ≥ 1", c.Bound)
+	}
+	return nil
 }
 
 // newRouter makes a router on p's view, told of its changes, with the

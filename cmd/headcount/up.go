@@ -47,6 +47,9 @@ and on Ctrl-C drains and stops everything.`,
 			if cfg.Policy, err = policy.policy(); err != nil {
 				return err
 			}
+			if err := placementFlags(cfg.Placement); err != nil {
+				return err
+			}
 			if cmd.Flags().Changed("nats-url") {
 				cfg.NATSURL, cfg.NATSAuth = g.NATSURL, g.NATSAuth
 			}
@@ -78,6 +81,7 @@ and on Ctrl-C drains and stops everything.`,
 		"and its ports in SKIP_CONTROL_PORT and SKIP_STREAMING_PORT (and the HEADCOUNT_* three)")
 	f.StringVar(&cfg.AddrFile, "addr-file", "", "once up serves, write its addresses there as JSON ({\"streaming\",\"control\",\"scaler\",\"nats\"}), for scripts")
 	f.StringSliceVar(&cidrs, "allowed-cidrs", []string{"127.0.0.0/8", "::1/128"}, "CIDRs follower addresses must be in (empty: any)")
+	registerPlacement(f, &cfg.Placement)
 	cli.Positive(cmd, "instance-ttl")
 	policy.register(cmd)
 	vf.register(f)
