@@ -42,7 +42,9 @@ func outcomes(t *testing.T, r *testRouter, outcome string) float64 {
 
 // perReplicaTarget is up's wiring: a follower takes a definition while it
 // holds fewer instances than the scaling target, whatever the mean.
-func perReplicaTarget(c *router.Config) { c.Placement.Target = 100 }
+func perReplicaTarget(c *router.Config) {
+	c.Placement.Policy, c.Placement.Target = router.PlacementAffinity, 100
+}
 
 func TestTwoRoutersPlaceEachDefinitionOnOneFollower(t *testing.T) {
 	_, followers, r1, r2 := demoFleet(t, 4, perReplicaTarget)
@@ -115,6 +117,7 @@ type heldFleet struct {
 }
 
 func startHeldFleet(t *testing.T, mutate ...func(*router.Config)) heldFleet {
+	mutate = append([]func(*router.Config){affinity}, mutate...)
 	url := natstest.Server(t)
 	nc := natstest.Connect(t, url)
 	lead := startDemo(t, nc, "leader", nil)
