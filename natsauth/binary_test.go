@@ -157,7 +157,7 @@ func TestUpOnAnExternalNATSWithCredentialsAndTLS(t *testing.T) {
 	}
 	creds, err := auth.Issue(natsauth.Identity{Role: natsauth.RoleRouter, Service: "demo", Name: "router-1"},
 		natsauth.Identity{Role: natsauth.RoleReader}, natsauth.Identity{Role: natsauth.RoleDecider, Service: "demo"},
-		member("leader"), member("follower-1"))
+		member("leader-1"), member("follower-1")) // up names its demo leader leader-1 (its own process, restarted in place)
 	require.NoError(t, err)
 	file, err := creds.WriteFile(t.TempDir(), "up")
 	require.NoError(t, err)
