@@ -92,6 +92,12 @@ func (u *upstreams) openStream(ctx context.Context, m fleet.Member, key string, 
 	req := (&http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
 		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}).WithContext(ctx)
 	resp, err := u.h2.RoundTrip(req)
+	if err != nil && ctx.Err() == nil && !errors.As(err, new(*httpx.DialError)) {
+		// The shared connection was lost under the request (its follower
+		// died, say): a GET is safe to send again, and the new connection's
+		// dial tells whether the follower is gone, as it does over HTTP/1.1.
+		resp, err = u.h2.RoundTrip(req.Clone(ctx))
+	}
 	if err != nil {
 		if ctx.Err() != nil && !errors.As(err, new(*httpx.DialError)) {
 			err = ctx.Err()
