@@ -94,6 +94,12 @@ func (rt *Router) createInstance(ctx context.Context, c creation) (created, erro
 	var last fleet.Member
 	for {
 		m, ok := choose()
+		if !ok && last.Follower != "" && c.hold {
+			// Every follower tried refused it (its leader is down, say): the
+			// creation waits for a ready follower as if none had been, and
+			// may go back to one that refused once it is ready again.
+			tried, last = slices.Clone(c.exclude), fleet.Member{}
+		}
 		switch {
 		case !ok && last.Follower != "":
 			return created{member: last}, errNoneAccepted
