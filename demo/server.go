@@ -35,6 +35,7 @@ type Config struct {
 	ResourcePrefix  string         // SKIP_RESOURCE_PREFIX; followers default to ID
 	InstanceTTL     time.Duration  // destroy delay after the subscriber leaves
 	Heartbeat       time.Duration  // agent heartbeat
+	TTL             time.Duration  // how long views keep a silent member (agent's default: 3 heartbeats)
 	Advertise       string         // optional host to advertise instead of the listener's
 	Logger          *slog.Logger
 	Pod             string         // optional Kubernetes pod name, reported to the fleet
@@ -183,7 +184,7 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 	// "starting" state keeps routers away until the ports answer.
 	s.agent, err = agent.New(cfg.NATS, agent.Config{
 		Subjects: cfg.Subjects, Service: cfg.Service, Follower: cfg.ID, Role: role,
-		Control: controlAddr, Streaming: streamingAddr, Heartbeat: cfg.Heartbeat,
+		Control: controlAddr, Streaming: streamingAddr, Heartbeat: cfg.Heartbeat, TTL: cfg.TTL,
 		Pod: cfg.Pod, Namespace: cfg.Namespace, Logger: s.log,
 		H2C: true, // httpServer's
 	})
