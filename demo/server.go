@@ -6,6 +6,7 @@
 package demo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/defaults"
 	"github.com/headcount-dev/headcount/ops"
 )
 
@@ -57,24 +59,14 @@ func DefaultConfig() Config {
 
 func (c *Config) defaults(role fleet.Role) error {
 	def := DefaultConfig()
-	if c.Service == "" {
-		c.Service = def.Service
-	}
+	c.Service = cmp.Or(c.Service, def.Service)
 	if c.Subjects.Prefix == "" {
 		c.Subjects = def.Subjects
 	}
-	if c.InstanceTTL <= 0 {
-		c.InstanceTTL = def.InstanceTTL
-	}
-	if c.Heartbeat <= 0 {
-		c.Heartbeat = def.Heartbeat
-	}
-	if c.KeepAlive <= 0 {
-		c.KeepAlive = def.KeepAlive
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	defaults.Positive(&c.InstanceTTL, def.InstanceTTL)
+	defaults.Positive(&c.Heartbeat, def.Heartbeat)
+	defaults.Positive(&c.KeepAlive, def.KeepAlive)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if role == fleet.RoleFollower && c.ResourcePrefix == "" {
 		c.ResourcePrefix = c.ID
 	}
