@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -105,8 +106,15 @@ func (e *DialError) Unwrap() error { return e.Err }
 // instance nobody subscribes to).
 func Died(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		err != nil && strings.Contains(err.Error(), h2ForceClosed)
 }
+
+// h2ForceClosed is the error of the other requests in flight on a
+// multiplexed connection that HTTP/2 closes after a write to the peer failed
+// (the peer died under them): a kill -9 under load made creations fail 502
+// with it. The error is unexported, hence its text.
+const h2ForceClosed = "http2: client connection force closed"
 
 // MarkDialErrors dials with d and returns its failures as *DialError.
 func MarkDialErrors(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
