@@ -468,6 +468,15 @@ func TestHPAOverlay(t *testing.T) {
 		assert.Contains(t, r.services, svc["name"], "the APIService's Service is deployed")
 	}
 	assert.ElementsMatch(t, []string{"v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"}, versions)
+	// The aggregated API's RoleBinding stays where the Role is, whatever
+	// the overlay's components set.
+	var authReader []string
+	for _, res := range render(t, filepath.Join("overlays", "hpa")).Resources() {
+		if res.GetKind() == "RoleBinding" && res.GetName() == "headcount-adapter-auth-reader" {
+			authReader = append(authReader, res.GetNamespace())
+		}
+	}
+	assert.Equal(t, []string{"kube-system"}, authReader)
 
 	require.Len(t, r.hpas, 1)
 	h := r.hpas[0]

@@ -3,7 +3,6 @@ package k8se2e
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,9 +54,6 @@ func helmInstall(t *testing.T, c *cluster, namespace, release string, vals map[s
 	t.Helper()
 	a := newApplier(t, c)
 	installCRDs(t, a)
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/kedacore/keda/v2").Output()
-	require.NoError(t, err)
-	a.applyFiles(t, filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "bases", "keda.sh_triggerauthentications.yaml"))
 	ch, err := loader.Load(filepath.Join("..", "deploy", "chart"))
 	require.NoError(t, err)
 	install := action.NewInstall(helmConfig(t, c, namespace))
