@@ -258,6 +258,27 @@ func checkHardened(t *testing.T, r rendered) {
 			}), w.name)
 		}
 	})
+	t.Run("a default-deny egress policy over every workload: DNS, and given ports only", func(t *testing.T) {
+		for _, w := range r.workloads {
+			assert.True(t, slices.ContainsFunc(r.policies, func(np *networkingv1.NetworkPolicy) bool {
+				return covers(t, np, w.pod.Labels) && slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) &&
+					slices.ContainsFunc(np.Spec.Egress, func(e networkingv1.NetworkPolicyEgressRule) bool {
+						return slices.ContainsFunc(e.Ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port.IntValue() == 53 })
+					})
+			}), "%s: a default-deny egress policy allowing DNS", w.name)
+			for _, np := range r.policies {
+				if !covers(t, np, w.pod.Labels) {
+					continue
+				}
+				for _, e := range np.Spec.Egress {
+					assert.NotEmpty(t, e.Ports, "%s: policy %s: egress to given ports only", w.name, np.Name)
+				}
+			}
+		}
+	})
+	t.Run("egress lets each role reach the peers it dials", func(t *testing.T) {
+		checkEgressFlows(t, r)
+	})
 	for _, w := range r.workloads {
 		podLabels := w.pod.Labels
 		spec := w.pod.Spec
@@ -402,6 +423,74 @@ func checkHardened(t *testing.T, r rendered) {
 			assert.Equal(t, "currentReplicasIfHigher", fb.Behavior, "an outage never scales down")
 		}
 	})
+}
+
+// dialled are the connections each role opens inside the install: to
+// NATS's client port, and to its peers' ports by name.
+var dialled = map[string][]struct{ role, port string }{
+	"leader":       {{"nats", "4222"}},
+	"follower":     {{"nats", "4222"}, {"leader", "control"}, {"leader", "streaming"}},
+	"router":       {{"nats", "4222"}, {"follower", "control"}, {"follower", "streaming"}, {"leader", "control"}, {"leader", "streaming"}},
+	"scaler":       {{"nats", "4222"}, {"follower", "control"}},
+	"adapter":      {{"nats", "4222"}, {"follower", "control"}},
+	"auth-callout": {{"nats", "4222"}},
+}
+
+// checkEgressFlows: for every connection of dialled between two workloads
+// of the rendering, the egress policies covering the caller allow it.
+// NATS is the workload serving 4222 (none with an existing NATS).
+func checkEgressFlows(t *testing.T, r rendered) {
+	t.Helper()
+	roleOf := func(w workload) string {
+		if _, ok := podPort(w.pod.Spec, "4222"); ok {
+			return "nats"
+		}
+		return w.pod.Labels["headcount.dev/role"]
+	}
+	checked := 0
+	for _, from := range r.workloads {
+		for _, flow := range dialled[roleOf(from)] {
+			for _, to := range r.workloads {
+				if roleOf(to) != flow.role {
+					continue
+				}
+				p, ok := podPort(to.pod.Spec, flow.port)
+				require.True(t, ok, "%s has a port %s", to.name, flow.port)
+				checked++
+				assert.True(t, r.egressAllows(t, from.pod.Labels, to.pod.Labels, p), "%s may dial %s:%d", from.name, to.name, p.ContainerPort)
+			}
+		}
+	}
+	assert.NotZero(t, checked)
+}
+
+// egressAllows says whether the egress policies covering a pod labelled
+// from let it connect to port p of a pod labelled to, in its namespace
+// (no policy with Egress covering it: anything).
+func (r rendered) egressAllows(t *testing.T, from, to map[string]string, p corev1.ContainerPort) bool {
+	t.Helper()
+	limited := false
+	for _, np := range r.policies {
+		if !covers(t, np, from) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
+			continue
+		}
+		limited = true
+		for _, e := range np.Spec.Egress {
+			if len(e.Ports) > 0 && !slices.ContainsFunc(e.Ports, func(pp networkingv1.NetworkPolicyPort) bool { return portMatches(pp, p) }) {
+				continue
+			}
+			if len(e.To) == 0 {
+				return true
+			}
+			for _, peer := range e.To {
+				if peer.PodSelector != nil && peer.NamespaceSelector == nil && peer.IPBlock == nil &&
+					(len(peer.PodSelector.MatchLabels)+len(peer.PodSelector.MatchExpressions) == 0 || selects(t, peer.PodSelector, to)) {
+					return true
+				}
+			}
+		}
+	}
+	return !limited
 }
 
 // flagDuration is the value of a duration flag in args ("--f v" or "--f=v").
