@@ -61,12 +61,17 @@ func helmInstall(t *testing.T, c *cluster, namespace, release string, vals map[s
 	install.ServerSideApply = true
 	install.WaitStrategy = kube.HookOnlyStrategy
 	install.Timeout = 2 * time.Minute
-	// The KEDA CRDs' kinds are served before Helm maps the chart's objects.
-	for _, kind := range []string{"ScaledObject", "TriggerAuthentication"} {
+	// The CRDs' kinds are served before Helm maps the chart's objects.
+	for _, gvk := range []schema.GroupVersionKind{
+		{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"},
+		{Group: "keda.sh", Version: "v1alpha1", Kind: "TriggerAuthentication"},
+		{Group: "cert-manager.io", Version: "v1", Kind: "Issuer"},
+		{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"},
+	} {
 		var err error
-		eventually(t, time.Minute, func() string { return kind + ": " + errString(err) }, func(context.Context) bool {
+		eventually(t, time.Minute, func() string { return gvk.Kind + ": " + errString(err) }, func(context.Context) bool {
 			a.mapper.Reset()
-			_, err = a.mapper.RESTMapping(schema.GroupKind{Group: "keda.sh", Kind: kind}, "v1alpha1")
+			_, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 			return err == nil
 		})
 	}
@@ -99,6 +104,46 @@ func TestChartInstallsServerSide(t *testing.T) {
 	c := need(t)
 	const ns = "streams"
 	rel := helmInstall(t, c, ns, "hackernews", ownService("hackernews"))
+	kinds := appliedKinds(t, c, ns, rel)
+	for _, k := range []string{"Deployment", "ScaledObject", "TriggerAuthentication", "ValidatingAdmissionPolicy", "NetworkPolicy", "Secret"} {
+		assert.True(t, kinds[k], "a %s", k)
+	}
+
+	ctx := context.Background()
+	caBefore, err := c.client.CoreV1().Secrets(ns).Get(ctx, "hackernews-ca", metav1.GetOptions{})
+	require.NoError(t, err)
+	ch, err := loader.Load(filepath.Join("..", "deploy", "chart"))
+	require.NoError(t, err)
+	up := action.NewUpgrade(helmConfig(t, c, ns))
+	up.Namespace, up.ServerSideApply, up.WaitStrategy = ns, "true", kube.HookOnlyStrategy
+	_, err = up.Run("hackernews", ch, ownService("hackernews"))
+	require.NoError(t, err)
+	caAfter, err := c.client.CoreV1().Secrets(ns).Get(ctx, "hackernews-ca", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, caBefore.Data, caAfter.Data, "the upgrade keeps the CA")
+	scalerTLS, err := c.client.CoreV1().Secrets(ns).Get(ctx, "hackernews-scaler-tls", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, caBefore.Data["tls.crt"], scalerTLS.Data["ca.crt"], "certificates after the upgrade are signed by it")
+}
+
+// The chart with tls.source certManager installs too: its Issuers and
+// Certificates pass cert-manager's CRD schemas (no cert-manager runs, so
+// nothing issues them here; deploy's tests issue what they describe).
+func TestChartWithCertManagerInstallsServerSide(t *testing.T) {
+	c := need(t)
+	const ns = "quotes"
+	vals := ownService("quotes")
+	vals["tls"] = map[string]any{"source": "certManager"}
+	kinds := appliedKinds(t, c, ns, helmInstall(t, c, ns, "quotes", vals))
+	for _, k := range []string{"Issuer", "Certificate", "TriggerAuthentication"} {
+		assert.True(t, kinds[k], "a %s", k)
+	}
+}
+
+// appliedKinds checks that every object of rel reads back applied
+// server-side, none named demo, and returns their kinds.
+func appliedKinds(t *testing.T, c *cluster, ns string, rel *releasev1.Release) map[string]bool {
+	t.Helper()
 	a := newApplier(t, c)
 	objs := manifestObjects(t, rel.Manifest)
 	require.NotEmpty(t, objs)
@@ -120,25 +165,7 @@ func TestChartInstallsServerSide(t *testing.T) {
 		}
 		assert.True(t, applied, "%s %s: applied server-side", o.GetKind(), o.GetName())
 	}
-	for _, k := range []string{"Deployment", "ScaledObject", "TriggerAuthentication", "ValidatingAdmissionPolicy", "NetworkPolicy", "Secret"} {
-		assert.True(t, kinds[k], "a %s", k)
-	}
-
-	ctx := context.Background()
-	caBefore, err := c.client.CoreV1().Secrets(ns).Get(ctx, "hackernews-ca", metav1.GetOptions{})
-	require.NoError(t, err)
-	ch, err := loader.Load(filepath.Join("..", "deploy", "chart"))
-	require.NoError(t, err)
-	up := action.NewUpgrade(helmConfig(t, c, ns))
-	up.Namespace, up.ServerSideApply, up.WaitStrategy = ns, "true", kube.HookOnlyStrategy
-	_, err = up.Run("hackernews", ch, ownService("hackernews"))
-	require.NoError(t, err)
-	caAfter, err := c.client.CoreV1().Secrets(ns).Get(ctx, "hackernews-ca", metav1.GetOptions{})
-	require.NoError(t, err)
-	assert.Equal(t, caBefore.Data, caAfter.Data, "the upgrade keeps the CA")
-	scalerTLS, err := c.client.CoreV1().Secrets(ns).Get(ctx, "hackernews-scaler-tls", metav1.GetOptions{})
-	require.NoError(t, err)
-	assert.Equal(t, caBefore.Data["tls.crt"], scalerTLS.Data["ca.crt"], "certificates after the upgrade are signed by it")
+	return kinds
 }
 
 // The ValidatingAdmissionPolicy, on the real API server: the scaler's
