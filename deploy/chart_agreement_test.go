@@ -52,7 +52,7 @@ func httpProbe(p *corev1.Probe) string {
 // resources, security context, grace period and rollout strategy are the
 // same (the scaler's and the adapter's certificate flags included), and so
 // are the ScaledObject's bounds, fallback, behaviour and trigger, the
-// HPA's, and the Ingress's paths. What only the chart does (NATS
+// HPA's, the scaler's admission policy, and the Ingress's paths. What only the chart does (NATS
 // identities, placement, egress) is checked by the chart's own tests.
 func TestChartAgreesWithTheOverlays(t *testing.T) {
 	for overlay, vals := range map[string]map[string]any{
@@ -103,6 +103,17 @@ func TestChartAgreesWithTheOverlays(t *testing.T) {
 				assert.Equal(t, k.hpas[i].Spec.Metrics, c.hpas[i].Spec.Metrics)
 				assert.Equal(t, k.hpas[i].Spec.Behavior, c.hpas[i].Spec.Behavior)
 			}
+			// The scaler's admission policy: the same rules, for each one's scaler.
+			require.Len(t, k.admission, 1)
+			require.Len(t, c.admission, 1)
+			kp, cp := k.admission[0].Spec, c.admission[0].Spec
+			assert.Equal(t, kp.Validations, cp.Validations)
+			assert.Equal(t, kp.Variables, cp.Variables)
+			assert.Equal(t, kp.MatchConstraints, cp.MatchConstraints)
+			assert.Equal(t, kp.FailurePolicy, cp.FailurePolicy)
+			require.Len(t, kp.MatchConditions, 1)
+			require.Len(t, cp.MatchConditions, 1)
+			assert.Equal(t, `request.userInfo.username == "system:serviceaccount:headcount:headcount-scaler"`, kp.MatchConditions[0].Expression)
 			require.Len(t, c.ingresses, 1)
 			require.Len(t, k.ingresses, 1)
 			paths := func(r rendered) (out []string) {

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -75,6 +76,7 @@ type rendered struct {
 	pdbs        []*policyv1.PodDisruptionBudget
 	ingresses   []*networkingv1.Ingress
 	hpas        []*autoscalingv2.HorizontalPodAutoscaler
+	admission   []*admissionregistrationv1.ValidatingAdmissionPolicy
 	other       map[string][]map[string]any // by kind
 }
 
@@ -140,6 +142,8 @@ func decodeDocs(t *testing.T, what string, docs [][]byte) rendered {
 			r.ingresses = append(r.ingresses, o)
 		case *autoscalingv2.HorizontalPodAutoscaler:
 			r.hpas = append(r.hpas, o)
+		case *admissionregistrationv1.ValidatingAdmissionPolicy:
+			r.admission = append(r.admission, o)
 		}
 	}
 	return r

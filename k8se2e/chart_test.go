@@ -176,16 +176,37 @@ func TestChartAdmissionPolicyNarrowsTheScalersPatches(t *testing.T) {
 	c := need(t)
 	const ns, svc = "costs", "search"
 	helmInstall(t, c, ns, svc, ownService(svc))
+	checkScalersPatchesNarrowed(t, c, ns, svc+"-scaler", svc+"-follower")
+}
+
+// The overlays' policy (deploy/rbac) does the same for their scaler.
+func TestOverlayAdmissionPolicyNarrowsTheScalersPatches(t *testing.T) {
+	c := need(t)
+	a := newApplier(t, c)
+	installCRDs(t, a)
+	a.applyOverlay(t, "pro")
+	checkScalersPatchesNarrowed(t, c, namespace, "headcount-scaler", "")
+}
+
+// checkScalersPatchesNarrowed creates a follower pod in ns (under
+// ServiceAccount podSA, if any) and patches it as ServiceAccount scalerSA:
+// only the deletion-cost annotation goes through; the admin's label patch
+// does too.
+func checkScalersPatchesNarrowed(t *testing.T, c *cluster, ns, scalerSA, podSA string) {
+	t.Helper()
 	ctx := context.Background()
 	pod, err := c.client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: svc + "-follower-abcde", Labels: map[string]string{"headcount.dev/role": "follower"}},
-		Spec: corev1.PodSpec{ServiceAccountName: svc + "-follower", AutomountServiceAccountToken: new(bool),
-			Containers: []corev1.Container{{Name: "follower", Image: "ghcr.io/example/search-follower:1.4.0"}}},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "admission-k8se2e-", Labels: map[string]string{"headcount.dev/role": "follower"}},
+		Spec: corev1.PodSpec{ServiceAccountName: podSA, AutomountServiceAccountToken: new(bool),
+			Containers: []corev1.Container{{Name: "follower", Image: "ghcr.io/example/follower:1.4.0"}}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = c.client.CoreV1().Pods(ns).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
+	})
 
 	as := rest.CopyConfig(c.cfg)
-	as.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + svc + "-scaler"}
+	as.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + scalerSA}
 	scaler, err := kubernetes.NewForConfig(as)
 	require.NoError(t, err)
 	patch := func(client kubernetes.Interface, body string) error {
