@@ -593,13 +593,19 @@ func composed(t *testing.T, overlay string, components ...string) rendered {
 // composedDir is the kustomization of composed.
 func composedDir(t *testing.T, overlay string, components ...string) string {
 	t.Helper()
+	return composedDirWith(t, overlay, "", components...)
+}
+
+// composedDirWith is composedDir with more kustomization fields (extra, YAML).
+func composedDirWith(t *testing.T, overlay, extra string, components ...string) string {
+	t.Helper()
 	dir := t.TempDir()
 	abs, err := filepath.Abs(".")
 	require.NoError(t, err)
 	// kustomize refuses absolute paths outside the root: link the tree in.
 	require.NoError(t, os.Symlink(abs, filepath.Join(dir, "deploy")))
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "o"), 0o755))
-	k := "resources: [../deploy/overlays/" + overlay + "]\ncomponents:\n"
+	k := "resources: [../deploy/overlays/" + overlay + "]\n" + extra + "components:\n"
 	for _, c := range components {
 		k += "- ../deploy/" + c + "\n"
 	}
@@ -627,6 +633,48 @@ func TestAdapterExternalComponent(t *testing.T) {
 	}
 	assert.Contains(t, names, "v1beta1.external.metrics.k8s.io")
 	assert.Contains(t, container(t, r, "headcount-adapter").Args, "--external-metrics")
+}
+
+// KEDA and Prometheus elsewhere: an overlay that merges other names into
+// headcount-namespaces and adds components/namespaces gets them in every
+// rule that named "keda" or "monitoring", and nowhere else; the settings
+// ConfigMap itself is never rendered.
+func TestNamespacesComponentRenamesEveryNamespace(t *testing.T) {
+	renamed := map[string]string{"keda": "autoscaling", "monitoring": "observability"}
+	const settings = `configMapGenerator:
+- name: headcount-namespaces
+  namespace: headcount
+  behavior: merge
+  literals: [keda=autoscaling, monitoring=observability]
+`
+	for _, overlay := range []string{"secure", "hpa"} {
+		t.Run(overlay, func(t *testing.T) {
+			before := decode(t, filepath.Join("overlays", overlay))
+			after := decode(t, composedDirWith(t, overlay, settings, "components/namespaces"))
+			assert.NotContains(t, before.configs, "headcount-namespaces")
+			assert.NotContains(t, after.configs, "headcount-namespaces")
+			named := func(r rendered) map[string]string {
+				out := map[string]string{}
+				for _, np := range r.policies {
+					for i, rule := range np.Spec.Ingress {
+						for j, peer := range rule.From {
+							if peer.NamespaceSelector != nil {
+								out[fmt.Sprintf("%s ingress %d from %d", np.Name, i, j)] = peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"]
+							}
+						}
+					}
+				}
+				return out
+			}
+			want := named(before)
+			require.NotEmpty(t, want)
+			for rule, ns := range want {
+				require.Contains(t, renamed, ns, rule)
+				want[rule] = renamed[ns]
+			}
+			assert.Equal(t, want, named(after))
+		})
+	}
 }
 
 // With the NATS auth component every headcount process, the adapter
