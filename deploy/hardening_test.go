@@ -561,15 +561,19 @@ func TestHPAOverlay(t *testing.T) {
 		assert.Contains(t, r.services, svc["name"], "the APIService's Service is deployed")
 	}
 	assert.ElementsMatch(t, []string{"v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"}, versions)
-	// The aggregated API's RoleBinding stays where the Role is, whatever
-	// the overlay's components set.
-	var authReader []string
-	for _, res := range render(t, filepath.Join("overlays", "hpa")).Resources() {
-		if res.GetKind() == "RoleBinding" && res.GetName() == "headcount-adapter-auth-reader" {
-			authReader = append(authReader, res.GetNamespace())
+	// The aggregated API's RoleBinding stays where its Role is, whatever
+	// components the overlay is composed with (a component's namespace:
+	// field moved it).
+	for _, dir := range []string{filepath.Join("overlays", "hpa"),
+		composedDir(t, "hpa", "components/nats-cluster", "components/servicemonitor", "components/nats-auth", "adapter/external")} {
+		var authReader []string
+		for _, res := range render(t, dir).Resources() {
+			if res.GetKind() == "RoleBinding" && res.GetName() == "headcount-adapter-auth-reader" {
+				authReader = append(authReader, res.GetNamespace())
+			}
 		}
+		assert.Equal(t, []string{"kube-system"}, authReader, dir)
 	}
-	assert.Equal(t, []string{"kube-system"}, authReader)
 
 	require.Len(t, r.hpas, 1)
 	h := r.hpas[0]
