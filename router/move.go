@@ -12,10 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/httpx"
@@ -229,7 +228,9 @@ func (rt *Router) tryRebuild(ctx context.Context, s *stream, o origin, trigger s
 		return nil, &moveError{failOpen, m.Follower, err}
 	}
 	init, err := firstEvent(nu.events)
-	openSpan.AddEvent("first event")
+	if err == nil {
+		openSpan.AddEvent("first event")
+	}
 	// Once the init is here, the new upstream lives as long as the client.
 	if !unbound() && err == nil {
 		err = context.DeadlineExceeded

@@ -23,7 +23,7 @@ import (
 // spans as in production (OTEL_EXPORTER_OTLP_ENDPOINT) to a real OTLP/gRPC
 // collector in the test. A client's requests carry one trace (its
 // traceparent); the trace then holds, linked parent to child: the router's
-// creation with its placement and upstream call and the follower's span
+// creation with its placement (an event) and upstream call and the follower's span
 // under it; the write down to the leader; the stream's opening; the move of
 // the stream off its drained follower (create on the target and the target's
 // span, the target's stream up to its first event, the switch, the deletion
@@ -97,17 +97,17 @@ func TestTraceFollowsACreationAWriteAMoveAndADeletion(t *testing.T) {
 	}
 }
 
-// trace is a received trace, checked link by link.
-type trace struct {
+// tracedSpans is a received trace, checked link by link.
+type tracedSpans struct {
 	spans  []otlptest.Span
 	client map[string]string
 	lacks  []string
 }
 
-func traced(spans []otlptest.Span, client map[string]string) *trace {
-	tr := &trace{spans: spans, client: client}
+func traced(spans []otlptest.Span, client map[string]string) *tracedSpans {
+	tr := &tracedSpans{spans: spans, client: client}
 	create := tr.child("client create", client["create"], "headcount-router", "router create")
-	tr.child("router create", create, "headcount-router", "router placement")
+	tr.event(create, "placement")
 	tr.child("router create's upstream POST", tr.child("router create", create, "headcount-router", "upstream POST"),
 		"headcount-follower", "POST /v1/streams/{resource}")
 	write := tr.child("client write", client["write"], "headcount-router", "router write")
@@ -118,12 +118,8 @@ func traced(spans []otlptest.Span, client map[string]string) *trace {
 	moveCreate := tr.child("router move", move, "headcount-router", "router move create")
 	tr.child("router move create's upstream POST", tr.child("router move create", moveCreate, "headcount-router", "upstream POST"),
 		"headcount-follower", "POST /v1/streams/{resource}")
-	if open := tr.span(move, "router move open"); open != nil && !slices.ContainsFunc(open.GetEvents(), func(e *tracepb.Span_Event) bool {
-		return e.GetName() == "first event"
-	}) {
-		tr.lacks = append(tr.lacks, "the first event on router move open")
-	}
-	tr.child("router move", move, "headcount-router", "router move open")
+	tr.event(tr.child("router move", move, "headcount-router", "router move open"), "first event")
+	tr.event(moveCreate, "placement")
 	tr.child("router move", move, "headcount-router", "router move switch")
 	deleteOld := tr.child("router move", move, "headcount-router", "router delete instance")
 	tr.child("router delete instance's upstream DELETE", tr.child("router delete instance", deleteOld, "headcount-router", "upstream DELETE"),
@@ -137,7 +133,7 @@ func traced(spans []otlptest.Span, client map[string]string) *trace {
 // child finds the span of service named name whose parent is the span
 // parent (described as what) and returns its id; "" if there is none (or
 // no parent), noted as missing.
-func (tr *trace) child(what, parent, service, name string) string {
+func (tr *tracedSpans) child(what, parent, service, name string) string {
 	if parent == "" {
 		return ""
 	}
@@ -150,17 +146,19 @@ func (tr *trace) child(what, parent, service, name string) string {
 	return ""
 }
 
-// span is the span named name under parent, if any.
-func (tr *trace) span(parent, name string) *otlptest.Span {
+// event checks that the span id has an event named name.
+func (tr *tracedSpans) event(id, name string) {
 	for _, s := range tr.spans {
-		if parent != "" && s.ParentID() == parent && s.GetName() == name {
-			return &s
+		if id != "" && s.SpanID() == id && slices.ContainsFunc(s.GetEvents(), func(e *tracepb.Span_Event) bool { return e.GetName() == name }) {
+			return
 		}
 	}
-	return nil
+	if id != "" {
+		tr.lacks = append(tr.lacks, fmt.Sprintf("event %s of span %s", name, id))
+	}
 }
 
-func (tr *trace) missing() string { return strings.Join(tr.lacks, "; ") }
+func (tr *tracedSpans) missing() string { return strings.Join(tr.lacks, "; ") }
 
 // list lists spans for a failure message.
 func list(spans []otlptest.Span) string {

@@ -19,10 +19,12 @@ import (
 // Receiver is a running collector.
 type Receiver struct {
 	collectortrace.UnimplementedTraceServiceServer
-	addr string
+	addr    string
+	discard bool // count only (a benchmark's: kept spans would weigh on its heap)
 
 	mu    sync.Mutex
 	spans []Span
+	n     int
 }
 
 // Span is one span received, with the service.name of the process that
@@ -42,13 +44,18 @@ func (s Span) SpanID() string { return hex.EncodeToString(s.GetSpanId()) }
 func (s Span) ParentID() string { return hex.EncodeToString(s.GetParentSpanId()) }
 
 // Start runs a collector on 127.0.0.1 until t ends.
-func Start(t testing.TB) *Receiver {
+func Start(t testing.TB) *Receiver { t.Helper(); return start(t, false) }
+
+// StartCounting runs a collector that only counts the spans it receives.
+func StartCounting(t testing.TB) *Receiver { t.Helper(); return start(t, true) }
+
+func start(t testing.TB, discard bool) *Receiver {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Receiver{addr: ln.Addr().String()}
+	r := &Receiver{addr: ln.Addr().String(), discard: discard}
 	srv := grpc.NewServer()
 	collectortrace.RegisterTraceServiceServer(srv, r)
 	go func() { _ = srv.Serve(ln) }()
@@ -74,6 +81,10 @@ func (r *Receiver) Export(_ context.Context, req *collectortrace.ExportTraceServ
 			}
 		}
 		for _, ss := range rs.GetScopeSpans() {
+			r.n += len(ss.GetSpans())
+			if r.discard {
+				continue
+			}
 			for _, s := range ss.GetSpans() {
 				r.spans = append(r.spans, Span{Service: service, Span: s})
 			}
@@ -82,7 +93,14 @@ func (r *Receiver) Export(_ context.Context, req *collectortrace.ExportTraceServ
 	return &collectortrace.ExportTraceServiceResponse{}, nil
 }
 
-// Spans are the spans received so far.
+// Count is how many spans were received so far.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// Spans are the spans received so far (none when counting only).
 func (r *Receiver) Spans() []Span {
 	r.mu.Lock()
 	defer r.mu.Unlock()
