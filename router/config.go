@@ -172,14 +172,16 @@ type MoveConfig struct {
 	// that clients and proxies do not time it out (default 15 s).
 	KeepAlive time.Duration
 	// Grace is how long a follower may stay not ready without leaving (hung,
-	// its health check failing) before its streams are moved (default 5 s).
+	// its health check failing) while a peer stays ready before its streams
+	// are moved (default 1 s: the sidecar's failure threshold already took
+	// about 3 s, and the two together stay within 5 s of a hang).
 	Grace time.Duration
 }
 
 // DefaultMoveConfig is the move configuration a zero field takes.
 func DefaultMoveConfig() MoveConfig {
 	return MoveConfig{Timeout: 10 * time.Second, Concurrency: 64, MovedTTL: 2 * time.Minute, MaxMoved: 100_000,
-		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20, OutageWait: 2 * time.Minute, KeepAlive: 15 * time.Second, Grace: 5 * time.Second}
+		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20, OutageWait: 2 * time.Minute, KeepAlive: 15 * time.Second, Grace: time.Second}
 }
 
 func (c *MoveConfig) defaults() error {

@@ -95,7 +95,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.BoolVar(&c.Moves.NoRebalance, "no-rebalance", false, "move streams only off draining or dead followers, never to even out the load")
 	f.DurationVar(&c.Moves.OutageWait, "stream-wait", c.Moves.OutageWait, "how long a stream whose owner is gone waits, kept open, for a follower to rebuild it on when none can take it (the whole service down)")
 	f.DurationVar(&c.Moves.KeepAlive, "stream-keepalive", c.Moves.KeepAlive, "period of the SSE comments a waiting stream gets, so that clients and proxies keep it open")
-	f.DurationVar(&c.Moves.Grace, "unready-grace", c.Moves.Grace, "how long a follower may stay not ready without leaving (hung) before its streams are moved")
+	f.DurationVar(&c.Moves.Grace, "unready-grace", c.Moves.Grace, "how long a follower may stay not ready without leaving (hung) while a peer stays ready before its streams are moved")
 	registerPlacement(f, &c.Placement)
 	f.Int64Var(&c.Placement.Target, "placement-target", 0,
 		"affinity: instances a follower takes whatever the mean while it holds fewer and reports no capacity (the per-replica target; 0: none)")

@@ -62,7 +62,7 @@ func Subscribe(t testing.TB, addr, id string) (*Stream, int) {
 		_ = resp.Body.Close()
 		return nil, resp.StatusCode
 	}
-	s := &Stream{resp: resp, events: make(chan Event, 64)}
+	s := &Stream{resp: resp, events: make(chan Event, 256)}
 	go s.read()
 	t.Cleanup(s.Close)
 	return s, resp.StatusCode
