@@ -45,8 +45,15 @@ type Config struct {
 	// milliseconds, so a follower this slow is hung or drowning (the last
 	// try waits HeaderTimeout).
 	CreateTimeout time.Duration
-	RetryAfter    time.Duration // advertised on 503 answers
-	DemandTTL     time.Duration // ttl of the demand events published while holding
+	// SlowStart bounds the placements a follower may have that it has not
+	// reported yet (fleet.Member.Pending, every router's): past it a creation
+	// that was held goes to another follower or waits on for the next report,
+	// so that the creations held during a leader's restart spread over the
+	// followers as they come up instead of landing on the first one ready.
+	// 0: no bound.
+	SlowStart  int
+	RetryAfter time.Duration // advertised on 503 answers
+	DemandTTL  time.Duration // ttl of the demand events published while holding
 	// ForgetAfter is how long a follower that left is remembered, so that
 	// its instance ids get 410 Gone rather than 404.
 	ForgetAfter time.Duration
@@ -71,6 +78,7 @@ func DefaultConfig() Config {
 		DialTimeout:   2 * time.Second,
 		HeaderTimeout: 30 * time.Second,
 		CreateTimeout: 10 * time.Second,
+		SlowStart:     10,
 		RetryAfter:    time.Second,
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,
@@ -108,7 +116,7 @@ func (c *Config) defaults() error {
 	setDefault(&c.DemandTTL, def.DemandTTL)
 	setDefault(&c.ForgetAfter, def.ForgetAfter)
 	if err := errors.Join(
-		atLeast(0, field[int]{"Retries", c.Retries}, field[int]{"HoldQueue", c.HoldQueue}),
+		atLeast(0, field[int]{"Retries", c.Retries}, field[int]{"HoldQueue", c.HoldQueue}, field[int]{"SlowStart", c.SlowStart}),
 		atLeast(0, field[int64]{"MaxBody", c.MaxBody}),
 		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"WriteRetry", c.WriteRetry},
 			field[time.Duration]{"DialTimeout", c.DialTimeout},

@@ -80,6 +80,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.IntVar(&c.Retries, "retries", c.Retries, "other followers a creation tries after a refused connection or a 503 (0: none)")
 	f.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "connection timeout to followers and the leader")
 	f.DurationVar(&c.HeaderTimeout, "upstream-header-timeout", c.HeaderTimeout, "how long an upstream may take to send response headers (502 after)")
+	f.IntVar(&c.SlowStart, "slow-start", c.SlowStart, "placements a follower may have that it has not reported yet before a creation that was held goes to another or waits for its report (0: no bound), so that the creations held during an outage spread over the followers coming up")
 	f.DurationVar(&c.CreateTimeout, "create-timeout", c.CreateTimeout, "how long a follower may take to answer a creation before it goes to another (the instance it may leave is deleted once it answers)")
 	f.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After advertised on 503 answers")
 	f.DurationVar(&c.DemandTTL, "demand-ttl", c.DemandTTL, "ttl of the demand events published while creations are held")
