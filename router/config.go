@@ -78,7 +78,7 @@ func DefaultConfig() Config {
 		DialTimeout:   2 * time.Second,
 		HeaderTimeout: 30 * time.Second,
 		CreateTimeout: 10 * time.Second,
-		SlowStart:     10,
+		SlowStart:     5,
 		RetryAfter:    time.Second,
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,

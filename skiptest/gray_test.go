@@ -26,7 +26,7 @@ import (
 func TestRealSkipHungFollowerLosesItsStreamsNotItsCreations(t *testing.T) {
 	f := startSkipFleet(t, 3, sidecar.DefaultProbe)
 	clients := f.open(t, 90)
-	load := startLoad(t, 500*time.Millisecond, f.endpoints()...)
+	load := startLoad(t, 500*time.Millisecond, "posts", "{}", f.endpoints()...)
 	require.Eventually(t, func() bool { return load.Snapshot().Created >= 20 }, 30*time.Second, 50*time.Millisecond, "the load runs")
 
 	const hung = "skip-f1"
@@ -79,7 +79,7 @@ func TestRealSkipHungFollowerLosesItsStreamsNotItsCreations(t *testing.T) {
 	}
 }
 
-// A burst of writes to the leader (100 in one second, 3,000 mirrored rows)
+// A burst of writes to the leader (100 in one second, 1,000 mirrored rows)
 // keeps every real Skip follower busy with its mirror at once, with the
 // sidecars' default probe and the routers' default grace: busy together is
 // not hung, so no stream moves, and no creation fails (one made while every
@@ -87,7 +87,7 @@ func TestRealSkipHungFollowerLosesItsStreamsNotItsCreations(t *testing.T) {
 func TestRealSkipWriteBurstIsNotAGrayFailure(t *testing.T) {
 	f := startSkipFleet(t, 4, sidecar.DefaultProbe)
 	clients := f.open(t, 80)
-	load := startLoad(t, -1, f.endpoints()...) // the burst is the only writes
+	load := startLoad(t, -1, "posts", "{}", f.endpoints()...) // the burst is the only writes
 	require.Eventually(t, func() bool { return load.Snapshot().Created >= 10 }, 30*time.Second, 50*time.Millisecond, "the load runs")
 
 	// Followers not ready as the routers see them, sampled until the end.
@@ -116,7 +116,7 @@ func TestRealSkipWriteBurstIsNotAGrayFailure(t *testing.T) {
 	var burst sync.WaitGroup
 	writes := make([]heldWrite, 100)
 	for i := range writes {
-		rows := make([]string, 30)
+		rows := make([]string, 10)
 		for j := range rows {
 			rows[j] = fmt.Sprintf(`["b%d-%d",[%d]]`, i, j, i)
 		}
@@ -129,7 +129,7 @@ func TestRealSkipWriteBurstIsNotAGrayFailure(t *testing.T) {
 	}
 	t.Logf("100 writes accepted by the leader in %v", time.Since(start).Round(time.Millisecond))
 	for _, c := range clients {
-		c.Until(t, `"b99-29"`)
+		c.UntilWithin(t, `"b99-9"`, 2*time.Minute) // silent while its follower catches up
 	}
 	t.Logf("every client had the last write's update %v after the burst began", time.Since(start).Round(time.Millisecond))
 	// Creations made during the burst are answered once the followers catch up.
@@ -137,7 +137,7 @@ func TestRealSkipWriteBurstIsNotAGrayFailure(t *testing.T) {
 	require.Eventually(t, func() bool {
 		c := load.Snapshot()
 		return c.Created+e2e.Failures(c.CreateFailed) >= sent
-	}, 60*time.Second, 50*time.Millisecond, "creations made during the burst answered")
+	}, 2*time.Minute, 50*time.Millisecond, "creations made during the burst answered")
 	close(done)
 	<-sampled
 	counts := load.Stop()

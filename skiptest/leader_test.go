@@ -31,20 +31,37 @@ import (
 // held); no write fails before reaching the leader, except one held past
 // --write-retry, answered 503 with Retry-After.
 func TestUpRealSkipLeaderKillCostsNoStream(t *testing.T) {
+	dir := skiptest.Setup(t)
+	run := "cd '" + dir + "' && exec node " + skiptest.ServiceFile
 	for _, down := range []time.Duration{0, 30 * time.Second} {
-		t.Run(fmt.Sprintf("down %v", down), func(t *testing.T) { leaderKill(t, down) })
+		t.Run(fmt.Sprintf("down %v", down), func(t *testing.T) {
+			// While the file hold exists, a leader that starts waits: the
+			// leader kept down.
+			hold := filepath.Join(t.TempDir(), "hold")
+			leaderRun := "while [ -e '" + hold + "' ]; do sleep 0.1; done; " + run
+			leaderKill(t, upService{args: []string{"--leader-cmd", leaderRun, "--follower-cmd", run},
+				resource: "posts", params: "{}", followersExit: true, hold: hold}, down)
+		})
 	}
 }
 
-func leaderKill(t *testing.T, down time.Duration) {
-	dir := skiptest.Setup(t)
-	run := "cd '" + dir + "' && exec node " + skiptest.ServiceFile
-	// While the file hold exists, a leader that starts waits: the leader
-	// kept down.
-	hold := filepath.Join(t.TempDir(), "hold")
-	leaderRun := "while [ -e '" + hold + "' ]; do sleep 0.1; done; " + run
-	up := e2e.StartUp(t, e2e.Binary(t), "--service", "skipsvc", "--leader-cmd", leaderRun, "--follower-cmd", run,
-		"--target", "100", "--min", "2", "--max", "2", "--instance-ttl", "5s", "--drain-timeout", "10s")
+// The same with up's demo leader, its own process: its followers live on
+// through the outage and follow the new leader.
+func TestUpDemoLeaderKillCostsNoStream(t *testing.T) {
+	leaderKill(t, upService{resource: "collection", params: `{"name":"posts"}`}, 0)
+}
+
+// upService is what runs under up in a leader-kill run.
+type upService struct {
+	args             []string // up's flags that choose it (none: the demo)
+	resource, params string   // what a creation makes
+	followersExit    bool     // Skip 0.0.15's followers exit with their leader
+	hold             string   // a file that keeps a starting leader waiting ("": none)
+}
+
+func leaderKill(t *testing.T, svc upService, down time.Duration) {
+	up := e2e.StartUp(t, e2e.Binary(t), append([]string{"--service", "skipsvc",
+		"--target", "100", "--min", "2", "--max", "2", "--instance-ttl", "5s", "--drain-timeout", "10s"}, svc.args...)...)
 	nc := natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds))
 	view := fleet.NewView()
 	w, err := fleet.Watch(nc, view, fleet.WatchConfig{Services: []string{"skipsvc"}, Logger: quiet()})
@@ -52,13 +69,13 @@ func leaderKill(t *testing.T, down time.Duration) {
 	t.Cleanup(w.Close)
 	totals := func() fleet.Totals { return view.Totals("skipsvc") }
 	require.Eventually(t, func() bool { return totals().Ready == 2 && totals().Leaders == 1 }, 90*time.Second, 50*time.Millisecond,
-		"a Skip leader and 2 followers: %+v", totals())
+		"a leader and 2 followers: %+v", totals())
 
 	const n = 150
 	clients := make([]*e2e.Client, n)
 	var inits sync.WaitGroup
 	for i := range clients {
-		code, id := e2e.Do(t, http.MethodPost, up.Control+"/v1/streams/posts", "{}")
+		code, id := e2e.Do(t, http.MethodPost, up.Control+"/v1/streams/"+svc.resource, svc.params)
 		require.Equal(t, http.StatusCreated, code, id)
 		s, code := e2e.Subscribe(t, up.Streaming, id)
 		require.Equal(t, http.StatusOK, code, id)
@@ -67,7 +84,7 @@ func leaderKill(t *testing.T, down time.Duration) {
 	}
 	inits.Wait()
 
-	load := startLoad(t, 500*time.Millisecond, e2e.Endpoint{Control: up.Control, Streaming: up.Streaming})
+	load := startLoad(t, 500*time.Millisecond, svc.resource, svc.params, e2e.Endpoint{Control: up.Control, Streaming: up.Streaming})
 	require.Eventually(t, func() bool { return load.Snapshot().Created >= 20 }, 30*time.Second, 50*time.Millisecond, "the load runs")
 
 	pid := leaderPID(t, nc, w)
@@ -79,13 +96,13 @@ func leaderKill(t *testing.T, down time.Duration) {
 		}
 	}
 	if down > 0 {
-		require.NoError(t, os.WriteFile(hold, nil, 0o644))
+		require.NoError(t, os.WriteFile(svc.hold, nil, 0o644))
 	}
 	atKill := load.Snapshot()
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	killed := time.Now()
 	if down > 0 {
-		release := time.AfterFunc(down, func() { _ = os.Remove(hold) })
+		release := time.AfterFunc(down, func() { _ = os.Remove(svc.hold) })
 		t.Cleanup(func() { release.Stop() })
 	}
 
@@ -112,12 +129,12 @@ func leaderKill(t *testing.T, down time.Duration) {
 		followersBack = time.Now()
 		ready := 0
 		for _, m := range view.Members("skipsvc") {
-			if m.Role == fleet.RoleFollower && m.State == fleet.StateReady && !slices.Contains(followers, m.Incarnation) {
+			if m.Role == fleet.RoleFollower && m.State == fleet.StateReady && (!svc.followersExit || !slices.Contains(followers, m.Incarnation)) {
 				ready++
 			}
 		}
 		return ready == 2
-	}, 90*time.Second, 10*time.Millisecond, "both followers restarted and ready: %+v", view.Members("skipsvc"))
+	}, 90*time.Second, 10*time.Millisecond, "both followers ready (restarted if they exit with the leader): %+v", view.Members("skipsvc"))
 	t.Logf("leader ready %v after kill -9; both followers ready %v after the leader",
 		leaderBack.Sub(killed).Round(time.Millisecond), followersBack.Sub(leaderBack).Round(time.Millisecond))
 	assert.Less(t, followersBack.Sub(leaderBack), 30*time.Second, "followers serving soon after the leader is ready (target 3 s)")
@@ -157,7 +174,10 @@ func leaderKill(t *testing.T, down time.Duration) {
 	t.Logf("%d creations since the kill answered %v after both followers were ready, by follower %v (max ÷ mean %.2f); not ready meanwhile: %v",
 		caughtUp.Created-atKill.Created, time.Since(followersBack).Round(time.Millisecond), spread, ratio, flaps)
 	assert.Empty(t, flaps, "a follower failed its health check under the recovery burst")
-	if sum >= 20 { // a spread of a handful means nothing
+	// A short outage holds a few dozen, which the follower ready a second
+	// before the other takes a good part of at the slow-start pace: only the
+	// spread of hundreds says anything.
+	if sum >= 100 {
 		assert.LessOrEqual(t, ratio, 1.5, "the held creations spread over the recovering followers")
 	}
 	require.Eventually(t, func() bool { return load.Snapshot().Created >= caughtUp.Created+10 }, 60*time.Second, 50*time.Millisecond, "creations after the recovery")
@@ -186,22 +206,24 @@ func leaderKill(t *testing.T, down time.Duration) {
 	for _, c := range clients {
 		c.Until(t, `"after"`)
 		byInits[c.Inits]++
-		assert.GreaterOrEqual(t, c.Inits, 2, "stream %s: a fresh init after the outage: %v", c.ID, c.Seen)
+		if svc.followersExit {
+			assert.GreaterOrEqual(t, c.Inits, 2, "stream %s: a fresh init after the outage: %v", c.ID, c.Seen)
+		}
 		assert.True(t, c.Stream.Open(), "stream %s open", c.ID)
 	}
 	t.Logf("every stream continued %v after the kill; streams by inits seen: %v", time.Since(killed).Round(time.Millisecond), byInits)
 	up.Stop(t, 60*time.Second)
 }
 
-// startLoad runs 10 creations/s of the posts resource (open loop: an outage
+// startLoad runs 10 creations/s of resource (open loop: an outage
 // piles them up, as independent clients would), keeping the 20 newest
 // streams open, and a write every writeEvery (negative: none), through
 // endpoints; it stops when t ends, if not before.
-func startLoad(t *testing.T, writeEvery time.Duration, endpoints ...e2e.Endpoint) *e2e.Load {
+func startLoad(t *testing.T, writeEvery time.Duration, resource, params string, endpoints ...e2e.Endpoint) *e2e.Load {
 	load := &e2e.Load{
 		Endpoints: func() []e2e.Endpoint { return endpoints },
 		Workers:   1, Every: 100 * time.Millisecond, OpenLoop: true, KeepStreams: 20,
-		WriteEvery: writeEvery, Resource: "posts", Params: "{}",
+		WriteEvery: writeEvery, Resource: resource, Params: params,
 	}
 	load.Start()
 	t.Cleanup(func() { load.Stop() })
@@ -227,7 +249,7 @@ func patch(control, entries string) heldWrite {
 	return heldWrite{resp.StatusCode, resp.Header.Get("Retry-After"), time.Since(start)}
 }
 
-// leaderPID is the Skip leader's process id, from up's decision.
+// leaderPID is the leader's process id (its application's, behind a sidecar), from up's decision.
 func leaderPID(t *testing.T, nc *nats.Conn, w *fleet.Watcher) int {
 	decisions := make(chan fleet.Decision, 16)
 	sub, err := nc.Subscribe(fleet.Subjects{Prefix: fleet.DefaultPrefix}.Decision("skipsvc"), func(m *nats.Msg) {

@@ -158,9 +158,11 @@ type sidecarAddrs struct {
 	sc                 *sidecar.Sidecar
 }
 
-// fastProbe checks a follower every 100 ms, with the default timeout and
-// failure threshold: a follower is ready soon after it starts.
-var fastProbe = sidecar.Probe{Period: 100 * time.Millisecond}
+// fastProbe checks a member every 100 ms, so that it is ready soon after
+// it starts, and tolerates answers up to 3 s late (the default failure
+// threshold): these tests load the machine, and measure other things than
+// a hang.
+var fastProbe = sidecar.Probe{Period: 100 * time.Millisecond, Timeout: 3 * time.Second}
 
 // startSidecar puts a sidecar in front of p on loopback listeners.
 func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *skiptest.Process, probe sidecar.Probe) *sidecarAddrs {
@@ -172,7 +174,7 @@ func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *sk
 	sc, err := sidecar.Start(sidecar.Config{
 		NATS: nc, Service: service, ID: id, Role: role,
 		UpstreamControl: p.Control, UpstreamStreaming: p.Streaming,
-		InstanceTTL: 2 * time.Second, Health: probe, Heartbeat: 200 * time.Millisecond,
+		InstanceTTL: 2 * time.Second, Health: probe,
 		Logger: quiet(),
 	}, lc, ls)
 	require.NoError(t, err)
