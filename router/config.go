@@ -78,7 +78,7 @@ func DefaultConfig() Config {
 		DialTimeout:   2 * time.Second,
 		HeaderTimeout: 30 * time.Second,
 		CreateTimeout: 10 * time.Second,
-		SlowStart:     5,
+		SlowStart:     3,
 		RetryAfter:    time.Second,
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,
