@@ -16,9 +16,18 @@ import (
 // its status and body; it fails t on a transport error.
 func Do(t testing.TB, method, addr, body string) (int, string) {
 	t.Helper()
+	return DoWith(t, method, addr, body, nil)
+}
+
+// DoWith is Do with the request headers h added.
+func DoWith(t testing.TB, method, addr, body string, h http.Header) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, "http://"+addr, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -49,9 +58,19 @@ type Event struct {
 // stream on 200, else nil and the status; the stream is closed when t ends.
 func Subscribe(t testing.TB, addr, id string) (*Stream, int) {
 	t.Helper()
+	return SubscribeWith(t, addr, id, nil)
+}
+
+// SubscribeWith is Subscribe with the request headers h added (a
+// traceparent, say).
+func SubscribeWith(t testing.TB, addr, id string, h http.Header) (*Stream, int) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/streams/"+id, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := http.DefaultClient.Do(req)
@@ -62,7 +81,7 @@ func Subscribe(t testing.TB, addr, id string) (*Stream, int) {
 		_ = resp.Body.Close()
 		return nil, resp.StatusCode
 	}
-	s := &Stream{resp: resp, events: make(chan Event, 64)}
+	s := &Stream{resp: resp, events: make(chan Event, 256)}
 	go s.read()
 	t.Cleanup(s.Close)
 	return s, resp.StatusCode
@@ -97,14 +116,20 @@ func (s *Stream) read() {
 // or stays silent.
 func (s *Stream) Next(t testing.TB) Event {
 	t.Helper()
+	return s.NextWithin(t, 20*time.Second)
+}
+
+// NextWithin is Next waiting up to d.
+func (s *Stream) NextWithin(t testing.TB, d time.Duration) Event {
+	t.Helper()
 	select {
 	case e, ok := <-s.events:
 		if !ok {
 			t.Fatal("the stream ended")
 		}
 		return e
-	case <-time.After(20 * time.Second):
-		t.Fatal("no event within 20 s")
+	case <-time.After(d):
+		t.Fatalf("no event within %v", d)
 		return Event{}
 	}
 }

@@ -110,10 +110,9 @@ func Died(err error) bool {
 		err != nil && strings.Contains(err.Error(), h2ForceClosed)
 }
 
-// h2ForceClosed is the error of the other requests in flight on a
-// multiplexed connection that HTTP/2 closes after a write to the peer failed
-// (the peer died under them): a kill -9 under load made creations fail 502
-// with it. The error is unexported, hence its text.
+// h2ForceClosed is how net/http's HTTP/2 client fails the other requests of
+// a multiplexed connection it closed once a write on it failed: its peer
+// died (a Skip follower exits with its leader). The error is not exported.
 const h2ForceClosed = "http2: client connection force closed"
 
 // MarkDialErrors dials with d and returns its failures as *DialError.
