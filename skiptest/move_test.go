@@ -15,6 +15,7 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/skiptest"
 )
 
@@ -25,9 +26,10 @@ type skipFleet struct {
 	skips     map[string]*skiptest.Process
 	controls  []string // the routers' control listeners
 	streams   []string // the routers' streaming listeners
+	views     []*fleet.View
 }
 
-func startSkipFleet(t *testing.T, n int) *skipFleet {
+func startSkipFleet(t *testing.T, n int, mutate ...func(*router.Config)) *skipFleet {
 	dir := skiptest.Setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	t.Cleanup(cancel)
@@ -52,12 +54,12 @@ func startSkipFleet(t *testing.T, n int) *skipFleet {
 	}
 	wg.Wait()
 	for _, id := range []string{"r-1", "r-2"} {
-		view, control, streaming := startRouter(t, url, id)
+		view, control, streaming := startRouter(t, url, id, mutate...)
 		require.Eventually(t, func() bool {
 			_, leads := view.Leader(service)
 			return view.Totals(service).Ready == n && leads
 		}, 30*time.Second, 20*time.Millisecond, "router %s sees %d followers and the leader", id, n)
-		f.controls = append(f.controls, control)
+		f.controls, f.views = append(f.controls, control), append(f.views, view)
 		f.streams = append(f.streams, streaming)
 	}
 	return f

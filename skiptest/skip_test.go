@@ -121,12 +121,15 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 // startRouter runs router id as its own process would be composed: its own
 // connection and watcher, as `headcount router` does. It returns the
 // router's view and its control and streaming addresses.
-func startRouter(t *testing.T, url, id string) (*fleet.View, string, string) {
+func startRouter(t *testing.T, url, id string, mutate ...func(*router.Config)) (*fleet.View, string, string) {
 	t.Helper()
 	rnc := natstest.Connect(t, url)
 	rview, rw := natstest.Watch(t, rnc, fleet.WatchConfig{Services: []string{service}, Self: id, Logger: quiet()})
 	cfg := router.DefaultConfig()
 	cfg.Service, cfg.ID, cfg.Logger = service, id, quiet()
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	rt, err := router.New(rnc, rview, cfg)
 	require.NoError(t, err)
 	rw.OnChange(rt.Changed)
