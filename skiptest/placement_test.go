@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/router"
@@ -61,7 +62,7 @@ func TestRealSkipPlacementSideBySide(t *testing.T) {
 }
 
 func runSideBySide(t *testing.T, policy string, draws []uint64) sideBySide {
-	f := startSkipFleet(t, 4, func(c *router.Config) { c.Placement.Policy, c.Placement.Target = policy, 100 })
+	f := startSkipFleet(t, 4, sidecar.DefaultProbe, func(c *router.Config) { c.Placement.Policy, c.Placement.Target = policy, 100 })
 	var pids []int
 	for _, p := range f.skips {
 		pids = append(pids, p.Pid())
