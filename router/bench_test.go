@@ -105,8 +105,34 @@ func benchFirstEvent(b *testing.B, opts ...memberOpt) {
 func BenchmarkCreationRate(b *testing.B) { eachUpstreamProtocol(b, benchCreationRate) }
 
 func benchCreationRate(b *testing.B, opts ...memberOpt) {
-	const creationWorkers, creationCycles = 32, 2000
 	f, r := benchFleet(b, opts...)
+	rate := newCreationRate(b, 2000)
+	var direct, routed, ratio []float64
+	for b.Loop() {
+		d := rate(f.control.URL, f.streaming.URL, false)
+		rr := rate(r.control.URL, r.streaming.URL, true)
+		direct, routed, ratio = append(direct, d), append(routed, rr), append(ratio, rr/d)
+	}
+	b.ReportMetric(median(direct), "direct-creations/s")
+	b.ReportMetric(median(routed), "routed-creations/s")
+	reportRatio(b, ratio)
+}
+
+// reportRatio reports the median ratio of a side-by-side benchmark, and its
+// extremes.
+func reportRatio(b *testing.B, ratio []float64) {
+	b.ReportMetric(median(ratio), "ratio")
+	b.ReportMetric(slices.Min(ratio), "ratio-min")
+	b.ReportMetric(slices.Max(ratio), "ratio-max")
+}
+
+// newCreationRate is the closed loop of creation benchmarks: rate runs
+// cycles creations (rounded down to a multiple of creationWorkers) from creationWorkers clients, each creating an
+// instance on control, reading its stream's init on streaming and leaving
+// (routed: through a router, whose ids name the follower), and returns the
+// creations per second.
+func newCreationRate(b *testing.B, cycles int) (rate func(control, streaming string, routed bool) float64) {
+	const creationWorkers = 32
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: creationWorkers, DisableCompression: true}}
 	cycle := func(control, streaming string, routed bool) error {
 		resp, err := client.Post(control+"/v1/streams/collection", "application/json", strings.NewReader(createBody))
@@ -133,13 +159,13 @@ func benchCreationRate(b *testing.B, opts ...memberOpt) {
 		}
 		return nil
 	}
-	rate := func(control, streaming string, routed bool) float64 {
+	return func(control, streaming string, routed bool) float64 {
 		start := time.Now()
 		var wg sync.WaitGroup
 		var failed atomic.Int64
 		for w := range creationWorkers {
 			wg.Go(func() {
-				for range creationCycles / creationWorkers {
+				for range cycles / creationWorkers {
 					if err := cycle(control, streaming, routed); err != nil && failed.Add(1) == 1 {
 						b.Errorf("worker %d: %v", w, err)
 					}
@@ -147,19 +173,8 @@ func benchCreationRate(b *testing.B, opts ...memberOpt) {
 			})
 		}
 		wg.Wait()
-		return float64(creationCycles/creationWorkers*creationWorkers) / time.Since(start).Seconds()
+		return float64(cycles/creationWorkers*creationWorkers) / time.Since(start).Seconds()
 	}
-	var direct, routed, ratio []float64
-	for b.Loop() {
-		d := rate(f.control.URL, f.streaming.URL, false)
-		rr := rate(r.control.URL, r.streaming.URL, true)
-		direct, routed, ratio = append(direct, d), append(routed, rr), append(ratio, rr/d)
-	}
-	b.ReportMetric(median(direct), "direct-creations/s")
-	b.ReportMetric(median(routed), "routed-creations/s")
-	b.ReportMetric(median(ratio), "ratio")
-	b.ReportMetric(slices.Min(ratio), "ratio-min")
-	b.ReportMetric(slices.Max(ratio), "ratio-max")
 }
 
 func newClient() *http.Client {

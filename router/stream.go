@@ -50,7 +50,8 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	// The stream's lifetime is its own: the request's ends with the handler,
 	// which a hijacked stream outlives.
-	ctx, cancel := context.WithCancel(context.Background())
+	// Its moves follow its trace.
+	ctx, cancel := context.WithCancel(detachedTrace(r.Context()))
 	detach := context.AfterFunc(r.Context(), cancel)
 	h := upstreamHeader(r)
 	up, resp, err := rt.openUpstream(ctx, m, key, h)
@@ -178,7 +179,7 @@ func (rt *Router) endStream(s *stream) {
 	cur.close()
 	if late != nil {
 		late.close()
-		go rt.deleteTarget(late.member, late.key, late.trigger)
+		go rt.deleteTarget(late.span, late.member, late.key, late.trigger)
 	}
 }
 
