@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -50,8 +51,9 @@ type Affinity struct {
 	cfg AffinityConfig
 
 	mu    sync.Mutex
-	rings map[uint64]*ring // by Ready.Version
-	seen  sync.Pool        // *[]uint64 bit sets of the followers a walk passed
+	rings map[uint64]*ring     // by Ready.Version
+	last  atomic.Pointer[ring] // the ring last asked for: placements read it without the lock
+	seen  sync.Pool            // *[]uint64 bit sets of the followers a walk passed
 }
 
 // NewAffinity validates cfg and returns the policy.
@@ -133,6 +135,21 @@ func (a *Affinity) Choose(key string, ready Ready, exclude func(string) bool) (f
 	return cheapest, Spilled
 }
 
+// Over tells whether m carries more than the bound lets placement put on it:
+// its cost above the bound plus what one placement may add (a new graph and
+// its instance, taken while within the bound), and its instances at or
+// above its capacity. The rebalancer moves streams off a follower only when
+// it is over by this test, the policy's own, so that it never fights the
+// placements the bound allows.
+func (a *Affinity) Over(m fleet.Member, ready Ready) bool {
+	if ready.Len() == 0 {
+		return false
+	}
+	w := a.cfg.Weights
+	bound := a.cfg.Balance*ready.Cost(w)/float64(ready.Len()) + w.Graph + w.Instance
+	return !a.takes(m, w.Member(m), bound)
+}
+
 // takes tells whether m takes one more instance: its cost within the bound,
 // or its instances below its capacity.
 func (a *Affinity) takes(m fleet.Member, cost, bound float64) bool {
@@ -151,23 +168,29 @@ func (a *Affinity) takes(m fleet.Member, cost, bound float64) bool {
 // build (tens of ms with 10,000 followers) rather than each paying it.
 func (a *Affinity) ring(ready Ready) *ring {
 	v := ready.Version()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if r := a.rings[v]; r != nil && len(r.ids) == ready.Len() {
+	if r := a.last.Load(); r != nil && r.version == v && len(r.ids) == ready.Len() {
 		return r
 	}
-	if len(a.rings) >= maxRings {
-		clear(a.rings)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.rings[v]
+	if r == nil || len(r.ids) != ready.Len() {
+		if len(a.rings) >= maxRings {
+			clear(a.rings)
+		}
+		r = newRing(ready.IDs())
+		r.version = v
+		a.rings[v] = r
 	}
-	r := newRing(ready.IDs())
-	a.rings[v] = r
+	a.last.Store(r)
 	return r
 }
 
 // ring is a consistent-hash ring of follower ids: each id has vnodes points.
 // It depends on the set of ids alone, so every router builds the same one.
 type ring struct {
-	ids []string // sorted
+	version uint64   // the Ready.Version it was built for
+	ids     []string // sorted
 	// points are sorted; each is a position (the top 40 bits of a hash) and
 	// the index of its follower in ids (the low bits), so that one sort of
 	// integers orders them totally, ties of positions by follower.

@@ -65,3 +65,38 @@ func (s *Members) Least(exclude func(string) bool) (fleet.Member, bool) {
 
 // Cost is O(1): a follower's cost is linear in its graphs and instances.
 func (s *Members) Cost(w fleet.CostWeights) float64 { return w.Of(s.graphs, s.instances) }
+
+// With is ready with m in place of the follower of the same id (if ready
+// holds it): where a policy would place were that follower's load m's. The
+// rebalancer asks it whether a definition it would move off a follower
+// would be placed back there.
+func With(ready Ready, m fleet.Member) Ready { return with{ready, m} }
+
+type with struct {
+	Ready
+	m fleet.Member
+}
+
+func (r with) Member(id string) (fleet.Member, bool) {
+	old, ok := r.Ready.Member(id)
+	if ok && id == r.m.Follower {
+		return r.m, true
+	}
+	return old, ok
+}
+
+func (r with) Cost(w fleet.CostWeights) float64 {
+	c := r.Ready.Cost(w)
+	if old, ok := r.Ready.Member(r.m.Follower); ok {
+		c += w.Member(r.m) - w.Member(old)
+	}
+	return c
+}
+
+func (r with) Least(exclude func(string) bool) (fleet.Member, bool) {
+	best, ok := r.Ready.Least(func(id string) bool { return id == r.m.Follower || (exclude != nil && exclude(id)) })
+	if _, in := r.Ready.Member(r.m.Follower); in && (exclude == nil || !exclude(r.m.Follower)) && (!ok || r.m.Load() < best.Load()) {
+		return r.m, true
+	}
+	return best, ok
+}

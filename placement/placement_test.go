@@ -270,3 +270,59 @@ func TestAffinityIsSafeForConcurrentUse(t *testing.T) {
 		require.NoError(t, <-done)
 	}
 }
+
+// Over is the bound placement keeps, with room for the one placement a
+// follower within it may still take (a new graph and its instance): a
+// follower there is not over, one beyond it is, and one below its target
+// never is, whatever the mean.
+func TestOverJudgesByThePolicysBound(t *testing.T) {
+	ms := func(graphs ...int64) *placement.Members {
+		out := make([]fleet.Member, len(graphs))
+		for i, g := range graphs {
+			out[i] = fleet.Member{Report: fleet.Report{Follower: fmt.Sprintf("follower-%d", i), Role: fleet.RoleFollower,
+				State: fleet.StateReady, Graphs: g, Instances: 10 * g}}
+		}
+		return placement.NewMembers(out)
+	}
+	p := affinity(t, placement.AffinityConfig{})
+	member := func(ready *placement.Members, id string) fleet.Member { m, _ := ready.Member(id); return m }
+	// Costs 2g: mean 8 over (4, 8, 8, 12) → bound 1.25 × 8 + 1.1 = 11.1.
+	ready := ms(2, 4, 4, 6)
+	require.True(t, p.Over(member(ready, "follower-3"), ready), "cost 12 over 11.1")
+	require.False(t, p.Over(member(ready, "follower-1"), ready))
+	// Cost 10 of mean 7.5 (1.33 × the mean): within the bound and one placement.
+	ready = ms(2, 4, 4, 5)
+	require.False(t, p.Over(member(ready, "follower-3"), ready))
+	// 60 instances below a target of 100: never over.
+	withTarget := affinity(t, placement.AffinityConfig{Target: 100})
+	ready = ms(6, 0, 0, 0)
+	require.True(t, p.Over(member(ready, "follower-0"), ready))
+	require.False(t, withTarget.Over(member(ready, "follower-0"), ready))
+	require.False(t, p.Over(fleet.Member{}, placement.NewMembers(nil)))
+}
+
+// With answers as the ready set would with one follower's load replaced.
+func TestWithReplacesOneFollower(t *testing.T) {
+	s := newSim(3)
+	s.held["follower-0"]["a"], s.held["follower-1"]["b"], s.held["follower-2"]["c"] = 5, 3, 4
+	ready := placement.NewMembers(s.members())
+	w := fleet.DefaultCostWeights
+	lighter, _ := ready.Member("follower-0")
+	lighter.Instances, lighter.Graphs = 1, 1
+	with := placement.With(ready, lighter)
+	m, ok := with.Member("follower-0")
+	require.True(t, ok)
+	require.Equal(t, int64(1), m.Instances)
+	require.InDelta(t, ready.Cost(w)-0.4, with.Cost(w), 1e-9)
+	least, _ := with.Least(nil)
+	require.Equal(t, "follower-0", least.Follower)
+	least, _ = with.Least(func(id string) bool { return id == "follower-0" })
+	require.Equal(t, "follower-1", least.Follower)
+	// A member not in the set stays out of it.
+	with = placement.With(ready, fleet.Member{Report: fleet.Report{Follower: "stranger"}})
+	_, ok = with.Member("stranger")
+	require.False(t, ok)
+	require.InDelta(t, ready.Cost(w), with.Cost(w), 1e-9)
+	least, _ = with.Least(nil)
+	require.Equal(t, "follower-1", least.Follower)
+}

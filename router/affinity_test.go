@@ -16,6 +16,7 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/placement"
 	"github.com/headcount-dev/headcount/router"
 )
 
@@ -95,6 +96,8 @@ func TestParamsInAnyKeyOrderLandTogether(t *testing.T) {
 	r1, r2 := startRouter(t, url, "r-1", perReplicaTarget), startRouter(t, url, "r-2", perReplicaTarget)
 	r1.waitReady(t, 8)
 	r2.waitReady(t, 8)
+	one, two := followerOf(r1.createParams(t, `{"a":1,"b":2}`)), followerOf(r2.createParams(t, `{"b":2,"a":1}`))
+	require.Equal(t, one, two, `{"a":1,"b":2} and {"b":2,"a":1}`)
 	for i := range 10 {
 		a := fmt.Sprintf(`{"a":%d,"b":[2,{"y":1,"x":0}]}`, i)
 		b := fmt.Sprintf(` {"b":[2,{"x":0.0,"y":1e0}], "a":%d.0}`, i)
@@ -196,7 +199,9 @@ func TestDrainMovesEachDefinitionToOneFollower(t *testing.T) {
 
 // The rebalancer evens out cost by moving whole definitions: after three
 // followers join the one holding everything, no definition is on two
-// followers, the cost spread is within the threshold, and no stream is cut.
+// followers, every follower's cost is within the policy's bound (1.25 × the
+// mean, plus the one placement a follower within it may still take), and no
+// stream is cut.
 func TestRebalanceMovesWholeDefinitionsAndEvensCost(t *testing.T) {
 	f := startHeldFleet(t)
 	all := append([]*demo.Server{f.first}, f.rest...)
@@ -204,6 +209,7 @@ func TestRebalanceMovesWholeDefinitionsAndEvensCost(t *testing.T) {
 	// first rounds overshoot on one follower (each moves before its view
 	// shows the other's moves, likelier on a loaded machine), only streams
 	// whose cooldown ended can even it out.
+	w := fleet.DefaultCostWeights
 	require.Eventually(t, func() bool {
 		graphs, instances, by := holdings(all)
 		var most, sum float64
@@ -211,8 +217,8 @@ func TestRebalanceMovesWholeDefinitionsAndEvensCost(t *testing.T) {
 			most, sum = max(most, cost[1]), sum+cost[1]
 		}
 		return graphs == definitions && instances == definitions*perDefinition &&
-			most/(sum/float64(len(all))) <= router.DefaultMoveConfig().RebalanceThreshold
-	}, 60*time.Second, 20*time.Millisecond, "max ÷ mean cost never within the threshold with each definition on one follower")
+			most <= placement.DefaultBalance*sum/float64(len(all))+w.Graph+w.Instance
+	}, 60*time.Second, 20*time.Millisecond, "cost never within the bound with each definition on one follower")
 	f.uncut(t)
 	held(t, all, "after the rebalance")
 	assert.Positive(t, moved(t, f.routers[0], "rebalance")+moved(t, f.routers[1], "rebalance"))

@@ -83,7 +83,7 @@ func DefaultConfig() Config {
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,
 		Moves:         DefaultMoveConfig(),
-		Placement:     PlacementConfig{Policy: PlacementLeastLoaded, Bound: placement.DefaultBalance},
+		Placement:     PlacementConfig{Policy: PlacementAffinity, Bound: placement.DefaultBalance},
 	}
 }
 
@@ -162,10 +162,12 @@ type MoveConfig struct {
 	MovedTTL time.Duration
 	// MaxMoved bounds the moved ids a router remembers (default 100,000).
 	MaxMoved int
-	// RebalanceThreshold starts a rebalance when the most loaded ready
-	// follower carries more than this times the mean (default 1.25); it stops
-	// at RebalanceStop (default 1 + (threshold-1)/5) or when one move would not
-	// narrow the spread.
+	// RebalanceThreshold starts a rebalance under least-loaded placement
+	// when the most loaded ready follower carries more than this times the
+	// mean (default 1.25); it stops at RebalanceStop (default 1 +
+	// (threshold-1)/5) or when one move would not narrow the spread. Under
+	// affinity the rebalancer judges by the policy's bound instead
+	// (PlacementConfig.Bound), so that it never moves what placement allows.
 	RebalanceThreshold, RebalanceStop float64
 	// RebalanceRate bounds this router's rebalancing moves per second
 	// (default 20).
@@ -226,11 +228,9 @@ func (c *MoveConfig) defaults() error {
 // PlacementConfig says where new instances go (placement.go,
 // docs/placement.md). Zero values take the defaults on each field.
 type PlacementConfig struct {
-	// Policy is PlacementLeastLoaded (the default) or PlacementAffinity
-	// (every instance of a definition on its own follower, within the
-	// bound). Affinity is not the default yet: with real Skip its
-	// placements and the rebalancer can move a stream twice during a
-	// drain (docs/placement.md, Limits).
+	// Policy is PlacementAffinity (the default: every instance of a
+	// definition on its own follower, within the bound; the rebalancer then
+	// judges by the same bound) or PlacementLeastLoaded.
 	Policy string
 	// Bound is affinity's c: a follower takes a definition while its cost
 	// is at most c × the mean cost (default placement.DefaultBalance, ≥ 1).
@@ -243,7 +243,7 @@ type PlacementConfig struct {
 
 func (c *PlacementConfig) defaults() error {
 	if c.Policy == "" {
-		c.Policy = PlacementLeastLoaded
+		c.Policy = PlacementAffinity
 	}
 	if c.Bound == 0 {
 		c.Bound = placement.DefaultBalance

@@ -190,12 +190,13 @@ type testRouter struct {
 // View is the router's fleet: its process's one view.
 func (tr *testRouter) View() *fleet.View { return tr.view }
 
-// leastLoaded places by instance counts (the default, said where a test
-// depends on it): for the tests of spreading and moving many identical
-// instances, which affinity would keep on one follower.
+// leastLoaded places by instance counts: for the tests of spreading and
+// moving many identical instances, which affinity (the default) would keep
+// on one follower.
 func leastLoaded(c *router.Config) { c.Placement.Policy = router.PlacementLeastLoaded }
 
-// affinity places every instance of a definition on its own follower.
+// affinity places every instance of a definition on its own follower (the
+// default, said where a test depends on it).
 func affinity(c *router.Config) { c.Placement.Policy = router.PlacementAffinity }
 
 func startRouter(t testing.TB, url, id string, mutate ...func(*router.Config)) *testRouter {

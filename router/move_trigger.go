@@ -1,13 +1,13 @@
 package router
 
 import (
-	"cmp"
 	"context"
 	"math"
 	"slices"
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/placement"
 )
 
 // kickMoves wakes the triggers after a view change.
@@ -106,39 +106,46 @@ func (rt *Router) scanOwners(now time.Time) {
 }
 
 // rebalance moves this router's share of the excess from the most loaded
-// ready follower while the spread is beyond the threshold (with hysteresis:
-// it stops at RebalanceStop), at most RebalanceRate moves per second. What
-// moves together is the placer's: a definition's streams under affinity, so
-// that its graph leaves the follower rather than being built on two.
+// ready follower while the placer judges it over (placer.over: under
+// affinity the policy's own bound, so that the two never disagree), at most
+// RebalanceRate moves per second. What moves together is the placer's: a
+// definition's streams under affinity, so that its graph leaves the
+// follower rather than being built on two, and none that the policy would
+// place back. It waits while a follower drains: the drain changes the loads
+// by itself, and a follower chosen now may be the next to drain.
 func (rt *Router) rebalance(active bool) bool {
 	members := rt.view.Members(rt.cfg.Service)
+	if slices.ContainsFunc(members, func(m fleet.Member) bool {
+		return m.Role == fleet.RoleFollower && m.State == fleet.StateDraining
+	}) {
+		return false
+	}
+	ready := placement.NewMembers(members)
+	if ready.Len() < 2 {
+		return false
+	}
 	load := rt.placer.load
-	var ready []fleet.Member
+	var most, least fleet.Member
 	var sum float64
-	for _, m := range members {
-		if m.Role == fleet.RoleFollower && m.State == fleet.StateReady {
-			ready = append(ready, m)
-			sum += load(m)
+	for i, id := range ready.IDs() {
+		m, _ := ready.Member(id)
+		sum += load(m)
+		if i == 0 || load(m) > load(most) {
+			most = m
+		}
+		if i == 0 || load(m) < load(least) {
+			least = m
 		}
 	}
-	if len(ready) < 2 || sum == 0 {
-		return false
+	gap := load(most) - load(least)
+	if gap <= rt.placer.moved(most, 1) || !rt.placer.over(most, ready, active) {
+		return false // as even as moves make it, or within the bound
 	}
-	mean := sum / float64(len(ready))
-	byLoad := func(a, b fleet.Member) int { return cmp.Compare(load(a), load(b)) }
-	most, least := slices.MaxFunc(ready, byLoad), slices.MinFunc(ready, byLoad)
-	ratio, gap := load(most)/mean, load(most)-load(least)
-	switch {
-	case gap <= rt.placer.moved(most, 1):
-		return false // no move narrows the gap: as even as it gets
-	case !active && ratio > rt.cfg.Moves.RebalanceThreshold:
-		active = true
-		rt.log.Info("rebalancing", "most_loaded", most.Follower, "ratio", ratio)
-	case active && ratio <= rt.cfg.Moves.RebalanceStop:
-		return false
-	case !active:
-		return false
+	mean := sum / float64(ready.Len())
+	if !active {
+		rt.log.Info("rebalancing", "most_loaded", most.Follower, "ratio", load(most)/mean)
 	}
+	active = true
 	mine := rt.moves.streams.on(most.Follower)
 	if len(mine) == 0 {
 		return active
@@ -163,8 +170,8 @@ func (rt *Router) rebalance(active bool) bool {
 		if share <= 0 {
 			break
 		}
-		if rt.placer.moved(most, len(group)) >= gap {
-			continue // it would only move the imbalance
+		if rt.placer.moved(most, len(group)) >= gap || rt.placer.keeps(most, group, ready) {
+			continue // it would only move the imbalance, or come back
 		}
 		for _, s := range group {
 			// A stream is not bounced around: one rebalanced lately stays.

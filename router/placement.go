@@ -42,6 +42,12 @@ type placer interface {
 	peek(o origin, exclude func(follower string) bool) (fleet.Member, bool)
 	// load is what the rebalancer evens out between followers.
 	load(m fleet.Member) float64
+	// over tells whether the rebalancer moves streams off m, the most
+	// loaded of ready (active: it did in its last round).
+	over(m fleet.Member, ready placement.Ready, active bool) bool
+	// keeps tells whether the policy would place group back on m once it
+	// moved off (m's load less the group's): the rebalancer leaves it.
+	keeps(m fleet.Member, group []*stream, ready placement.Ready) bool
 	// groups splits streams into what the rebalancer moves together, in
 	// the same order in every router.
 	groups(streams []*stream) [][]*stream
@@ -63,13 +69,17 @@ type policyPlacer struct {
 	view     Fleet
 	service  string
 	policy   placement.Policy
-	affinity bool // policy is placement.Affinity: keys, cost, groups
+	affinity *placement.Affinity // the policy, under affinity: keys, cost, groups, its bound
 	weights  fleet.CostWeights
-	outcomes *prometheus.CounterVec // outcome
+	// least-loaded's rebalancing spread: start above threshold × the mean
+	// load, stop at stop × the mean
+	threshold, stop float64
+	outcomes        *prometheus.CounterVec // outcome
 }
 
 func newPlacer(view Fleet, cfg Config) (*policyPlacer, error) {
 	p := &policyPlacer{view: view, service: cfg.Service, policy: placement.LeastLoaded{}, weights: fleet.DefaultCostWeights,
+		threshold: cfg.Moves.RebalanceThreshold, stop: cfg.Moves.RebalanceStop,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_router_placement_outcomes_total", ConstLabels: prometheus.Labels{"service": cfg.Service},
 			Help: "Placements this router counted, by outcome: preferred (the definition's own follower, or where its other streams moved; " +
@@ -81,7 +91,7 @@ func newPlacer(view Fleet, cfg Config) (*policyPlacer, error) {
 		if err != nil {
 			return nil, err // Config.defaults checked it
 		}
-		p.policy, p.affinity = a, true
+		p.policy, p.affinity = a, a
 	}
 	for _, o := range []placement.Outcome{placement.Preferred, placement.Spilled, placement.None} {
 		p.outcomes.WithLabelValues(o.String())
@@ -110,7 +120,7 @@ func (p *policyPlacer) peek(o origin, exclude func(string) bool) (fleet.Member, 
 // about sharing). The key is computed here, outside the lock.
 func (p *policyPlacer) chooser(o origin, exclude func(string) bool, out *placement.Outcome) func(fleet.ReadySet) (fleet.Member, bool) {
 	policy, key := p.policy, ""
-	if p.affinity {
+	if p.affinity != nil {
 		var keyed bool
 		if key, keyed = o.key(); !keyed {
 			policy = placement.LeastLoaded{}
@@ -134,17 +144,61 @@ func (p *policyPlacer) chooser(o origin, exclude func(string) bool, out *placeme
 // load is what the rebalancer evens out: cost under affinity, instances
 // over capacity under least-loaded.
 func (p *policyPlacer) load(m fleet.Member) float64 {
-	if p.affinity {
+	if p.affinity != nil {
 		return p.weights.Member(m)
 	}
 	return m.Load()
+}
+
+// over: under affinity the policy's own test (placement.Affinity.Over: over
+// the bound by more than a placement may take it, and at its capacity), so
+// that the rebalancer never moves what the bound allows; under
+// least-loaded the load beyond threshold × the mean, down to stop × the
+// mean once started.
+func (p *policyPlacer) over(m fleet.Member, ready placement.Ready, active bool) bool {
+	if p.affinity != nil {
+		return p.affinity.Over(m, ready)
+	}
+	var sum float64
+	for _, id := range ready.IDs() {
+		r, _ := ready.Member(id)
+		sum += r.Load()
+	}
+	if sum == 0 {
+		return false
+	}
+	ratio := m.Load() / (sum / float64(ready.Len()))
+	return ratio > p.threshold || (active && ratio > p.stop)
+}
+
+// keeps: under affinity, whether the group's definition, with the group
+// gone from m, would have m as its follower again (m is the first in the
+// key's order that takes it): moving it would only split the definition
+// over two graphs. Under least-loaded no stream belongs anywhere.
+func (p *policyPlacer) keeps(m fleet.Member, group []*stream, ready placement.Ready) bool {
+	if p.affinity == nil || len(group) == 0 {
+		return false
+	}
+	key, keyed := (origin{resource: group[0].resource, params: group[0].params}).key()
+	if !keyed {
+		return false
+	}
+	after := m
+	after.Instances = max(m.Instances-int64(len(group)), 0)
+	if after.Graphs > 1 || after.Instances == 0 {
+		// Its graph leaves with the group, unless other routers' streams of
+		// it stay: they keep one graph of the few m counts.
+		after.Graphs = max(after.Graphs-1, 0)
+	}
+	chosen, _ := p.affinity.Choose(key, placement.With(ready, after), nil)
+	return chosen.Follower == m.Follower
 }
 
 // moved: under affinity the definition's graph and its instances (the
 // graph leaves if they were its last there), else n instances' share of
 // m's capacity.
 func (p *policyPlacer) moved(m fleet.Member, n int) float64 {
-	if p.affinity {
+	if p.affinity != nil {
 		return p.weights.Of(1, int64(n))
 	}
 	return float64(n) / float64(max(m.Capacity, 1))
@@ -158,7 +212,7 @@ func (p *policyPlacer) groups(streams []*stream) [][]*stream {
 	var alone [][]*stream
 	for _, s := range streams {
 		k, ok := (origin{resource: s.resource, params: s.params}).key()
-		if !p.affinity || !ok {
+		if p.affinity == nil || !ok {
 			alone = append(alone, []*stream{s})
 			continue
 		}

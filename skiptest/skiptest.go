@@ -241,6 +241,9 @@ func (p *Process) Exited() bool {
 // Output is what the process wrote so far on stdout and stderr.
 func (p *Process) Output() string { return p.out.String() }
 
+// Pid is the Node process's id, for reading its memory and CPU in /proc.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // FreePort returns a free loopback port (freeport.Port): Node cannot be
 // handed a listener.
 func FreePort() (int, error) { return freeport.Port("127.0.0.1") }

@@ -20,9 +20,32 @@ class PostsResource {
   }
 }
 
+// "scored": a mapper over every row of posts that depends on its params, as
+// in issue #22's measurements: a follower builds one graph per distinct
+// params (a definition), shared by every instance of it.
+class Score {
+  constructor(weight) {
+    this.weight = weight;
+  }
+  mapEntry(key, values) {
+    let sum = 0;
+    for (const v of values.toArray()) sum += Number(v) || 0;
+    return [[key, sum * this.weight]];
+  }
+}
+
+class ScoredResource {
+  constructor(params) {
+    this.weight = Number(params?.weight ?? 1);
+  }
+  instantiate(collections) {
+    return collections.posts.map(Score, this.weight);
+  }
+}
+
 const service = {
   initialData: { posts: [] },
-  resources: { posts: PostsResource },
+  resources: { posts: PostsResource, scored: ScoredResource },
   createGraph(inputs) {
     return { posts: inputs.posts };
   },

@@ -1,0 +1,187 @@
+package skiptest_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/headcount-dev/headcount/agent/sidecar"
+	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/router"
+)
+
+// sideBySide is what one policy's run measured.
+type sideBySide struct {
+	definitions, graphs int
+	rssGrowthMiB        float64 // the followers' summed RSS growth from 400 open streams
+	writesCPU           float64 // seconds of follower CPU for 100 writes above the same writes with no instance
+	spread              float64 // max ÷ mean cost across followers
+}
+
+// Issue #22's real-Skip side by side (docs/benchmarks.md): 4 followers
+// behind sidecars, 2 routers, 400 open streams of a mapper over 3,000
+// mirrored rows whose params are drawn from a Zipf distribution (s = 1.1)
+// over 50 definitions, then 100 writes; affinity, then least-loaded, with
+// the same draws. Opt-in (HEADCOUNT_SIDE_BY_SIDE=1): minutes, ten Node
+// processes. It checks what must hold whatever the machine's speed:
+// affinity builds fewer graphs than least-loaded.
+func TestRealSkipPlacementSideBySide(t *testing.T) {
+	if os.Getenv("HEADCOUNT_SIDE_BY_SIDE") == "" {
+		t.Skip("opt-in: HEADCOUNT_SIDE_BY_SIDE=1 (docs/benchmarks.md)")
+	}
+	seed, _ := strconv.ParseUint(os.Getenv("HEADCOUNT_SIDE_BY_SIDE_SEED"), 10, 64)
+	zipf := rand.NewZipf(rand.New(rand.NewPCG(22, seed)), 1.1, 1, 49)
+	draws := make([]uint64, 400)
+	for i := range draws {
+		draws[i] = zipf.Uint64()
+	}
+	got := map[string]sideBySide{}
+	for _, policy := range []string{router.PlacementAffinity, router.PlacementLeastLoaded} {
+		t.Run(policy, func(t *testing.T) { got[policy] = runSideBySide(t, policy, draws) })
+	}
+	aff, least := got[router.PlacementAffinity], got[router.PlacementLeastLoaded]
+	for _, p := range []string{router.PlacementAffinity, router.PlacementLeastLoaded} {
+		r := got[p]
+		t.Logf("%s: %d definitions, %d graphs, duplication %.2f, RSS growth %.1f MiB, CPU for 100 writes above baseline %.2f s, max/mean cost %.2f",
+			p, r.definitions, r.graphs, float64(r.graphs)/float64(r.definitions), r.rssGrowthMiB, r.writesCPU, r.spread)
+	}
+	if least.rssGrowthMiB > 0 && least.writesCPU > 0 {
+		t.Logf("affinity ÷ least-loaded: RSS growth %.2f, CPU above baseline %.2f", aff.rssGrowthMiB/least.rssGrowthMiB, aff.writesCPU/least.writesCPU)
+	}
+	assert.Less(t, aff.graphs, least.graphs, "affinity builds fewer graphs")
+}
+
+func runSideBySide(t *testing.T, policy string, draws []uint64) sideBySide {
+	f := startSkipFleet(t, 4, sidecar.DefaultProbe, func(c *router.Config) { c.Placement.Policy, c.Placement.Target = policy, 100 })
+	var pids []int
+	for _, p := range f.skips {
+		pids = append(pids, p.Pid())
+	}
+	for i := 0; i < 3000; i += 100 {
+		rows := make([]string, 0, 100)
+		for j := i; j < i+100; j++ {
+			rows = append(rows, fmt.Sprintf(`["r%d",[%d]]`, j, j))
+		}
+		f.write(t, "["+strings.Join(rows, ",")+"]")
+	}
+	writes := func(round int) float64 {
+		waitIdle(t, pids)
+		before := cpuSeconds(t, pids)
+		for i := range 100 {
+			f.write(t, fmt.Sprintf(`[["r%d",[%d]]]`, (i*31)%3000, round*1000+i))
+		}
+		waitIdle(t, pids)
+		return cpuSeconds(t, pids) - before
+	}
+	baseline := writes(1)
+	rssBefore := rssMiB(t, pids)
+
+	var wg sync.WaitGroup
+	defs := map[uint64]bool{}
+	for i, d := range draws {
+		defs[d] = true
+		code, id := e2e.Do(t, http.MethodPost, f.controls[i%2]+"/v1/streams/scored", fmt.Sprintf(`{"weight":%d}`, d+1))
+		require.Equal(t, http.StatusCreated, code, id)
+		st, code := e2e.Subscribe(t, f.streams[(i+1)%2], id)
+		require.Equal(t, http.StatusOK, code, id)
+		c := &e2e.Client{ID: id, Stream: st}
+		wg.Go(func() { c.Next(t) })
+	}
+	wg.Wait()
+	var followers []fleet.Member
+	require.Eventually(t, func() bool {
+		followers = followers[:0]
+		var instances int64
+		for _, m := range f.views[0].Members(service) {
+			if m.Role == fleet.RoleFollower {
+				followers = append(followers, m)
+				instances += m.Instances
+			}
+		}
+		return instances == int64(len(draws))
+	}, 60*time.Second, 50*time.Millisecond, "the followers report the %d instances", len(draws))
+	out := sideBySide{definitions: len(defs)}
+	var most, sum float64
+	for _, m := range followers {
+		out.graphs += int(m.Graphs)
+		c := fleet.DefaultCostWeights.Member(m)
+		most, sum = max(most, c), sum+c
+		t.Logf("%s: %d instances, %d graphs", m.Follower, m.Instances, m.Graphs)
+	}
+	out.spread = most / (sum / float64(len(followers)))
+	waitIdle(t, pids)
+	out.rssGrowthMiB = rssMiB(t, pids) - rssBefore
+	out.writesCPU = writes(2) - baseline
+	return out
+}
+
+// waitIdle waits until the processes spend less than 5 % of a core for a
+// second, so that a measurement starts and ends with their work done.
+func waitIdle(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	last := cpuSeconds(t, pids)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		now := cpuSeconds(t, pids)
+		if now-last < 0.05 {
+			return
+		}
+		last = now
+	}
+	t.Logf("followers still busy after 2 minutes")
+}
+
+// cpuSeconds sums the user and system CPU of pids from /proc (USER_HZ 100).
+func cpuSeconds(t *testing.T, pids []int) float64 {
+	t.Helper()
+	var ticks float64
+	for _, pid := range pids {
+		stat := proc(t, pid, "stat")
+		// Fields after the command's closing parenthesis: state is the
+		// first, utime the 12th, stime the 13th.
+		for _, f := range strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])[11:13] {
+			ticks += number(t, f)
+		}
+	}
+	return ticks / 100
+}
+
+// proc reads /proc/<pid>/<name>.
+func proc(t *testing.T, pid int, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+	require.NoError(t, err)
+	return string(b)
+}
+
+func number(t *testing.T, s string) float64 {
+	t.Helper()
+	n, err := strconv.ParseFloat(s, 64)
+	require.NoError(t, err)
+	return n
+}
+
+// rssMiB sums the resident memory of pids from /proc.
+func rssMiB(t *testing.T, pids []int) float64 {
+	t.Helper()
+	var kib float64
+	for _, pid := range pids {
+		for line := range strings.Lines(proc(t, pid, "status")) {
+			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kib += number(t, strings.Fields(rest)[0])
+			}
+		}
+	}
+	return kib / 1024
+}
