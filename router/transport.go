@@ -72,11 +72,26 @@ func (u *upstreams) via(m fleet.Member) http.RoundTripper {
 	return u.transport(m.H2C)
 }
 
-func (u *upstreams) transport(h2c bool) *http.Transport {
+func (u *upstreams) transport(h2c bool) http.RoundTripper {
 	if h2c {
-		return u.h2
+		return resending{u.h2}
 	}
 	return u.h1
+}
+
+// resending sends a GET or HEAD once more when the multiplexed connection
+// it went out on was lost under it (its follower died, say), as net/http
+// does for an HTTP/1.1 request on a dead pooled connection: it is safe to
+// repeat, and the new connection's dial tells whether the follower is gone.
+type resending struct{ *http.Transport }
+
+func (t resending) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.Transport.RoundTrip(req)
+	replayable := (req.Method == http.MethodGet || req.Method == http.MethodHead) && (req.Body == nil || req.Body == http.NoBody)
+	if err != nil && replayable && req.Context().Err() == nil && !errors.As(err, new(*httpx.DialError)) {
+		return t.Transport.RoundTrip(req.Clone(req.Context()))
+	}
+	return resp, err
 }
 
 func (u *upstreams) closeIdle() {
@@ -91,13 +106,7 @@ func (u *upstreams) openStream(ctx context.Context, m fleet.Member, key string, 
 	ctx, cancel := context.WithCancel(ctx)
 	req := (&http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
 		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}).WithContext(ctx)
-	resp, err := u.h2.RoundTrip(req)
-	if err != nil && ctx.Err() == nil && !errors.As(err, new(*httpx.DialError)) {
-		// The shared connection was lost under the request (its follower
-		// died, say): a GET is safe to send again, and the new connection's
-		// dial tells whether the follower is gone, as it does over HTTP/1.1.
-		resp, err = u.h2.RoundTrip(req.Clone(ctx))
-	}
+	resp, err := u.transport(true).RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil && !errors.As(err, new(*httpx.DialError)) {
 			err = ctx.Err()
