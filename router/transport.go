@@ -101,9 +101,9 @@ func (u *upstreams) closeIdle() {
 
 // openStream sends GET /v1/streams/<key> to m on its multiplexed
 // connection (openUpstream's h2c half). Ending the stream resets it; the
-// connection serves on.
+// connection serves on. ctx (the client's, or a move's) bounds the request;
+// the upstream's own end is its body's close, without a context of its own.
 func (u *upstreams) openStream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
-	ctx, cancel := context.WithCancel(ctx)
 	req := (&http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
 		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}).WithContext(ctx)
 	resp, err := u.transport(true).RoundTrip(req)
@@ -111,19 +111,20 @@ func (u *upstreams) openStream(ctx context.Context, m fleet.Member, key string, 
 		if ctx.Err() != nil && !errors.As(err, new(*httpx.DialError)) {
 			err = ctx.Err()
 		}
-		cancel()
 		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		resp.Body = &closeWith{resp.Body, cancel}
 		return nil, resp, nil
 	}
 	u.met.streams.Inc()
 	body := &h2Body{ReadCloser: resp.Body, met: u.met}
 	head := *resp
 	resp.Header, resp.Request = nil, nil
-	up := &upstream{member: m, id: m.Follower + "/" + key, key: key, body: &closeWith{body, cancel},
-		cancel: cancel, events: newEventReader(body)}
+	// Closing the body resets the stream and wakes its reader at once, but
+	// may wait for the connection's writer: cancel (a move's, under the
+	// stream's lock) does not wait.
+	end := func() { go body.Close() }
+	up := &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end, events: newEventReader(body)}
 	return up, &head, nil
 }
 
@@ -138,7 +139,10 @@ type h2Body struct {
 
 func (b *h2Body) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && b.ended.CompareAndSwap(false, true) && err != io.EOF {
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		// The client left: Close counts the router's reset.
+	case b.ended.CompareAndSwap(false, true) && err != io.EOF:
 		// The follower reset the stream or the connection was lost.
 		b.met.resets.WithLabelValues("upstream").Inc()
 	}
