@@ -150,13 +150,11 @@ func runMemory(c config, haproxyBin string, w io.Writer) error {
 		streams, err := openStreams(t.control, t.streaming, c.memoryStreams)
 		if err == nil {
 			if t.metrics != "" {
-				// A Go process holds its garbage until its next collection, and
-				// a collection halves a goroutine's stack that uses under a
-				// quarter of it: wait for two (the runtime forces one at least
-				// every 2 minutes), as a router holding streams for long sees.
+				// A Go process holds its garbage until its next collection: wait
+				// for one (the runtime forces one at least every 2 minutes).
 				// HAProxy has no collection to wait for.
 				_, gcs := goMemory(t.metrics)
-				_ = await(func() bool { _, n := goMemory(t.metrics); return n >= gcs+2 }, 280*time.Second)
+				_ = await(func() bool { _, n := goMemory(t.metrics); return n > gcs }, 150*time.Second)
 			}
 			time.Sleep(3 * time.Second) // let the proxy settle
 			var after, fds int64
