@@ -13,9 +13,8 @@ import (
 )
 
 // chartOnlyFlags are what the chart adds to a command and the overlays do
-// not: the scaler's and the adapter's certificates (the overlays leave
-// them to you), and the adapter watching only the chart's one service.
-var chartOnlyFlags = []string{"--tls-cert", "--tls-key", "--tls-client-ca", "--tls-cert-file", "--tls-private-key-file", "--services"}
+// not: the adapter watching only the chart's one service.
+var chartOnlyFlags = []string{"--services"}
 
 // flags is a container's arguments as flag → value ("" for a switch), the
 // subcommand under "".
@@ -51,10 +50,10 @@ func httpProbe(p *corev1.Probe) string {
 // The chart and the overlays describe one install: for plan pro (and the
 // hpa overlay against autoscaler hpa), each role's command, ports, probes,
 // resources, security context, grace period and rollout strategy are the
-// same, and so are the ScaledObject's bounds, fallback, behaviour and
-// trigger, the HPA's, and the Ingress's paths. What only the chart does
-// (TLS to the scaler, NATS identities, placement, egress) is checked by
-// the chart's own tests.
+// same (the scaler's and the adapter's certificate flags included), and so
+// are the ScaledObject's bounds, fallback, behaviour and trigger, the
+// HPA's, the scaler's admission policy, and the Ingress's paths. What only the chart does (NATS
+// identities, placement, egress) is checked by the chart's own tests.
 func TestChartAgreesWithTheOverlays(t *testing.T) {
 	for overlay, vals := range map[string]map[string]any{
 		"pro": {"plan": "pro"},
@@ -72,9 +71,7 @@ func TestChartAgreesWithTheOverlays(t *testing.T) {
 				assert.Equal(t, kc.Ports, cc.Ports, "%s: ports", role)
 				assert.Equal(t, httpProbe(kc.LivenessProbe), httpProbe(cc.LivenessProbe), "%s: liveness", role)
 				assert.Equal(t, httpProbe(kc.StartupProbe), httpProbe(cc.StartupProbe), "%s: startup", role)
-				if role != "scaler" { // gRPC in the overlays; /readyz over TLS in the chart
-					assert.Equal(t, kc.ReadinessProbe, cc.ReadinessProbe, "%s: readiness", role)
-				}
+				assert.Equal(t, kc.ReadinessProbe, cc.ReadinessProbe, "%s: readiness", role)
 				assert.Equal(t, kc.Resources, cc.Resources, "%s: resources", role)
 				assert.Equal(t, kc.SecurityContext, cc.SecurityContext, "%s: securityContext", role)
 				assert.Equal(t, kc.Lifecycle, cc.Lifecycle, "%s: lifecycle", role)
@@ -106,6 +103,17 @@ func TestChartAgreesWithTheOverlays(t *testing.T) {
 				assert.Equal(t, k.hpas[i].Spec.Metrics, c.hpas[i].Spec.Metrics)
 				assert.Equal(t, k.hpas[i].Spec.Behavior, c.hpas[i].Spec.Behavior)
 			}
+			// The scaler's admission policy: the same rules, for each one's scaler.
+			require.Len(t, k.admission, 1)
+			require.Len(t, c.admission, 1)
+			kp, cp := k.admission[0].Spec, c.admission[0].Spec
+			assert.Equal(t, kp.Validations, cp.Validations)
+			assert.Equal(t, kp.Variables, cp.Variables)
+			assert.Equal(t, kp.MatchConstraints, cp.MatchConstraints)
+			assert.Equal(t, kp.FailurePolicy, cp.FailurePolicy)
+			require.Len(t, kp.MatchConditions, 1)
+			require.Len(t, cp.MatchConditions, 1)
+			assert.Equal(t, `request.userInfo.username == "system:serviceaccount:headcount:headcount-scaler"`, kp.MatchConditions[0].Expression)
 			require.Len(t, c.ingresses, 1)
 			require.Len(t, k.ingresses, 1)
 			paths := func(r rendered) (out []string) {

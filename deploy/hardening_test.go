@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -75,6 +76,7 @@ type rendered struct {
 	pdbs        []*policyv1.PodDisruptionBudget
 	ingresses   []*networkingv1.Ingress
 	hpas        []*autoscalingv2.HorizontalPodAutoscaler
+	admission   []*admissionregistrationv1.ValidatingAdmissionPolicy
 	other       map[string][]map[string]any // by kind
 }
 
@@ -140,6 +142,8 @@ func decodeDocs(t *testing.T, what string, docs [][]byte) rendered {
 			r.ingresses = append(r.ingresses, o)
 		case *autoscalingv2.HorizontalPodAutoscaler:
 			r.hpas = append(r.hpas, o)
+		case *admissionregistrationv1.ValidatingAdmissionPolicy:
+			r.admission = append(r.admission, o)
 		}
 	}
 	return r
@@ -257,6 +261,27 @@ func checkHardened(t *testing.T, r rendered) {
 					slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
 			}), w.name)
 		}
+	})
+	t.Run("a default-deny egress policy over every workload: DNS, and given ports only", func(t *testing.T) {
+		for _, w := range r.workloads {
+			assert.True(t, slices.ContainsFunc(r.policies, func(np *networkingv1.NetworkPolicy) bool {
+				return covers(t, np, w.pod.Labels) && slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) &&
+					slices.ContainsFunc(np.Spec.Egress, func(e networkingv1.NetworkPolicyEgressRule) bool {
+						return slices.ContainsFunc(e.Ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port.IntValue() == 53 })
+					})
+			}), "%s: a default-deny egress policy allowing DNS", w.name)
+			for _, np := range r.policies {
+				if !covers(t, np, w.pod.Labels) {
+					continue
+				}
+				for _, e := range np.Spec.Egress {
+					assert.NotEmpty(t, e.Ports, "%s: policy %s: egress to given ports only", w.name, np.Name)
+				}
+			}
+		}
+	})
+	t.Run("egress lets each role reach the peers it dials", func(t *testing.T) {
+		checkEgressFlows(t, r)
 	})
 	for _, w := range r.workloads {
 		podLabels := w.pod.Labels
@@ -404,6 +429,74 @@ func checkHardened(t *testing.T, r rendered) {
 	})
 }
 
+// dialled are the connections each role opens inside the install: to
+// NATS's client port, and to its peers' ports by name.
+var dialled = map[string][]struct{ role, port string }{
+	"leader":       {{"nats", "4222"}},
+	"follower":     {{"nats", "4222"}, {"leader", "control"}, {"leader", "streaming"}},
+	"router":       {{"nats", "4222"}, {"follower", "control"}, {"follower", "streaming"}, {"leader", "control"}, {"leader", "streaming"}},
+	"scaler":       {{"nats", "4222"}, {"follower", "control"}},
+	"adapter":      {{"nats", "4222"}, {"follower", "control"}},
+	"auth-callout": {{"nats", "4222"}},
+}
+
+// checkEgressFlows: for every connection of dialled between two workloads
+// of the rendering, the egress policies covering the caller allow it.
+// NATS is the workload serving 4222 (none with an existing NATS).
+func checkEgressFlows(t *testing.T, r rendered) {
+	t.Helper()
+	roleOf := func(w workload) string {
+		if _, ok := podPort(w.pod.Spec, "4222"); ok {
+			return "nats"
+		}
+		return w.pod.Labels["headcount.dev/role"]
+	}
+	checked := 0
+	for _, from := range r.workloads {
+		for _, flow := range dialled[roleOf(from)] {
+			for _, to := range r.workloads {
+				if roleOf(to) != flow.role {
+					continue
+				}
+				p, ok := podPort(to.pod.Spec, flow.port)
+				require.True(t, ok, "%s has a port %s", to.name, flow.port)
+				checked++
+				assert.True(t, r.egressAllows(t, from.pod.Labels, to.pod.Labels, p), "%s may dial %s:%d", from.name, to.name, p.ContainerPort)
+			}
+		}
+	}
+	assert.NotZero(t, checked)
+}
+
+// egressAllows says whether the egress policies covering a pod labelled
+// from let it connect to port p of a pod labelled to, in its namespace
+// (no policy with Egress covering it: anything).
+func (r rendered) egressAllows(t *testing.T, from, to map[string]string, p corev1.ContainerPort) bool {
+	t.Helper()
+	limited := false
+	for _, np := range r.policies {
+		if !covers(t, np, from) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
+			continue
+		}
+		limited = true
+		for _, e := range np.Spec.Egress {
+			if len(e.Ports) > 0 && !slices.ContainsFunc(e.Ports, func(pp networkingv1.NetworkPolicyPort) bool { return portMatches(pp, p) }) {
+				continue
+			}
+			if len(e.To) == 0 {
+				return true
+			}
+			for _, peer := range e.To {
+				if peer.PodSelector != nil && peer.NamespaceSelector == nil && peer.IPBlock == nil &&
+					(len(peer.PodSelector.MatchLabels)+len(peer.PodSelector.MatchExpressions) == 0 || selects(t, peer.PodSelector, to)) {
+					return true
+				}
+			}
+		}
+	}
+	return !limited
+}
+
 // flagDuration is the value of a duration flag in args ("--f v" or "--f=v").
 func flagDuration(t *testing.T, args []string, name string) (time.Duration, bool) {
 	t.Helper()
@@ -468,6 +561,19 @@ func TestHPAOverlay(t *testing.T) {
 		assert.Contains(t, r.services, svc["name"], "the APIService's Service is deployed")
 	}
 	assert.ElementsMatch(t, []string{"v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"}, versions)
+	// The aggregated API's RoleBinding stays where its Role is, whatever
+	// components the overlay is composed with (a component's namespace:
+	// field moved it).
+	for _, dir := range []string{filepath.Join("overlays", "hpa"),
+		composedDir(t, "hpa", "components/nats-cluster", "components/servicemonitor", "components/nats-auth", "adapter/external")} {
+		var authReader []string
+		for _, res := range render(t, dir).Resources() {
+			if res.GetKind() == "RoleBinding" && res.GetName() == "headcount-adapter-auth-reader" {
+				authReader = append(authReader, res.GetNamespace())
+			}
+		}
+		assert.Equal(t, []string{"kube-system"}, authReader, dir)
+	}
 
 	require.Len(t, r.hpas, 1)
 	h := r.hpas[0]
@@ -491,13 +597,19 @@ func composed(t *testing.T, overlay string, components ...string) rendered {
 // composedDir is the kustomization of composed.
 func composedDir(t *testing.T, overlay string, components ...string) string {
 	t.Helper()
+	return composedDirWith(t, overlay, "", components...)
+}
+
+// composedDirWith is composedDir with more kustomization fields (extra, YAML).
+func composedDirWith(t *testing.T, overlay, extra string, components ...string) string {
+	t.Helper()
 	dir := t.TempDir()
 	abs, err := filepath.Abs(".")
 	require.NoError(t, err)
 	// kustomize refuses absolute paths outside the root: link the tree in.
 	require.NoError(t, os.Symlink(abs, filepath.Join(dir, "deploy")))
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "o"), 0o755))
-	k := "resources: [../deploy/overlays/" + overlay + "]\ncomponents:\n"
+	k := "resources: [../deploy/overlays/" + overlay + "]\n" + extra + "components:\n"
 	for _, c := range components {
 		k += "- ../deploy/" + c + "\n"
 	}
@@ -525,6 +637,48 @@ func TestAdapterExternalComponent(t *testing.T) {
 	}
 	assert.Contains(t, names, "v1beta1.external.metrics.k8s.io")
 	assert.Contains(t, container(t, r, "headcount-adapter").Args, "--external-metrics")
+}
+
+// KEDA and Prometheus elsewhere: an overlay that merges other names into
+// headcount-namespaces and adds components/namespaces gets them in every
+// rule that named "keda" or "monitoring", and nowhere else; the settings
+// ConfigMap itself is never rendered.
+func TestNamespacesComponentRenamesEveryNamespace(t *testing.T) {
+	renamed := map[string]string{"keda": "autoscaling", "monitoring": "observability"}
+	const settings = `configMapGenerator:
+- name: headcount-namespaces
+  namespace: headcount
+  behavior: merge
+  literals: [keda=autoscaling, monitoring=observability]
+`
+	for _, overlay := range []string{"secure", "hpa"} {
+		t.Run(overlay, func(t *testing.T) {
+			before := decode(t, filepath.Join("overlays", overlay))
+			after := decode(t, composedDirWith(t, overlay, settings, "components/namespaces"))
+			assert.NotContains(t, before.configs, "headcount-namespaces")
+			assert.NotContains(t, after.configs, "headcount-namespaces")
+			named := func(r rendered) map[string]string {
+				out := map[string]string{}
+				for _, np := range r.policies {
+					for i, rule := range np.Spec.Ingress {
+						for j, peer := range rule.From {
+							if peer.NamespaceSelector != nil {
+								out[fmt.Sprintf("%s ingress %d from %d", np.Name, i, j)] = peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"]
+							}
+						}
+					}
+				}
+				return out
+			}
+			want := named(before)
+			require.NotEmpty(t, want)
+			for rule, ns := range want {
+				require.Contains(t, renamed, ns, rule)
+				want[rule] = renamed[ns]
+			}
+			assert.Equal(t, want, named(after))
+		})
+	}
 }
 
 // With the NATS auth component every headcount process, the adapter

@@ -147,23 +147,30 @@ func moduleDir(t *testing.T, module string) string {
 	return info.Dir
 }
 
-// The CRDs the overlays' non-core objects need, from the projects' own
-// modules: KEDA's (the version in go.mod) and the Prometheus Operator's.
-const promOperator = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+// The CRDs the overlays' and the chart's non-core objects need, from the
+// projects' own modules: KEDA's (the version in go.mod), the Prometheus
+// Operator's and cert-manager's.
+const (
+	promOperator = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+	certManager  = "github.com/cert-manager/cert-manager@v1.19.1"
+)
 
 func installCRDs(t *testing.T, a *applier) {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/kedacore/keda/v2").Output()
 	require.NoError(t, err)
-	keda := strings.TrimSpace(string(out))
-	a.applyFiles(t, filepath.Join(keda, "config", "crd", "bases", "keda.sh_scaledobjects.yaml"))
+	keda := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "bases")
+	a.applyFiles(t, filepath.Join(keda, "keda.sh_scaledobjects.yaml"), filepath.Join(keda, "keda.sh_triggerauthentications.yaml"))
 	a.applyFiles(t, filepath.Join(moduleDir(t, promOperator), "example", "prometheus-operator-crd",
 		"monitoring.coreos.com_servicemonitors.yaml"))
+	cm := filepath.Join(moduleDir(t, certManager), "deploy", "crds")
+	a.applyFiles(t, filepath.Join(cm, "cert-manager.io_certificates.yaml"), filepath.Join(cm, "cert-manager.io_issuers.yaml"))
 }
 
 // Every overlay of deploy/ applies with server-side apply against the real
 // API server: its validation, defaulting and admission (RBAC escalation
-// checks included), and the KEDA and Prometheus Operator CRDs' schemas.
+// checks included), and the KEDA, Prometheus Operator and cert-manager
+// CRDs' schemas.
 func TestEveryOverlayAppliesServerSide(t *testing.T) {
 	c := need(t)
 	a := newApplier(t, c)

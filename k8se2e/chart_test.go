@@ -3,7 +3,6 @@ package k8se2e
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,9 +54,6 @@ func helmInstall(t *testing.T, c *cluster, namespace, release string, vals map[s
 	t.Helper()
 	a := newApplier(t, c)
 	installCRDs(t, a)
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/kedacore/keda/v2").Output()
-	require.NoError(t, err)
-	a.applyFiles(t, filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "bases", "keda.sh_triggerauthentications.yaml"))
 	ch, err := loader.Load(filepath.Join("..", "deploy", "chart"))
 	require.NoError(t, err)
 	install := action.NewInstall(helmConfig(t, c, namespace))
@@ -65,12 +61,17 @@ func helmInstall(t *testing.T, c *cluster, namespace, release string, vals map[s
 	install.ServerSideApply = true
 	install.WaitStrategy = kube.HookOnlyStrategy
 	install.Timeout = 2 * time.Minute
-	// The KEDA CRDs' kinds are served before Helm maps the chart's objects.
-	for _, kind := range []string{"ScaledObject", "TriggerAuthentication"} {
+	// The CRDs' kinds are served before Helm maps the chart's objects.
+	for _, gvk := range []schema.GroupVersionKind{
+		{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"},
+		{Group: "keda.sh", Version: "v1alpha1", Kind: "TriggerAuthentication"},
+		{Group: "cert-manager.io", Version: "v1", Kind: "Issuer"},
+		{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"},
+	} {
 		var err error
-		eventually(t, time.Minute, func() string { return kind + ": " + errString(err) }, func(context.Context) bool {
+		eventually(t, time.Minute, func() string { return gvk.Kind + ": " + errString(err) }, func(context.Context) bool {
 			a.mapper.Reset()
-			_, err = a.mapper.RESTMapping(schema.GroupKind{Group: "keda.sh", Kind: kind}, "v1alpha1")
+			_, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 			return err == nil
 		})
 	}
@@ -103,27 +104,7 @@ func TestChartInstallsServerSide(t *testing.T) {
 	c := need(t)
 	const ns = "streams"
 	rel := helmInstall(t, c, ns, "hackernews", ownService("hackernews"))
-	a := newApplier(t, c)
-	objs := manifestObjects(t, rel.Manifest)
-	require.NotEmpty(t, objs)
-	kinds := map[string]bool{}
-	for _, o := range objs {
-		kinds[o.GetKind()] = true
-		assert.NotContains(t, o.GetName(), "demo")
-		m, err := a.mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
-		require.NoError(t, err)
-		namespace := o.GetNamespace()
-		if m.Scope.Name() == "namespace" && namespace == "" {
-			namespace = ns
-		}
-		got, err := a.resource(m, namespace).Get(context.Background(), o.GetName(), metav1.GetOptions{})
-		require.NoError(t, err, "%s %s", o.GetKind(), o.GetName())
-		applied := false
-		for _, f := range got.GetManagedFields() {
-			applied = applied || f.Operation == metav1.ManagedFieldsOperationApply
-		}
-		assert.True(t, applied, "%s %s: applied server-side", o.GetKind(), o.GetName())
-	}
+	kinds := appliedKinds(t, c, ns, rel)
 	for _, k := range []string{"Deployment", "ScaledObject", "TriggerAuthentication", "ValidatingAdmissionPolicy", "NetworkPolicy", "Secret"} {
 		assert.True(t, kinds[k], "a %s", k)
 	}
@@ -145,6 +126,48 @@ func TestChartInstallsServerSide(t *testing.T) {
 	assert.Equal(t, caBefore.Data["tls.crt"], scalerTLS.Data["ca.crt"], "certificates after the upgrade are signed by it")
 }
 
+// The chart with tls.source certManager installs too: its Issuers and
+// Certificates pass cert-manager's CRD schemas (no cert-manager runs, so
+// nothing issues them here; deploy's tests issue what they describe).
+func TestChartWithCertManagerInstallsServerSide(t *testing.T) {
+	c := need(t)
+	const ns = "quotes"
+	vals := ownService("quotes")
+	vals["tls"] = map[string]any{"source": "certManager"}
+	kinds := appliedKinds(t, c, ns, helmInstall(t, c, ns, "quotes", vals))
+	for _, k := range []string{"Issuer", "Certificate", "TriggerAuthentication"} {
+		assert.True(t, kinds[k], "a %s", k)
+	}
+}
+
+// appliedKinds checks that every object of rel reads back applied
+// server-side, none named demo, and returns their kinds.
+func appliedKinds(t *testing.T, c *cluster, ns string, rel *releasev1.Release) map[string]bool {
+	t.Helper()
+	a := newApplier(t, c)
+	objs := manifestObjects(t, rel.Manifest)
+	require.NotEmpty(t, objs)
+	kinds := map[string]bool{}
+	for _, o := range objs {
+		kinds[o.GetKind()] = true
+		assert.NotContains(t, o.GetName(), "demo")
+		m, err := a.mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
+		require.NoError(t, err)
+		namespace := o.GetNamespace()
+		if m.Scope.Name() == "namespace" && namespace == "" {
+			namespace = ns
+		}
+		got, err := a.resource(m, namespace).Get(context.Background(), o.GetName(), metav1.GetOptions{})
+		require.NoError(t, err, "%s %s", o.GetKind(), o.GetName())
+		applied := false
+		for _, f := range got.GetManagedFields() {
+			applied = applied || f.Operation == metav1.ManagedFieldsOperationApply
+		}
+		assert.True(t, applied, "%s %s: applied server-side", o.GetKind(), o.GetName())
+	}
+	return kinds
+}
+
 // The ValidatingAdmissionPolicy, on the real API server: the scaler's
 // ServiceAccount (which RBAC lets patch pods) may set a follower's
 // deletion-cost annotation and is refused a label, another annotation or
@@ -153,16 +176,37 @@ func TestChartAdmissionPolicyNarrowsTheScalersPatches(t *testing.T) {
 	c := need(t)
 	const ns, svc = "costs", "search"
 	helmInstall(t, c, ns, svc, ownService(svc))
+	checkScalersPatchesNarrowed(t, c, ns, svc+"-scaler", svc+"-follower")
+}
+
+// The overlays' policy (deploy/rbac) does the same for their scaler.
+func TestOverlayAdmissionPolicyNarrowsTheScalersPatches(t *testing.T) {
+	c := need(t)
+	a := newApplier(t, c)
+	installCRDs(t, a)
+	a.applyOverlay(t, "pro")
+	checkScalersPatchesNarrowed(t, c, namespace, "headcount-scaler", "")
+}
+
+// checkScalersPatchesNarrowed creates a follower pod in ns (under
+// ServiceAccount podSA, if any) and patches it as ServiceAccount scalerSA:
+// only the deletion-cost annotation goes through; the admin's label patch
+// does too.
+func checkScalersPatchesNarrowed(t *testing.T, c *cluster, ns, scalerSA, podSA string) {
+	t.Helper()
 	ctx := context.Background()
 	pod, err := c.client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: svc + "-follower-abcde", Labels: map[string]string{"headcount.dev/role": "follower"}},
-		Spec: corev1.PodSpec{ServiceAccountName: svc + "-follower", AutomountServiceAccountToken: new(bool),
-			Containers: []corev1.Container{{Name: "follower", Image: "ghcr.io/example/search-follower:1.4.0"}}},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "admission-k8se2e-", Labels: map[string]string{"headcount.dev/role": "follower"}},
+		Spec: corev1.PodSpec{ServiceAccountName: podSA, AutomountServiceAccountToken: new(bool),
+			Containers: []corev1.Container{{Name: "follower", Image: "ghcr.io/example/follower:1.4.0"}}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = c.client.CoreV1().Pods(ns).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
+	})
 
 	as := rest.CopyConfig(c.cfg)
-	as.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + svc + "-scaler"}
+	as.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + scalerSA}
 	scaler, err := kubernetes.NewForConfig(as)
 	require.NoError(t, err)
 	patch := func(client kubernetes.Interface, body string) error {

@@ -2,8 +2,13 @@ package k8se2e
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +23,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/headcount-dev/headcount/internal/certtest"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
@@ -165,8 +172,9 @@ var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", V
 
 // HPA path for real: headcount-adapter runs as the aggregated
 // custom.metrics.k8s.io (in a network namespace: the API server reaches it
-// at a non-loopback endpoint, as it would a pod), its APIServices become
-// Available, and the overlays/hpa HPA moves the follower Deployment's
+// at a non-loopback endpoint, as it would a pod) with the certificate the
+// overlay's Certificate describes, its APIServices become Available (the
+// aggregator verifying it with the injected caBundle), and the overlays/hpa HPA moves the follower Deployment's
 // spec.replicas to what replicas/ predicts as agents report counts over
 // NATS: up, then down after a short stabilization window.
 func TestHPAScalesOnTheAdaptersMetric(t *testing.T) {
@@ -180,7 +188,7 @@ func TestHPAScalesOnTheAdaptersMetric(t *testing.T) {
 	ctx := context.Background()
 	a := newApplier(t, c)
 	installCRDs(t, a)
-	a.applyOverlay(t, "hpa")
+	tlsDir := injectAdapterCA(t, a, a.applyOverlay(t, "hpa"))
 
 	// The adapter's endpoint, which the aggregator routes to: its address in
 	// the namespace (no kubelet reports the adapter pod's IP, and an
@@ -201,7 +209,8 @@ func TestHPAScalesOnTheAdaptersMetric(t *testing.T) {
 		"--nats-url", natsURL, "--secure-port", "6443", "--bind-address", env.ns.nsIP,
 		"--http-addr", net.JoinHostPort(env.ns.nsIP, "0"),
 		"--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
-		"--lister-kubeconfig", kubeconfig, "--pod-selector", "headcount.dev/role=follower")...)
+		"--lister-kubeconfig", kubeconfig, "--pod-selector", "headcount.dev/role=follower",
+		"--tls-cert-file", filepath.Join(tlsDir, "tls.crt"), "--tls-private-key-file", filepath.Join(tlsDir, "tls.key"))...)
 
 	for _, v := range []string{"v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"} {
 		var cond string
@@ -274,6 +283,53 @@ func TestHPAScalesOnTheAdaptersMetric(t *testing.T) {
 	expect(350, "up")
 	k.set(t, first, 120)
 	expect(120, "down")
+}
+
+// injectAdapterCA plays cert-manager for the overlay's adapter (no
+// cert-manager runs here): it issues the certificate the overlay's
+// Certificate asks for (its DNS names and usage) from a CA of its own,
+// writes it where the adapter reads it, and writes the CA into the
+// caBundle of every APIService whose cert-manager.io/inject-ca-from names
+// that Certificate, as cainjector would. The aggregator then verifies the
+// adapter with it: the APIServices have no insecureSkipTLSVerify.
+func injectAdapterCA(t *testing.T, a *applier, objs []*unstructured.Unstructured) string {
+	t.Helper()
+	var cert *unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "Certificate" && o.GetName() == "headcount-adapter-tls" {
+			cert = o
+		}
+	}
+	require.NotNil(t, cert, "the overlay's adapter Certificate")
+	dnsNames, _, err := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+	require.NoError(t, err)
+	usages, _, err := unstructured.NestedStringSlice(cert.Object, "spec", "usages")
+	require.NoError(t, err)
+	require.Equal(t, []string{"server auth"}, usages)
+	ca, err := certtest.New("headcount CA")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, ca.Write(dir, "ca.crt", "tls.crt", "tls.key", &x509.Certificate{
+		Subject: pkix.Name{CommonName: "headcount-adapter"}, DNSNames: dnsNames, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	require.NoError(t, err)
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"caBundle": caPEM}})
+	require.NoError(t, err)
+	injected := 0
+	for _, o := range objs {
+		if o.GetKind() != "APIService" {
+			continue
+		}
+		_, skip, _ := unstructured.NestedBool(o.Object, "spec", "insecureSkipTLSVerify")
+		require.False(t, skip, "%s verifies the adapter", o.GetName())
+		require.Equal(t, namespace+"/"+cert.GetName(), o.GetAnnotations()["cert-manager.io/inject-ca-from"], o.GetName())
+		_, err := a.dyn.Resource(apiServices).Patch(context.Background(), o.GetName(), types.MergePatchType, patch,
+			metav1.PatchOptions{FieldManager: "cert-manager-cainjector"})
+		require.NoError(t, err)
+		injected++
+	}
+	require.NotZero(t, injected)
+	return dir
 }
 
 func pro() replicas.Plan {

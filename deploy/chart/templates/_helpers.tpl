@@ -51,6 +51,8 @@ headcount.dev/role: {{ .role }}
 runAsNonRoot: true
 runAsUser: {{ .Values.security.runAsUser }}
 runAsGroup: {{ .Values.security.runAsUser }}
+# Mounted Secrets (mode 0440) are readable by this group, not only by root.
+fsGroup: {{ .Values.security.runAsUser }}
 seccompProfile: {type: RuntimeDefault}
 {{- end -}}
 
