@@ -45,8 +45,15 @@ type Config struct {
 	// milliseconds, so a follower this slow is hung or drowning (the last
 	// try waits HeaderTimeout).
 	CreateTimeout time.Duration
-	RetryAfter    time.Duration // advertised on 503 answers
-	DemandTTL     time.Duration // ttl of the demand events published while holding
+	// SlowStart bounds the placements a follower may have that it has not
+	// reported yet (fleet.Member.Pending, every router's): past it a creation
+	// that was held goes to another follower or waits on for the next report,
+	// so that the creations held during a leader's restart spread over the
+	// followers as they come up instead of landing on the first one ready.
+	// 0: no bound.
+	SlowStart  int
+	RetryAfter time.Duration // advertised on 503 answers
+	DemandTTL  time.Duration // ttl of the demand events published while holding
 	// ForgetAfter is how long a follower that left is remembered, so that
 	// its instance ids get 410 Gone rather than 404.
 	ForgetAfter time.Duration
@@ -71,6 +78,7 @@ func DefaultConfig() Config {
 		DialTimeout:   2 * time.Second,
 		HeaderTimeout: 30 * time.Second,
 		CreateTimeout: 10 * time.Second,
+		SlowStart:     3,
 		RetryAfter:    time.Second,
 		DemandTTL:     3 * time.Second,
 		ForgetAfter:   10 * time.Minute,
@@ -108,7 +116,7 @@ func (c *Config) defaults() error {
 	setDefault(&c.DemandTTL, def.DemandTTL)
 	setDefault(&c.ForgetAfter, def.ForgetAfter)
 	if err := errors.Join(
-		atLeast(0, field[int]{"Retries", c.Retries}, field[int]{"HoldQueue", c.HoldQueue}),
+		atLeast(0, field[int]{"Retries", c.Retries}, field[int]{"HoldQueue", c.HoldQueue}, field[int]{"SlowStart", c.SlowStart}),
 		atLeast(0, field[int64]{"MaxBody", c.MaxBody}),
 		atLeast(0, field[time.Duration]{"HoldTimeout", c.HoldTimeout}, field[time.Duration]{"WriteRetry", c.WriteRetry},
 			field[time.Duration]{"DialTimeout", c.DialTimeout},
@@ -172,14 +180,16 @@ type MoveConfig struct {
 	// that clients and proxies do not time it out (default 15 s).
 	KeepAlive time.Duration
 	// Grace is how long a follower may stay not ready without leaving (hung,
-	// its health check failing) before its streams are moved (default 5 s).
+	// its health check failing) while a peer stays ready before its streams
+	// are moved (default 1 s: the sidecar's failure threshold already took
+	// about 3 s, and the two together stay within 5 s of a hang).
 	Grace time.Duration
 }
 
 // DefaultMoveConfig is the move configuration a zero field takes.
 func DefaultMoveConfig() MoveConfig {
 	return MoveConfig{Timeout: 10 * time.Second, Concurrency: 64, MovedTTL: 2 * time.Minute, MaxMoved: 100_000,
-		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20, OutageWait: 2 * time.Minute, KeepAlive: 15 * time.Second, Grace: 5 * time.Second}
+		RebalanceThreshold: 1.25, RebalanceStop: 1.05, RebalanceRate: 20, OutageWait: 2 * time.Minute, KeepAlive: 15 * time.Second, Grace: time.Second}
 }
 
 func (c *MoveConfig) defaults() error {

@@ -84,11 +84,12 @@ type verdict struct {
 func (rt *Router) createInstance(ctx context.Context, c creation) (created, error) {
 	tried := slices.Clone(c.exclude)
 	exclude := func(follower string) bool { return slices.Contains(tried, follower) }
+	o := c.origin
 	choose := func() (fleet.Member, bool) {
 		if c.count {
-			return rt.placer.place(c.origin, exclude)
+			return rt.placer.place(o, exclude)
 		}
-		return rt.placer.peek(c.origin, exclude)
+		return rt.placer.peek(o, exclude)
 	}
 	spent := 0 // refusals that ejected nobody: the retry budget
 	var last fleet.Member
@@ -106,6 +107,9 @@ func (rt *Router) createInstance(ctx context.Context, c creation) (created, erro
 		case !ok && !c.hold:
 			return created{}, errNoTarget
 		case !ok:
+			// Held, it goes out with the others held at the slow-start
+			// pace as the followers come up.
+			o = rt.slowly(o)
 			var err error
 			if m, err = rt.held(ctx, choose); err != nil {
 				return created{}, err

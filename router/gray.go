@@ -1,6 +1,7 @@
 package router
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -9,20 +10,38 @@ import (
 
 // triggerGray moves the streams of a follower that stopped being ready
 // without leaving (hung: SIGSTOP, a deadlock, a GC spiral; its sidecar's
-// health check failing) once it has stayed so for Moves.Grace.
+// health check failing) once it has stayed so for Moves.Grace while a peer
+// kept answering.
 const triggerGray = "gray"
 
-// unready remembers since when each incarnation owning this router's
-// streams has been seen not ready; a ready report forgets it.
+// unwitnessedGrace bounds how long a follower may stay not ready when no
+// peer stayed ready meanwhile (a write burst keeps every Skip follower busy
+// with its mirror at once; they come back together, issue #21) before its
+// streams move anyway to whichever follower is ready.
+const unwitnessedGrace = 30 * time.Second
+
+// unready remembers, for each incarnation owning this router's streams that
+// is not ready, since when, and which peers have stayed ready since: a
+// follower that alone stops answering is hung, one that stops with all its
+// peers is busy with what they are busy with. A ready report forgets it.
 type unready struct {
 	mu    sync.Mutex
-	since map[incarnation]time.Time
+	since map[incarnation]*stretch
 }
 
 type incarnation struct{ follower, id string }
 
-// overdue reports whether m has been not ready for grace or more by now.
-func (u *unready) overdue(m fleet.Member, now time.Time, grace time.Duration) bool {
+// stretch is one time not ready: from when, and the peers ready then and at
+// every look since.
+type stretch struct {
+	from      time.Time
+	witnesses []string
+}
+
+// overdue reports whether m has been not ready for grace or more by now
+// while a peer stayed ready (or for unwitnessedGrace without one); peers
+// are the service's members now, read only while m is not ready.
+func (u *unready) overdue(m fleet.Member, now time.Time, grace time.Duration, peers func() []fleet.Member) bool {
 	key := incarnation{m.Follower, m.Incarnation}
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -30,15 +49,29 @@ func (u *unready) overdue(m fleet.Member, now time.Time, grace time.Duration) bo
 		delete(u.since, key)
 		return false
 	}
-	if u.since == nil {
-		u.since = map[incarnation]time.Time{}
+	ready := map[string]bool{}
+	for _, p := range peers() {
+		if p.Role == fleet.RoleFollower && p.State == fleet.StateReady && p.Follower != m.Follower {
+			ready[p.Follower] = true
+		}
 	}
-	first, seen := u.since[key]
+	if u.since == nil {
+		u.since = map[incarnation]*stretch{}
+	}
+	s, seen := u.since[key]
 	if !seen {
-		u.since[key] = now
+		s = &stretch{from: now}
+		for p := range ready {
+			s.witnesses = append(s.witnesses, p)
+		}
+		u.since[key] = s
 		return false
 	}
-	return now.Sub(first) >= grace
+	s.witnesses = slices.DeleteFunc(s.witnesses, func(p string) bool { return !ready[p] })
+	if len(s.witnesses) == 0 {
+		return now.Sub(s.from) >= max(grace, unwitnessedGrace)
+	}
+	return now.Sub(s.from) >= grace
 }
 
 // forget drops the followers that no longer own a stream here.
@@ -55,7 +88,8 @@ func (u *unready) forget(served map[string]int) {
 // moveOffUnready starts gray moves of the streams on follower m when it has
 // been not ready past the grace; it reports whether every slot is busy.
 func (rt *Router) moveOffUnready(m fleet.Member, now time.Time) (full bool) {
-	if !rt.moves.unready.overdue(m, now, rt.cfg.Moves.Grace) {
+	peers := func() []fleet.Member { return rt.view.Members(rt.cfg.Service) }
+	if !rt.moves.unready.overdue(m, now, rt.cfg.Moves.Grace, peers) {
 		return false
 	}
 	for _, s := range rt.moves.streams.on(m.Follower) {

@@ -19,6 +19,7 @@ type outageMetrics struct {
 	expired       prometheus.Counter
 	slowCreations prometheus.Counter
 	reaped        prometheus.Counter
+	slowed        prometheus.Counter
 }
 
 func newOutageMetrics(reg prometheus.Registerer, service string) (*outageMetrics, error) {
@@ -44,12 +45,16 @@ func newOutageMetrics(reg prometheus.Registerer, service string) (*outageMetrics
 			Name: "headcount_router_orphans_deleted_total", ConstLabels: labels,
 			Help: "Instances that given-up creations left on slow followers, deleted once they answered.",
 		}),
+		slowed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headcount_router_creations_slowed_total", ConstLabels: labels,
+			Help: "Times a creation left out a follower past the slow-start bound (placements it has not reported yet) and went to another or waited.",
+		}),
 	}
 	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "headcount_router_streams_waiting", ConstLabels: labels,
 		Help: "Streams whose owner is gone, kept open with keep-alives until a follower can take them.",
 	}, func() float64 { return float64(m.waiting.Load()) })
-	for _, c := range []prometheus.Collector{m.writesRetried, m.resumed, m.expired, m.slowCreations, m.reaped, waiting} {
+	for _, c := range []prometheus.Collector{m.writesRetried, m.resumed, m.expired, m.slowCreations, m.reaped, m.slowed, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -30,8 +31,34 @@ type target struct {
 type targetKey struct{}
 
 func (rt *Router) newPassThrough() *httputil.ReverseProxy {
-	return httpx.Proxy(rewrite, viaTarget{rt.upstreams}, nil, rt.passThroughError, rt.log)
+	return httpx.Proxy(rewrite, viaTarget{rt.upstreams}, notSent, rt.passThroughError, rt.log)
 }
+
+// errNotSent is a sidecar's answer that its application refused the
+// connection (a leader's sidecar while its Skip process restarts): nothing
+// reached the application, so a caller that may retry does.
+var errNotSent = errors.New("the sidecar's application refused the connection; nothing was sent")
+
+// notSent turns a sidecar's 503 upstream_down into errNotSent for callers
+// that retry what was not sent (target.refused set); others get it as is.
+func notSent(resp *http.Response) error {
+	t := resp.Request.Context().Value(targetKey{}).(target)
+	if t.refused == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	_ = resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	var answer struct{ Reason string }
+	if err == nil && json.Unmarshal(body, &answer) == nil && answer.Reason == sidecarRefused {
+		return errNotSent
+	}
+	return nil
+}
+
+// sidecarRefused is the reason a sidecar gives when its application refused
+// the connection (agent/sidecar).
+const sidecarRefused = "upstream_down"
 
 // passThrough proxies r, whose body is buffered (nil for none), to t as is:
 // no placement, no retry.
@@ -65,7 +92,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 func (rt *Router) passThroughError(w http.ResponseWriter, r *http.Request, err error) {
 	t := r.Context().Value(targetKey{}).(target)
 	var dial *httpx.DialError
-	refused := errors.As(err, &dial)
+	refused := errors.As(err, &dial) || errors.Is(err, errNotSent)
 	deletion := t.owner.Follower != ""
 	if deletion && (refused || httpx.Died(err)) {
 		rt.eject(t.owner, t.addr)

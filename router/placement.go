@@ -19,6 +19,9 @@ type origin struct {
 	// off the same follower went to (move.go): taken, whatever the bound,
 	// while it is ready and not excluded, so that a move keeps a key whole.
 	together string
+	// slow, for a creation that was held, leaves out the followers with too
+	// many placements unreported (slowstart.go).
+	slow *slowStart
 }
 
 // key is o's definition key (fleet.DefinitionKey); ok is false when its
@@ -114,6 +117,10 @@ func (p *policyPlacer) chooser(o origin, exclude func(string) bool, out *placeme
 		}
 	}
 	return func(ready fleet.ReadySet) (fleet.Member, bool) {
+		exclude := exclude
+		if o.slow != nil {
+			exclude = o.slow.exclude(ready, exclude)
+		}
 		var m fleet.Member
 		if t, ok := ready.Member(o.together); ok && (exclude == nil || !exclude(t.Follower)) {
 			m, *out = t, placement.Preferred

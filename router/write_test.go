@@ -62,20 +62,52 @@ func TestUnitRefusedWriteIsRetriedUntilTheLeaderIsBack(t *testing.T) {
 // leader died under it: it may have been applied.
 func TestUnitWriteThatReachedTheLeaderIsNeverSentTwice(t *testing.T) {
 	var hits atomic.Int64
-	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	url := routerToLeader(t, func(w http.ResponseWriter, _ *http.Request) {
 		hits.Add(1)
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if assert.NoError(t, err) {
 			_ = conn.(*net.TCPConn).SetLinger(0) // a reset, as a killed leader's socket
 			_ = conn.Close()
 		}
-	}))
-	t.Cleanup(leader.Close)
-	view := fleet.NewView()
-	apply(view, "leader", fleet.RoleLeader, fleet.StateReady, 0, leader.Listener.Addr().String())
-	_, _, url := unitRouter(t, view)
+	})
 	code, body, _ := do(t, http.MethodPatch, url+"/v1/inputs/posts", `[]`)
 	assert.Equal(t, http.StatusBadGateway, code, body)
 	assert.Equal(t, int64(1), hits.Load())
 	assert.Zero(t, metricAt(t, url, writesRetried))
+}
+
+// A leader behind a sidecar whose Skip process is restarting answers 503
+// upstream_down (its sidecar's: nothing was sent): the write is tried again,
+// as after a refused connection; a 503 of another reason is the leader's own
+// answer and is passed on.
+func TestUnitWriteTheLeadersSidecarCouldNotSendIsRetried(t *testing.T) {
+	var hits atomic.Int64
+	url := routerToLeader(t, func(w http.ResponseWriter, r *http.Request) {
+		switch n := hits.Add(1); {
+		case r.URL.Path == "/v1/inputs/busy":
+			http.Error(w, `{"reason":"busy"}`, http.StatusServiceUnavailable)
+		case n <= 3:
+			http.Error(w, `{"error":"refused","reason":"upstream_down"}`, http.StatusServiceUnavailable)
+		}
+	})
+	code, body, _ := do(t, http.MethodPatch, url+"/v1/inputs/posts", `[]`)
+	assert.Equal(t, http.StatusOK, code, body)
+	assert.Equal(t, int64(4), hits.Load(), "three answers of the sidecar, then the leader's")
+	assert.Equal(t, 1.0, metricAt(t, url, writesRetried))
+
+	code, body, _ = do(t, http.MethodPatch, url+"/v1/inputs/busy", `[]`)
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "busy")
+	assert.Equal(t, int64(5), hits.Load(), "the leader's own 503 is not retried")
+}
+
+// routerToLeader serves leader as the service's ready leader and returns the
+// URL of a router in front of it.
+func routerToLeader(t *testing.T, leader http.HandlerFunc) string {
+	srv := httptest.NewServer(leader)
+	t.Cleanup(srv.Close)
+	view := fleet.NewView()
+	apply(view, "leader", fleet.RoleLeader, fleet.StateReady, 0, srv.Listener.Addr().String())
+	_, _, url := unitRouter(t, view)
+	return url
 }

@@ -12,29 +12,33 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
 	"github.com/headcount-dev/headcount/internal/natstest"
+	"github.com/headcount-dev/headcount/router"
 	"github.com/headcount-dev/headcount/skiptest"
 )
 
 // skipFleet is real Skip under Node: a leader and n followers, each behind a
-// sidecar, and two routers in front.
+// sidecar (the followers' checking them with probe), and two routers in
+// front (their configuration changed by mutate).
 type skipFleet struct {
 	followers map[string]*sidecarAddrs
 	skips     map[string]*skiptest.Process
-	controls  []string // the routers' control listeners
-	streams   []string // the routers' streaming listeners
+	views     []*fleet.View // the routers'
+	controls  []string      // the routers' control listeners
+	streams   []string      // the routers' streaming listeners
 }
 
-func startSkipFleet(t *testing.T, n int) *skipFleet {
+func startSkipFleet(t *testing.T, n int, probe sidecar.Probe, mutate ...func(*router.Config)) *skipFleet {
 	dir := skiptest.Setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	t.Cleanup(cancel)
 	url := natstest.Server(t)
 	nc := natstest.Connect(t, url)
 	leader := startSkip(ctx, t, dir, skiptest.Member{Leader: true})
-	startSidecar(t, nc, "leader", fleet.RoleLeader, leader)
+	startSidecar(t, nc, "leader", fleet.RoleLeader, leader, fastProbe)
 	f := &skipFleet{followers: map[string]*sidecarAddrs{}, skips: map[string]*skiptest.Process{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -44,7 +48,7 @@ func startSkipFleet(t *testing.T, n int) *skipFleet {
 			p := startSkip(ctx, t, dir, skiptest.Member{
 				LeaderControl: port(t, leader.Control), LeaderStreaming: port(t, leader.Streaming), Prefix: id,
 			})
-			sc := startSidecar(t, nc, id, fleet.RoleFollower, p)
+			sc := startSidecar(t, nc, id, fleet.RoleFollower, p, probe)
 			mu.Lock()
 			f.followers[id], f.skips[id] = sc, p
 			mu.Unlock()
@@ -52,11 +56,12 @@ func startSkipFleet(t *testing.T, n int) *skipFleet {
 	}
 	wg.Wait()
 	for _, id := range []string{"r-1", "r-2"} {
-		view, control, streaming := startRouter(t, url, id)
+		view, control, streaming := startRouter(t, url, id, mutate...)
 		require.Eventually(t, func() bool {
 			_, leads := view.Leader(service)
 			return view.Totals(service).Ready == n && leads
 		}, 30*time.Second, 20*time.Millisecond, "router %s sees %d followers and the leader", id, n)
+		f.views = append(f.views, view)
 		f.controls = append(f.controls, control)
 		f.streams = append(f.streams, streaming)
 	}
@@ -78,6 +83,14 @@ func (f *skipFleet) open(t *testing.T, n int) []*e2e.Client {
 	}
 	wg.Wait()
 	return clients
+}
+
+func (f *skipFleet) endpoints() []e2e.Endpoint {
+	var out []e2e.Endpoint
+	for i := range f.controls {
+		out = append(out, e2e.Endpoint{Control: f.controls[i], Streaming: f.streams[i]})
+	}
+	return out
 }
 
 // write sends entries to the leader; a 503 is retried, since a leader busy
@@ -110,7 +123,7 @@ func upstreams(c *e2e.Client) int {
 // moved client sees one fresh init, and every client ends with the state of
 // a fresh instance.
 func TestRealSkipDrainMovesEveryStream(t *testing.T) {
-	f := startSkipFleet(t, 4)
+	f := startSkipFleet(t, 4, fastProbe)
 	f.write(t, `[["before",[1]]]`)
 	clients := f.open(t, 200)
 
@@ -168,7 +181,7 @@ func TestRealSkipDrainMovesEveryStream(t *testing.T) {
 
 // kill -9 of a real Skip follower: its streams continue on the others.
 func TestRealSkipDeathMovesItsStreams(t *testing.T) {
-	f := startSkipFleet(t, 3)
+	f := startSkipFleet(t, 3, fastProbe)
 	clients := f.open(t, 150)
 	f.skips["skip-f1"].Kill()
 	for _, c := range clients {

@@ -44,13 +44,13 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	// The leader, behind a sidecar registering it as the leader: the router
 	// sends writes there.
 	leader := startSkip(ctx, t, dir, skiptest.Member{Leader: true})
-	leaderSC := startSidecar(t, nc, "leader", fleet.RoleLeader, leader)
+	leaderSC := startSidecar(t, nc, "leader", fleet.RoleLeader, leader, fastProbe)
 	followers := map[string]*sidecarAddrs{}
 	for _, id := range []string{"skip-f1", "skip-f2"} {
 		p := startSkip(ctx, t, dir, skiptest.Member{
 			LeaderControl: port(t, leader.Control), LeaderStreaming: port(t, leader.Streaming), Prefix: id,
 		})
-		followers[id] = startSidecar(t, nc, id, fleet.RoleFollower, p)
+		followers[id] = startSidecar(t, nc, id, fleet.RoleFollower, p, fastProbe)
 	}
 	require.Eventually(t, func() bool {
 		tot := view.Totals(service)
@@ -121,12 +121,15 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 // startRouter runs router id as its own process would be composed: its own
 // connection and watcher, as `headcount router` does. It returns the
 // router's view and its control and streaming addresses.
-func startRouter(t *testing.T, url, id string) (*fleet.View, string, string) {
+func startRouter(t *testing.T, url, id string, mutate ...func(*router.Config)) (*fleet.View, string, string) {
 	t.Helper()
 	rnc := natstest.Connect(t, url)
 	rview, rw := natstest.Watch(t, rnc, fleet.WatchConfig{Services: []string{service}, Self: id, Logger: quiet()})
 	cfg := router.DefaultConfig()
 	cfg.Service, cfg.ID, cfg.Logger = service, id, quiet()
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	rt, err := router.New(rnc, rview, cfg)
 	require.NoError(t, err)
 	rw.OnChange(rt.Changed)
@@ -158,8 +161,14 @@ type sidecarAddrs struct {
 	sc                 *sidecar.Sidecar
 }
 
+// fastProbe checks a member every 100 ms, so that it is ready soon after
+// it starts, and tolerates answers up to 3 s late (the default failure
+// threshold): these tests load the machine, and measure other things than
+// a hang.
+var fastProbe = sidecar.Probe{Period: 100 * time.Millisecond, Timeout: 3 * time.Second}
+
 // startSidecar puts a sidecar in front of p on loopback listeners.
-func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *skiptest.Process) *sidecarAddrs {
+func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *skiptest.Process, probe sidecar.Probe) *sidecarAddrs {
 	t.Helper()
 	lc, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -168,7 +177,7 @@ func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *sk
 	sc, err := sidecar.Start(sidecar.Config{
 		NATS: nc, Service: service, ID: id, Role: role,
 		UpstreamControl: p.Control, UpstreamStreaming: p.Streaming,
-		InstanceTTL: 2 * time.Second, Health: sidecar.Probe{Period: 100 * time.Millisecond}, Heartbeat: 200 * time.Millisecond,
+		InstanceTTL: 2 * time.Second, Health: probe,
 		Logger: quiet(),
 	}, lc, ls)
 	require.NoError(t, err)

@@ -224,6 +224,20 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
+// Signal sends sig to the process: SIGSTOP and SIGCONT hang it and let it
+// go on, as a deadlock or a GC spiral would.
+func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Output is what the process wrote so far on stdout and stderr.
 func (p *Process) Output() string { return p.out.String() }
 

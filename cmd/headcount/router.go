@@ -80,6 +80,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.IntVar(&c.Retries, "retries", c.Retries, "other followers a creation tries after a refused connection or a 503 (0: none)")
 	f.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "connection timeout to followers and the leader")
 	f.DurationVar(&c.HeaderTimeout, "upstream-header-timeout", c.HeaderTimeout, "how long an upstream may take to send response headers (502 after)")
+	f.IntVar(&c.SlowStart, "slow-start", c.SlowStart, "placements a follower may have that it has not reported yet before a creation that was held goes to another or waits for its report (0: no bound), so that the creations held during an outage spread over the followers coming up")
 	f.DurationVar(&c.CreateTimeout, "create-timeout", c.CreateTimeout, "how long a follower may take to answer a creation before it goes to another (the instance it may leave is deleted once it answers)")
 	f.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After advertised on 503 answers")
 	f.DurationVar(&c.DemandTTL, "demand-ttl", c.DemandTTL, "ttl of the demand events published while creations are held")
@@ -95,7 +96,7 @@ func routerCmd(g *cli.Global) *cobra.Command {
 	f.BoolVar(&c.Moves.NoRebalance, "no-rebalance", false, "move streams only off draining or dead followers, never to even out the load")
 	f.DurationVar(&c.Moves.OutageWait, "stream-wait", c.Moves.OutageWait, "how long a stream whose owner is gone waits, kept open, for a follower to rebuild it on when none can take it (the whole service down)")
 	f.DurationVar(&c.Moves.KeepAlive, "stream-keepalive", c.Moves.KeepAlive, "period of the SSE comments a waiting stream gets, so that clients and proxies keep it open")
-	f.DurationVar(&c.Moves.Grace, "unready-grace", c.Moves.Grace, "how long a follower may stay not ready without leaving (hung) before its streams are moved")
+	f.DurationVar(&c.Moves.Grace, "unready-grace", c.Moves.Grace, "how long a follower may stay not ready without leaving (hung) while a peer stays ready before its streams are moved")
 	registerPlacement(f, &c.Placement)
 	f.Int64Var(&c.Placement.Target, "placement-target", 0,
 		"affinity: instances a follower takes whatever the mean while it holds fewer and reports no capacity (the per-replica target; 0: none)")

@@ -62,7 +62,7 @@ func Subscribe(t testing.TB, addr, id string) (*Stream, int) {
 		_ = resp.Body.Close()
 		return nil, resp.StatusCode
 	}
-	s := &Stream{resp: resp, events: make(chan Event, 64)}
+	s := &Stream{resp: resp, events: make(chan Event, 256)}
 	go s.read()
 	t.Cleanup(s.Close)
 	return s, resp.StatusCode
@@ -97,14 +97,20 @@ func (s *Stream) read() {
 // or stays silent.
 func (s *Stream) Next(t testing.TB) Event {
 	t.Helper()
+	return s.NextWithin(t, 20*time.Second)
+}
+
+// NextWithin is Next waiting up to d.
+func (s *Stream) NextWithin(t testing.TB, d time.Duration) Event {
+	t.Helper()
 	select {
 	case e, ok := <-s.events:
 		if !ok {
 			t.Fatal("the stream ended")
 		}
 		return e
-	case <-time.After(20 * time.Second):
-		t.Fatal("no event within 20 s")
+	case <-time.After(d):
+		t.Fatalf("no event within %v", d)
 		return Event{}
 	}
 }

@@ -35,6 +35,14 @@ type Load struct {
 	// the client (default 200).
 	KeepStreams int
 	WriteEvery  time.Duration // default 200 ms; negative: no writes
+	// Resource and Params name what a creation makes: POST
+	// /v1/streams/<Resource> with Params (default the demo's collection
+	// resource, `{"name":"posts"}`).
+	Resource, Params string
+	// OpenLoop starts each worker's creations every Every whether or not
+	// the last one was answered, as independent clients do: an outage then
+	// piles up held creations instead of slowing the workers down.
+	OpenLoop bool
 
 	client *http.Client
 	mu     sync.Mutex
@@ -47,7 +55,9 @@ type Load struct {
 // Counts is what a Load saw. Failures are keyed by cause: "<status>
 // <reason>" for an HTTP error, "refused", "reset" or "transport: <err>".
 type Counts struct {
+	Sent          int // creations sent, answered or not
 	Created       int
+	CreatedOn     map[string]int // creations by the follower that made the instance
 	CreateFailed  map[string]int
 	StreamsOpened int
 	StreamFailed  map[string]int // subscriptions that did not open
@@ -109,8 +119,11 @@ func (l *Load) Start() {
 	if l.WriteEvery == 0 {
 		l.WriteEvery = 200 * time.Millisecond
 	}
+	if l.Resource == "" {
+		l.Resource, l.Params = "collection", `{"name":"posts"}`
+	}
 	l.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	l.counts = Counts{CreateFailed: map[string]int{}, StreamFailed: map[string]int{}, StreamsCut: map[string]int{},
+	l.counts = Counts{CreatedOn: map[string]int{}, CreateFailed: map[string]int{}, StreamFailed: map[string]int{}, StreamsCut: map[string]int{},
 		CutOwners: map[string]int{}, WriteFailed: map[string]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
@@ -145,7 +158,7 @@ func (l *Load) Snapshot() Counts {
 	defer l.mu.Unlock()
 	c := l.counts
 	c.CreateFailed, c.StreamFailed, c.StreamsCut, c.WriteFailed = clone(c.CreateFailed), clone(c.StreamFailed), clone(c.StreamsCut), clone(c.WriteFailed)
-	c.CutOwners = clone(c.CutOwners)
+	c.CutOwners, c.CreatedOn = clone(c.CutOwners), clone(c.CreatedOn)
 	return c
 }
 
@@ -174,10 +187,26 @@ func (l *Load) pick() (Endpoint, bool) {
 
 func (l *Load) creations(ctx context.Context) {
 	every(ctx, l.Every, func(int) {
-		if body, ok := l.call(ctx, http.MethodPost, "/v1/streams/collection", `{"name":"posts"}`, http.StatusCreated, &l.counts.CreateFailed, &l.counts.Created); ok {
-			l.subscribe(ctx, strings.TrimSpace(body))
+		if l.OpenLoop {
+			l.wg.Go(func() { l.create(ctx) })
+		} else {
+			l.create(ctx)
 		}
 	})
+}
+
+func (l *Load) create(ctx context.Context) {
+	l.mu.Lock()
+	l.counts.Sent++
+	l.mu.Unlock()
+	if body, ok := l.call(ctx, http.MethodPost, "/v1/streams/"+l.Resource, l.Params, http.StatusCreated, &l.counts.CreateFailed, &l.counts.Created); ok {
+		id := strings.TrimSpace(body)
+		owner, _, _ := strings.Cut(id, "/")
+		l.mu.Lock()
+		l.counts.CreatedOn[owner]++
+		l.mu.Unlock()
+		l.subscribe(ctx, id)
+	}
 }
 
 // every runs f(n) at each tick of period until ctx ends.

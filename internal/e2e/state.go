@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // Client is an open stream and the state a Skip client rebuilds from its
@@ -17,10 +18,16 @@ type Client struct {
 	Seen   []string // kind and id of every event, for failure messages
 }
 
-// Next reads one event into the state.
+// Next reads one event into the state, waiting up to 20 s for it.
 func (c *Client) Next(t testing.TB) Event {
 	t.Helper()
-	e := c.Stream.Next(t)
+	return c.NextWithin(t, 20*time.Second)
+}
+
+// NextWithin is Next waiting up to d.
+func (c *Client) NextWithin(t testing.TB, d time.Duration) Event {
+	t.Helper()
+	e := c.Stream.NextWithin(t, d)
 	if err := c.apply(e); err != nil {
 		t.Fatalf("stream %s: %v", c.ID, err)
 	}
@@ -30,8 +37,15 @@ func (c *Client) Next(t testing.TB) Event {
 // Until reads events until the state has key (JSON, e.g. `"k"`).
 func (c *Client) Until(t testing.TB, key string) {
 	t.Helper()
+	c.UntilWithin(t, key, 20*time.Second)
+}
+
+// UntilWithin is Until waiting up to d for each event: a follower catching
+// up on a burst of writes may be silent for longer than Next's 20 s.
+func (c *Client) UntilWithin(t testing.TB, key string, d time.Duration) {
+	t.Helper()
 	for c.State[key] == "" {
-		c.Next(t)
+		c.NextWithin(t, d)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -105,8 +106,14 @@ func (e *DialError) Unwrap() error { return e.Err }
 // instance nobody subscribes to).
 func Died(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		err != nil && strings.Contains(err.Error(), h2ForceClosed)
 }
+
+// h2ForceClosed is how net/http's HTTP/2 client fails the other requests of
+// a multiplexed connection it closed once a write on it failed: its peer
+// died (a Skip follower exits with its leader). The error is not exported.
+const h2ForceClosed = "http2: client connection force closed"
 
 // MarkDialErrors dials with d and returns its failures as *DialError.
 func MarkDialErrors(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
