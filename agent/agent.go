@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/defaults"
 	"github.com/headcount-dev/headcount/natsapi"
 )
 
@@ -66,24 +68,12 @@ const DefaultHeartbeat = time.Second
 // New validates cfg, publishes a "starting" report with a fresh incarnation
 // and starts reporting.
 func New(nc *nats.Conn, cfg Config) (*Agent, error) {
-	if cfg.Subjects.Prefix == "" {
-		cfg.Subjects.Prefix = fleet.DefaultPrefix
-	}
-	if cfg.Role == "" {
-		cfg.Role = fleet.RoleFollower
-	}
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = DefaultHeartbeat
-	}
-	if cfg.TTL <= 0 {
-		cfg.TTL = 3 * cfg.Heartbeat
-	}
-	if cfg.Coalesce <= 0 {
-		cfg.Coalesce = 50 * time.Millisecond
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Subjects.Prefix = cmp.Or(cfg.Subjects.Prefix, fleet.DefaultPrefix)
+	cfg.Role = cmp.Or(cfg.Role, fleet.RoleFollower)
+	defaults.Positive(&cfg.Heartbeat, DefaultHeartbeat)
+	defaults.Positive(&cfg.TTL, 3*cfg.Heartbeat)
+	defaults.Positive(&cfg.Coalesce, 50*time.Millisecond)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	a := &Agent{
 		nc:      nc,
 		cfg:     cfg,

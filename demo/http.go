@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/ops"
@@ -18,11 +20,11 @@ import (
 
 func (s *Server) controlMux(reg prometheus.Gatherer, checks *ops.Checks) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/streams/{resource}", s.handleCreate)
-	mux.HandleFunc("DELETE /v1/streams/{id...}", s.handleDelete)
-	mux.HandleFunc("POST /v1/snapshot/{resource}", s.handleSnapshot)
-	mux.HandleFunc("POST /v1/snapshot/{resource}/lookup", s.handleLookup)
-	mux.HandleFunc("PATCH /v1/inputs/{collection}", s.handleWrite)
+	mux.Handle("POST /v1/streams/{resource}", traced(s.handleCreate))
+	mux.Handle("DELETE /v1/streams/{id...}", traced(s.handleDelete))
+	mux.Handle("POST /v1/snapshot/{resource}", traced(s.handleSnapshot))
+	mux.Handle("POST /v1/snapshot/{resource}/lookup", traced(s.handleLookup))
+	mux.Handle("PATCH /v1/inputs/{collection}", traced(s.handleWrite))
 	mux.HandleFunc("GET /v1/healthcheck", handleHealth)
 	mux.Handle(fleet.IdentityPath, s.agent.IdentityHandler())
 	ops.Mount(mux, reg, checks)
@@ -34,6 +36,14 @@ func (s *Server) streamingMux() *http.ServeMux {
 	mux.HandleFunc("GET /v1/streams/{id...}", s.handleStream)
 	mux.HandleFunc("GET /v1/healthcheck", handleHealth)
 	return mux
+}
+
+// traced makes each request of h a span named after its route ("POST
+// /v1/streams/{resource}"), in the trace of its traceparent (the router's,
+// as it sends them), under the process's tracer provider (off unless OTEL_*
+// names an endpoint).
+func traced(h http.HandlerFunc) http.Handler {
+	return otelhttp.NewHandler(h, "demo", otelhttp.WithTracerProvider(otel.GetTracerProvider()))
 }
 
 func handleHealth(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "OK") }

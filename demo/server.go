@@ -6,6 +6,7 @@
 package demo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/defaults"
 	"github.com/headcount-dev/headcount/ops"
 )
 
@@ -35,6 +37,7 @@ type Config struct {
 	ResourcePrefix  string         // SKIP_RESOURCE_PREFIX; followers default to ID
 	InstanceTTL     time.Duration  // destroy delay after the subscriber leaves
 	Heartbeat       time.Duration  // agent heartbeat
+	TTL             time.Duration  // how long views keep a silent member (agent's default: 3 heartbeats)
 	Advertise       string         // optional host to advertise instead of the listener's
 	Logger          *slog.Logger
 	Pod             string         // optional Kubernetes pod name, reported to the fleet
@@ -56,24 +59,14 @@ func DefaultConfig() Config {
 
 func (c *Config) defaults(role fleet.Role) error {
 	def := DefaultConfig()
-	if c.Service == "" {
-		c.Service = def.Service
-	}
+	c.Service = cmp.Or(c.Service, def.Service)
 	if c.Subjects.Prefix == "" {
 		c.Subjects = def.Subjects
 	}
-	if c.InstanceTTL <= 0 {
-		c.InstanceTTL = def.InstanceTTL
-	}
-	if c.Heartbeat <= 0 {
-		c.Heartbeat = def.Heartbeat
-	}
-	if c.KeepAlive <= 0 {
-		c.KeepAlive = def.KeepAlive
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	defaults.Positive(&c.InstanceTTL, def.InstanceTTL)
+	defaults.Positive(&c.Heartbeat, def.Heartbeat)
+	defaults.Positive(&c.KeepAlive, def.KeepAlive)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if role == fleet.RoleFollower && c.ResourcePrefix == "" {
 		c.ResourcePrefix = c.ID
 	}
@@ -183,7 +176,7 @@ func start(cfg Config, role fleet.Role, control, streaming net.Listener) (*Serve
 	// "starting" state keeps routers away until the ports answer.
 	s.agent, err = agent.New(cfg.NATS, agent.Config{
 		Subjects: cfg.Subjects, Service: cfg.Service, Follower: cfg.ID, Role: role,
-		Control: controlAddr, Streaming: streamingAddr, Heartbeat: cfg.Heartbeat,
+		Control: controlAddr, Streaming: streamingAddr, Heartbeat: cfg.Heartbeat, TTL: cfg.TTL,
 		Pod: cfg.Pod, Namespace: cfg.Namespace, Logger: s.log,
 		H2C: true, // httpServer's
 	})

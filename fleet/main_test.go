@@ -3,9 +3,9 @@ package fleet
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/headcount-dev/headcount/internal/leaktest"
 )
 
 // Every test ends its goroutines: watchers, agents and servers are closed,
 // not left running.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }

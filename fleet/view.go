@@ -60,6 +60,24 @@ type Totals struct {
 // reported, and creations waiting.
 func (t Totals) Live() int64 { return t.Instances + t.Pending + t.Demand }
 
+// Figures are a service's totals as the components' micro endpoints answer
+// them (the scaler's status, a router's view).
+type Figures struct {
+	Live      int64 `json:"live"`
+	Instances int64 `json:"instances"`
+	Pending   int64 `json:"pending"`
+	Demand    int64 `json:"demand"`
+	Starting  int   `json:"starting"`
+	Ready     int   `json:"ready"`
+	Draining  int   `json:"draining"`
+}
+
+// Figures are t's figures for the micro endpoints.
+func (t Totals) Figures() Figures {
+	return Figures{Live: t.Live(), Instances: t.Instances, Pending: t.Pending, Demand: t.Demand,
+		Starting: t.Starting, Ready: t.Ready, Draining: t.Draining}
+}
+
 // Reasons the view itself drops or refuses something; they join the
 // validation reasons in headcount_messages_dropped_total.
 const (

@@ -1,5 +1,7 @@
 package fleet
 
+import "github.com/headcount-dev/headcount/internal/defaults"
+
 // Limits bound what messages can make a view hold. Zero fields take the
 // defaults named on each.
 type Limits struct {
@@ -30,18 +32,12 @@ func DefaultLimits() Limits {
 
 func (l *Limits) defaults() {
 	def := DefaultLimits()
-	setMin(&l.MembersPerService, def.MembersPerService)
-	setMin(&l.Services, def.Services)
-	setMin(&l.RoutersPerService, def.RoutersPerService)
-	setMin(&l.DemandPerRouter, def.DemandPerRouter)
-	setMin(&l.InstancesPerMember, def.InstancesPerMember)
-	setMin(&l.MovingPerRouter, def.MovingPerRouter)
-}
-
-func setMin[T int | int64](v *T, def T) {
-	if *v <= 0 {
-		*v = def
-	}
+	defaults.Positive(&l.MembersPerService, def.MembersPerService)
+	defaults.Positive(&l.Services, def.Services)
+	defaults.Positive(&l.RoutersPerService, def.RoutersPerService)
+	defaults.Positive(&l.DemandPerRouter, def.DemandPerRouter)
+	defaults.Positive(&l.InstancesPerMember, def.InstancesPerMember)
+	defaults.Positive(&l.MovingPerRouter, def.MovingPerRouter)
 }
 
 // Limits returns the view's bounds.

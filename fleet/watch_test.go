@@ -55,6 +55,10 @@ func (h *harness) agent(id string, heartbeat time.Duration) (*agent.Agent, *nats
 	return a, nc
 }
 
+// wait bounds the conditions the tests wait for: NATS round trips that take
+// milliseconds, given seconds so that a loaded machine does not fail them.
+const wait = 10 * time.Second
+
 func (h *harness) eventually(cond func() bool, within time.Duration, msg string) {
 	h.t.Helper()
 	require.Eventually(h.t, cond, within, 5*time.Millisecond, msg)
@@ -75,10 +79,10 @@ func TestEveryAgentChangeReachesTheView(t *testing.T) {
 	view, _ := h.watch()
 	a, _ := h.agent("f-1", time.Minute) // no heartbeat help: only changes publish
 	a.Ready()
-	h.eventually(func() bool { return view.Totals(service).Ready == 1 }, 2*time.Second, "registered")
+	h.eventually(func() bool { return view.Totals(service).Ready == 1 }, wait, "registered")
 	for i := int64(1); i <= 15; i++ {
 		a.Add(1)
-		h.eventually(func() bool { return instancesOf(view, "f-1") == i }, 2*time.Second, "change arrives")
+		h.eventually(func() bool { return instancesOf(view, "f-1") == i }, wait, "change arrives")
 	}
 	require.Equal(t, int64(15), view.Totals(service).Instances)
 }
@@ -94,7 +98,7 @@ func BenchmarkReportToView(b *testing.B) {
 	view, _ := h.watch()
 	a, _ := h.agent("f-1", time.Minute)
 	a.Ready()
-	h.eventually(func() bool { return view.Totals(service).Ready == 1 }, 2*time.Second, "registered")
+	h.eventually(func() bool { return view.Totals(service).Ready == 1 }, wait, "registered")
 	var took []time.Duration
 	b.ResetTimer()
 	for i := range int64(b.N) {
@@ -114,10 +118,10 @@ func TestSilentFollowerExpires(t *testing.T) {
 	view, _ := h.watch()
 	a, nc := h.agent("f-1", 50*time.Millisecond) // TTL 150 ms
 	a.Ready()
-	h.eventually(func() bool { return view.Totals(service).Ready == 1 }, 2*time.Second, "registered")
+	h.eventually(func() bool { return view.Totals(service).Ready == 1 }, wait, "registered")
 
 	nc.Close() // the process vanishes without saying gone
-	h.eventually(func() bool { _, ok := view.Member(service, "f-1"); return !ok }, 2*time.Second, "expired")
+	h.eventually(func() bool { _, ok := view.Member(service, "f-1"); return !ok }, wait, "expired")
 	require.Equal(t, fleet.Totals{}, view.Totals(service))
 }
 
@@ -127,10 +131,10 @@ func TestGoneRemovesAtOnce(t *testing.T) {
 	a, _ := h.agent("f-1", 20*time.Second) // TTL 60 s: only "gone" can remove it in time
 	a.Add(3)
 	a.Ready()
-	h.eventually(func() bool { return view.Totals(service).Instances == 3 }, 2*time.Second, "registered")
+	h.eventually(func() bool { return view.Totals(service).Instances == 3 }, wait, "registered")
 
 	require.NoError(t, a.Close())
-	h.eventually(func() bool { _, ok := view.Member(service, "f-1"); return !ok }, time.Second, "gone")
+	h.eventually(func() bool { _, ok := view.Member(service, "f-1"); return !ok }, wait, "gone")
 	require.Equal(t, fleet.Totals{}, view.Totals(service))
 }
 
@@ -140,7 +144,7 @@ func TestRestartedFollowerReplacesTheOldIncarnation(t *testing.T) {
 	first, nc := h.agent("f-1", 20*time.Second)
 	first.Add(7)
 	first.Ready()
-	h.eventually(func() bool { return instancesOf(view, "f-1") == 7 }, 2*time.Second, "first registered")
+	h.eventually(func() bool { return instancesOf(view, "f-1") == 7 }, wait, "first registered")
 
 	nc.Close() // crash: no gone
 	second, _ := h.agent("f-1", 20*time.Second)
@@ -149,7 +153,7 @@ func TestRestartedFollowerReplacesTheOldIncarnation(t *testing.T) {
 	h.eventually(func() bool {
 		m, ok := view.Member(service, "f-1")
 		return ok && m.Incarnation == second.Incarnation() && m.State == fleet.StateReady
-	}, 2*time.Second, "replaced")
+	}, wait, "replaced")
 	require.Equal(t, fleet.Totals{Instances: 1, Ready: 1}, view.Totals(service))
 	require.NotEqual(t, first.Incarnation(), second.Incarnation())
 }
@@ -175,7 +179,7 @@ func TestStaleSeqIsIgnored(t *testing.T) {
 	h.publishReport(rawReport("f-1", 5, 10))
 	h.publishReport(rawReport("f-1", 9, 9)) // reordered: older than what we have
 	h.publishReport(rawReport("f-2", 1, 1)) // sentinel: everything before it is applied
-	h.eventually(func() bool { return instancesOf(view, "f-2") == 1 }, 2*time.Second, "sentinel")
+	h.eventually(func() bool { return instancesOf(view, "f-2") == 1 }, wait, "sentinel")
 	require.Equal(t, int64(5), instancesOf(view, "f-1"))
 	require.Equal(t, uint64(1), w.Applied()["stale"])
 }
@@ -188,17 +192,17 @@ func TestRestartedWatcherHasTheFullViewAfterItsRollCall(t *testing.T) {
 		a.Ready()
 	}
 	before, _ := h.watch()
-	h.eventually(func() bool { return before.Totals(service).Instances == 6 }, 2*time.Second, "first watcher")
+	h.eventually(func() bool { return before.Totals(service).Instances == 6 }, wait, "first watcher")
 
 	after, _ := h.watch() // a restarted scaler or router: knows nothing until the roll call
-	h.eventually(func() bool { return after.Totals(service) == before.Totals(service) }, time.Second, "roll call answered")
+	h.eventually(func() bool { return after.Totals(service) == before.Totals(service) }, wait, "roll call answered")
 	reports := func(v *fleet.View) (out []fleet.Report) {
 		for _, m := range v.Members(service) {
 			out = append(out, m.Report)
 		}
 		return out
 	}
-	h.eventually(func() bool { return slices.Equal(reports(before), reports(after)) }, time.Second, "same reports")
+	h.eventually(func() bool { return slices.Equal(reports(before), reports(after)) }, wait, "same reports")
 }
 
 func TestWatcherRollsCallAgainAfterReconnect(t *testing.T) {
@@ -232,13 +236,13 @@ func TestLeastLoadedCountsOtherRoutersPendingPlacements(t *testing.T) {
 	view, _ := h.watch()
 	h.publishReport(rawReport("f-1", 10, 1))
 	h.publishReport(rawReport("f-2", 12, 1))
-	h.eventually(func() bool { return view.Totals(service).Ready == 2 }, 2*time.Second, "registered")
+	h.eventually(func() bool { return view.Totals(service).Ready == 2 }, wait, "registered")
 
 	// Another router placed 5 on f-1 that f-1 has not reported yet.
 	placed, _ := json.Marshal(fleet.Placed{Router: "r-2", Follower: "f-1", Incarnation: "f-1-1", N: 5})
 	require.NoError(t, h.nc.Publish(subjects.Placed(service, "f-1"), placed))
 	require.NoError(t, h.nc.Flush())
-	h.eventually(func() bool { m, _ := view.Member(service, "f-1"); return m.Pending == 5 }, 2*time.Second, "placed applied")
+	h.eventually(func() bool { m, _ := view.Member(service, "f-1"); return m.Pending == 5 }, wait, "placed applied")
 
 	m, ok := view.Place(service, nil)
 	require.True(t, ok)
@@ -248,7 +252,7 @@ func TestLeastLoadedCountsOtherRoutersPendingPlacements(t *testing.T) {
 	r := rawReport("f-1", 15, 2)
 	r.Created = 5
 	h.publishReport(r)
-	h.eventually(func() bool { m, _ := view.Member(service, "f-1"); return m.Pending == 0 && m.Instances == 15 }, 2*time.Second, "reported")
+	h.eventually(func() bool { m, _ := view.Member(service, "f-1"); return m.Pending == 0 && m.Instances == 15 }, wait, "reported")
 }
 
 func TestDemandCountsInLiveUntilItsTTL(t *testing.T) {
@@ -256,15 +260,15 @@ func TestDemandCountsInLiveUntilItsTTL(t *testing.T) {
 	view, _ := h.watch()
 	d, _ := json.Marshal(fleet.Demand{Router: "r-1", Pending: 4, TTLMillis: 200})
 	require.NoError(t, h.nc.Publish(subjects.Demand(service, "r-1"), d))
-	h.eventually(func() bool { return view.Totals(service).Live() == 4 }, 2*time.Second, "demand applied")
-	h.eventually(func() bool { return view.Totals(service).Live() == 0 }, 2*time.Second, "demand expired")
+	h.eventually(func() bool { return view.Totals(service).Live() == 4 }, wait, "demand applied")
+	h.eventually(func() bool { return view.Totals(service).Live() == 0 }, wait, "demand expired")
 }
 
 func TestMalformedReportsAreDroppedCountedAndHarmless(t *testing.T) {
 	h := newHarness(t)
 	view, w := h.watch()
 	h.publishReport(rawReport("f-1", 5, 1))
-	h.eventually(func() bool { return view.Totals(service).Instances == 5 }, 2*time.Second, "registered")
+	h.eventually(func() bool { return view.Totals(service).Instances == 5 }, wait, "registered")
 	want := view.Members(service)
 
 	cases := fleet.MalformedReports()
@@ -275,7 +279,7 @@ func TestMalformedReportsAreDroppedCountedAndHarmless(t *testing.T) {
 		wantDrops[tc.Reason]++
 	}
 	h.publishReport(rawReport("f-9", 0, 1)) // sentinel
-	h.eventually(func() bool { _, ok := view.Member(service, "f-9"); return ok }, 2*time.Second, "sentinel")
+	h.eventually(func() bool { _, ok := view.Member(service, "f-9"); return ok }, wait, "sentinel")
 
 	require.Equal(t, wantDrops, w.Drops())
 	got := view.Members(service)
@@ -307,11 +311,11 @@ func TestOutageLongerThanTTLExpiresNobody(t *testing.T) {
 	t.Cleanup(func() { _ = a.Close() })
 	a.Add(3)
 	a.Ready()
-	require.Eventually(t, func() bool { return view.Totals(service).Instances == 3 }, 2*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return view.Totals(service).Instances == 3 }, wait, 5*time.Millisecond)
 
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	require.Eventually(t, func() bool { return !view.StaleSince().IsZero() }, 2*time.Second, 5*time.Millisecond, "stale once disconnected")
+	require.Eventually(t, func() bool { return !view.StaleSince().IsZero() }, wait, 5*time.Millisecond, "stale once disconnected")
 	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		require.Equal(t, int64(3), view.Totals(service).Instances, "expired during the outage")
 	}
@@ -324,5 +328,5 @@ func TestOutageLongerThanTTLExpiresNobody(t *testing.T) {
 		5*time.Second, 5*time.Millisecond, "view back after the reconnect")
 
 	require.NoError(t, a.Close()) // and a departure is seen again
-	require.Eventually(t, func() bool { return view.Totals(service) == fleet.Totals{} }, 2*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return view.Totals(service) == fleet.Totals{} }, wait, 5*time.Millisecond)
 }

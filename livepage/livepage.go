@@ -5,6 +5,7 @@
 package livepage
 
 import (
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/defaults"
 	"github.com/headcount-dev/headcount/status"
 )
 
@@ -76,15 +78,9 @@ const subscriberBuffer = 64
 
 // New returns a page reading cfg.Observe.
 func New(cfg Config) *Page {
-	if cfg.Every <= 0 {
-		cfg.Every = 500 * time.Millisecond
-	}
-	if cfg.Window <= 0 {
-		cfg.Window = 5 * time.Minute
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	defaults.Positive(&cfg.Every, 500*time.Millisecond)
+	defaults.Positive(&cfg.Window, 5*time.Minute)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Page{cfg: cfg, subs: map[chan message]struct{}{}, stopped: make(chan struct{})}
 }
 

@@ -31,7 +31,8 @@ func TestNATSCLIReadsUp(t *testing.T) {
 	}
 	members := []string{"follower-1", "leader-1"}
 
-	// micro ls: every member (each demo follower, the leader) and the scaler.
+	// micro ls: every component up runs: each member (the demo follower, the
+	// leader), the router and the scaler.
 	type info struct {
 		Name     string            `json:"name"`
 		Metadata map[string]string `json:"metadata"`
@@ -40,8 +41,8 @@ func TestNATSCLIReadsUp(t *testing.T) {
 	waitUntil(t, 60*time.Second, func() bool {
 		out, err := nats("micro", "ls", "--json")
 		listed = nil
-		return err == nil && json.Unmarshal([]byte(out), &listed) == nil && len(listed) == 3
-	}, "micro ls lists the leader, follower-1 and the scaler", func() string { out, _ := nats("micro", "ls"); return out })
+		return err == nil && json.Unmarshal([]byte(out), &listed) == nil && len(listed) == 4
+	}, "micro ls lists the leader, follower-1, the router and the scaler", func() string { out, _ := nats("micro", "ls"); return out })
 	var got []string
 	for _, s := range listed {
 		got = append(got, s.Name+"/"+s.Metadata["id"])
@@ -51,7 +52,7 @@ func TestNATSCLIReadsUp(t *testing.T) {
 		}
 		require.Equal(t, want, s.Metadata["service"], "%s", s.Name)
 	}
-	require.ElementsMatch(t, []string{"headcount-member/follower-1", "headcount-member/leader-1", "headcount-scaler/up"}, got)
+	require.ElementsMatch(t, []string{"headcount-member/follower-1", "headcount-member/leader-1", "headcount-router/router-1", "headcount-scaler/up"}, got)
 
 	out, err := nats("micro", "info", natsapi.Name(natsapi.Scaler))
 	require.NoError(t, err, out)
@@ -61,6 +62,13 @@ func TestNATSCLIReadsUp(t *testing.T) {
 	require.Contains(t, out, `"ready":1`)
 	out, err = nats("req", "headcount.demo.api.member.follower-1.report", "")
 	require.NoError(t, err, out)
+	require.Contains(t, out, `"follower":"follower-1"`)
+	out, err = nats("micro", "info", natsapi.Name(natsapi.Router))
+	require.NoError(t, err, out)
+	require.Contains(t, out, "headcount.demo.api.router.router-1.view")
+	out, err = nats("req", "headcount.demo.api.router.router-1.view", "")
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"router":"router-1"`)
 	require.Contains(t, out, `"follower":"follower-1"`)
 	out, err = nats("micro", "stats", natsapi.Name(natsapi.Member))
 	require.NoError(t, err, out)

@@ -259,6 +259,11 @@ func (s *system) compose() error {
 		return err
 	}
 	s.stack.push(s.router.Close)
+	routerAPI, err := s.router.ServeAPI(s.nc)
+	if err != nil {
+		return err
+	}
+	s.stack.push(func() { _ = routerAPI.Stop() })
 	s.page = s.newLivePage()
 	return s.fleet.AttachRouter(s.cfg.Service, s.router)
 }

@@ -47,7 +47,14 @@ func Subject(s fleet.Subjects, service, component, endpoint string) string {
 
 // MemberSubject is one member's endpoint: <prefix>.<service>.api.member.<id>.<endpoint>.
 func MemberSubject(s fleet.Subjects, service, id, endpoint string) string {
-	return Subject(s, service, Member+"."+id, endpoint)
+	return OwnSubject(s, service, Member, id, endpoint)
+}
+
+// OwnSubject is the endpoint of one replica of component, named id, whose
+// answer is its own (a member's report, a router's view):
+// <prefix>.<service>.api.<component>.<id>.<endpoint>.
+func OwnSubject(s fleet.Subjects, service, component, id, endpoint string) string {
+	return Subject(s, service, component+"."+id, endpoint)
 }
 
 // Config names one registration.

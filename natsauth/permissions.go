@@ -100,8 +100,10 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 			// Its own service's roll call only: a router has no reason
 			// to make every agent of every service answer.
 			s.RollCall(svc))
-		// Its service's roll calls too: it answers them with its moved ids.
-		p.Sub.Allow.Add(s.Watch(svc), s.RollCall(svc))
+		// Its service's roll calls too: it answers them with its moved ids;
+		// and its micro service's view endpoint.
+		p.Sub.Allow.Add(s.Watch(svc), s.RollCall(svc), natsapi.OwnSubject(s, svc, natsapi.Router, id.Name, "*"))
+		answers(&p, natsapi.Router)
 	case RoleReader:
 		rollcall := s.RollCall(svc)
 		service := svc
@@ -120,7 +122,8 @@ func Permissions(s fleet.Subjects, id Identity) (jwt.Permissions, error) {
 			p.Pub.Allow.Add(s.RollCall(""))
 			service = "*"
 		}
-		p.Pub.Allow.Add(s.RollCall(service), natsapi.Subject(s, service, "*", "*"), natsapi.MemberSubject(s, service, "*", "*"))
+		p.Pub.Allow.Add(s.RollCall(service), natsapi.Subject(s, service, "*", "*"),
+			natsapi.MemberSubject(s, service, "*", "*"), natsapi.OwnSubject(s, service, natsapi.Router, "*", "*"))
 		// `nats micro ls|info|stats`: the discovery requests of every verb.
 		for _, verb := range []micro.Verb{micro.PingVerb, micro.InfoVerb, micro.StatsVerb} {
 			p.Pub.Allow.Add("$SRV."+verb.String(), "$SRV."+verb.String()+".>")

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/headcount-dev/headcount/internal/defaults"
 )
 
 // HTTPLimits harden a listener against slow, idle, oversized and malformed
@@ -38,18 +40,10 @@ func DefaultHTTPLimits() HTTPLimits {
 
 func (l HTTPLimits) withDefaults() HTTPLimits {
 	def := DefaultHTTPLimits()
-	if l.ReadHeaderTimeout <= 0 {
-		l.ReadHeaderTimeout = def.ReadHeaderTimeout
-	}
-	if l.BodyTimeout <= 0 {
-		l.BodyTimeout = def.BodyTimeout
-	}
-	if l.IdleTimeout <= 0 {
-		l.IdleTimeout = def.IdleTimeout
-	}
-	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = def.MaxHeaderBytes
-	}
+	defaults.Positive(&l.ReadHeaderTimeout, def.ReadHeaderTimeout)
+	defaults.Positive(&l.BodyTimeout, def.BodyTimeout)
+	defaults.Positive(&l.IdleTimeout, def.IdleTimeout)
+	defaults.Positive(&l.MaxHeaderBytes, def.MaxHeaderBytes)
 	return l
 }
 

@@ -200,6 +200,10 @@ func TestDrainMovesEachDefinitionToOneFollower(t *testing.T) {
 func TestRebalanceMovesWholeDefinitionsAndEvensCost(t *testing.T) {
 	f := startHeldFleet(t)
 	all := append([]*demo.Server{f.first}, f.rest...)
+	// 60 s: past the 30 s a rebalanced stream stays put. When both routers'
+	// first rounds overshoot on one follower (each moves before its view
+	// shows the other's moves, likelier on a loaded machine), only streams
+	// whose cooldown ended can even it out.
 	require.Eventually(t, func() bool {
 		graphs, instances, by := holdings(all)
 		var most, sum float64
@@ -208,7 +212,7 @@ func TestRebalanceMovesWholeDefinitionsAndEvensCost(t *testing.T) {
 		}
 		return graphs == definitions && instances == definitions*perDefinition &&
 			most/(sum/float64(len(all))) <= router.DefaultMoveConfig().RebalanceThreshold
-	}, 20*time.Second, 20*time.Millisecond, "max ÷ mean cost never within the threshold with each definition on one follower")
+	}, 60*time.Second, 20*time.Millisecond, "max ÷ mean cost never within the threshold with each definition on one follower")
 	f.uncut(t)
 	held(t, all, "after the rebalance")
 	assert.Positive(t, moved(t, f.routers[0], "rebalance")+moved(t, f.routers[1], "rebalance"))

@@ -106,8 +106,58 @@ func benchFirstEvent(b *testing.B, opts ...memberOpt) {
 func BenchmarkCreationRate(b *testing.B) { eachUpstreamProtocol(b, benchCreationRate) }
 
 func benchCreationRate(b *testing.B, opts ...memberOpt) {
-	const creationWorkers, creationCycles = 32, 2000
+	const cycles = 2048 // a multiple of the clients
 	f, r := benchFleet(b, opts...)
+	rate := newCreationRate(b, cycles)
+	// The CPU time of this whole process (clients, follower and router) per
+	// cycle: unlike the rate, it hardly moves with what else the machine runs.
+	timed := func(control, streaming string, routed bool) (float64, float64) {
+		cpu0 := processCPU(b)
+		rr := rate(control, streaming, routed)
+		return rr, float64((processCPU(b) - cpu0).Microseconds()) / cycles
+	}
+	var direct, routed, ratio, directCPU, routerCPU []float64
+	for b.Loop() {
+		d, dc := timed(f.control.URL, f.streaming.URL, false)
+		rr, rc := timed(r.control.URL, r.streaming.URL, true)
+		direct, routed, ratio = append(direct, d), append(routed, rr), append(ratio, rr/d)
+		directCPU, routerCPU = append(directCPU, dc), append(routerCPU, rc-dc)
+	}
+	// The router's CPU per cycle is the routed cycle's minus the direct one's
+	// (the clients and the follower do the same work in both); on a machine
+	// whose cores the cycle saturates, direct ÷ (direct + router) is the best
+	// ratio of the rates.
+	b.ReportMetric(median(directCPU), "direct-cpu-µs/cycle")
+	b.ReportMetric(median(routerCPU), "router-cpu-µs/cycle")
+	b.ReportMetric(median(direct), "direct-creations/s")
+	b.ReportMetric(median(routed), "routed-creations/s")
+	reportRatio(b, ratio)
+}
+
+// processCPU is the user and system CPU time this process used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportRatio reports the median ratio of a side-by-side benchmark, and its
+// extremes.
+func reportRatio(b *testing.B, ratio []float64) {
+	b.ReportMetric(median(ratio), "ratio")
+	b.ReportMetric(slices.Min(ratio), "ratio-min")
+	b.ReportMetric(slices.Max(ratio), "ratio-max")
+}
+
+// newCreationRate is the closed loop of creation benchmarks: rate runs
+// cycles creations (rounded down to a multiple of creationWorkers) from creationWorkers clients, each creating an
+// instance on control, reading its stream's init on streaming and leaving
+// (routed: through a router, whose ids name the follower), and returns the
+// creations per second.
+func newCreationRate(b *testing.B, cycles int) (rate func(control, streaming string, routed bool) float64) {
+	const creationWorkers = 32
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: creationWorkers, DisableCompression: true}}
 	cycle := func(control, streaming string, routed bool) error {
 		resp, err := client.Post(control+"/v1/streams/collection", "application/json", strings.NewReader(createBody))
@@ -134,17 +184,13 @@ func benchCreationRate(b *testing.B, opts ...memberOpt) {
 		}
 		return nil
 	}
-	// CPU time of this whole process (clients, follower and router) per
-	// cycle: unlike the rate, it hardly moves with what else the machine runs.
-	var cpu time.Duration
-	rate := func(control, streaming string, routed bool) float64 {
-		start, cpu0 := time.Now(), processCPU(b)
-		defer func() { cpu = (processCPU(b) - cpu0) / (creationCycles / creationWorkers * creationWorkers) }()
+	return func(control, streaming string, routed bool) float64 {
+		start := time.Now()
 		var wg sync.WaitGroup
 		var failed atomic.Int64
 		for w := range creationWorkers {
 			wg.Go(func() {
-				for range creationCycles / creationWorkers {
+				for range cycles / creationWorkers {
 					if err := cycle(control, streaming, routed); err != nil && failed.Add(1) == 1 {
 						b.Errorf("worker %d: %v", w, err)
 					}
@@ -152,36 +198,8 @@ func benchCreationRate(b *testing.B, opts ...memberOpt) {
 			})
 		}
 		wg.Wait()
-		return float64(creationCycles/creationWorkers*creationWorkers) / time.Since(start).Seconds()
+		return float64(cycles/creationWorkers*creationWorkers) / time.Since(start).Seconds()
 	}
-	var direct, routed, ratio, directCPU, routerCPU []float64
-	for b.Loop() {
-		d := rate(f.control.URL, f.streaming.URL, false)
-		directCPU = append(directCPU, float64(cpu.Microseconds()))
-		rr := rate(r.control.URL, r.streaming.URL, true)
-		routerCPU = append(routerCPU, float64(cpu.Microseconds())-directCPU[len(directCPU)-1])
-		direct, routed, ratio = append(direct, d), append(routed, rr), append(ratio, rr/d)
-	}
-	// The router's CPU per cycle is the routed cycle's minus the direct one's
-	// (the clients and the follower do the same work in both); on a machine
-	// whose cores the cycle saturates, direct ÷ (direct + router) is the best
-	// ratio of the rates.
-	b.ReportMetric(median(directCPU), "direct-cpu-µs/cycle")
-	b.ReportMetric(median(routerCPU), "router-cpu-µs/cycle")
-	b.ReportMetric(median(direct), "direct-creations/s")
-	b.ReportMetric(median(routed), "routed-creations/s")
-	b.ReportMetric(median(ratio), "ratio")
-	b.ReportMetric(slices.Min(ratio), "ratio-min")
-	b.ReportMetric(slices.Max(ratio), "ratio-max")
-}
-
-// processCPU is the user and system CPU time this process used so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func newClient() *http.Client {

@@ -94,7 +94,7 @@ func (rt *Router) createInstance(ctx context.Context, c creation) (created, erro
 	spent := 0 // refusals that ejected nobody: the retry budget
 	var last fleet.Member
 	for {
-		m, ok := choose()
+		m, ok := tracePlacement(ctx, choose)
 		if !ok && last.Follower != "" && c.hold {
 			// Every follower tried refused it (its leader is down, say): the
 			// creation waits for a ready follower as if none had been, and
@@ -138,6 +138,7 @@ func (rt *Router) createInstance(ctx context.Context, c creation) (created, erro
 			return created{member: m}, v.err
 		}
 		rt.met.retries.Inc()
+		traceRetry(ctx, m)
 		rt.log.Warn("follower refused the request, trying another", "follower", m.Follower, "addr", m.Control)
 		tried = append(tried, m.Follower)
 	}
@@ -249,7 +250,9 @@ func (rt *Router) eject(m fleet.Member, addr string) bool {
 
 // held waits in the hold queue and counts the outcome.
 func (rt *Router) held(ctx context.Context, pick func() (fleet.Member, bool)) (fleet.Member, error) {
+	_, span := tracer.Start(ctx, spanHold)
 	m, err := rt.hold.wait(ctx, pick)
+	endSpan(span, err)
 	outcome, reason := "placed", ""
 	switch {
 	case errors.Is(err, errHoldFull):

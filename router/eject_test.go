@@ -15,8 +15,9 @@ import (
 	"github.com/headcount-dev/headcount/internal/natstest"
 )
 
-// slowHeartbeat keeps a member in the views for 3 s after its reports stop.
-func slowHeartbeat(_ *member, c *agent.Config) { c.Heartbeat = time.Second }
+// slowHeartbeat keeps a member in the views for 30 s after its reports stop:
+// the tests that kill it must be over well before, however loaded the machine.
+func slowHeartbeat(_ *member, c *agent.Config) { c.Heartbeat, c.TTL = time.Second, 30*time.Second }
 
 // kill stops a member as kill -9 would: no more reports, ports closed.
 func (m *member) kill() {

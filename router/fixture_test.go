@@ -68,6 +68,8 @@ func startMember(t testing.TB, nc *nats.Conn, id string, opts ...memberOpt) *mem
 		Control:   m.control.Listener.Addr().String(),
 		Streaming: m.streaming.Listener.Addr().String(),
 		Heartbeat: 100 * time.Millisecond, Coalesce: 10 * time.Millisecond,
+		// Not three heartbeats: a loaded machine's stall must not expire a live member.
+		TTL: 3 * time.Second,
 	}
 	for _, o := range opts {
 		o(m, &cfg)

@@ -55,13 +55,13 @@ func TestStreamClientThatLeavesEndsItsUpstream(t *testing.T) {
 
 			require.NoError(t, c.Close())
 			left := time.Now()
-			require.Eventually(t, func() bool { return follower.open.Load() == 0 }, time.Second, 5*time.Millisecond,
+			require.Eventually(t, func() bool { return follower.open.Load() == 0 }, 10*time.Second, 5*time.Millisecond,
 				"the follower's stream outlived its client")
 			t.Logf("upstream ended %v after the client left", time.Since(left))
 			require.Eventually(t, func() bool {
 				_, body, _ := do(t, http.MethodGet, r.control.URL+"/metrics", "")
 				return strings.Contains(body, `headcount_router_open_streams{service="svc"} 0`)
-			}, time.Second, 10*time.Millisecond, "the router still counts the stream")
+			}, 10*time.Second, 10*time.Millisecond, "the router still counts the stream")
 		})
 	}
 }

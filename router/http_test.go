@@ -134,7 +134,10 @@ func TestSlowAndIdleClientsClosedWhileAStreamSurvives(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		return c
 	}
-	slack := 1500 * time.Millisecond
+	// Closed by the timeouts, not by the end of the test: the slow body
+	// would go on for 30 s, the others forever. The slack is a loaded
+	// machine's.
+	slack := 5 * time.Second
 	// Headers that never end.
 	slowHeaders, since := dial(public), map[string]time.Time{"slow headers": time.Now()}
 	_, err := io.WriteString(slowHeaders, "GET /v1/healthcheck HTTP/1.1\r\nHost: x\r\n")
@@ -168,20 +171,18 @@ func TestSlowAndIdleClientsClosedWhileAStreamSurvives(t *testing.T) {
 		assert.GreaterOrEqual(t, took, testLimits.IdleTimeout/2, "%s closed too early", name)
 		t.Logf("%s closed after %v", name, took)
 	}
-	// The stream keeps its events coming past three times every timeout.
-	var last time.Time
-	for time.Since(streamStart) < streamFor {
+	// The stream keeps its events coming past three times every timeout: an
+	// update read after that proves it (events come every 250 ms; a loaded
+	// machine may stall them a while).
+	for survived := false; !survived; {
 		select {
 		case e, open := <-events:
 			require.True(t, open, "the stream was cut after %v", time.Since(streamStart))
-			if e == "update" {
-				last = time.Now()
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatalf("no event for 2 s, %v into the stream", time.Since(streamStart))
+			survived = e == "update" && time.Since(streamStart) > streamFor
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no event for 10 s, %v into the stream", time.Since(streamStart))
 		}
 	}
-	assert.GreaterOrEqual(t, last.Sub(streamStart), streamFor-time.Second)
 	follower.mu.Lock()
 	defer follower.mu.Unlock()
 	assert.Len(t, follower.instances, 1, "only the stream's creation reached the follower, not the slow one")

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/headcount-dev/headcount/fleet"
@@ -106,7 +108,7 @@ func (rt *Router) move(s *stream, from *upstream, trigger string) {
 		// The client left, or the copy loop recovers (or recovered) the
 		// stream itself: one of them moves it, once.
 		nu.close()
-		rt.deleteTarget(nu.member, nu.key, trigger)
+		rt.deleteTarget(nu.span, nu.member, nu.key, trigger)
 		rt.announceMoving(from.member, -1)
 		return
 	}
@@ -131,6 +133,7 @@ func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstre
 	if rt.ctx.Err() != nil {
 		return nil, errClosing // the router is closed: no more moves
 	}
+	ctx, span := startMove(s.ctx, trigger, from)
 	exclude := rt.leftOut(from)
 	// With nowhere to go nothing is announced: the trigger tries again every
 	// 250 ms, and the counts stay as they are.
@@ -146,8 +149,9 @@ func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstre
 			break
 		}
 		var nu *upstream
-		if nu, err = rt.tryRebuild(s, o, trigger, exclude); err == nil {
+		if nu, err = rt.tryRebuild(ctx, s, o, trigger, exclude); err == nil {
 			rt.moves.together.landed(k, nu.member.Follower, time.Now())
+			nu.span = span
 			return nu, nil
 		}
 		var me *moveError
@@ -171,19 +175,23 @@ func (rt *Router) rebuild(s *stream, trigger string, from fleet.Member) (*upstre
 	if possible {
 		rt.announceMoving(from, -1)
 	}
+	endSpan(span, err)
 	return nil, err
 }
 
-func (rt *Router) tryRebuild(s *stream, o origin, trigger string, exclude []string) (*upstream, error) {
+// tryRebuild is one try of a move, under ctx: s.ctx with the move's span.
+func (rt *Router) tryRebuild(ctx context.Context, s *stream, o origin, trigger string, exclude []string) (*upstream, error) {
 	start := time.Now()
 	// The new upstream lives as long as the client's request; the move is
 	// bounded by the move timeout and by Close. unbound lifts both bounds and
 	// reports whether neither was hit.
-	ctx, cancel := context.WithCancel(s.ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	move := trace.SpanFromContext(ctx)
 	timer := time.AfterFunc(rt.cfg.Moves.Timeout, cancel)
 	closing := context.AfterFunc(rt.ctx, cancel)
 	unbound := func() bool { c := closing(); return timer.Stop() && c }
-	res, err := rt.createInstance(ctx, creation{
+	createCtx, createSpan := tracer.Start(ctx, spanMoveCreate)
+	res, err := rt.createInstance(createCtx, creation{
 		origin:  o,
 		path:    url.URL{Path: "/v1/streams/" + s.resource, RawPath: "/v1/streams/" + url.PathEscape(s.resource)},
 		header:  http.Header{"Content-Type": {"application/json"}},
@@ -195,6 +203,7 @@ func (rt *Router) tryRebuild(s *stream, o origin, trigger string, exclude []stri
 		discard(res.resp)
 		err = fmt.Errorf("%s answered %s", res.member.Follower, res.resp.Status)
 	}
+	endSpan(createSpan, err)
 	if err != nil {
 		unbound()
 		cancel()
@@ -205,26 +214,32 @@ func (rt *Router) tryRebuild(s *stream, o origin, trigger string, exclude []stri
 	}
 	_ = res.resp.Body.Close()
 	m, key := res.member, res.key
-	nu, resp, err := rt.openUpstream(ctx, m, key, s.header)
+	openCtx, openSpan := tracer.Start(ctx, spanMoveOpen, trace.WithAttributes(attrFollower.String(m.Follower)))
+	nu, resp, err := rt.openUpstream(openCtx, m, key, s.header)
 	if err == nil && nu == nil {
 		_ = resp.Body.Close()
 		err = errors.New(resp.Status)
 	}
 	if err != nil {
+		endSpan(openSpan, err)
 		unbound()
 		cancel()
-		rt.deleteTarget(m, key, trigger)
+		rt.deleteTarget(move, m, key, trigger)
 		return nil, &moveError{failOpen, m.Follower, err}
 	}
 	init, err := firstEvent(nu.events)
+	if err == nil {
+		openSpan.AddEvent("first event")
+	}
 	// Once the init is here, the new upstream lives as long as the client.
 	if !unbound() && err == nil {
 		err = context.DeadlineExceeded
 	}
+	endSpan(openSpan, err)
 	if err != nil {
 		cancel()
 		nu.close()
-		rt.deleteTarget(m, key, trigger)
+		rt.deleteTarget(move, m, key, trigger)
 		return nil, &moveError{failInit, m.Follower, err}
 	}
 	end := nu.cancel
@@ -235,26 +250,27 @@ func (rt *Router) tryRebuild(s *stream, o origin, trigger string, exclude []stri
 }
 
 // deleteTarget queues the deletion of the instance a move that was given up
-// left on its target.
-func (rt *Router) deleteTarget(m fleet.Member, key, trigger string) {
-	rt.deletions.add(func() { rt.deleteOn(m, key, trigger, false) })
+// left on its target, in the move's trace.
+func (rt *Router) deleteTarget(move trace.Span, m fleet.Member, key, trigger string) {
+	rt.deletions.add(func() { rt.deleteOn(move, m, key, trigger, false) })
 }
 
 // deleteOn deletes an instance on its owner (the follower API's DELETE),
 // marked as moved (fleet.HeaderMovedOut) when a move replaced it; it reports
-// whether the owner deleted it.
-func (rt *Router) deleteOn(m fleet.Member, key, trigger string, moved bool) bool {
+// whether the owner deleted it. Its span is a child of parent's.
+func (rt *Router) deleteOn(parent trace.Span, m fleet.Member, key, trigger string, moved bool) (deleted bool) {
+	ctx, cancel := context.WithTimeout(withSpan(rt.ctx, parent), rt.cfg.Moves.Timeout)
+	defer cancel()
+	ctx, span := tracer.Start(ctx, spanDelete, trace.WithAttributes(attrFollower.String(m.Follower)))
+	defer func() { span.SetAttributes(attribute.Bool("headcount.deleted", deleted)); span.End() }()
 	cur, ok := rt.view.Member(rt.cfg.Service, m.Follower)
 	if !ok || cur.Incarnation != m.Incarnation {
 		return false // the owner is gone, and its instances with it
 	}
-	ctx, cancel := context.WithTimeout(rt.ctx, rt.cfg.Moves.Timeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+m.Control+"/v1/streams/"+key, nil)
 	if err == nil && moved {
 		req.Header.Set(fleet.HeaderMovedOut, "1")
 	}
-	deleted := false
 	if err == nil {
 		var resp *http.Response
 		if resp, err = rt.upstreams.via(m).RoundTrip(req); err == nil {
@@ -279,9 +295,9 @@ func (rt *Router) deleteOn(m fleet.Member, key, trigger string, moved bool) bool
 // deleteSource queues the deletion of the instance a move replaced on its source, telling
 // the follower that it moved (its moved_out rises); if the follower did not
 // delete it, the views count it there again.
-func (rt *Router) deleteSource(m fleet.Member, key, trigger string) {
+func (rt *Router) deleteSource(move trace.Span, m fleet.Member, key, trigger string) {
 	rt.deletions.add(func() {
-		if !rt.deleteOn(m, key, trigger, true) {
+		if !rt.deleteOn(move, m, key, trigger, true) {
 			rt.announceMoving(m, -1)
 		}
 	})
@@ -305,6 +321,7 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	}
 	s.mu.Unlock()
 	old.close()
+	traceSwitch(nu, old)
 	if old.member.Follower != nu.member.Follower {
 		rt.moves.streams.move(s, old.member.Follower, nu.member.Follower)
 	}
@@ -317,7 +334,7 @@ func (rt *Router) switchTo(s *stream, nu *upstream) {
 	rt.moves.met.moved.WithLabelValues(nu.trigger).Inc()
 	rt.moves.met.seconds.WithLabelValues(nu.trigger).Observe(time.Since(nu.started).Seconds())
 	rt.announceMoved(s)
-	rt.deleteSource(old.member, old.key, nu.trigger)
+	rt.deleteSource(nu.span, old.member, old.key, nu.trigger)
 }
 
 // recoverStream keeps a stream whose upstream ended while its client is

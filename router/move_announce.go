@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -145,4 +146,19 @@ func (rt *Router) RollCalled() {
 	case rt.moves.recall <- struct{}{}:
 	default:
 	}
+}
+
+// list returns at most n of the ids moved and not expired, the soonest to
+// expire first, and how many there are.
+func (t *movedIDs) list(n int, now time.Time) ([]MovedID, int) {
+	t.mu.Lock()
+	all := make([]MovedID, 0, len(t.to))
+	for from, e := range t.to {
+		if !now.After(e.expires) {
+			all = append(all, MovedID{From: from, To: e.to, Expires: e.expires})
+		}
+	}
+	t.mu.Unlock()
+	slices.SortFunc(all, func(a, b MovedID) int { return a.Expires.Compare(b.Expires) })
+	return all[:min(n, len(all))], len(all)
 }

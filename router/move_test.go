@@ -130,8 +130,10 @@ func TestMoveDrainScaleDownToOneCutsNoStream(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			assert.NoError(t, f.Shutdown(ctx))
-			// Generous: the measured figure is in docs/benchmarks.md.
-			assert.Less(t, time.Since(start), 10*time.Second, "drain of %s", f.Agent().Report().Follower)
+			// A bound on a drain that would wait out its context, not a
+			// figure: about 3 s under -race at load 16, the measured figure is
+			// in docs/benchmarks.md.
+			assert.Less(t, time.Since(start), 20*time.Second, "drain of %s", f.Agent().Report().Follower)
 		})
 	}
 	drains.Wait()

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/httpx"
 )
@@ -29,7 +31,7 @@ const triggerSlowCreation = "slow_creation"
 // treated the same way.
 func (rt *Router) roundTripCreation(ctx context.Context, m fleet.Member, req *http.Request, count, bounded bool) (*http.Response, error) {
 	// The request outlives the wait: only Close ends it early.
-	reqCtx, cancel := context.WithCancel(rt.ctx)
+	reqCtx, cancel := context.WithCancel(withSpan(rt.ctx, trace.SpanFromContext(ctx)))
 	type result struct {
 		resp *http.Response
 		err  error
@@ -55,17 +57,17 @@ func (rt *Router) roundTripCreation(ctx context.Context, m fleet.Member, req *ht
 		return r.resp, nil
 	case <-timeout:
 		rt.outage.slowCreations.Inc()
-		go rt.reap(m, count, func() (*http.Response, error) { r := <-done; return r.resp, r.err }, cancel)
+		go rt.reap(reqCtx, m, count, func() (*http.Response, error) { r := <-done; return r.resp, r.err }, cancel)
 		return nil, errSlowCreation
 	case <-ctx.Done():
-		go rt.reap(m, count, func() (*http.Response, error) { r := <-done; return r.resp, r.err }, cancel)
+		go rt.reap(reqCtx, m, count, func() (*http.Response, error) { r := <-done; return r.resp, r.err }, cancel)
 		return nil, ctx.Err()
 	}
 }
 
 // reap waits for the answer to a creation nobody waits for any more and
-// deletes the instance it created, if it did.
-func (rt *Router) reap(m fleet.Member, count bool, answer func() (*http.Response, error), cancel context.CancelFunc) {
+// deletes the instance it created, if it did, in the creation's trace (ctx's).
+func (rt *Router) reap(ctx context.Context, m fleet.Member, count bool, answer func() (*http.Response, error), cancel context.CancelFunc) {
 	defer cancel()
 	resp, err := answer()
 	if err != nil {
@@ -76,7 +78,7 @@ func (rt *Router) reap(m fleet.Member, count bool, answer func() (*http.Response
 	if !count || resp.StatusCode != http.StatusCreated {
 		return
 	}
-	if key, ok := instanceKey(m.Follower, string(body)); ok && rt.deleteOn(m, key, triggerSlowCreation, false) {
+	if key, ok := instanceKey(m.Follower, string(body)); ok && rt.deleteOn(trace.SpanFromContext(ctx), m, key, triggerSlowCreation, false) {
 		rt.outage.reaped.Inc()
 	}
 }

@@ -50,7 +50,8 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	// The stream's lifetime is its own: the request's ends with the handler,
 	// which a hijacked stream outlives.
-	ctx, cancel := context.WithCancel(context.Background())
+	// Its moves follow its trace.
+	ctx, cancel := context.WithCancel(detachedTrace(r.Context()))
 	detach := context.AfterFunc(r.Context(), cancel)
 	h := upstreamHeader(r)
 	up, resp, err := rt.openUpstream(ctx, m, key, h)
@@ -129,7 +130,7 @@ func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 	for {
 		s.cur.waitReadable()
 		ev, err := s.cur.events.next()
-		if nu := s.take(); nu != nil {
+		if nu := s.take(err != nil); nu != nil {
 			// Whatever the old upstream sent after the move is dropped: the new
 			// init is the whole state, and its updates follow.
 			rt.switchTo(s, nu)
@@ -139,13 +140,16 @@ func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 			if s.ctx.Err() != nil {
 				return
 			}
-			s.setRecovering(true)
 			nu := rt.recoverStream(s, err, send)
+			if nu != nil {
+				rt.switchTo(s, nu)
+			}
+			// Only now: a move of the old upstream that ends meanwhile must
+			// see it replaced, or it would switch the stream once more.
 			s.setRecovering(false)
 			if nu == nil {
 				return
 			}
-			rt.switchTo(s, nu)
 			ev = nu.init
 		}
 		if send(ev) != nil {
@@ -156,12 +160,18 @@ func (rt *Router) pump(s *stream, send func(ev []byte) error) {
 	}
 }
 
-// take returns a finished move, if any.
-func (s *stream) take() *upstream {
+// take returns a finished move, if any; without one, an upstream that
+// failed marks the stream recovering in the same critical section, so that
+// no move can finish in between and be switched to after the recovery too
+// (a stream moved twice, counted twice: seen under load on a death).
+func (s *stream) take(failed bool) *upstream {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	nu := s.next
 	s.next = nil
+	if nu == nil && failed {
+		s.recovering = true
+	}
 	return nu
 }
 
@@ -178,7 +188,7 @@ func (rt *Router) endStream(s *stream) {
 	cur.close()
 	if late != nil {
 		late.close()
-		go rt.deleteTarget(late.member, late.key, late.trigger)
+		go rt.deleteTarget(late.span, late.member, late.key, late.trigger)
 	}
 }
 

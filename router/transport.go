@@ -29,7 +29,10 @@ import (
 type upstreams struct {
 	dialStream dialFunc // an HTTP/1.1 stream's own connection
 	h1, h2     *http.Transport
-	met        *transportMetrics
+	// h1 and h2 for round trips: each a client span in the caller's trace
+	// (tracing.go).
+	tracedH1, tracedH2 http.RoundTripper
+	met                *transportMetrics
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -56,6 +59,7 @@ func newUpstreams(dialTimeout, headerTimeout time.Duration, met *transportMetric
 	p.SetUnencryptedHTTP2(true)
 	u.h2.Protocols = &p
 	u.h2.MaxConnsPerHost = h2Dials
+	u.tracedH1, u.tracedH2 = tracedTransport(u.h1), tracedTransport(resending{u.h2})
 	u.h2.HTTP2 = &http.HTTP2Config{
 		MaxReceiveBufferPerStream:     h2StreamWindow,
 		MaxReceiveBufferPerConnection: h2ConnWindow,
@@ -74,9 +78,9 @@ func (u *upstreams) via(m fleet.Member) http.RoundTripper {
 
 func (u *upstreams) transport(h2c bool) http.RoundTripper {
 	if h2c {
-		return resending{u.h2}
+		return u.tracedH2
 	}
-	return u.h1
+	return u.tracedH1
 }
 
 // resending sends a GET or HEAD once more when the multiplexed connection
@@ -106,7 +110,7 @@ func (u *upstreams) closeIdle() {
 func (u *upstreams) openStream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
 	req := (&http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
 		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}).WithContext(ctx)
-	resp, err := u.transport(true).RoundTrip(req)
+	resp, err := resending{u.h2}.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil && !errors.As(err, new(*httpx.DialError)) {
 			err = ctx.Err()

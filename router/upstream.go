@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/headcount-dev/headcount/fleet"
 )
 
@@ -23,10 +25,12 @@ type upstream struct {
 	wire   *bufio.Reader   // the connection's, under body
 	raw    syscall.RawConn // to wait for data outside a read
 
-	// Set by a move: the new follower's init, why and since when it moved.
+	// Set by a move: the new follower's init, why and since when it moved,
+	// and its span, which ends at the switch (or with the upstream).
 	init    []byte
 	trigger string
 	started time.Time
+	span    trace.Span
 }
 
 // waitReadable returns once the upstream has something to read (data, its
@@ -47,6 +51,9 @@ func (u *upstream) waitReadable() {
 }
 
 func (u *upstream) close() {
+	if u.span != nil {
+		u.span.End()
+	}
 	u.cancel()
 	_ = u.body.Close()
 	u.events.release()
@@ -59,6 +66,7 @@ func (u *upstream) close() {
 // as an upstream; any other answer as the response, for the caller to relay
 // or judge, its connection closed with its body. ctx ends the connection.
 func (rt *Router) openUpstream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
+	h = injectTrace(ctx, h)
 	if m.H2C {
 		return rt.upstreams.openStream(ctx, m, key, h)
 	}

@@ -3,6 +3,7 @@ package scaler
 import (
 	"math"
 
+	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
@@ -10,14 +11,9 @@ import (
 // totals, the metric KEDA gets and, once KEDA has sent the service's
 // targetInstancesPerReplica, the replica target under each plan's bounds.
 type Status struct {
-	Service   string `json:"service"`
-	Live      int64  `json:"live"` // GetMetrics' value
-	Instances int64  `json:"instances"`
-	Pending   int64  `json:"pending"`
-	Demand    int64  `json:"demand"`
-	Starting  int    `json:"starting"`
-	Ready     int    `json:"ready"`
-	Draining  int    `json:"draining"`
+	Service string `json:"service"`
+	// The view's totals; Live is GetMetrics' value.
+	fleet.Figures
 	// Active is IsActive's answer with no activation threshold.
 	Active bool `json:"active"`
 	// Metric is the trigger's metric (instances, graphs or cost) and Value
@@ -41,8 +37,7 @@ func (s *Scaler) Status(service string) (Status, error) {
 func (s *Scaler) status(service string) Status {
 	t := s.view.Totals(service)
 	st := Status{
-		Service: service, Live: t.Live(), Instances: t.Instances, Pending: t.Pending, Demand: t.Demand,
-		Starting: t.Starting, Ready: t.Ready, Draining: t.Draining,
+		Service: service, Figures: t.Figures(),
 		Active:  t.Live() > 0 || t.Demand > 0,
 		Streams: s.streams.count(service),
 	}

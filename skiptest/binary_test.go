@@ -47,7 +47,7 @@ func TestSidecarBinaryDrainsARealSkipFollowerOnSIGTERM(t *testing.T) {
 		"--nats-url", url, "--id", "bin-f1",
 		"--upstream-control", follower.Control, "--upstream-streaming", follower.Streaming,
 		"--listen-control", control, "--listen-streaming", streaming, "--ops-addr", opsAddr,
-		"--instance-ttl", "1s", "--health-period", "100ms", "--heartbeat", "200ms", "--drain-timeout", "20s")
+		"--instance-ttl", "1s", "--health-period", "100ms", "--heartbeat", "5s", "--drain-timeout", "20s")
 	sc.Env = append(os.Environ(), "HEADCOUNT_SERVICE="+service)
 	logs, err := os.Create(filepath.Join(t.TempDir(), "sidecar.log"))
 	require.NoError(t, err)
@@ -97,8 +97,10 @@ func TestSidecarBinaryDrainsARealSkipFollowerOnSIGTERM(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the sidecar did not exit after its last instance went")
 	}
-	_, registered := view.Member(service, "bin-f1")
-	assert.False(t, registered, "gone removes the member at once")
+	// "gone" reaches the view over NATS after the exit: within 5 s, where
+	// the 15 s TTL of the 5 s heartbeat would take longer.
+	assert.Eventually(t, func() bool { _, registered := view.Member(service, "bin-f1"); return !registered },
+		5*time.Second, 10*time.Millisecond, "gone removes the member at once")
 }
 
 // loopback is a free 127.0.0.1 address.

@@ -39,6 +39,19 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 	if !Enabled() {
 		return func(context.Context) error { return nil }, nil
 	}
+	tp, err := NewTracerProvider(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	otel.SetTracerProvider(tp)
+	return tp.Shutdown, nil
+}
+
+// NewTracerProvider is the tracer provider Setup installs: spans batched to
+// the OTLP/gRPC exporter the OTEL_EXPORTER_OTLP_* environment configures,
+// under the resource of service. Setup is the way for a process; this is for
+// a caller that must wrap it (a benchmark switching tracing on and off).
+func NewTracerProvider(ctx context.Context, service string) (*sdktrace.TracerProvider, error) {
 	exporter, err := otlptracegrpc.New(ctx) // endpoint, TLS, headers, timeout: OTEL_EXPORTER_OTLP_*
 	if err != nil {
 		return nil, err
@@ -51,9 +64,7 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 	if err != nil && !errors.Is(err, resource.ErrSchemaURLConflict) {
 		return nil, err
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res))
-	otel.SetTracerProvider(tp)
-	return tp.Shutdown, nil
+	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res)), nil
 }
 
 func envResource(ctx context.Context) *resource.Resource {

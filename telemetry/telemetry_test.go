@@ -2,56 +2,28 @@ package telemetry_test
 
 import (
 	"context"
-	"encoding/hex"
-	"net"
 	"net/http"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
 
+	"github.com/headcount-dev/headcount/internal/otlptest"
 	"github.com/headcount-dev/headcount/telemetry"
 )
-
-// receiver is an OTLP/gRPC trace collector that keeps what it receives.
-type receiver struct {
-	collectortrace.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	spans []*tracepb.ResourceSpans
-}
-
-func (r *receiver) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.spans = append(r.spans, req.GetResourceSpans()...)
-	return &collectortrace.ExportTraceServiceResponse{}, nil
-}
-
-func (r *receiver) received() []*tracepb.ResourceSpans {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*tracepb.ResourceSpans(nil), r.spans...)
-}
 
 // With OTEL_EXPORTER_OTLP_ENDPOINT set, a span reaches a real OTLP receiver
 // under the process's service name, in the trace of the incoming
 // traceparent; the same trace context goes out on the next request.
 func TestSpansReachAnOTLPReceiverInTheCallersTrace(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer()
-	rec := &receiver{}
-	collectortrace.RegisterTraceServiceServer(srv, rec)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+ln.Addr().String())
-	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	rec := otlptest.Start(t)
+	for _, kv := range rec.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
 	require.True(t, telemetry.Enabled())
 
 	ctx := context.Background()
@@ -68,19 +40,11 @@ func TestSpansReachAnOTLPReceiverInTheCallersTrace(t *testing.T) {
 	require.Contains(t, out.Get("Traceparent"), traceID, "the trace goes on to the next request")
 	require.NoError(t, shutdown(ctx)) // flushes
 
-	got := rec.received()
+	got := rec.Spans()
 	require.Len(t, got, 1)
-	var service string
-	for _, kv := range got[0].GetResource().GetAttributes() {
-		if kv.GetKey() == "service.name" {
-			service = kv.GetValue().GetStringValue()
-		}
-	}
-	require.Equal(t, "headcount-test", service)
-	spans := got[0].GetScopeSpans()[0].GetSpans()
-	require.Len(t, spans, 1)
-	require.Equal(t, "create", spans[0].GetName())
-	require.Equal(t, traceID, hex.EncodeToString(spans[0].GetTraceId()))
+	require.Equal(t, "headcount-test", got[0].Service)
+	require.Equal(t, "create", got[0].GetName())
+	require.Equal(t, traceID, got[0].TraceID())
 }
 
 // Without an endpoint nothing is exported and Setup installs no provider.

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/headcount-dev/headcount/cmd/internal/cli"
-
 	"context"
 	"log/slog"
 	"net"
@@ -11,21 +9,29 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/headcount-dev/headcount/cmd/internal/cli"
 	"github.com/headcount-dev/headcount/demo"
 )
 
 func leaderCmd(g *cli.Global) *cobra.Command {
+	cmd, _ := demoCmd(g, "leader", "Run the demo Skip-compatible leader: holds the input collections", "leader", demo.StartLeader)
+	return cmd
+}
+
+// demoCmd is the command of a demo leader or follower (role), started by
+// start, with the flags both share.
+func demoCmd(g *cli.Global, role, short, defaultID string, start func(demo.Config, net.Listener, net.Listener) (*demo.Server, error)) (*cobra.Command, *demoFlags) {
 	f := &demoFlags{}
 	cmd := &cobra.Command{
-		Use:   "leader",
-		Short: "Run the demo Skip-compatible leader: holds the input collections",
+		Use:   role,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.run(cmd, g, "leader", demo.StartLeader)
+			return f.run(cmd, g, role, start)
 		},
 	}
-	f.register(cmd, "leader")
-	return cmd
+	f.register(cmd, defaultID)
+	return cmd, f
 }
 
 // demoFlags are the flags the demo leader and follower share.

@@ -63,6 +63,12 @@ func routerCmd(g *cli.Global) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			api, err := rt.ServeAPI(p.nc)
+			if err != nil {
+				rt.Close()
+				return err
+			}
+			defer func() { _ = api.Stop() }()
 			return o.serve(cmd.Context(), rt, o.control(cmd.Context(), p, rt), lns[0], lns[1])
 		},
 	}

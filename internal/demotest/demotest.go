@@ -16,14 +16,18 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 )
 
-// The timings Start gives every server: short, so that tests are quick.
+// The timings Start gives every server: short, so that tests are quick,
+// except TTL: with three 100 ms heartbeats a loaded machine's stall under
+// -race made views forget live followers and routers move all their streams.
+// A killed server is still seen at once (its dials are refused).
 const (
 	Heartbeat   = 100 * time.Millisecond
+	TTL         = 3 * time.Second
 	InstanceTTL = time.Second
 )
 
-// Leader starts a leader for t on 127.0.0.1:0 with a 100 ms heartbeat
-// and a 1 s instance TTL; it is shut down (publishing "gone") when t ends.
+// Leader starts a leader for t on 127.0.0.1:0 with the timings above; it
+// is shut down (publishing "gone") when t ends.
 func Leader(t testing.TB, nc *nats.Conn, service string) *demo.Server {
 	t.Helper()
 	return Start(t, demo.StartLeader, demo.Config{Service: service, ID: "leader", NATS: nc})
@@ -47,6 +51,9 @@ func Start(t testing.TB, start func(demo.Config, net.Listener, net.Listener) (*d
 	t.Helper()
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = Heartbeat
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = TTL
 	}
 	if cfg.InstanceTTL == 0 {
 		cfg.InstanceTTL = InstanceTTL

@@ -16,9 +16,18 @@ import (
 // its status and body; it fails t on a transport error.
 func Do(t testing.TB, method, addr, body string) (int, string) {
 	t.Helper()
+	return DoWith(t, method, addr, body, nil)
+}
+
+// DoWith is Do with the request headers h added.
+func DoWith(t testing.TB, method, addr, body string, h http.Header) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, "http://"+addr, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -49,9 +58,19 @@ type Event struct {
 // stream on 200, else nil and the status; the stream is closed when t ends.
 func Subscribe(t testing.TB, addr, id string) (*Stream, int) {
 	t.Helper()
+	return SubscribeWith(t, addr, id, nil)
+}
+
+// SubscribeWith is Subscribe with the request headers h added (a
+// traceparent, say).
+func SubscribeWith(t testing.TB, addr, id string, h http.Header) (*Stream, int) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/streams/"+id, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := http.DefaultClient.Do(req)

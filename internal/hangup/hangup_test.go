@@ -9,11 +9,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
+
+	"github.com/headcount-dev/headcount/internal/leaktest"
 )
 
 // Close ends the epoll goroutine: no test leaves one behind.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 // tcpPair is a loopback TCP connection: the server's end has a file descriptor.
 func tcpPair(t *testing.T) (server, client net.Conn) {

@@ -7,6 +7,7 @@
 package callout
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/defaults"
 	"github.com/headcount-dev/headcount/natsauth"
 )
 
@@ -101,18 +103,10 @@ func Start(nc *nats.Conn, cfg Config) (*Service, error) {
 	if pub, err := cfg.Issuer.PublicKey(); err != nil || !nkeys.IsValidPublicAccountKey(pub) {
 		return nil, fmt.Errorf("auth callout: Config.Issuer (public key %q): want an account nkey (seed SA…)", pub)
 	}
-	if cfg.Account == "" {
-		cfg.Account = "$G"
-	}
-	if cfg.TTL <= 0 {
-		cfg.TTL = 10 * time.Minute
-	}
-	if cfg.ReviewTimeout <= 0 {
-		cfg.ReviewTimeout = 5 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Account = cmp.Or(cfg.Account, "$G")
+	defaults.Positive(&cfg.TTL, 10*time.Minute)
+	defaults.Positive(&cfg.ReviewTimeout, 5*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	s := &Service{cfg: cfg, bindings: map[[2]string]Binding{},
 		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_auth_callout_answers_total",

@@ -4,6 +4,7 @@
 package deletioncost
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/defaults"
 )
 
 // Annotation is the ReplicaSet controller's hint: pods with a lower cost are
@@ -72,18 +74,10 @@ type pod struct{ namespace, name string }
 // API server is one PATCH per changed pod.
 func New(pods corev1client.PodsGetter, view Fleet, cfg Config) *Controller {
 	def := DefaultConfig()
-	if cfg.QPS <= 0 {
-		cfg.QPS = def.QPS
-	}
-	if cfg.Burst <= 0 {
-		cfg.Burst = def.Burst
-	}
-	if cfg.Every <= 0 {
-		cfg.Every = def.Every
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	defaults.Positive(&cfg.QPS, def.QPS)
+	defaults.Positive(&cfg.Burst, def.Burst)
+	defaults.Positive(&cfg.Every, def.Every)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Controller{
 		pods: pods, view: view, cfg: cfg,
 		limiter: rate.NewLimiter(rate.Limit(cfg.QPS), cfg.Burst),
