@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -150,10 +151,12 @@ func TestUpstreamProtocolFollowsTheReport(t *testing.T) {
 	r := startRouter(t, url, "r-1")
 	r.waitReady(t, 2)
 	addr := strings.TrimPrefix(r.streaming.URL, "http://")
+	var streams []*e2e.Stream
 	for range 40 {
 		st, code := e2e.Subscribe(t, addr, r.create(t))
 		require.Equal(t, http.StatusOK, code)
 		require.Equal(t, "init", st.Next(t).Kind)
+		streams = append(streams, st)
 	}
 	require.Positive(t, multiplexed.open.Load())
 	require.Positive(t, plain.open.Load())
@@ -166,4 +169,15 @@ func TestUpstreamProtocolFollowsTheReport(t *testing.T) {
 	assert.Equal(t, float64(plain.open.Load()), conns(plain, "http/1.1"), "a connection per stream to the HTTP/1.1 follower")
 	assert.Zero(t, conns(plain, "h2c"))
 	assert.Equal(t, float64(multiplexed.open.Load()), metric(t, r, `headcount_router_upstream_h2c_streams{service="svc"}`))
+
+	// Clients that leave end their multiplexed streams: resets by the router.
+	n := multiplexed.open.Load()
+	for _, st := range streams {
+		st.Close()
+	}
+	require.Eventually(t, func() bool { return multiplexed.open.Load() == 0 && plain.open.Load() == 0 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return metric(t, r, `headcount_router_upstream_resets_total{by="router",service="svc"}`) == float64(n)
+	}, 30*time.Second, 10*time.Millisecond, "a reset by the router per stream whose client left")
+	assert.Zero(t, metric(t, r, `headcount_router_upstream_resets_total{by="upstream",service="svc"}`))
 }

@@ -59,7 +59,7 @@ func newUpstreams(dialTimeout, headerTimeout time.Duration, met *transportMetric
 	p.SetUnencryptedHTTP2(true)
 	u.h2.Protocols = &p
 	u.h2.MaxConnsPerHost = h2Dials
-	u.tracedH1, u.tracedH2 = tracedTransport(u.h1), tracedTransport(u.h2)
+	u.tracedH1, u.tracedH2 = tracedTransport(u.h1), tracedTransport(resending{u.h2})
 	u.h2.HTTP2 = &http.HTTP2Config{
 		MaxReceiveBufferPerStream:     h2StreamWindow,
 		MaxReceiveBufferPerConnection: h2ConnWindow,
@@ -83,6 +83,21 @@ func (u *upstreams) transport(h2c bool) http.RoundTripper {
 	return u.tracedH1
 }
 
+// resending sends a GET or HEAD once more when the multiplexed connection
+// it went out on was lost under it (its follower died, say), as net/http
+// does for an HTTP/1.1 request on a dead pooled connection: it is safe to
+// repeat, and the new connection's dial tells whether the follower is gone.
+type resending struct{ *http.Transport }
+
+func (t resending) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.Transport.RoundTrip(req)
+	replayable := (req.Method == http.MethodGet || req.Method == http.MethodHead) && (req.Body == nil || req.Body == http.NoBody)
+	if err != nil && replayable && req.Context().Err() == nil && !errors.As(err, new(*httpx.DialError)) {
+		return t.Transport.RoundTrip(req.Clone(req.Context()))
+	}
+	return resp, err
+}
+
 func (u *upstreams) closeIdle() {
 	u.h1.CloseIdleConnections()
 	u.h2.CloseIdleConnections()
@@ -90,35 +105,30 @@ func (u *upstreams) closeIdle() {
 
 // openStream sends GET /v1/streams/<key> to m on its multiplexed
 // connection (openUpstream's h2c half). Ending the stream resets it; the
-// connection serves on.
+// connection serves on. ctx (the client's, or a move's) bounds the request;
+// the upstream's own end is its body's close, without a context of its own.
 func (u *upstreams) openStream(ctx context.Context, m fleet.Member, key string, h http.Header) (*upstream, *http.Response, error) {
-	ctx, cancel := context.WithCancel(ctx)
 	req := (&http.Request{Method: http.MethodGet, Header: h, Host: m.Streaming,
 		URL: &url.URL{Scheme: "http", Host: m.Streaming, Path: "/v1/streams/" + key}}).WithContext(ctx)
-	resp, err := u.h2.RoundTrip(req)
-	if err != nil && ctx.Err() == nil && !errors.As(err, new(*httpx.DialError)) {
-		// The shared connection was lost under the request (its follower
-		// died, say): a GET is safe to send again, and the new connection's
-		// dial tells whether the follower is gone, as it does over HTTP/1.1.
-		resp, err = u.h2.RoundTrip(req.Clone(ctx))
-	}
+	resp, err := resending{u.h2}.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil && !errors.As(err, new(*httpx.DialError)) {
 			err = ctx.Err()
 		}
-		cancel()
 		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		resp.Body = &closeWith{resp.Body, cancel}
 		return nil, resp, nil
 	}
 	u.met.streams.Inc()
 	body := &h2Body{ReadCloser: resp.Body, met: u.met}
 	head := *resp
 	resp.Header, resp.Request = nil, nil
-	up := &upstream{member: m, id: m.Follower + "/" + key, key: key, body: &closeWith{body, cancel},
-		cancel: cancel, events: newEventReader(body)}
+	// Closing the body resets the stream and wakes its reader at once, but
+	// may wait for the connection's writer: cancel (a move's, under the
+	// stream's lock) does not wait.
+	end := func() { go body.Close() }
+	up := &upstream{member: m, id: m.Follower + "/" + key, key: key, body: body, cancel: end, events: newEventReader(body)}
 	return up, &head, nil
 }
 
@@ -133,7 +143,10 @@ type h2Body struct {
 
 func (b *h2Body) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && b.ended.CompareAndSwap(false, true) && err != io.EOF {
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		// The client left: Close counts the router's reset.
+	case b.ended.CompareAndSwap(false, true) && err != io.EOF:
 		// The follower reset the stream or the connection was lost.
 		b.met.resets.WithLabelValues("upstream").Inc()
 	}

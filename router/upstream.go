@@ -34,11 +34,18 @@ type upstream struct {
 }
 
 // waitReadable returns once the upstream has something to read (data, its
-// end or an error) without holding a read buffer meanwhile, waiting in the
-// poller rather than in a read, so that an idle stream's goroutine stays
-// shallow.
+// end or an error) without holding a read buffer meanwhile, so that an idle
+// stream's goroutine stays shallow: an HTTP/1.1 stream waits in the poller;
+// a multiplexed one in a read of nothing, which Go's HTTP/2 body answers
+// once data or the stream's end arrived (were it to answer at once, the
+// wait would be next's read, holding the buffer).
 func (u *upstream) waitReadable() {
-	if u.raw != nil && u.wire.Buffered() == 0 && u.events.idle() {
+	switch {
+	case u.raw == nil:
+		if u.events.idle() {
+			_, _ = u.events.src.Read(nil)
+		}
+	case u.wire.Buffered() == 0 && u.events.idle():
 		_ = u.raw.Read(readable)
 	}
 }

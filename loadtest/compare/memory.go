@@ -161,8 +161,8 @@ func runMemory(c config, haproxyBin string, w io.Writer) error {
 			if after, fds, err = usage(t.pid); err == nil {
 				n := int64(len(streams))
 				goPer := "n/a"
-				if goAfter, _ := goMemory(t.metrics); goBefore > 0 {
-					goPer = fmt.Sprintf("%.1f KiB", (goAfter-goBefore)/float64(n)/1024)
+				if goAfter, _ := goMemory(t.metrics); goBefore.heap > 0 {
+					goPer = goAfter.perStream(goBefore, n)
 				}
 				fmt.Fprintf(w, "| %s | %.1f MiB | %.1f MiB | **%.1f KiB** | %.2f | %s |\n", t.name,
 					float64(before)/(1<<20), float64(after)/(1<<20), float64(after-before)/float64(n)/1024,
@@ -302,32 +302,42 @@ func usage(pid int) (rss, fds int64, err error) {
 	return rss, int64(len(entries)), err
 }
 
-// goMemory is the Go heap in use plus goroutine stacks of a headcount
-// process, and how many collections it ran, from its /metrics; zeros when
-// url is "".
-func goMemory(url string) (bytes float64, gcs int) {
+// goMemory is a headcount process's Go heap in use, goroutine stacks and
+// goroutines, and how many collections it ran, from its /metrics; zeros
+// when url is "".
+func goMemory(url string) (m goStats, gcs int) {
 	if url == "" {
-		return 0, 0
+		return m, 0
 	}
 	resp, err := http.Get(url)
 	if err != nil {
-		return 0, 0
+		return m, 0
 	}
 	defer resp.Body.Close()
 	lines := bufio.NewScanner(resp.Body)
 	for lines.Scan() {
 		line := lines.Text()
-		for _, series := range []string{"go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes "} {
-			if v, ok := strings.CutPrefix(line, series); ok {
-				f, _ := strconv.ParseFloat(v, 64)
-				bytes += f
+		for series, v := range map[string]*float64{
+			"go_memstats_heap_inuse_bytes ": &m.heap, "go_memstats_stack_inuse_bytes ": &m.stacks, "go_goroutines ": &m.goroutines,
+		} {
+			if s, ok := strings.CutPrefix(line, series); ok {
+				*v, _ = strconv.ParseFloat(s, 64)
 			}
 		}
 		if v, ok := strings.CutPrefix(line, "go_gc_duration_seconds_count "); ok {
 			gcs, _ = strconv.Atoi(v)
 		}
 	}
-	return bytes, gcs
+	return m, gcs
+}
+
+type goStats struct{ heap, stacks, goroutines float64 }
+
+// perStream is what n streams added, as the table's cell.
+func (m goStats) perStream(before goStats, n int64) string {
+	per := func(a, b float64) float64 { return (a - b) / float64(n) }
+	return fmt.Sprintf("%.1f KiB (heap %.1f, stacks %.1f; %.2f goroutines)", (per(m.heap, before.heap)+per(m.stacks, before.stacks))/1024,
+		per(m.heap, before.heap)/1024, per(m.stacks, before.stacks)/1024, per(m.goroutines, before.goroutines))
 }
 
 func await(ok func() bool, timeout time.Duration) error {
