@@ -140,22 +140,26 @@ var digestPinned = regexp.MustCompile(`^[a-z0-9./-]+(:[\w.-]+)?@sha256:[0-9a-f]{
 // version a required build argument passed to build.sh.
 func TestDockerfile(t *testing.T) {
 	args, stages := parseDockerfile(t)
-	names := map[string]bool{}
-	images := map[string]string{} // stage → entrypoint
+	inherited := map[string]string{} // stage → its instructions after its base stage's
+	images := map[string]string{}    // stage → entrypoint
 	for _, s := range stages {
 		base := s.from
 		if strings.HasPrefix(base, "${") {
 			base = args[strings.Trim(base, "${}")]
 		}
-		if !names[base] {
+		parent, onAStage := inherited[base]
+		if !onAStage {
 			assert.Regexp(t, digestPinned, base, "stage %s: base pinned by digest", s.name)
 		}
-		names[s.name] = true
-		instructions := strings.Join(s.lines, "\n")
+		instructions := parent + "\n" + strings.Join(s.lines, "\n")
+		inherited[s.name] = instructions
 		if s.name == "build" {
 			assert.Contains(t, instructions, `sh deploy/build.sh "$VERSION" /out`)
 			assert.Contains(t, instructions, "${VERSION:?", "a build without VERSION fails")
 			continue
+		}
+		if !regexp.MustCompile(`(?m)^ENTRYPOINT `).MatchString(instructions) {
+			continue // a base of the images below, checked through them
 		}
 		user := regexp.MustCompile(`(?m)^USER (\d+)(:\d+)?$`).FindStringSubmatch(instructions)
 		if assert.NotNil(t, user, "stage %s: a numeric USER (runAsNonRoot needs one)", s.name) {

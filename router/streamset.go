@@ -1,6 +1,10 @@
 package router
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/headcount-dev/headcount/internal/sets"
+)
 
 // streamSet indexes the open streams by the follower serving them.
 type streamSet struct {
@@ -96,11 +100,7 @@ func (ss *streamSet) on(follower string) []*stream {
 func (ss *streamSet) followers() map[string]int {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	out := make(map[string]int, len(ss.byFollower))
-	for f, set := range ss.byFollower {
-		out[f] = len(set)
-	}
-	return out
+	return sets.Sizes(ss.byFollower)
 }
 
 func (ss *streamSet) all() []*stream {

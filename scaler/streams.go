@@ -1,6 +1,10 @@
 package scaler
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/headcount-dev/headcount/internal/sets"
+)
 
 // hub wakes the StreamIsActive handlers of a service when its view changes.
 // Waking is a non-blocking send on a 1-slot channel, so a burst of reports
@@ -56,9 +60,5 @@ func (h *hub) count(service string) int {
 func (h *hub) counts() map[string]int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	out := make(map[string]int, len(h.subs))
-	for service, subs := range h.subs {
-		out[service] = len(subs)
-	}
-	return out
+	return sets.Sizes(h.subs)
 }
