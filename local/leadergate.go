@@ -6,13 +6,6 @@ import (
 	"github.com/headcount-dev/headcount/fleet"
 )
 
-// Gate holds a supervisor's (re)starts until what its processes need is up.
-type Gate interface {
-	// State is the number of times the gate has closed so far, whether it is
-	// open now, and a channel closed at its next change.
-	State() (closings uint64, open bool, changed <-chan struct{})
-}
-
 // leaderView is what the gate reads of the fleet.
 type leaderView interface {
 	Leader(service string) (fleet.Member, bool)
