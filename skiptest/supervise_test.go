@@ -68,20 +68,29 @@ func TestSuperviseRestartsARealSkipFollowerInPlace(t *testing.T) {
 		t.Run(fmt.Sprintf("down %v", down), func(t *testing.T) {
 			child := childPID(t, sup.Cmd.Process.Pid)
 			require.NotZero(t, child)
-			// The supervisor's liveness, sampled through the outage.
+			// The supervisor's liveness, sampled through the outage: the
+			// longest stretch it failed (the kubelet restarts the
+			// container after 3 failures 10 s apart, by default).
 			stopSampling := make(chan struct{})
-			sampled := make(chan []int, 1)
+			sampled := make(chan time.Duration, 1)
 			go func() {
-				var bad []int
+				var longest time.Duration
+				var since time.Time
 				for {
 					select {
 					case <-stopSampling:
-						sampled <- bad
+						sampled <- longest
 						return
 					case <-time.After(100 * time.Millisecond):
 					}
-					if code, _ := get(addr(hp, "/healthz")); code != http.StatusOK {
-						bad = append(bad, code)
+					code, _ := get(addr(hp, "/healthz"))
+					switch {
+					case code == http.StatusOK:
+						since = time.Time{}
+					case since.IsZero():
+						since = time.Now()
+					default:
+						longest = max(longest, time.Since(since))
 					}
 				}
 			}()
@@ -99,7 +108,9 @@ func TestSuperviseRestartsARealSkipFollowerInPlace(t *testing.T) {
 			back := time.Since(leaderBack)
 			close(stopSampling)
 			t.Logf("the follower served again %v after its leader answered (leader down %v)", back.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond)-back.Round(time.Millisecond))
-			assert.Empty(t, <-sampled, "the supervisor's /healthz (liveness) answered 200 throughout")
+			failing := <-sampled
+			t.Logf("the supervisor's /healthz (the liveness probe) failed for at most %v in a row", failing)
+			assert.Less(t, failing, 2*time.Second, "the liveness probe passes through the outage (a failure is the gate's lag in seeing the leader go)")
 			assert.False(t, sup.Exited(), "the supervisor (the container's process) never exits")
 			assert.NotEqual(t, child, childPID(t, sup.Cmd.Process.Pid), "a new follower process")
 			assert.Less(t, back, 30*time.Second, "served again soon after the leader (about Skip's own start)")

@@ -48,6 +48,10 @@ func (g *HTTPGate) Watch(ctx context.Context) {
 	}
 }
 
+// Lost closes the gate now, before a check would: the caller saw the
+// server behind the URL exit (up, its leader's process).
+func (g *HTTPGate) Lost() { g.set(false) }
+
 func (g *HTTPGate) set(open bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

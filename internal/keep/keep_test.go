@@ -123,15 +123,17 @@ func TestHTTPGateFollowsItsURL(t *testing.T) {
 	waitGate(false, 2)
 }
 
-// Liveness is alive while nothing runs (waiting for the leader) and while
-// the process has not answered since its start; then it is the process's
-// own healthcheck.
+// Liveness is alive while nothing runs (waiting for the leader), while the
+// gate is closed and while the process has not answered since its start;
+// then it is the process's own healthcheck.
 func TestLivenessWaitsForAFirstAnswer(t *testing.T) {
 	var status atomic.Int32
 	status.Store(http.StatusServiceUnavailable)
 	child := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(int(status.Load())) }))
 	defer child.Close()
-	live := NewLiveness(child.URL, time.Second)
+	gate := &testGate{changed: make(chan struct{})}
+	gate.set(true)
+	live := NewLiveness(child.URL, time.Second, gate)
 	probe := httptest.NewServer(live)
 	defer probe.Close()
 	get := func() int {
@@ -148,6 +150,9 @@ func TestLivenessWaitsForAFirstAnswer(t *testing.T) {
 	assert.Equal(t, http.StatusOK, get(), "serving")
 	status.Store(http.StatusServiceUnavailable)
 	assert.Equal(t, http.StatusServiceUnavailable, get(), "served, now failing: hung")
+	gate.set(false)
+	assert.Equal(t, http.StatusOK, get(), "failing while its leader is away: not hung")
+	gate.set(true)
 	live.Exited()
 	assert.Equal(t, http.StatusOK, get(), "exited: waiting again")
 	live.Started([]int{2})

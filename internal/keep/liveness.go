@@ -10,13 +10,16 @@ import (
 
 // Liveness answers a container's liveness and startup probes for what Run
 // keeps in it: waiting for the gate, or pausing before a restart, is alive
-// (a leader outage must not get the container restarted); so is a process
-// that has not answered its healthcheck since it started (it is starting).
+// (a leader outage must not get the container restarted), and so is a
+// process failing its healthcheck while the gate is closed (a Skip follower
+// fails it until it exits with its leader) or that has not answered it
+// since it started (it is starting).
 // Once it has, its healthcheck is the answer: a hung process is still
 // restarted by the kubelet.
 type Liveness struct {
 	url    string
 	client *http.Client
+	gate   Gate
 
 	mu      sync.Mutex
 	running bool
@@ -24,9 +27,10 @@ type Liveness struct {
 }
 
 // NewLiveness checks the kept process's healthcheck at url, each check
-// bounded by timeout. Started and Exited are Run's hooks.
-func NewLiveness(url string, timeout time.Duration) *Liveness {
-	return &Liveness{url: url, client: &http.Client{Timeout: timeout}}
+// bounded by timeout, while gate (Run's) is open. Started and Exited are
+// Run's hooks.
+func NewLiveness(url string, timeout time.Duration, gate Gate) *Liveness {
+	return &Liveness{url: url, client: &http.Client{Timeout: timeout}, gate: gate}
 }
 
 // Started and Exited are for Config.Started and Config.Exited.
@@ -44,8 +48,8 @@ func (l *Liveness) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	running, served := l.running, l.served
 	l.mu.Unlock()
-	if !running {
-		_, _ = fmt.Fprintln(w, "ok: waiting to start")
+	if _, open, _ := l.gate.State(); !running || !open {
+		_, _ = fmt.Fprintln(w, "ok: waiting for the gate")
 		return
 	}
 	err := l.check(r)

@@ -50,7 +50,7 @@ func (g *Global) SuperviseCommand() *cobra.Command {
 				return errors.New("--leader-health: the URL of the leader's healthcheck is required (e.g. http://hackernews-leader:8081/v1/healthcheck)")
 			}
 			gate := keep.NewHTTPGate(leaderHealth, period, timeout)
-			live := keep.NewLiveness(childHealth, timeout)
+			live := keep.NewLiveness(childHealth, timeout, gate)
 			return runSupervised(cmd.Context(), keep.Config{
 				Name: filepath.Base(args[0]),
 				Spawn: func() ([]*exec.Cmd, error) {
@@ -92,7 +92,9 @@ func runSupervised(ctx context.Context, cfg keep.Config, gate *keep.HTTPGate, li
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	served := make(chan error, 1)
-	go func() { served <- ops.Serve(serveCtx, ops.NewServer(mux, ops.HTTPLimits{}, slog.Default()), lns[0], time.Second) }()
+	go func() {
+		served <- ops.Serve(serveCtx, ops.NewServer(mux, ops.HTTPLimits{}, slog.Default()), lns[0], time.Second)
+	}()
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	defer stopWatching()
 	go gate.Watch(watchCtx)
