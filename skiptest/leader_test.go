@@ -163,9 +163,10 @@ func leaderKill(t *testing.T, svc upService, down time.Duration) {
 		}
 		return ready == 2
 	}, 90*time.Second, 10*time.Millisecond, "both followers ready (restarted if they exit with the leader): %+v", view.Members("skipsvc"))
-	t.Logf("leader ready %v after kill -9; both followers ready %v after the leader",
-		leaderBack.Sub(killed).Round(time.Millisecond), followersBack.Sub(leaderBack).Round(time.Millisecond))
-	assert.Less(t, followersBack.Sub(leaderBack), 30*time.Second, "followers serving soon after the leader is ready (target 3 s)")
+	recovery := followersBack.Sub(leaderBack)
+	t.Logf("leader ready %v after kill -9; both followers ready %v after the leader (load average %s)",
+		leaderBack.Sub(killed).Round(time.Millisecond), recovery.Round(time.Millisecond), loadAverage())
+	assert.LessOrEqual(t, recovery, 3*time.Second, "followers serving again within 3 s of the leader being ready")
 
 	h := <-held
 	t.Logf("a write sent once the leader was gone: %d after %v (Retry-After %q)", h.code, h.took.Round(time.Millisecond), h.retryAfter)
@@ -301,4 +302,13 @@ func leaderPID(t *testing.T, nc *nats.Conn, w *fleet.Watcher) int {
 			t.Fatal("no decision with the leader's processes")
 		}
 	}
+}
+
+// loadAverage is the machine's 1-minute load average, for the figures' context.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(data))[0]
 }
