@@ -57,6 +57,10 @@ type SupervisorConfig struct {
 	// after the gate closed (its leader went away) restarts as soon as the
 	// gate opens again, without a crash backoff.
 	Gate keep.Gate
+	// StartWhileClosed starts followers without waiting for the gate (they
+	// wait for their leader in hold proxies); an exit after it closed still
+	// restarts at once.
+	StartWhileClosed bool
 	// RestartAtOnce restarts a process that ran for keep.AtOnceAfter or
 	// more at once (the leader: everything waits for it); a crash loop still
 	// backs off.
@@ -283,7 +287,7 @@ func (s *Supervisor) keep(g *group) {
 	_ = keep.Run(keep.Config{
 		Name:  g.id,
 		Spawn: func() ([]*exec.Cmd, error) { return s.cfg.Spawn(g.id) },
-		Gate:  s.cfg.Gate, RestartAtOnce: s.cfg.RestartAtOnce, StopTimeout: s.cfg.StopTimeout,
+		Gate:  s.cfg.Gate, StartWhileClosed: s.cfg.StartWhileClosed, RestartAtOnce: s.cfg.RestartAtOnce, StopTimeout: s.cfg.StopTimeout,
 		Started: func(pids []int) {
 			s.mu.Lock()
 			g.pids = pids

@@ -223,8 +223,8 @@ func (s *system) watch() error {
 // has the watcher tell each of them about changes.
 func (s *system) compose() error {
 	leaderControl, leaderStreaming := s.leaderControl, s.leaderStreaming
-	var gate keep.Gate = s.leaderGate
-	if s.cfg.FollowerCmd != "" {
+	held := s.cfg.FollowerCmd != ""
+	if held {
 		// A follower command (Skip's) exits when its leader goes: it is
 		// restarted at once and reaches the leader through hold proxies,
 		// so that it loads while the leader is away and serves as soon as
@@ -233,17 +233,16 @@ func (s *system) compose() error {
 		if leaderControl, leaderStreaming, err = s.holdLeader(); err != nil {
 			return err
 		}
-		gate = nil
 	}
 	var err error
 	s.sup, err = NewSupervisor(SupervisorConfig{
 		Service: s.cfg.Service, View: s.view, Policy: s.cfg.Policy,
 		ScaleDownWindow: s.cfg.ScaleDownWindow, StopTimeout: s.cfg.DrainTimeout + 10*time.Second,
-		Spawn:         s.cfg.followerSpawn(s.access, leaderControl, leaderStreaming),
-		Exited:        s.access.exited,
-		Gate:          gate,
-		RestartAtOnce: gate == nil,
-		Logger:        s.cfg.Logger,
+		Spawn:            s.cfg.followerSpawn(s.access, leaderControl, leaderStreaming),
+		Exited:           s.access.exited,
+		Gate:             s.leaderGate,
+		StartWhileClosed: held,
+		Logger:           s.cfg.Logger,
 	})
 	if err != nil {
 		return err

@@ -35,6 +35,11 @@ type Config struct {
 	// after the gate closed (their leader went away) start again as soon as
 	// it opens, without a crash backoff.
 	Gate Gate
+	// StartWhileClosed starts the processes without waiting for the gate:
+	// they wait for what they need themselves (up's followers, through hold
+	// proxies). The gate then only tells an exit its closing caused
+	// (restarted at once) from a crash (backed off).
+	StartWhileClosed bool
 	// RestartAtOnce restarts processes that ran for AtOnceAfter or more at
 	// once (the leader: everything waits for it); a crash loop still backs off.
 	RestartAtOnce bool
@@ -150,7 +155,7 @@ func (k *keeper) gateState() (uint64, bool, <-chan struct{}) {
 func (k *keeper) awaitGate() (uint64, bool) {
 	for {
 		closings, open, changed := k.gateState()
-		if open {
+		if open || k.cfg.StartWhileClosed {
 			return closings, true
 		}
 		select {

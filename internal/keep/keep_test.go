@@ -158,3 +158,33 @@ func TestLivenessWaitsForAFirstAnswer(t *testing.T) {
 	live.Started([]int{2})
 	assert.Equal(t, http.StatusOK, get(), "restarted: starting again")
 }
+
+// StartWhileClosed (up's followers behind hold proxies): the process starts
+// with the gate closed, and one that exits after a closing starts again at
+// once, with the gate still closed, however short its run.
+func TestRunStartWhileClosedRestartsAtOnce(t *testing.T) {
+	gate := &testGate{changed: make(chan struct{})}
+	var launches atomic.Int32
+	var pid, relaunched atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(Config{Name: "follower", Gate: gate, StartWhileClosed: true,
+			Spawn: func() ([]*exec.Cmd, error) {
+				if launches.Add(1) == 2 {
+					relaunched.Store(time.Now().UnixNano())
+				}
+				return []*exec.Cmd{exec.Command("sleep", "60")}, nil
+			},
+			Started: func(pids []int) { pid.Store(int64(pids[0])) },
+		}, stop)
+	}()
+	require.Eventually(t, func() bool { return pid.Load() != 0 }, 10*time.Second, 5*time.Millisecond, "started with the gate closed")
+	gate.set(false) // its leader went (again)
+	killed := time.Now()
+	require.NoError(t, syscall.Kill(int(pid.Swap(0)), syscall.SIGKILL))
+	require.Eventually(t, func() bool { return launches.Load() == 2 && pid.Load() != 0 }, 10*time.Second, 5*time.Millisecond)
+	assert.Less(t, time.Unix(0, relaunched.Load()).Sub(killed), firstBackoff, "at once, not after a crash backoff")
+	close(stop)
+	require.NoError(t, <-done)
+}
