@@ -1,22 +1,27 @@
 package skiptest_test
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/agent/sidecar"
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/e2e"
+	"github.com/headcount-dev/headcount/ops"
 	"github.com/headcount-dev/headcount/router"
 )
 
@@ -32,9 +37,13 @@ type sideBySide struct {
 // behind sidecars, 2 routers, 400 open streams of a mapper over 3,000
 // mirrored rows whose params are drawn from a Zipf distribution (s = 1.1)
 // over 50 definitions, then 100 writes; affinity, then least-loaded, with
-// the same draws. Opt-in (HEADCOUNT_SIDE_BY_SIDE=1): minutes, ten Node
-// processes. It checks what must hold whatever the machine's speed:
-// affinity builds fewer graphs than least-loaded.
+// the same draws. The resource is HEADCOUNT_SIDE_BY_SIDE_RESOURCE: tallied
+// (the default: its output is one sum, so that a stream costs the follower
+// little beside its graph, as in the issue's figures) or scored (every
+// mapped row: each stream's init and memory then outweigh its graph).
+// Opt-in (HEADCOUNT_SIDE_BY_SIDE=1): minutes, ten Node processes. It checks
+// what must hold whatever the machine's speed: affinity builds fewer graphs
+// than least-loaded.
 func TestRealSkipPlacementSideBySide(t *testing.T) {
 	if os.Getenv("HEADCOUNT_SIDE_BY_SIDE") == "" {
 		t.Skip("opt-in: HEADCOUNT_SIDE_BY_SIDE=1 (docs/benchmarks.md)")
@@ -45,9 +54,10 @@ func TestRealSkipPlacementSideBySide(t *testing.T) {
 	for i := range draws {
 		draws[i] = zipf.Uint64()
 	}
+	resource := cmp.Or(os.Getenv("HEADCOUNT_SIDE_BY_SIDE_RESOURCE"), "tallied")
 	got := map[string]sideBySide{}
 	for _, policy := range []string{router.PlacementAffinity, router.PlacementLeastLoaded} {
-		t.Run(policy, func(t *testing.T) { got[policy] = runSideBySide(t, policy, draws) })
+		t.Run(policy, func(t *testing.T) { got[policy] = runSideBySide(t, policy, resource, draws) })
 	}
 	aff, least := got[router.PlacementAffinity], got[router.PlacementLeastLoaded]
 	for _, p := range []string{router.PlacementAffinity, router.PlacementLeastLoaded} {
@@ -61,8 +71,13 @@ func TestRealSkipPlacementSideBySide(t *testing.T) {
 	assert.Less(t, aff.graphs, least.graphs, "affinity builds fewer graphs")
 }
 
-func runSideBySide(t *testing.T, policy string, draws []uint64) sideBySide {
-	f := startSkipFleet(t, 4, sidecar.DefaultProbe, func(c *router.Config) { c.Placement.Policy, c.Placement.Target = policy, 100 })
+func runSideBySide(t *testing.T, policy, resource string, draws []uint64) sideBySide {
+	var registries []*prometheus.Registry
+	f := startSkipFleet(t, 4, sidecar.DefaultProbe, func(c *router.Config) {
+		c.Placement.Policy, c.Placement.Target = policy, 100
+		c.Registry = ops.NewRegistry()
+		registries = append(registries, c.Registry)
+	})
 	var pids []int
 	for _, p := range f.skips {
 		pids = append(pids, p.Pid())
@@ -74,24 +89,39 @@ func runSideBySide(t *testing.T, policy string, draws []uint64) sideBySide {
 		}
 		f.write(t, "["+strings.Join(rows, ",")+"]")
 	}
-	writes := func(round int) float64 {
-		waitIdle(t, pids)
-		before := cpuSeconds(t, pids)
-		for i := range 100 {
-			f.write(t, fmt.Sprintf(`[["r%d",[%d]]]`, (i*31)%3000, round*1000+i))
+	// writes returns the followers' CPU for 100 one-row writes, the mean
+	// of two rounds (each logged: the machine is shared).
+	writes := func(first int) float64 {
+		var sum float64
+		for round := first; round < first+2; round++ {
+			waitIdle(t, pids)
+			before := cpuSeconds(t, pids)
+			for i := range 100 {
+				f.write(t, fmt.Sprintf(`[["r%d",[%d]]]`, (i*31)%3000, round*1000+i))
+			}
+			waitIdle(t, pids)
+			cpu := cpuSeconds(t, pids) - before
+			t.Logf("writes round %d: %.2f s of follower CPU", round, cpu)
+			sum += cpu
 		}
-		waitIdle(t, pids)
-		return cpuSeconds(t, pids) - before
+		return sum / 2
 	}
 	baseline := writes(1)
 	rssBefore := rssMiB(t, pids)
+	rssEach := map[string]float64{}
+	for id, p := range f.skips {
+		rssEach[id] = rssMiB(t, []int{p.Pid()})
+	}
 
 	var wg sync.WaitGroup
-	defs := map[uint64]bool{}
+	defs := map[uint64]map[string]int{} // definition → follower → instances placed there
 	for i, d := range draws {
-		defs[d] = true
-		code, id := e2e.Do(t, http.MethodPost, f.controls[i%2]+"/v1/streams/scored", fmt.Sprintf(`{"weight":%d}`, d+1))
+		code, id := e2e.Do(t, http.MethodPost, f.controls[i%2]+"/v1/streams/"+resource, fmt.Sprintf(`{"weight":%d}`, d+1))
 		require.Equal(t, http.StatusCreated, code, id)
+		if defs[d] == nil {
+			defs[d] = map[string]int{}
+		}
+		defs[d][owner(id)]++
 		st, code := e2e.Subscribe(t, f.streams[(i+1)%2], id)
 		require.Equal(t, http.StatusOK, code, id)
 		c := &e2e.Client{ID: id, Stream: st}
@@ -116,13 +146,54 @@ func runSideBySide(t *testing.T, policy string, draws []uint64) sideBySide {
 		out.graphs += int(m.Graphs)
 		c := fleet.DefaultCostWeights.Member(m)
 		most, sum = max(most, c), sum+c
-		t.Logf("%s: %d instances, %d graphs", m.Follower, m.Instances, m.Graphs)
+		t.Logf("%s: %d instances, %d graphs, cost %.1f", m.Follower, m.Instances, m.Graphs, c)
 	}
 	out.spread = most / (sum / float64(len(followers)))
+	logPlacements(t, defs, registries)
 	waitIdle(t, pids)
 	out.rssGrowthMiB = rssMiB(t, pids) - rssBefore
-	out.writesCPU = writes(2) - baseline
+	for id, p := range f.skips {
+		t.Logf("%s: RSS %.1f MiB, grew %.1f", id, rssMiB(t, []int{p.Pid()}), rssMiB(t, []int{p.Pid()})-rssEach[id])
+	}
+	out.writesCPU = writes(3) - baseline
 	return out
+}
+
+// logPlacements logs where each definition held by more than one follower
+// was placed (the followers in the created ids) and the routers' counts of
+// placements by outcome and of moves, which tell why.
+func logPlacements(t *testing.T, defs map[uint64]map[string]int, registries []*prometheus.Registry) {
+	t.Helper()
+	for _, d := range slices.Sorted(maps.Keys(defs)) {
+		if len(defs[d]) > 1 {
+			var where []string
+			for _, f := range slices.Sorted(maps.Keys(defs[d])) {
+				where = append(where, fmt.Sprintf("%s:%d", f, defs[d][f]))
+			}
+			t.Logf("definition %d (weight %d) on %d followers: %s", d, d+1, len(defs[d]), strings.Join(where, " "))
+		}
+	}
+	for i, reg := range registries {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		var counts []string
+		for _, mf := range families {
+			name := mf.GetName()
+			if name != "headcount_router_placement_outcomes_total" && name != "headcount_router_streams_moved_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var labels []string
+				for _, l := range m.GetLabel() {
+					if l.GetName() != "service" {
+						labels = append(labels, l.GetValue())
+					}
+				}
+				counts = append(counts, fmt.Sprintf("%s{%s} %g", strings.TrimPrefix(name, "headcount_router_"), strings.Join(labels, ","), m.GetCounter().GetValue()))
+			}
+		}
+		t.Logf("router %d: %s", i+1, strings.Join(counts, ", "))
+	}
 }
 
 // waitIdle waits until the processes spend less than 5 % of a core for a
