@@ -31,6 +31,29 @@ type sideBySide struct {
 	rssGrowthMiB        float64 // the followers' summed RSS growth from 400 open streams
 	writesCPU           float64 // seconds of follower CPU for 100 writes above the same writes with no instance
 	spread              float64 // max ÷ mean cost across followers
+	followers           []followerUse
+}
+
+// followerUse is one follower's share: what it held and what it spent.
+type followerUse struct {
+	graphs, instances float64
+	rssGrowthMiB      float64
+	writesCPU         float64 // above its own baseline
+}
+
+// perUnit fits y ≈ a × graphs + b × instances over the followers by least
+// squares: what a graph and a stream cost each follower.
+func perUnit(us []followerUse, y func(followerUse) float64) (graph, stream float64) {
+	var gg, gi, ii, gy, iy float64
+	for _, u := range us {
+		gg, gi, ii = gg+u.graphs*u.graphs, gi+u.graphs*u.instances, ii+u.instances*u.instances
+		gy, iy = gy+u.graphs*y(u), iy+u.instances*y(u)
+	}
+	det := gg*ii - gi*gi
+	if det == 0 {
+		return 0, 0
+	}
+	return (gy*ii - iy*gi) / det, (iy*gg - gy*gi) / det
 }
 
 // Issue #22's real-Skip side by side (docs/benchmarks.md): 4 followers
@@ -67,6 +90,16 @@ func TestRealSkipPlacementSideBySide(t *testing.T) {
 	}
 	if least.rssGrowthMiB > 0 && least.writesCPU > 0 {
 		t.Logf("affinity ÷ least-loaded: RSS growth %.2f, CPU above baseline %.2f", aff.rssGrowthMiB/least.rssGrowthMiB, aff.writesCPU/least.writesCPU)
+		// What no placement can go below: least-loaded's figures less its
+		// duplicate graphs, each priced by the fit over all 8 followers.
+		all := append(slices.Clone(aff.followers), least.followers...)
+		rssGraph, rssStream := perUnit(all, func(u followerUse) float64 { return u.rssGrowthMiB })
+		cpuGraph, cpuStream := perUnit(all, func(u followerUse) float64 { return u.writesCPU })
+		extra := float64(least.graphs - least.definitions)
+		t.Logf("fit over the followers: a graph %.2f MiB and %.3f s per 100 writes, a stream %.3f MiB and %.3f s; "+
+			"every definition built once would be at RSS %.2f and CPU %.2f of least-loaded",
+			rssGraph, cpuGraph, rssStream, cpuStream,
+			1-rssGraph*extra/least.rssGrowthMiB, 1-cpuGraph*extra/least.writesCPU)
 	}
 	assert.Less(t, aff.graphs, least.graphs, "affinity builds fewer graphs")
 }
@@ -89,28 +122,34 @@ func runSideBySide(t *testing.T, policy, resource string, draws []uint64) sideBy
 		}
 		f.write(t, "["+strings.Join(rows, ",")+"]")
 	}
-	// writes returns the followers' CPU for 100 one-row writes, the mean
+	// writes returns each follower's CPU for 100 one-row writes, the mean
 	// of two rounds (each logged: the machine is shared).
-	writes := func(first int) float64 {
-		var sum float64
+	writes := func(first int) map[string]float64 {
+		each := map[string]float64{}
 		for round := first; round < first+2; round++ {
 			waitIdle(t, pids)
-			before := cpuSeconds(t, pids)
+			before := map[string]float64{}
+			for id, p := range f.skips {
+				before[id] = cpuSeconds(t, []int{p.Pid()})
+			}
 			for i := range 100 {
 				f.write(t, fmt.Sprintf(`[["r%d",[%d]]]`, (i*31)%3000, round*1000+i))
 			}
 			waitIdle(t, pids)
-			cpu := cpuSeconds(t, pids) - before
-			t.Logf("writes round %d: %.2f s of follower CPU", round, cpu)
-			sum += cpu
+			var total float64
+			for id, p := range f.skips {
+				cpu := cpuSeconds(t, []int{p.Pid()}) - before[id]
+				each[id] += cpu / 2
+				total += cpu
+			}
+			t.Logf("writes round %d: %.2f s of follower CPU", round, total)
 		}
-		return sum / 2
+		return each
 	}
 	baseline := writes(1)
-	rssBefore := rssMiB(t, pids)
-	rssEach := map[string]float64{}
+	rssBefore := map[string]float64{}
 	for id, p := range f.skips {
-		rssEach[id] = rssMiB(t, []int{p.Pid()})
+		rssBefore[id] = rssMiB(t, []int{p.Pid()})
 	}
 
 	var wg sync.WaitGroup
@@ -151,11 +190,24 @@ func runSideBySide(t *testing.T, policy, resource string, draws []uint64) sideBy
 	out.spread = most / (sum / float64(len(followers)))
 	logPlacements(t, defs, registries)
 	waitIdle(t, pids)
-	out.rssGrowthMiB = rssMiB(t, pids) - rssBefore
-	for id, p := range f.skips {
-		t.Logf("%s: RSS %.1f MiB, grew %.1f", id, rssMiB(t, []int{p.Pid()}), rssMiB(t, []int{p.Pid()})-rssEach[id])
+	use := map[string]*followerUse{}
+	for _, m := range followers {
+		use[m.Follower] = &followerUse{graphs: float64(m.Graphs), instances: float64(m.Instances)}
 	}
-	out.writesCPU = writes(3) - baseline
+	for id, p := range f.skips {
+		rss := rssMiB(t, []int{p.Pid()})
+		use[id].rssGrowthMiB = rss - rssBefore[id]
+		out.rssGrowthMiB += use[id].rssGrowthMiB
+		t.Logf("%s: RSS %.1f MiB, grew %.1f", id, rss, use[id].rssGrowthMiB)
+	}
+	loaded := writes(3)
+	for _, id := range slices.Sorted(maps.Keys(use)) {
+		u := use[id]
+		u.writesCPU = loaded[id] - baseline[id]
+		out.writesCPU += u.writesCPU
+		out.followers = append(out.followers, *u)
+		t.Logf("%s: %.2f s of CPU for 100 writes, %.2f above its baseline", id, loaded[id], u.writesCPU)
+	}
 	return out
 }
 
@@ -197,10 +249,11 @@ func logPlacements(t *testing.T, defs map[uint64]map[string]int, registries []*p
 }
 
 // waitIdle waits until the processes spend less than 5 % of a core for a
-// second, so that a measurement starts and ends with their work done.
+// second, so that a measurement starts and ends with their work done (on a
+// loaded machine 100 writes to 400 streams take minutes to drain).
 func waitIdle(t *testing.T, pids []int) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	last := cpuSeconds(t, pids)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Second)
@@ -210,7 +263,7 @@ func waitIdle(t *testing.T, pids []int) {
 		}
 		last = now
 	}
-	t.Logf("followers still busy after 2 minutes")
+	t.Logf("followers still busy after 5 minutes")
 }
 
 // cpuSeconds sums the user and system CPU of pids from /proc (USER_HZ 100).
