@@ -248,22 +248,51 @@ func logPlacements(t *testing.T, defs map[uint64]map[string]int, registries []*p
 	}
 }
 
-// waitIdle waits until the processes spend less than 5 % of a core for a
-// second, so that a measurement starts and ends with their work done (on a
-// loaded machine 100 writes to 400 streams take minutes to drain).
+// waitIdle waits until the processes neither ran nor waited to run for
+// more than 5 % of two consecutive seconds, so that a measurement starts
+// and ends with their work done. Waiting counts: on a loaded machine a
+// process with work to do may get less than 5 % of a core (its threads'
+// run-queue time, /proc/<pid>/task/*/schedstat, tells it is not idle); and
+// 100 writes to 400 streams can take minutes to drain.
 func waitIdle(t *testing.T, pids []int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Minute)
-	last := cpuSeconds(t, pids)
+	last, quiet := busySeconds(t, pids), 0
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Second)
-		now := cpuSeconds(t, pids)
+		now := busySeconds(t, pids)
 		if now-last < 0.05 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		if quiet == 2 {
 			return
 		}
 		last = now
 	}
 	t.Logf("followers still busy after 5 minutes")
+}
+
+// busySeconds sums the time the threads of pids ran or waited on a run
+// queue (the first two fields of each thread's schedstat, in ns).
+func busySeconds(t *testing.T, pids []int) float64 {
+	t.Helper()
+	var ns float64
+	for _, pid := range pids {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		require.NoError(t, err)
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, task.Name()))
+			if err != nil {
+				continue // the thread ended
+			}
+			for _, f := range strings.Fields(string(b))[:2] {
+				ns += number(t, f)
+			}
+		}
+	}
+	return ns / 1e9
 }
 
 // cpuSeconds sums the user and system CPU of pids from /proc (USER_HZ 100).
