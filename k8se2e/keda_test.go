@@ -1,0 +1,689 @@
+package k8se2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/headcount-dev/headcount/internal/certtest"
+)
+
+// The KEDA binaries k8se2e/build-keda.sh builds into HEADCOUNT_KEDA_BIN, as
+// KEDA's Makefile names them.
+const (
+	kedaOperator = "keda"
+	kedaWebhooks = "keda-admission-webhooks"
+	kedaAdapter  = "keda-adapter"
+	kedaNS       = "keda"
+)
+
+var (
+	scaledObjects = schema.GroupVersionResource{Group: "keda.sh", Version: "v1alpha1", Resource: "scaledobjects"}
+	kedaWarm      = "run `task e2e:keda` (bash k8se2e/build-keda.sh, then k8se2e/run.sh) as root to build KEDA into .cache/keda: about 48 minutes cold on two cores, seconds warm"
+)
+
+// skipKEDA skips t when KEDA is not built, loudly; it fails instead under
+// HEADCOUNT_KEDA_REQUIRE=1 (.ci/run sets it as root when .cache/keda is
+// warm). HEADCOUNT_K8S_REQUIRE alone does not make a missing KEDA a failure:
+// a cold CI does not build it.
+func skipKEDA(t *testing.T, reason string) {
+	t.Helper()
+	msg := "\n*** SKIPPED (KEDA): " + reason + " ***\n*** " + kedaWarm + " ***"
+	if os.Getenv("HEADCOUNT_KEDA_REQUIRE") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// needKEDA is the control plane, the network namespace and the KEDA
+// binaries, or a skip that says which is missing.
+func needKEDA(t *testing.T) *cluster {
+	t.Helper()
+	if env.kedaBin == "" {
+		skipKEDA(t, env.kedaReason)
+	}
+	if env.cluster == nil {
+		skipKEDA(t, env.reason)
+	}
+	if env.ns == nil {
+		skipKEDA(t, env.nsReason)
+	}
+	return need(t)
+}
+
+// kedaBinDir checks HEADCOUNT_KEDA_BIN: "" and why when KEDA is not built.
+func kedaBinDir() (string, string) {
+	bin := os.Getenv("HEADCOUNT_KEDA_BIN")
+	if bin == "" {
+		return "", "HEADCOUNT_KEDA_BIN is not set (k8se2e/run.sh sets it when .cache/keda/bin holds KEDA)"
+	}
+	for _, b := range []string{kedaOperator, kedaWebhooks, kedaAdapter} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return "", fmt.Sprintf("%s: %v", b, err)
+		}
+	}
+	return bin, ""
+}
+
+// pod runs one container's command line the way a kubelet runs a pod with
+// restartPolicy Always: when the process exits it is started again (KEDA's
+// operator exits on purpose once it has written its certificates, for its
+// pod to be restarted with them mounted).
+type pod struct {
+	name     string
+	mu       sync.Mutex
+	cur      *proc
+	restarts int
+	stopc    chan struct{}
+	done     chan struct{}
+}
+
+func runPod(t *testing.T, dir, name string, env []string, argv ...string) *pod {
+	t.Helper()
+	first, err := startEnv(dir, name, env, argv...)
+	require.NoError(t, err)
+	p := &pod{name: name, cur: first, stopc: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			p.mu.Lock()
+			cur := p.cur
+			p.mu.Unlock()
+			select {
+			case <-p.stopc:
+				return
+			case <-cur.done:
+			}
+			select {
+			case <-p.stopc:
+				return
+			case <-time.After(time.Second):
+			}
+			p.mu.Lock()
+			p.restarts++
+			next, err := startEnv(dir, fmt.Sprintf("%s-%d", name, p.restarts), env, argv...)
+			if err == nil {
+				p.cur = next
+			}
+			p.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(p.stopc)
+		<-p.done
+		p.mu.Lock()
+		cur := p.cur
+		p.mu.Unlock()
+		cur.stop()
+		if t.Failed() {
+			t.Logf("%s's log (%d restarts):\n%s", name, p.restarts, cur.output())
+		}
+	})
+	return p
+}
+
+func (p *pod) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return fmt.Sprintf("(%d restarts) %s", p.restarts, p.cur.output())
+}
+
+// mountSecret plays the kubelet's secret volume: every key of Secret
+// ns/name is written into dir (each file replaced whole, as the kubelet's
+// atomic writer does) and kept current until t ends.
+func mountSecret(t *testing.T, c *cluster, ns, name, dir string) {
+	t.Helper()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if s, err := c.client.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{}); err == nil {
+				for k, v := range s.Data {
+					path := filepath.Join(dir, k)
+					if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, v) {
+						continue
+					}
+					if os.WriteFile(path+".tmp", v, 0o600) == nil {
+						_ = os.Rename(path+".tmp", path)
+					}
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+	})
+}
+
+// container is the command line and environment of the first container of
+// a Deployment as rendered: its command (the image's binary replaced by
+// bin) or, without one, bin and its args, each argument through arg (the
+// paths of mounted volumes and the ports that differ here), and its env
+// with the pod's namespace resolved.
+func container(t *testing.T, d *unstructured.Unstructured, bin string, arg func(string) string) (argv, envv []string) {
+	t.Helper()
+	cs, _, err := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	require.NoError(t, err)
+	require.NotEmpty(t, cs, d.GetName())
+	c := cs[0].(map[string]any)
+	cmd, _, _ := unstructured.NestedStringSlice(c, "command")
+	args, _, _ := unstructured.NestedStringSlice(c, "args")
+	argv = []string{bin}
+	if len(cmd) > 1 {
+		args = append(cmd[1:], args...)
+	}
+	for _, a := range args {
+		argv = append(argv, arg(a))
+	}
+	envs, _, _ := unstructured.NestedSlice(c, "env")
+	for _, e := range envs {
+		m := e.(map[string]any)
+		name := m["name"].(string)
+		if v, ok := m["value"].(string); ok {
+			envv = append(envv, name+"="+v)
+			continue
+		}
+		path, _, _ := unstructured.NestedString(m, "valueFrom", "fieldRef", "fieldPath")
+		require.Equal(t, "metadata.namespace", path, "env %s of %s", name, d.GetName())
+		envv = append(envv, name+"="+d.GetNamespace())
+	}
+	return argv, envv
+}
+
+// renderKEDA renders KEDA's own kustomize tree (config/default of the KEDA
+// module in go.mod: its CRDs, namespace, RBAC, Deployments, Services,
+// APIService and ValidatingWebhookConfiguration), Namespaces and CRDs first.
+func renderKEDA(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/kedacore/keda/v2").Output()
+	require.NoError(t, err)
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).
+		Run(filesys.MakeFsOnDisk(), filepath.Join(strings.TrimSpace(string(out)), "config", "default"))
+	require.NoError(t, err)
+	var first, rest []*unstructured.Unstructured
+	for _, r := range m.Resources() {
+		obj, err := r.Map()
+		require.NoError(t, err)
+		u := &unstructured.Unstructured{Object: obj}
+		if k := u.GetKind(); k == "Namespace" || k == "CustomResourceDefinition" {
+			first = append(first, u)
+		} else {
+			rest = append(rest, u)
+		}
+	}
+	return append(first, rest...)
+}
+
+func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
+// kedaEnv is KEDA and headcount's scaler running against the control plane
+// for one test: what a user has after installing KEDA's release manifests and
+// applying an overlay of deploy/.
+type kedaEnv struct {
+	c       *cluster
+	a       *applier
+	natsURL string
+	overlay []*unstructured.Unstructured // overlays/pro as rendered
+	dir     string
+
+	operator, webhooks, adapter *pod
+	scalerArgv, scalerEnv       []string
+}
+
+// startKEDA installs KEDA's manifests and runs its three processes in the
+// network namespace, where the API server must call the webhooks and the
+// metrics server at a non-loopback address; it applies overlays/pro and
+// runs one `headcount scaler` with the arguments of the overlay's scaler
+// Deployment, and NATS.
+//
+// What is played here that a cluster would provide: the kubelet (the
+// processes run with their Deployment's command line and environment,
+// restarted when they exit; KEDA's certificate Secret is written into the
+// directory they read as their mounted volume), cluster DNS (a hosts file
+// for the namespace: `ip netns exec` mounts /etc/netns/<name>/hosts),
+// the endpoints controller (EndpointSlices naming the namespace's address)
+// and cert-manager (the overlay's Certificates issued into their Secrets).
+func startKEDA(t *testing.T) *kedaEnv {
+	c := needKEDA(t)
+	ctx := context.Background()
+	a := newApplier(t, c)
+	// Another test's HPA on the followers (overlays/hpa) would make KEDA's
+	// webhook refuse the ScaledObject, rightly: one autoscaler per workload.
+	err := c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Delete(ctx, follower, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		require.NoError(t, err)
+	}
+
+	k := &kedaEnv{c: c, a: a, dir: t.TempDir()}
+	keda := renderKEDA(t)
+	for _, o := range keda {
+		if o.GetKind() != "Deployment" {
+			a.apply(t, o)
+		}
+	}
+	for svc, port := range map[string]int32{"keda-metrics-apiserver": 6443, "keda-admission-webhooks": 9443} {
+		_, err := c.client.DiscoveryV1().EndpointSlices(kedaNS).Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: svc + "-k8se2e", Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{env.ns.nsIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr("https"), Port: ptr(port)}},
+		}, metav1.CreateOptions{})
+		if !apierrors.IsAlreadyExists(err) {
+			require.NoError(t, err)
+		}
+	}
+
+	// Cluster DNS for the namespace: the operator dials the scaler by the
+	// ScaledObject's scalerAddress, the metrics server the operator's gRPC
+	// service by its default address; each name resolves to where that
+	// process listens.
+	require.NoError(t, env.ns.setHosts(map[string][]string{
+		env.ns.nsIP: {"keda-operator.keda.svc.cluster.local", "keda-operator.keda.svc"},
+		c.host:      {"headcount-scaler.headcount.svc", "headcount-scaler.headcount.svc.cluster.local"},
+	}))
+
+	installCRDs(t, a)
+	k.overlay = a.applyOverlay(t, "pro")
+	k.natsURL = startNATS(t, c.host)
+	scalerTLS := k.issueCertificates(t)
+	k.startScalerArgs(t, scalerTLS)
+	k.startScaler(t)
+
+	// KEDA, as its Deployments run it, with the token of its ServiceAccount.
+	kubeconfig := saKubeconfig(t, c, kedaNS, "keda-operator")
+	certs := filepath.Join(k.dir, "certs")
+	require.NoError(t, os.MkdirAll(certs, 0o700))
+	mountSecret(t, c, kedaNS, "kedaorg-certs", certs)
+	volume := func(a string) string { return strings.ReplaceAll(a, "=/certs", "="+certs) }
+	run := func(deploy, bin string, extra ...string) *pod {
+		d := find(keda, "Deployment", deploy)
+		require.NotNil(t, d, "KEDA's Deployment %s", deploy)
+		argv, envv := container(t, d, filepath.Join(env.kedaBin, bin), volume)
+		envv = append(envv, "KUBECONFIG="+kubeconfig)
+		return runPod(t, k.dir, bin, envv, env.ns.exec(append(argv, extra...)...)...)
+	}
+	// The Secret volume's mount path is /certs, the operator's and the
+	// webhooks' default --cert-dir. The three share one network namespace
+	// here, each its own pod in a cluster: the webhooks' and the metrics
+	// server's own metrics and probe ports move off the operator's.
+	k.operator = run("keda-operator", kedaOperator, "--cert-dir="+certs)
+	eventually(t, 3*time.Minute, func() string { return "KEDA's certificates in its Secret; operator: " + k.operator.output() },
+		func(context.Context) bool {
+			_, err := os.Stat(filepath.Join(certs, "tls.crt"))
+			return err == nil
+		})
+	k.webhooks = run("keda-admission", kedaWebhooks, "--cert-dir="+certs,
+		"--metrics-bind-address=:8090", "--health-probe-bind-address=:8091")
+	k.adapter = run("keda-metrics-apiserver", kedaAdapter, "--port=8092",
+		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig)
+
+	// The operator injects its CA into the APIService; the aggregator then
+	// verifies the metrics server with it.
+	waitAPIService(t, c, a, "v1beta1.external.metrics.k8s.io", func() string {
+		return "\noperator: " + k.operator.output() + "\nmetrics server: " + k.adapter.output()
+	})
+	return k
+}
+
+// issueCertificates plays cert-manager for the overlay: each Certificate
+// issued by the overlay's CA Issuer (the scaler's, KEDA's client
+// certificate) is issued as it describes (DNS names, common name, usage)
+// from one CA and stored in its Secret (ca.crt, tls.crt, tls.key). It
+// returns the directory of the scaler's, where its volume would be.
+func (k *kedaEnv) issueCertificates(t *testing.T) string {
+	t.Helper()
+	ca, err := certtest.New("headcount CA")
+	require.NoError(t, err)
+	var scalerDir string
+	for _, o := range k.overlay {
+		if o.GetKind() != "Certificate" {
+			continue
+		}
+		if isCA, _, _ := unstructured.NestedBool(o.Object, "spec", "isCA"); isCA {
+			continue
+		}
+		secret, _, _ := unstructured.NestedString(o.Object, "spec", "secretName")
+		cn, _, _ := unstructured.NestedString(o.Object, "spec", "commonName")
+		dns, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "dnsNames")
+		usages, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "usages")
+		tmpl, err := certtest.Described(cn, dns, usages)
+		require.NoError(t, err, "Certificate %s", o.GetName())
+		dir := filepath.Join(k.dir, secret)
+		require.NoError(t, os.MkdirAll(dir, 0o700))
+		require.NoError(t, ca.Write(dir, "ca.crt", "tls.crt", "tls.key", tmpl))
+		data := map[string][]byte{}
+		for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+			data[f], err = os.ReadFile(filepath.Join(dir, f))
+			require.NoError(t, err)
+		}
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: o.GetNamespace()},
+			Type: corev1.SecretTypeTLS, Data: data}
+		secrets := k.c.client.CoreV1().Secrets(o.GetNamespace())
+		if _, err := secrets.Create(context.Background(), s, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+			_, err = secrets.Update(context.Background(), s, metav1.UpdateOptions{})
+			require.NoError(t, err)
+		} else {
+			require.NoError(t, err)
+		}
+		if secret == "headcount-scaler-tls" {
+			scalerDir = dir
+		}
+	}
+	require.NotEmpty(t, scalerDir, "the overlay's scaler Certificate")
+	return scalerDir
+}
+
+// startScalerArgs takes the scaler's command line from the overlay's
+// Deployment: its TLS files from the directory of its Secret, its gRPC
+// port where the namespace's DNS sends headcount-scaler.headcount.svc,
+// NATS here, and the token of its ServiceAccount for --deletion-cost (in
+// a pod: in-cluster).
+func (k *kedaEnv) startScalerArgs(t *testing.T, tlsDir string) {
+	d := find(k.overlay, "Deployment", "headcount-scaler")
+	require.NotNil(t, d)
+	argv, envv := container(t, d, env.headcount, func(a string) string {
+		switch a {
+		case ":9090":
+			return net.JoinHostPort(k.c.host, "9090")
+		case ":9091":
+			return net.JoinHostPort(k.c.host, "0")
+		}
+		return strings.ReplaceAll(a, "/etc/headcount/tls", tlsDir)
+	})
+	k.scalerArgv = append(argv, "--kubeconfig", saKubeconfig(t, k.c, namespace, "headcount-scaler"))
+	k.scalerEnv = append(envv, "HEADCOUNT_NATS_URL="+k.natsURL)
+}
+
+// startScaler starts one more scaler replica (until t ends).
+func (k *kedaEnv) startScaler(t *testing.T) *proc {
+	t.Helper()
+	p, err := startEnv(t.TempDir(), "scaler", k.scalerEnv, k.scalerArgv...)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("scaler's log:\n%s", p.output())
+		}
+	})
+	return p
+}
+
+// scaledObjectOf is the ScaledObject (and its TriggerAuthentication) of
+// overlay name as rendered.
+func scaledObjectOf(t *testing.T, name string) (so, auth *unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range renderOverlay(t, name) {
+		switch o.GetKind() {
+		case "ScaledObject":
+			so = o
+		case "TriggerAuthentication":
+			auth = o
+		}
+	}
+	return so, auth
+}
+
+// condition is the status and message of condition typ of a ScaledObject.
+func condition(u *unstructured.Unstructured, typ string) (status, message string) {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, x := range conds {
+		m := x.(map[string]any)
+		if m["type"] == typ {
+			s, _ := m["status"].(string)
+			msg, _ := m["message"].(string)
+			r, _ := m["reason"].(string)
+			return s, r + ": " + msg
+		}
+	}
+	return "", ""
+}
+
+// applyScaledObject server-side applies so (dry run: nothing is stored) and
+// returns the API server's answer.
+func (k *kedaEnv) applyScaledObject(ctx context.Context, so *unstructured.Unstructured, dryRun bool) error {
+	data, err := json.Marshal(so)
+	if err != nil {
+		return err
+	}
+	opts := metav1.PatchOptions{FieldManager: fieldManager, Force: ptr(true)}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	_, err = k.a.dyn.Resource(scaledObjects).Namespace(namespace).Patch(ctx, so.GetName(), "application/apply-patch+yaml", data, opts)
+	return err
+}
+
+// TestKEDA runs the real KEDA (operator, admission webhooks, metrics server)
+// on the overlays' ScaledObject against the local control plane, with real
+// `headcount scaler` processes and agents reporting as the followers' pods.
+// One KEDA for all the subtests, in order; each leaves the ScaledObject of
+// overlays/pro in place.
+func TestKEDA(t *testing.T) {
+	k := startKEDA(t)
+	t.Run("WebhookJudgesTheOverlays", k.webhookJudgesTheOverlays)
+	t.Run("ScalesTheFollowers", k.scalesTheFollowers)
+}
+
+// Every overlay's ScaledObject passes KEDA's validating webhook and becomes
+// Ready (the operator dialled the scaler with the TriggerAuthentication's
+// mutual TLS and got its metric spec); one with minReplicaCount above
+// maxReplicaCount is refused by the webhook; one with a bad
+// targetInstancesPerReplica passes the webhook (KEDA does not know the
+// external scaler's metadata) and the operator reports the scaler's
+// InvalidArgument on the ScaledObject.
+func (k *kedaEnv) webhookJudgesTheOverlays(t *testing.T) {
+	ctx := context.Background()
+	pro, _ := scaledObjectOf(t, "pro")
+
+	// The webhook's failurePolicy is Ignore (KEDA's manifests): until the
+	// API server reaches it, everything passes. Tried until refused, as a
+	// dry run so that nothing is stored.
+	bad := pro.DeepCopy()
+	require.NoError(t, unstructured.SetNestedField(bad.Object, int64(5), "spec", "minReplicaCount"))
+	require.NoError(t, unstructured.SetNestedField(bad.Object, int64(2), "spec", "maxReplicaCount"))
+	var last error
+	eventually(t, 2*time.Minute, func() string {
+		return "the webhook refusing min 5 > max 2: " + errString(last) + "\nwebhooks: " + k.webhooks.output()
+	}, func(ctx context.Context) bool {
+		last = k.applyScaledObject(ctx, bad, true)
+		return last != nil
+	})
+	require.Contains(t, last.Error(), `admission webhook "vscaledobject.kb.io" denied the request`)
+	require.Contains(t, last.Error(), "MinReplicaCount=5 must be less than MaxReplicaCount=2")
+	t.Logf("refused: %v", last)
+
+	overlays, err := filepath.Glob(filepath.Join("..", "deploy", "overlays", "*"))
+	require.NoError(t, err)
+	judged := 0
+	for _, dir := range overlays {
+		name := filepath.Base(dir)
+		so, auth := scaledObjectOf(t, name)
+		if so == nil {
+			continue // overlays/hpa: no KEDA
+		}
+		require.NotNil(t, auth, name)
+		k.a.apply(t, auth)
+		require.NoError(t, k.applyScaledObject(ctx, so, false), "overlay %s", name)
+		var st, msg string
+		eventually(t, 2*time.Minute, func() string {
+			return fmt.Sprintf("overlay %s: Ready %s %s\noperator: %s", name, st, msg, k.operator.output())
+		}, func(ctx context.Context) bool {
+			u, err := k.a.dyn.Resource(scaledObjects).Namespace(namespace).Get(ctx, so.GetName(), metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			// Ready for this generation: the operator saw the overlay's spec.
+			observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+			st, msg = condition(u, "Ready")
+			return st == "True" && (observed == 0 || observed == u.GetGeneration())
+		})
+		judged++
+		t.Logf("overlay %s: accepted, Ready (%s)", name, msg)
+	}
+	require.GreaterOrEqual(t, judged, 4, "the plans' overlays at least")
+
+	// A bad target passes the webhook; the scaler refuses it and KEDA says so.
+	badTarget := pro.DeepCopy()
+	triggers, _, _ := unstructured.NestedSlice(badTarget.Object, "spec", "triggers")
+	require.NoError(t, unstructured.SetNestedField(triggers[0].(map[string]any), "0", "metadata", "targetInstancesPerReplica"))
+	require.NoError(t, unstructured.SetNestedSlice(badTarget.Object, triggers, "spec", "triggers"))
+	require.NoError(t, k.applyScaledObject(ctx, badTarget, false))
+	var st, msg string
+	eventually(t, 2*time.Minute, func() string {
+		return fmt.Sprintf("the bad target reported: Ready %s %s\noperator: %s", st, msg, k.operator.output())
+	}, func(ctx context.Context) bool {
+		u, err := k.a.dyn.Resource(scaledObjects).Namespace(namespace).Get(ctx, badTarget.GetName(), metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		st, msg = condition(u, "Ready")
+		return st == "False" && strings.Contains(msg, `targetInstancesPerReplica="0"`)
+	})
+	t.Logf("bad target: Ready False, %s", msg)
+	require.NoError(t, k.applyScaledObject(ctx, pro, false))
+}
+
+// kedaHPA is the HPA KEDA made for the ScaledObject of the overlays.
+const kedaHPA = "keda-hpa-" + follower
+
+// withShortWindows is so with the test's stabilization windows and
+// policies (those of TestHPAScalesOnTheAdaptersMetric; the overlays' are
+// production's, minutes long).
+func withShortWindows(t *testing.T, so *unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	so = so.DeepCopy()
+	behavior := map[string]any{
+		"scaleUp": map[string]any{"stabilizationWindowSeconds": int64(0),
+			"policies": []any{map[string]any{"type": "Percent", "value": int64(1000), "periodSeconds": int64(1)}}},
+		"scaleDown": map[string]any{"stabilizationWindowSeconds": int64(3),
+			"policies": []any{map[string]any{"type": "Percent", "value": int64(100), "periodSeconds": int64(1)}}},
+	}
+	require.NoError(t, unstructured.SetNestedMap(so.Object, behavior, "spec", "advanced", "horizontalPodAutoscalerConfig", "behavior"))
+	return so
+}
+
+func (k *kedaEnv) replicas(t *testing.T) int32 {
+	t.Helper()
+	d, err := k.c.client.AppsV1().Deployments(namespace).Get(context.Background(), follower, metav1.GetOptions{})
+	require.NoError(t, err)
+	return *d.Spec.Replicas
+}
+
+// hpaState describes KEDA's HPA (for failure messages).
+func (k *kedaEnv) hpaState(ctx context.Context) string {
+	h, err := k.c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Get(ctx, kedaHPA, metav1.GetOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	s := hpaStatus(h)
+	for _, m := range h.Status.CurrentMetrics {
+		if m.External != nil {
+			s += "; current " + m.External.Metric.Name + "=" + m.External.Current.AverageValue.String()
+		}
+	}
+	return s
+}
+
+// KEDA creates its HPA for overlays/pro (the plan's bounds, the trigger's
+// target as an AverageValue external metric); the real HPA controller reads
+// headcount's value through KEDA's metrics server (the aggregator, the
+// metrics server, the operator's gRPC service, the scaler over mutual TLS)
+// and moves the follower Deployment to what replicas/ predicts: 350 live
+// instances reported by an agent → 4, then 120 → 2.
+func (k *kedaEnv) scalesTheFollowers(t *testing.T) {
+	ctx := context.Background()
+	so, _ := scaledObjectOf(t, "pro")
+	require.NoError(t, k.applyScaledObject(ctx, withShortWindows(t, so), false))
+
+	hpas := k.c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace)
+	var why string
+	eventually(t, 2*time.Minute, func() string {
+		return "KEDA's HPA with the short windows: " + why + "\noperator: " + k.operator.output()
+	},
+		func(ctx context.Context) bool {
+			h, err := hpas.Get(ctx, kedaHPA, metav1.GetOptions{})
+			if err != nil {
+				why = err.Error()
+				return false
+			}
+			why = fmt.Sprintf("behavior %+v", h.Spec.Behavior)
+			return h.Spec.Behavior != nil && h.Spec.Behavior.ScaleDown != nil &&
+				h.Spec.Behavior.ScaleDown.StabilizationWindowSeconds != nil && *h.Spec.Behavior.ScaleDown.StabilizationWindowSeconds == 3
+		})
+	h, err := hpas.Get(ctx, kedaHPA, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, follower, h.Spec.ScaleTargetRef.Name)
+	require.EqualValues(t, 1, *h.Spec.MinReplicas, "plan pro's minimum")
+	require.EqualValues(t, 10, h.Spec.MaxReplicas, "plan pro's maximum")
+	require.Len(t, h.Spec.Metrics, 1)
+	m := h.Spec.Metrics[0]
+	require.NotNil(t, m.External, "KEDA's external metric")
+	require.Equal(t, "AverageValue", string(m.External.Target.Type))
+	target := m.External.Target.AverageValue.AsApproximateFloat64()
+	require.EqualValues(t, 100, target, "the trigger's targetInstancesPerReplica")
+	t.Logf("KEDA's HPA %s: %d–%d replicas on %s, AverageValue %v", kedaHPA, *h.Spec.MinReplicas, h.Spec.MaxReplicas, m.External.Metric.Name, target)
+
+	nc, err := nats.Connect(k.natsURL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	kl := startKubelet(t, k.c, nc)
+	first := waitPods(t, k.c, 1)[0].Name
+
+	policy := pro().Policy(target, false)
+	expect := func(live int64, step string) {
+		t.Helper()
+		want := int32(policy.Desired(int64(k.replicas(t)), live))
+		var got int32
+		var state string
+		eventually(t, 2*time.Minute, func() string {
+			return fmt.Sprintf("%s: spec.replicas %d, want %d (replicas/ for %d live); KEDA's HPA: %s; kubelet: %s\nmetrics server: %s",
+				step, got, want, live, state, kl.errors(), k.adapter.output())
+		}, func(ctx context.Context) bool {
+			k.c.check(t)
+			got = k.replicas(t)
+			state = k.hpaState(ctx)
+			return got == want
+		})
+		t.Logf("%s: %d live instances → %d replicas (%s)", step, live, got, state)
+	}
+	kl.set(t, first, 350)
+	expect(350, "up")
+	kl.set(t, first, 120)
+	expect(120, "down")
+}
