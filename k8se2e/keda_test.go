@@ -5,17 +5,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +31,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/headcount-dev/headcount/internal/certtest"
+	"github.com/headcount-dev/headcount/scaler/deletioncost"
 )
 
 // The KEDA binaries k8se2e/build-keda.sh builds into HEADCOUNT_KEDA_BIN, as
@@ -185,11 +191,12 @@ func mountSecret(t *testing.T, c *cluster, ns, name, dir string) {
 }
 
 // container is the command line and environment of the first container of
-// a Deployment as rendered: its command (the image's binary replaced by
-// bin) or, without one, bin and its args, each argument through arg (the
-// paths of mounted volumes and the ports that differ here), and its env
-// with the pod's namespace resolved.
-func container(t *testing.T, d *unstructured.Unstructured, bin string, arg func(string) string) (argv, envv []string) {
+// a Deployment as rendered, for a pod named pod: its command (the image's
+// binary replaced by bin) or, without one, bin and its args, each argument
+// through arg (the paths of mounted volumes and the ports that differ here)
+// after the kubelet's $(VAR) expansion, and its env with the pod's name and
+// namespace resolved.
+func container(t *testing.T, d *unstructured.Unstructured, bin, pod string, arg func(string) string) (argv, envv []string) {
 	t.Helper()
 	cs, _, err := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
 	require.NoError(t, err)
@@ -197,24 +204,32 @@ func container(t *testing.T, d *unstructured.Unstructured, bin string, arg func(
 	c := cs[0].(map[string]any)
 	cmd, _, _ := unstructured.NestedStringSlice(c, "command")
 	args, _, _ := unstructured.NestedStringSlice(c, "args")
-	argv = []string{bin}
 	if len(cmd) > 1 {
 		args = append(cmd[1:], args...)
 	}
-	for _, a := range args {
-		argv = append(argv, arg(a))
-	}
+	var vars []string
 	envs, _, _ := unstructured.NestedSlice(c, "env")
 	for _, e := range envs {
 		m := e.(map[string]any)
 		name := m["name"].(string)
-		if v, ok := m["value"].(string); ok {
-			envv = append(envv, name+"="+v)
-			continue
+		v, ok := m["value"].(string)
+		if !ok {
+			switch path, _, _ := unstructured.NestedString(m, "valueFrom", "fieldRef", "fieldPath"); path {
+			case "metadata.namespace":
+				v = d.GetNamespace()
+			case "metadata.name":
+				v = pod
+			default:
+				t.Fatalf("env %s of %s: %v", name, d.GetName(), m["valueFrom"])
+			}
 		}
-		path, _, _ := unstructured.NestedString(m, "valueFrom", "fieldRef", "fieldPath")
-		require.Equal(t, "metadata.namespace", path, "env %s of %s", name, d.GetName())
-		envv = append(envv, name+"="+d.GetNamespace())
+		envv = append(envv, name+"="+v)
+		vars = append(vars, "$("+name+")", v)
+	}
+	expand := strings.NewReplacer(vars...)
+	argv = []string{bin}
+	for _, a := range args {
+		argv = append(argv, arg(expand.Replace(a)))
 	}
 	return argv, envv
 }
@@ -256,6 +271,7 @@ func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Un
 // for one test: what a user has after installing KEDA's release manifests and
 // applying an overlay of deploy/.
 type kedaEnv struct {
+	top     *testing.T // TestKEDA, whose end stops everything
 	c       *cluster
 	a       *applier
 	natsURL string
@@ -263,7 +279,10 @@ type kedaEnv struct {
 	dir     string
 
 	operator, webhooks, adapter *pod
-	scalerArgv, scalerEnv       []string
+	scalerArgv                  func(ip string) (argv, envv []string)
+	scalers                     []*proc
+	killScalers                 func()
+	kubelet                     *kubelet
 }
 
 // startKEDA installs KEDA's manifests and runs its three processes in the
@@ -290,7 +309,7 @@ func startKEDA(t *testing.T) *kedaEnv {
 		require.NoError(t, err)
 	}
 
-	k := &kedaEnv{c: c, a: a, dir: t.TempDir()}
+	k := &kedaEnv{top: t, c: c, a: a, dir: t.TempDir()}
 	keda := renderKEDA(t)
 	for _, o := range keda {
 		if o.GetKind() != "Deployment" {
@@ -313,17 +332,17 @@ func startKEDA(t *testing.T) *kedaEnv {
 	// ScaledObject's scalerAddress, the metrics server the operator's gRPC
 	// service by its default address; each name resolves to where that
 	// process listens.
+	scaler := []string{"headcount-scaler.headcount.svc", "headcount-scaler.headcount.svc.cluster.local"}
 	require.NoError(t, env.ns.setHosts(map[string][]string{
-		env.ns.nsIP: {"keda-operator.keda.svc.cluster.local", "keda-operator.keda.svc"},
-		c.host:      {"headcount-scaler.headcount.svc", "headcount-scaler.headcount.svc.cluster.local"},
+		env.ns.nsIP: append([]string{"keda-operator.keda.svc.cluster.local", "keda-operator.keda.svc"}, scaler...),
+		c.host:      scaler,
 	}))
 
 	installCRDs(t, a)
 	k.overlay = a.applyOverlay(t, "pro")
 	k.natsURL = startNATS(t, c.host)
-	scalerTLS := k.issueCertificates(t)
-	k.startScalerArgs(t, scalerTLS)
-	k.startScaler(t)
+	k.scalerArgv = k.scalerCommand(t, k.issueCertificates(t))
+	k.killScalers = k.startScalers(t)
 
 	// KEDA, as its Deployments run it, with the token of its ServiceAccount.
 	kubeconfig := saKubeconfig(t, c, kedaNS, "keda-operator")
@@ -334,7 +353,7 @@ func startKEDA(t *testing.T) *kedaEnv {
 	run := func(deploy, bin string, extra ...string) *pod {
 		d := find(keda, "Deployment", deploy)
 		require.NotNil(t, d, "KEDA's Deployment %s", deploy)
-		argv, envv := container(t, d, filepath.Join(env.kedaBin, bin), volume)
+		argv, envv := container(t, d, filepath.Join(env.kedaBin, bin), deploy+"-k8se2e", volume)
 		envv = append(envv, "KUBECONFIG="+kubeconfig)
 		return runPod(t, k.dir, bin, envv, env.ns.exec(append(argv, extra...)...)...)
 	}
@@ -409,39 +428,58 @@ func (k *kedaEnv) issueCertificates(t *testing.T) string {
 	return scalerDir
 }
 
-// startScalerArgs takes the scaler's command line from the overlay's
-// Deployment: its TLS files from the directory of its Secret, its gRPC
-// port where the namespace's DNS sends headcount-scaler.headcount.svc,
-// NATS here, and the token of its ServiceAccount for --deletion-cost (in
-// a pod: in-cluster).
-func (k *kedaEnv) startScalerArgs(t *testing.T, tlsDir string) {
+// scalerCommand is the scaler's command line from the overlay's
+// Deployment for a replica at ip: its TLS files from the directory of its
+// Secret, its gRPC port at ip (where the namespace's DNS sends
+// headcount-scaler.headcount.svc), NATS here, and the token of its
+// ServiceAccount for --deletion-cost (in a pod: in-cluster).
+func (k *kedaEnv) scalerCommand(t *testing.T, tlsDir string) func(ip string) (argv, envv []string) {
 	d := find(k.overlay, "Deployment", "headcount-scaler")
 	require.NotNil(t, d)
-	argv, envv := container(t, d, env.headcount, func(a string) string {
-		switch a {
-		case ":9090":
-			return net.JoinHostPort(k.c.host, "9090")
-		case ":9091":
-			return net.JoinHostPort(k.c.host, "0")
-		}
-		return strings.ReplaceAll(a, "/etc/headcount/tls", tlsDir)
-	})
-	k.scalerArgv = append(argv, "--kubeconfig", saKubeconfig(t, k.c, namespace, "headcount-scaler"))
-	k.scalerEnv = append(envv, "HEADCOUNT_NATS_URL="+k.natsURL)
+	kubeconfig := saKubeconfig(t, k.c, namespace, "headcount-scaler")
+	return func(ip string) ([]string, []string) {
+		argv, envv := container(t, d, env.headcount, "headcount-scaler-"+ip, func(a string) string {
+			switch a {
+			case ":9090":
+				return net.JoinHostPort(ip, "9090")
+			case ":9091":
+				return net.JoinHostPort(ip, "0")
+			}
+			return strings.ReplaceAll(a, "/etc/headcount/tls", tlsDir)
+		})
+		return append(argv, "--kubeconfig", kubeconfig), append(envv, "HEADCOUNT_NATS_URL="+k.natsURL)
+	}
 }
 
-// startScaler starts one more scaler replica (until t ends).
-func (k *kedaEnv) startScaler(t *testing.T) *proc {
+// startScalers starts the overlay's two scaler replicas, one on each side
+// of the veth (both answer at port 9090 of their address, as two pods),
+// and returns a function that kills them with SIGKILL.
+func (k *kedaEnv) startScalers(t *testing.T) (kill func()) {
 	t.Helper()
-	p, err := startEnv(t.TempDir(), "scaler", k.scalerEnv, k.scalerArgv...)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("scaler's log:\n%s", p.output())
+	var ps []*proc
+	for i, ip := range []string{k.c.host, env.ns.nsIP} {
+		argv, envv := k.scalerArgv(ip)
+		if ip == env.ns.nsIP {
+			argv = env.ns.exec(argv...)
 		}
-	})
-	return p
+		p, err := startEnv(t.TempDir(), fmt.Sprintf("scaler-%d", i), envv, argv...)
+		require.NoError(t, err)
+		// Until TestKEDA ends: the fallback subtest restarts them for the rest.
+		k.top.Cleanup(func() {
+			p.stop()
+			if k.top.Failed() {
+				k.top.Logf("scaler %d's log:\n%s", i, p.output())
+			}
+		})
+		ps = append(ps, p)
+	}
+	k.scalers = ps
+	return func() {
+		for _, p := range ps {
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
 }
 
 // scaledObjectOf is the ScaledObject (and its TriggerAuthentication) of
@@ -496,8 +534,15 @@ func (k *kedaEnv) applyScaledObject(ctx context.Context, so *unstructured.Unstru
 // overlays/pro in place.
 func TestKEDA(t *testing.T) {
 	k := startKEDA(t)
+	nc, err := nats.Connect(k.natsURL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	k.kubelet = startKubelet(t, k.c, nc)
 	t.Run("WebhookJudgesTheOverlays", k.webhookJudgesTheOverlays)
 	t.Run("ScalesTheFollowers", k.scalesTheFollowers)
+	t.Run("Fallback", k.fallback)
+	t.Run("ScalesToZero", k.scalesToZero)
+	t.Run("ScalesFromZero", k.scalesFromZero)
 }
 
 // Every overlay's ScaledObject passes KEDA's validating webhook and becomes
@@ -659,11 +704,9 @@ func (k *kedaEnv) scalesTheFollowers(t *testing.T) {
 	require.EqualValues(t, 100, target, "the trigger's targetInstancesPerReplica")
 	t.Logf("KEDA's HPA %s: %d–%d replicas on %s, AverageValue %v", kedaHPA, *h.Spec.MinReplicas, h.Spec.MaxReplicas, m.External.Metric.Name, target)
 
-	nc, err := nats.Connect(k.natsURL)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	kl := startKubelet(t, k.c, nc)
-	first := waitPods(t, k.c, 1)[0].Name
+	kl := k.kubelet
+	pods := waitPods(t, k.c, 1)
+	first := pods[0].Name
 
 	policy := pro().Policy(target, false)
 	expect := func(live int64, step string) {
@@ -684,6 +727,257 @@ func (k *kedaEnv) scalesTheFollowers(t *testing.T) {
 	}
 	kl.set(t, first, 350)
 	expect(350, "up")
-	kl.set(t, first, 120)
+
+	// Down to 120 with the instances on the two newest followers: the
+	// scaler's deletion cost (the overlay runs it with --deletion-cost) makes
+	// the ReplicaSet controller remove the two emptiest, where its default
+	// would remove the newest. The 350 move first (the total, and so the
+	// scale, unchanged) until the annotations say where they are; then the
+	// oldest's 230 go.
+	pods = waitPods(t, k.c, 4)
+	counts := map[string]int64{pods[0].Name: 230, pods[1].Name: 0, pods[2].Name: 60, pods[3].Name: 60}
+	for name, n := range counts {
+		kl.set(t, name, n)
+	}
+	waitDeletionCosts(t, k.c, counts)
+	kl.set(t, first, 0)
 	expect(120, "down")
+	left := waitPods(t, k.c, 2)
+	require.ElementsMatch(t, []string{pods[2].Name, pods[3].Name}, podNames(left),
+		"KEDA's scale-down removed the two emptiest followers, the oldest")
+}
+
+// waitDeletionCosts waits for the scaler to annotate each pod of counts
+// with its live instances.
+func waitDeletionCosts(t *testing.T, c *cluster, counts map[string]int64) {
+	t.Helper()
+	var seen map[string]string
+	eventually(t, time.Minute, func() string { return fmt.Sprintf("deletion costs %v, want %v", seen, counts) },
+		func(ctx context.Context) bool {
+			seen = map[string]string{}
+			list, err := livePods(ctx, c)
+			if err != nil {
+				return false
+			}
+			ok := true
+			for _, p := range list {
+				seen[p.Name] = p.Annotations[deletioncost.Annotation]
+				if want, in := counts[p.Name]; in && seen[p.Name] != strconv.FormatInt(want, 10) {
+					ok = false
+				}
+			}
+			return ok
+		})
+}
+
+// scaledObject reads the ScaledObject of the overlays.
+func (k *kedaEnv) scaledObject(ctx context.Context) (*unstructured.Unstructured, error) {
+	return k.a.dyn.Resource(scaledObjects).Namespace(namespace).Get(ctx, follower, metav1.GetOptions{})
+}
+
+// setLive spreads live instances over the live follower pods: all on the
+// first, none on the others.
+func (k *kedaEnv) setLive(t *testing.T, live int64) {
+	t.Helper()
+	pods, err := livePods(context.Background(), k.c)
+	require.NoError(t, err)
+	require.NotEmpty(t, pods)
+	for i, p := range pods {
+		n := int64(0)
+		if i == 0 {
+			n = live
+		}
+		k.kubelet.set(t, p.Name, n)
+	}
+}
+
+// With every scaler replica killed (SIGKILL), KEDA's reads of the metric
+// fail; after more than the overlay's failureThreshold (3) in a row KEDA
+// serves the fallback instead (currentReplicasIfHigher: the current
+// replica count) and sets the ScaledObject's Fallback condition. The
+// follower Deployment keeps its replicas all along, although the live
+// instances change meanwhile (no scale on nothing, none to zero). When the
+// scalers are back, KEDA serves the live value again: 350 → 4.
+func (k *kedaEnv) fallback(t *testing.T) {
+	ctx := context.Background()
+	before := k.replicas(t)
+	require.NotZero(t, before)
+	k.killScalers()
+	killed := time.Now()
+	var st, msg, health string
+	moved := map[int32]bool{}
+	watchReplicas := func() {
+		if r := k.replicas(t); r != before {
+			moved[r] = true
+		}
+	}
+	eventually(t, 3*time.Minute, func() string {
+		return fmt.Sprintf("Fallback %s %s; health %s; HPA %s\noperator: %s", st, msg, health, k.hpaState(ctx), k.operator.output())
+	}, func(ctx context.Context) bool {
+		k.c.check(t)
+		watchReplicas()
+		u, err := k.scaledObject(ctx)
+		if err != nil {
+			return false
+		}
+		h, _, _ := unstructured.NestedMap(u.Object, "status", "health")
+		health = fmt.Sprint(h)
+		st, msg = condition(u, "Fallback")
+		return st == "True"
+	})
+	fellBack := time.Since(killed)
+	t.Logf("scalers killed: fallback after %s (%s; health %s)", fellBack.Round(100*time.Millisecond), msg, health)
+
+	// The instances change while no scaler sees them; KEDA's HPA keeps
+	// reading the fallback (ScalingActive) and holds the replicas.
+	k.setLive(t, 350)
+	hold := time.Now().Add(15 * time.Second)
+	for time.Now().Before(hold) {
+		k.c.check(t)
+		watchReplicas()
+		time.Sleep(250 * time.Millisecond)
+	}
+	require.Empty(t, moved, "spec.replicas stayed %d during the fallback", before)
+	h, err := k.c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Get(ctx, kedaHPA, metav1.GetOptions{})
+	require.NoError(t, err)
+	for _, c := range h.Status.Conditions {
+		if c.Type == "ScalingActive" {
+			require.Equal(t, corev1.ConditionTrue, c.Status, "the HPA reads KEDA's fallback value: %s", c.Message)
+		}
+	}
+
+	k.killScalers = k.startScalers(t)
+	back := time.Now()
+	var got int32
+	eventually(t, 3*time.Minute, func() string {
+		return fmt.Sprintf("after the scalers' return: spec.replicas %d, want 4; Fallback %s %s; HPA %s", got, st, msg, k.hpaState(ctx))
+	}, func(ctx context.Context) bool {
+		got = k.replicas(t)
+		if u, err := k.scaledObject(ctx); err == nil {
+			st, msg = condition(u, "Fallback")
+		}
+		return got == 4 && st == "False"
+	})
+	t.Logf("scalers back: the live value (350 → 4 replicas) after %s, Fallback False", time.Since(back).Round(100*time.Millisecond))
+}
+
+// withZero is so as a plan that allows zero would have it:
+// minReplicaCount 0, the test's short cooldownPeriod, and KEDA's default
+// pollingInterval (30 s), so that only the push can scale from zero fast.
+func withZero(t *testing.T, so *unstructured.Unstructured, cooldown int64) *unstructured.Unstructured {
+	t.Helper()
+	so = withShortWindows(t, so)
+	require.NoError(t, unstructured.SetNestedField(so.Object, int64(0), "spec", "minReplicaCount"))
+	require.NoError(t, unstructured.SetNestedField(so.Object, cooldown, "spec", "cooldownPeriod"))
+	require.NoError(t, unstructured.SetNestedField(so.Object, int64(30), "spec", "pollingInterval"))
+	return so
+}
+
+const zeroCooldown = 10 // seconds
+
+// Scale to zero: with minReplicaCount 0, once the instances are gone KEDA
+// scales the followers to zero, and not before cooldownPeriod.
+func (k *kedaEnv) scalesToZero(t *testing.T) {
+	ctx := context.Background()
+	so, _ := scaledObjectOf(t, "pro")
+	require.NoError(t, k.applyScaledObject(ctx, withZero(t, so, zeroCooldown), false))
+	require.NotZero(t, k.replicas(t))
+	k.setLive(t, 0)
+	gone := time.Now()
+	var got int32
+	eventually(t, 3*time.Minute, func() string {
+		return fmt.Sprintf("to zero: spec.replicas %d; HPA %s\noperator: %s", got, k.hpaState(ctx), k.operator.output())
+	}, func(ctx context.Context) bool {
+		k.c.check(t)
+		got = k.replicas(t)
+		return got == 0
+	})
+	took := time.Since(gone)
+	t.Logf("instances gone → spec.replicas 0 after %s (cooldownPeriod %d s)", took.Round(100*time.Millisecond), zeroCooldown)
+	require.GreaterOrEqual(t, took, zeroCooldown*time.Second-time.Second, "not before the cooldown")
+}
+
+// Scale from zero with external-push: a creation held by a real router
+// (the overlay's router Deployment's command line) makes the scaler push
+// "active" on KEDA's StreamIsActive, and KEDA's push loop turns the follower
+// Deployment 0 → 1 at once, long before its 30 s polling interval; the
+// ScaledObject's Active condition, once True, stays True while the creation
+// waits, and the router places it on the new follower.
+func (k *kedaEnv) scalesFromZero(t *testing.T) {
+	ctx := context.Background()
+	require.Zero(t, k.replicas(t), "at zero (the previous step)")
+	d := find(k.overlay, "Deployment", "router")
+	require.NotNil(t, d)
+	port, err := freePort(k.c.host)
+	require.NoError(t, err)
+	control := net.JoinHostPort(k.c.host, fmt.Sprint(port))
+	argv, envv := container(t, d, env.headcount, "router-k8se2e", func(a string) string { return a })
+	argv = append(argv, "--control-addr", control, "--streaming-addr", net.JoinHostPort(k.c.host, "0"))
+	router, err := startEnv(t.TempDir(), "router", append(envv, "HEADCOUNT_NATS_URL="+k.natsURL), argv...)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		router.stop()
+		if t.Failed() {
+			t.Logf("router's log:\n%s", router.output())
+		}
+	})
+	require.NoError(t, waitHTTP(router, "http://"+control+"/healthz", nil, time.Minute))
+
+	// spec.replicas is watched, each change timed as it arrives.
+	w, err := k.c.client.AppsV1().Deployments(namespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + follower})
+	require.NoError(t, err)
+	defer w.Stop()
+	scaled := make(chan time.Time, 1)
+	go func() {
+		for ev := range w.ResultChan() {
+			if dep, ok := ev.Object.(*appsv1.Deployment); ok && dep.Spec.Replicas != nil && *dep.Spec.Replicas >= 1 {
+				scaled <- time.Now()
+				return
+			}
+		}
+	}()
+
+	// The creation, held by the router until a follower is ready.
+	held := time.Now()
+	created := make(chan string, 1)
+	go func() {
+		resp, err := http.Post("http://"+control+"/v1/streams/k8se2e-from-zero", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			created <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		created <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+
+	var at time.Time
+	var activeTrue, activeFalseAfter bool
+	var answer string
+	deadline := time.After(3 * time.Minute)
+	for answer == "" {
+		select {
+		case at = <-scaled:
+		case answer = <-created:
+		case <-deadline:
+			t.Fatalf("no answer to the held creation; spec.replicas %d; HPA %s\nrouter: %s\noperator: %s",
+				k.replicas(t), k.hpaState(ctx), router.output(), k.operator.output())
+		case <-time.After(100 * time.Millisecond):
+			if u, err := k.scaledObject(ctx); err == nil {
+				switch s, _ := condition(u, "Active"); {
+				case s == "True":
+					activeTrue = true
+				case activeTrue:
+					activeFalseAfter = true
+				}
+			}
+		}
+	}
+	require.True(t, strings.HasPrefix(answer, "201 "), "the held creation, placed on the new follower: %s", answer)
+	require.False(t, at.IsZero(), "spec.replicas went to 1")
+	took := at.Sub(held)
+	t.Logf("held creation → spec.replicas 1 in %s (goal ≤ 2 s; pollingInterval 30 s); creation answered %s", took.Round(10*time.Millisecond), answer)
+	require.True(t, activeTrue, "the Active condition went True")
+	require.False(t, activeFalseAfter, "the Active condition stayed True while the creation waited")
+	require.Less(t, took, 15*time.Second, "the push, not the 30 s poll, scaled from zero")
 }
