@@ -13,6 +13,8 @@
 # is warm. Idempotent: binaries already built for this version are kept.
 # `build-keda.sh --check` builds nothing: it exits 0 when the cache holds
 # this version's three binaries, 1 otherwise (k8se2e/run.sh and .ci/run ask).
+# KEDA_BUILD_JOBS is go build's -p (default: the cores); on a loaded shared
+# machine a higher value takes a larger share of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,7 +50,7 @@ for b in $BINARIES; do
   name=${b%%:*}
   if ! stamp_ok "$name"; then
     echo "building $name $KEDA_VERSION ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))"
-    (cd "$src" && go build -trimpath -ldflags "$ld" -o "$BIN/$name" "./cmd/${b#*:}")
+    (cd "$src" && go build -p "${KEDA_BUILD_JOBS:-$(nproc)}" -trimpath -ldflags "$ld" -o "$BIN/$name" "./cmd/${b#*:}")
     echo "$KEDA_VERSION" >"$BIN/$name.version"
   fi
 done
