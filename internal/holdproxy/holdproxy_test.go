@@ -11,19 +11,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// proxyToNothing is a proxy holding connections for hold to a loopback port
+// that refuses them (taken, then freed), closed when t ends.
+func proxyToNothing(t *testing.T, hold time.Duration) (target string, p *Proxy) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	target = ln.Addr().String()
+	require.NoError(t, ln.Close())
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p = Start(front, target, hold, slog.New(slog.DiscardHandler))
+	t.Cleanup(p.Close)
+	return target, p
+}
+
 // A connection made while the target is down waits in the proxy and goes
 // through once the target listens; the target's end is the client's.
 func TestHoldsAConnectionUntilTheTargetListens(t *testing.T) {
-	// A port that refuses: taken, then freed.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	target := ln.Addr().String()
-	require.NoError(t, ln.Close())
-
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := Start(front, target, time.Minute, slog.New(slog.DiscardHandler))
-	defer p.Close()
+	target, p := proxyToNothing(t, time.Minute)
 
 	c, err := net.Dial("tcp", p.Addr())
 	require.NoError(t, err, "accepted while the target is down")
@@ -55,14 +60,7 @@ func TestHoldsAConnectionUntilTheTargetListens(t *testing.T) {
 
 // Past the hold, a connection to a target still down is closed.
 func TestClosesAConnectionHeldPastItsBound(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	target := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := Start(front, target, 200*time.Millisecond, slog.New(slog.DiscardHandler))
-	defer p.Close()
+	_, p := proxyToNothing(t, 200*time.Millisecond)
 	c, err := net.Dial("tcp", p.Addr())
 	require.NoError(t, err)
 	defer func() { _ = c.Close() }()
