@@ -38,13 +38,14 @@ func helmConfig(t *testing.T, c *cluster, namespace string) *action.Configuratio
 }
 
 // ownService is a values file for a service not named demo: its two
-// images (behind the light sidecar), plan pro.
+// images (behind the light sidecar; the follower's command under the
+// supervisor), plan pro.
 func ownService(name string) map[string]any {
 	return map[string]any{
 		"plan": "pro",
 		"service": map[string]any{"name": name,
 			"leader":   map[string]any{"image": "ghcr.io/example/" + name + "-leader:1.4.0"},
-			"follower": map[string]any{"image": "ghcr.io/example/" + name + "-follower:1.4.0"}},
+			"follower": map[string]any{"image": "ghcr.io/example/" + name + "-follower:1.4.0", "command": []any{"node"}, "args": []any{"follower.mjs"}}},
 	}
 }
 
