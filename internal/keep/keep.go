@@ -123,7 +123,7 @@ func (k *keeper) run() error {
 			return nil
 		case pauseGateClosed:
 			// The absence of what it needs made it exit: not a crash of its own.
-			k.cfg.Logger.Info("restart waits for the gate", "member", k.cfg.Name)
+			k.cfg.Logger.Info("exited after its gate closed: restarted without a backoff", "member", k.cfg.Name, "waits_for_gate", !k.cfg.StartWhileClosed)
 			backoff, crashes = firstBackoff, 0
 		case pauseElapsed:
 			backoff = min(2*backoff, maxBackoff)
