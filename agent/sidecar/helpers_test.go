@@ -28,7 +28,7 @@ func startOrErr(cfg sidecar.Config, control, stream *string) (*sidecar.Sidecar, 
 
 // counter reads one series of a counter in a registry; 0 when it was
 // never incremented.
-func counter(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+func counter(t testing.TB, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	require.NoError(t, err)
