@@ -65,3 +65,53 @@ func TestUnitCreationOnAHungFollowerGoesElsewhereAndItsOrphanIsDeleted(t *testin
 		return metricAt(t, url, `headcount_router_orphans_deleted_total{service="svc"}`) == 1
 	}, 5*time.Second, 5*time.Millisecond)
 }
+
+// The orphan's deletion finds the follower hung again (no answer within the
+// move timeout): it is tried again once the follower is ready, not while it
+// is not, and counts once deleted.
+func TestUnitOrphanDeletionUnansweredIsRetriedWhenTheFollowerIsReady(t *testing.T) {
+	release := make(chan struct{})
+	var deletes atomic.Int64
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.Method == http.MethodDelete {
+			if deletes.Add(1) == 1 {
+				<-r.Context().Done() // hung again: the router gives up
+			}
+			return
+		}
+		<-release
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "f-hung/0b7e1c2a-5d0f-4b8e-9a51-3c7d2e8f6a10")
+	}))
+	t.Cleanup(hung.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	healthy := newUpstream(t, "f-ok", http.StatusCreated)
+	view := fleet.NewView()
+	apply(view, "f-hung", fleet.RoleFollower, fleet.StateReady, 0, hung.Listener.Addr().String())
+	apply(view, "f-ok", fleet.RoleFollower, fleet.StateReady, 5, healthy.Listener.Addr().String())
+	_, _, url := unitRouter(t, view, func(c *router.Config) {
+		c.CreateTimeout = 300 * time.Millisecond
+		c.Moves.Timeout = 300 * time.Millisecond
+	})
+	code, body, _ := do(t, http.MethodPost, url+"/v1/streams/collection", createBody)
+	require.Equal(t, http.StatusCreated, code, body)
+
+	apply(view, "f-hung", fleet.RoleFollower, fleet.StateStarting, 0, hung.Listener.Addr().String())
+	close(release)
+	require.Eventually(t, func() bool { return deletes.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "the first deletion")
+	time.Sleep(2500 * time.Millisecond) // two retry periods
+	assert.Equal(t, int64(1), deletes.Load(), "no deletion tried while the follower is not ready")
+	apply(view, "f-hung", fleet.RoleFollower, fleet.StateReady, 0, hung.Listener.Addr().String())
+	require.Eventually(t, func() bool {
+		return metricAt(t, url, `headcount_router_deletions_retried_total{outcome="deleted",service="svc"}`) == 1
+	}, 40*time.Second, 10*time.Millisecond)
+	assert.Equal(t, int64(2), deletes.Load())
+	assert.Equal(t, 1.0, metricAt(t, url, `headcount_router_orphans_deleted_total{service="svc"}`))
+}
