@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -23,8 +25,8 @@ const abandonedWait = 5 * time.Minute
 const (
 	abandonedDeleted    = "deleted"     // created, then deleted by the sidecar
 	abandonedKept       = "kept"        // created and not deleted: counted, as the follower keeps it
-	abandonedNotCreated = "not_created" // the follower answered without creating anything
-	abandonedUnanswered = "unanswered"  // no answer within abandonedWait, or the sidecar stopped
+	abandonedNotCreated = "not_created" // answered without creating anything, or reset unread
+	abandonedUnanswered = "unanswered"  // no answer within abandonedWait, the sidecar stopped, or another error
 )
 
 // errCallerLeft ends the proxying of an answer whose caller has left.
@@ -34,6 +36,41 @@ var errCallerLeft = errors.New("the caller left before the follower answered")
 // depend on the caller staying (a stream's GET does: its subscriber).
 func (ex *exchange) outlivesCaller() bool {
 	return ex.api == apiControl && (ex.route == routeCreate || ex.route == routeDelete)
+}
+
+// creations holds the creations in flight, so that the metrics can tell
+// those whose caller left.
+type creations struct {
+	mu  sync.Mutex
+	set map[*exchange]struct{}
+}
+
+func (c *creations) add(ex *exchange) func() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.set == nil {
+		c.set = map[*exchange]struct{}{}
+	}
+	c.set[ex] = struct{}{}
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.set, ex)
+	}
+}
+
+// abandoned counts the creations in flight whose caller left: the
+// follower has not answered them yet.
+func (c *creations) abandoned() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for ex := range c.set {
+		if ex.caller.Err() != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // outlive is ctx without its cancellation, bounded by abandonedWait and
@@ -53,6 +90,20 @@ func (s *Sidecar) abandoned(resp *http.Response, ex *exchange) error {
 	}
 	s.met.abandoned.WithLabelValues(outcome).Inc()
 	return errCallerLeft
+}
+
+// unanswered counts a creation whose caller left and that failed without
+// an answer. A reset connection is one the follower closed with the request
+// unread (Linux resets a socket closed with unread data): Node closes an
+// idle keep-alive connection when it goes on after a hang, before it reads
+// what arrived meanwhile. Nothing was created.
+func (s *Sidecar) unanswered(ex *exchange, err error) {
+	outcome := abandonedUnanswered
+	if errors.Is(err, syscall.ECONNRESET) {
+		outcome = abandonedNotCreated
+	}
+	s.met.abandoned.WithLabelValues(outcome).Inc()
+	s.log.Warn("no answer from the follower to a creation whose caller left", "addr", ex.addr, "outcome", outcome, "err", err)
 }
 
 func (s *Sidecar) deleteOrphan(resp *http.Response, ex *exchange) string {

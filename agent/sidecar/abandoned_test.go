@@ -11,18 +11,20 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/e2e"
 )
 
 // leave sends a request to the sidecar and gives up on it before the stalled
 // follower answers, as a router gives up on a hung follower, once the
 // follower has it (as upstream: method and path).
 func (f *fixture) leave(req *http.Request, upstream string) {
+	client := e2e.H2CClient()
 	f.t.Helper()
 	seen := f.up.times(upstream)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+		resp, err := client.Do(req.WithContext(ctx))
 		if err == nil {
 			_ = resp.Body.Close()
 		}
@@ -55,9 +57,13 @@ func TestCreationWhoseCallerLeftIsDeletedWhenTheFollowerAnswers(t *testing.T) {
 	f.reports.WaitInstances(t, 1)
 	resume := f.up.stall(t)
 	f.leave(f.creation(), "POST /v1/streams/posts")
+	waiting := func() float64 {
+		return counter(t, f.registry, "headcount_sidecar_abandoned_creations_waiting", nil)
+	}
+	require.Eventually(t, func() bool { return waiting() == 1 }, 10*time.Second, 5*time.Millisecond, "the sidecar waits for the answer")
 	resume()
 
-	require.Eventually(t, func() bool { return f.abandoned("deleted") == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return waiting() == 0 && f.abandoned("deleted") == 1 }, 10*time.Second, 5*time.Millisecond)
 	assert.Equal(t, 1, f.up.live(), "the follower keeps only the instance whose caller stayed")
 	assert.Equal(t, 1, f.sc.Instances())
 	assert.Equal(t, 1.0, eventCounter(t, f, "created"), "the orphan never counted")

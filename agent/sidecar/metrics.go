@@ -11,7 +11,7 @@ type metrics struct {
 	abandoned *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, instances func() int) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, instances, abandoned func() int) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_sidecar_instance_events_total",
@@ -38,7 +38,11 @@ func newMetrics(reg prometheus.Registerer, instances func() int) (*metrics, erro
 		Name: "headcount_sidecar_instances",
 		Help: "Live resource instances the sidecar counts on its follower.",
 	}, func() float64 { return float64(instances()) })
-	for _, c := range []prometheus.Collector{m.events, m.requests, m.healthy, m.checks, m.abandoned, live} {
+	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "headcount_sidecar_abandoned_creations_waiting",
+		Help: "Creations whose caller left that the follower has not answered yet.",
+	}, func() float64 { return float64(abandoned()) })
+	for _, c := range []prometheus.Collector{m.events, m.requests, m.healthy, m.checks, m.abandoned, live, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -76,6 +76,9 @@ func (s *Sidecar) handler(api, upstream string) http.Handler {
 			ctx, cancel = s.outlive(ctx)
 			defer cancel()
 		}
+		if ex.route == routeCreate {
+			defer s.creations.add(ex)()
+		}
 		if ex.route == routeCreate && s.draining.Load() {
 			rec.Header().Set("Retry-After", "1")
 			httpx.Error(rec, http.StatusServiceUnavailable, "draining", "this follower is draining: create the instance on another follower")
@@ -184,7 +187,7 @@ func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	ex := exchangeOf(r.Context())
 	if ex.caller.Err() != nil {
 		if ex.route == routeCreate && !errors.Is(err, errCallerLeft) {
-			s.met.abandoned.WithLabelValues(abandonedUnanswered).Inc()
+			s.unanswered(ex, err)
 		}
 		return // the client left; nobody to answer
 	}

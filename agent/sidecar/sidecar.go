@@ -95,8 +95,9 @@ type Sidecar struct {
 	health    *http.Client
 	// ctx ends at shutdown: requests still waiting on the follower for a
 	// caller that left (abandoned.go) end with it.
-	ctx  context.Context
-	stop context.CancelFunc
+	ctx       context.Context
+	stop      context.CancelFunc
+	creations creations // in flight
 
 	servers  []*http.Server
 	serving  sync.WaitGroup
@@ -167,7 +168,7 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 	// The table counts through the agent and the metrics, made just below,
 	// before any request can reach it.
 	s.table = newTable(cfg.InstanceTTL, s.count, func(kind string) { s.met.events.WithLabelValues(kind).Inc() })
-	if s.met, err = newMetrics(cfg.Registry, s.table.len); err != nil {
+	if s.met, err = newMetrics(cfg.Registry, s.table.len, s.creations.abandoned); err != nil {
 		return nil, fmt.Errorf("sidecar metrics: %w", err)
 	}
 	s.agent, err = agent.New(cfg.NATS, agent.Config{
