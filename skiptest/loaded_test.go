@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,8 +52,8 @@ func TestRealSkipLoadedMachineDoesNotFlap(t *testing.T) {
 		sidecars = append(sidecars, sc.reg)
 	}
 	startHogs(t, hogs)
-	require.Eventually(t, func() bool { return loadAverage(t) > 10 }, 3*time.Minute, time.Second, "the hogs load the machine")
-	t.Logf("%d CPU hogs started; load average %.1f", hogs, loadAverage(t))
+	require.Eventually(t, func() bool { return loadNow(t) > 10 }, 3*time.Minute, time.Second, "the hogs load the machine")
+	t.Logf("%d CPU hogs started; load average %.1f", hogs, loadNow(t))
 
 	checks := func(result string) float64 {
 		return counter(t, sidecars, "headcount_sidecar_health_checks_total", "result", result)
@@ -92,7 +91,7 @@ func TestRealSkipLoadedMachineDoesNotFlap(t *testing.T) {
 				ready[m.Follower] = now
 			}
 			if n%100 == 0 {
-				loads = append(loads, loadAverage(t))
+				loads = append(loads, loadNow(t))
 			}
 			mu.Unlock()
 		}
@@ -144,11 +143,9 @@ func startHogs(t *testing.T, n int) {
 	}
 }
 
-// loadAverage is the machine's load average over the last minute.
-func loadAverage(t *testing.T) float64 {
-	data, err := os.ReadFile("/proc/loadavg")
-	require.NoError(t, err)
-	v, err := strconv.ParseFloat(strings.Fields(string(data))[0], 64)
-	require.NoError(t, err)
+// loadNow is the machine's 1-minute load average as a number.
+func loadNow(t *testing.T) float64 {
+	v, err := strconv.ParseFloat(loadAverage(), 64)
+	require.NoError(t, err, "/proc/loadavg")
 	return v
 }
