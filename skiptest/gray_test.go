@@ -131,6 +131,10 @@ func TestRealSkipHungFollowerLosesItsStreamsNotItsCreations(t *testing.T) {
 		old = left
 	}
 	assert.Empty(t, old, "old instances of the moved streams still on the follower")
+	t.Logf("the routers' deletions tried again after no answer: %v deleted, %v gone, %v given up",
+		counter(t, regs, "headcount_router_deletions_retried_total", "outcome", "deleted"),
+		counter(t, regs, "headcount_router_deletions_retried_total", "outcome", "gone"),
+		counter(t, regs, "headcount_router_deletions_retried_total", "outcome", "given_up"))
 }
 
 // stillStopped fails the test if the stopped Skip process is gone. On this
