@@ -252,44 +252,119 @@ func (rt *Router) tryRebuild(ctx context.Context, s *stream, o origin, trigger s
 // deleteTarget queues the deletion of the instance a move that was given up
 // left on its target, in the move's trace.
 func (rt *Router) deleteTarget(move trace.Span, m fleet.Member, key, trigger string) {
-	rt.deletions.add(func() { rt.deleteOn(move, m, key, trigger, false) })
+	rt.deletions.add(func() { rt.deleteOn(move, m, key, trigger, false, nil) })
 }
 
 // deleteOn deletes an instance on its owner (the follower API's DELETE),
 // marked as moved (fleet.HeaderMovedOut) when a move replaced it; it reports
-// whether the owner deleted it. Its span is a child of parent's.
-func (rt *Router) deleteOn(parent trace.Span, m fleet.Member, key, trigger string, moved bool) (deleted bool) {
+// whether the owner deleted it. Its span is a child of parent's. A deletion
+// the owner did not answer (hung) or failed is tried again
+// (retryDeletion), then calls deleted if it worked.
+func (rt *Router) deleteOn(parent trace.Span, m fleet.Member, key, trigger string, moved bool, deleted func()) bool {
+	done, err := rt.deleteOnce(parent, m, key, moved)
+	var dial *httpx.DialError
+	switch {
+	case errors.As(err, &dial):
+		// the owner died: so did the instance
+	case err != nil:
+		rt.moves.met.failed.WithLabelValues(trigger, failDeleteOld).Inc()
+		rt.log.Warn("instance not deleted; trying again once its follower is ready", "trigger", trigger, "follower", m.Follower, "key", key, "err", err)
+		rt.retryDeletion(parent, m, key, deleted)
+	}
+	return done
+}
+
+// deleteOnce sends one DELETE of key to m unless m left: done when m
+// deleted it (2xx); an error when it should be tried again (a dial error:
+// m is gone, and the instance with it).
+func (rt *Router) deleteOnce(parent trace.Span, m fleet.Member, key string, moved bool) (done bool, err error) {
 	ctx, cancel := context.WithTimeout(withSpan(rt.ctx, parent), rt.cfg.Moves.Timeout)
 	defer cancel()
 	ctx, span := tracer.Start(ctx, spanDelete, trace.WithAttributes(attrFollower.String(m.Follower)))
-	defer func() { span.SetAttributes(attribute.Bool("headcount.deleted", deleted)); span.End() }()
+	defer func() { span.SetAttributes(attribute.Bool("headcount.deleted", done)); span.End() }()
 	cur, ok := rt.view.Member(rt.cfg.Service, m.Follower)
 	if !ok || cur.Incarnation != m.Incarnation {
-		return false // the owner is gone, and its instances with it
+		return false, nil // the owner is gone, and its instances with it
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+m.Control+"/v1/streams/"+key, nil)
-	if err == nil && moved {
+	if err != nil {
+		return false, nil
+	}
+	if moved {
 		req.Header.Set(fleet.HeaderMovedOut, "1")
 	}
-	if err == nil {
-		var resp *http.Response
-		if resp, err = rt.upstreams.via(m).RoundTrip(req); err == nil {
-			discard(resp)
-			deleted = resp.StatusCode/100 == 2
-			if !deleted && resp.StatusCode != http.StatusNotFound {
-				err = errors.New(resp.Status)
-			}
+	resp, err := rt.upstreams.via(m).RoundTrip(req)
+	if err != nil {
+		return false, err
+	}
+	discard(resp)
+	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotFound {
+		return resp.StatusCode != http.StatusNotFound, nil
+	}
+	return false, errors.New(resp.Status)
+}
+
+// Deletions that failed are tried again while their follower stays in the
+// view (its incarnation: a restart took the instance), each time it is
+// ready, at growing intervals, for up to deleteRetryFor. An instance nobody
+// subscribed to (a given-up creation's) lives on a Skip follower until
+// deleted.
+const (
+	deleteRetryFor   = 5 * time.Minute
+	deleteRetryFirst = time.Second
+	deleteRetryMax   = 30 * time.Second
+)
+
+// Outcomes of a retried deletion: the label of
+// headcount_router_deletions_retried_total.
+const (
+	retryDeleted = "deleted"  // a retry deleted it (or found it gone: 404)
+	retryGone    = "gone"     // its follower left or restarted: the instance with it
+	retryGaveUp  = "given_up" // deleteRetryFor passed, or the router closed
+)
+
+func (rt *Router) retryDeletion(parent trace.Span, m fleet.Member, key string, deleted func()) {
+	rt.background.start(func() {
+		outcome := rt.retryDelete(parent, m, key)
+		rt.outage.deletionsRetried.WithLabelValues(outcome).Inc()
+		if outcome == retryDeleted && deleted != nil {
+			deleted()
+		}
+		if outcome == retryGaveUp && rt.ctx.Err() == nil {
+			rt.log.Warn("instance not deleted: given up", "follower", m.Follower, "key", key, "after", deleteRetryFor)
+		}
+	})
+}
+
+func (rt *Router) retryDelete(parent trace.Span, m fleet.Member, key string) string {
+	until := time.Now().Add(deleteRetryFor)
+	for wait := deleteRetryFirst; ; wait = min(2*wait, deleteRetryMax) {
+		t := time.NewTimer(wait)
+		select {
+		case <-rt.ctx.Done():
+			t.Stop()
+			return retryGaveUp
+		case <-t.C:
+		}
+		cur, ok := rt.view.Member(rt.cfg.Service, m.Follower)
+		switch {
+		case !ok || cur.Incarnation != m.Incarnation:
+			return retryGone
+		case time.Now().After(until):
+			return retryGaveUp
+		case cur.State != fleet.StateReady:
+			continue // hung still: a DELETE would only wait
+		}
+		// Plain: the move was taken back when the first try failed.
+		_, err := rt.deleteOnce(parent, m, key, false)
+		var dial *httpx.DialError
+		switch {
+		case errors.As(err, &dial):
+			return retryGone
+		case err == nil:
+			return retryDeleted
 		}
 	}
-	var dial *httpx.DialError
-	if errors.As(err, &dial) {
-		return false // the owner died: so did the instance
-	}
-	if err != nil {
-		rt.moves.met.failed.WithLabelValues(trigger, failDeleteOld).Inc()
-		rt.log.Warn("old instance not deleted after a move", "follower", m.Follower, "key", key, "err", err)
-	}
-	return deleted
 }
 
 // deleteSource queues the deletion of the instance a move replaced on its source, telling
@@ -297,7 +372,7 @@ func (rt *Router) deleteOn(parent trace.Span, m fleet.Member, key, trigger strin
 // delete it, the views count it there again.
 func (rt *Router) deleteSource(move trace.Span, m fleet.Member, key, trigger string) {
 	rt.deletions.add(func() {
-		if !rt.deleteOn(move, m, key, trigger, true) {
+		if !rt.deleteOn(move, m, key, trigger, true, nil) {
 			rt.announceMoving(m, -1)
 		}
 	})

@@ -20,6 +20,8 @@ type outageMetrics struct {
 	slowCreations prometheus.Counter
 	reaped        prometheus.Counter
 	slowed        prometheus.Counter
+	// deletionsRetried: deletions tried again after no answer, by outcome
+	deletionsRetried *prometheus.CounterVec
 }
 
 func newOutageMetrics(reg prometheus.Registerer, service string) (*outageMetrics, error) {
@@ -49,12 +51,16 @@ func newOutageMetrics(reg prometheus.Registerer, service string) (*outageMetrics
 			Name: "headcount_router_creations_slowed_total", ConstLabels: labels,
 			Help: "Times a creation left out a follower past the slow-start bound (placements it has not reported yet) and went to another or waited.",
 		}),
+		deletionsRetried: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headcount_router_deletions_retried_total", ConstLabels: labels,
+			Help: "Deletions of an instance (a moved stream's old one, a given-up creation's or move's) that failed and were tried again while the follower stayed, by outcome: deleted, gone (the follower left or restarted), given_up.",
+		}, []string{"outcome"}),
 	}
 	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "headcount_router_streams_waiting", ConstLabels: labels,
 		Help: "Streams whose owner is gone, kept open with keep-alives until a follower can take them.",
 	}, func() float64 { return float64(m.waiting.Load()) })
-	for _, c := range []prometheus.Collector{m.writesRetried, m.resumed, m.expired, m.slowCreations, m.reaped, m.slowed, waiting} {
+	for _, c := range []prometheus.Collector{m.writesRetried, m.resumed, m.expired, m.slowCreations, m.reaped, m.slowed, m.deletionsRetried, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -78,7 +78,7 @@ func (rt *Router) reap(ctx context.Context, m fleet.Member, count bool, answer f
 	if !count || resp.StatusCode != http.StatusCreated {
 		return
 	}
-	if key, ok := instanceKey(m.Follower, string(body)); ok && rt.deleteOn(trace.SpanFromContext(ctx), m, key, triggerSlowCreation, false) {
+	if key, ok := instanceKey(m.Follower, string(body)); ok && rt.deleteOn(trace.SpanFromContext(ctx), m, key, triggerSlowCreation, false, rt.outage.reaped.Inc) {
 		rt.outage.reaped.Inc()
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -159,6 +160,7 @@ func startSkip(ctx context.Context, t *testing.T, dir string, m skiptest.Member)
 type sidecarAddrs struct {
 	control, streaming string
 	sc                 *sidecar.Sidecar
+	reg                *prometheus.Registry // the sidecar's metrics
 }
 
 // fastProbe checks a member every 100 ms, so that it is ready soon after
@@ -174,11 +176,12 @@ func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *sk
 	require.NoError(t, err)
 	ls, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
 	sc, err := sidecar.Start(sidecar.Config{
 		NATS: nc, Service: service, ID: id, Role: role,
 		UpstreamControl: p.Control, UpstreamStreaming: p.Streaming,
 		InstanceTTL: 2 * time.Second, Health: probe,
-		Logger: quiet(),
+		Registry: reg, Logger: quiet(),
 	}, lc, ls)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -186,7 +189,7 @@ func startSidecar(t *testing.T, nc *nats.Conn, id string, role fleet.Role, p *sk
 		defer cancel()
 		_ = sc.Shutdown(ctx)
 	})
-	return &sidecarAddrs{control: lc.Addr().String(), streaming: ls.Addr().String(), sc: sc}
+	return &sidecarAddrs{control: lc.Addr().String(), streaming: ls.Addr().String(), sc: sc, reg: reg}
 }
 
 // waitCounts waits until the fleet view has each follower's count.

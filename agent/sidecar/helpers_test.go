@@ -26,9 +26,9 @@ func startOrErr(cfg sidecar.Config, control, stream *string) (*sidecar.Sidecar, 
 	return sidecar.Start(cfg, lc, ls)
 }
 
-// counter reads one series of a counter in a registry; 0 when it was
+// counter reads one series of a counter (or gauge) in a registry; 0 when it was
 // never incremented.
-func counter(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+func counter(t testing.TB, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	require.NoError(t, err)
@@ -38,7 +38,7 @@ func counter(t *testing.T, reg prometheus.Gatherer, name string, labels map[stri
 		}
 		for _, m := range fam.GetMetric() {
 			if matches(m, labels) {
-				return m.GetCounter().GetValue()
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
 			}
 		}
 	}

@@ -42,6 +42,9 @@ type exchange struct {
 	// resource and params of a creation, as fleet.EncodeOrigin carries them
 	resource, params string
 	definition       string // the creation's fleet.DefinitionKey; "" when unreadable
+	// caller is the client's request context: done once it left, while the
+	// request to the follower may go on (abandoned.go).
+	caller context.Context
 }
 
 type exchangeKey struct{}
@@ -58,19 +61,29 @@ func (s *Sidecar) newProxy() *httputil.ReverseProxy {
 		}
 		pr.SetXForwarded() // Out.Host stays the client's
 	}
-	return httpx.Proxy(rewrite, httpx.Transport(httpx.MarkDialErrors(httpx.Dialer(5*time.Second)), 0), s.observe, s.proxyError, s.log)
+	return httpx.Proxy(rewrite, s.transport, s.observe, s.proxyError, s.log)
 }
 
 // handler proxies one API of the follower.
 func (s *Sidecar) handler(api, upstream string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ex := s.classify(api, upstream, r)
+		ex.caller = r.Context()
 		rec := &httpx.Recorder{ResponseWriter: w}
+		ctx := r.Context()
+		if ex.outlivesCaller() {
+			var cancel context.CancelFunc
+			ctx, cancel = s.outlive(ctx)
+			defer cancel()
+		}
+		if ex.route == routeCreate {
+			defer s.creations.add(ex)()
+		}
 		if ex.route == routeCreate && s.draining.Load() {
 			rec.Header().Set("Retry-After", "1")
 			httpx.Error(rec, http.StatusServiceUnavailable, "draining", "this follower is draining: create the instance on another follower")
 		} else {
-			s.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+			s.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
 		}
 		code := rec.Status
 		if code == 0 {
@@ -114,6 +127,8 @@ func (s *Sidecar) observe(resp *http.Response) error {
 	ex := exchangeOf(resp.Request.Context())
 	code := resp.StatusCode
 	switch {
+	case ex.route == routeCreate && ex.caller.Err() != nil:
+		return s.abandoned(resp, ex)
 	case ex.route == routeCreate && code == http.StatusCreated:
 		return s.created(resp, ex)
 	case !ex.known:
@@ -121,8 +136,10 @@ func (s *Sidecar) observe(resp *http.Response) error {
 		// The follower no longer has it (collected earlier than we thought, or
 		// restarted): stop counting it.
 		s.table.remove(ex.id.Key, eventVanished)
-	case ex.route == routeDelete && code >= 200 && code <= 299 && resp.Request.Header.Get(fleet.HeaderMovedOut) != "":
+	case ex.route == routeDelete && code >= 200 && code <= 299 && resp.Request.Header.Get(fleet.HeaderMovedOut) != "" && ex.caller.Err() == nil:
 		s.table.remove(ex.id.Key, eventMovedOut)
+	// A router that gave up on its deletion of a moved instance took the
+	// move back (the views count the instance here again): a plain deletion.
 	case ex.route == routeDelete && code >= 200 && code <= 299:
 		s.table.remove(ex.id.Key, eventDeleted)
 	case ex.route == routeStream && code == http.StatusOK:
@@ -167,10 +184,13 @@ func (s *Sidecar) remember(ex *exchange, resource string, r *http.Request) {
 }
 
 func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil {
+	ex := exchangeOf(r.Context())
+	if ex.caller.Err() != nil {
+		if ex.route == routeCreate && !errors.Is(err, errCallerLeft) {
+			s.unanswered(ex, err)
+		}
 		return // the client left; nobody to answer
 	}
-	ex := exchangeOf(r.Context())
 	s.log.Warn("follower did not answer", "api", ex.api, "addr", ex.addr, "method", r.Method, "path", r.URL.Path, "err", err)
 	var dial *httpx.DialError
 	if errors.As(err, &dial) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/headcount-dev/headcount/agent"
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/httpx"
 	"github.com/headcount-dev/headcount/ops"
 )
 
@@ -84,13 +85,19 @@ func DefaultConfig() Config {
 
 // Sidecar is a running sidecar; Shutdown drains and stops it.
 type Sidecar struct {
-	cfg    Config
-	log    *slog.Logger
-	agent  *agent.Agent
-	table  *table
-	met    *metrics
-	proxy  *httputil.ReverseProxy
-	health *http.Client
+	cfg       Config
+	log       *slog.Logger
+	agent     *agent.Agent
+	table     *table
+	met       *metrics
+	proxy     *httputil.ReverseProxy
+	transport http.RoundTripper // to the follower: the proxy's and the sidecar's own requests
+	health    *http.Client
+	// ctx ends at shutdown: requests still waiting on the follower for a
+	// caller that left (abandoned.go) end with it.
+	ctx       context.Context
+	stop      context.CancelFunc
+	creations creations // in flight
 
 	servers  []*http.Server
 	serving  sync.WaitGroup
@@ -161,7 +168,7 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 	// The table counts through the agent and the metrics, made just below,
 	// before any request can reach it.
 	s.table = newTable(cfg.InstanceTTL, s.count, func(kind string) { s.met.events.WithLabelValues(kind).Inc() })
-	if s.met, err = newMetrics(cfg.Registry, s.table.len); err != nil {
+	if s.met, err = newMetrics(cfg.Registry, s.table.len, s.creations.abandoned); err != nil {
 		return nil, fmt.Errorf("sidecar metrics: %w", err)
 	}
 	s.agent, err = agent.New(cfg.NATS, agent.Config{
@@ -173,6 +180,8 @@ func Start(cfg Config, control, streaming net.Listener) (*Sidecar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.transport = httpx.Transport(httpx.MarkDialErrors(httpx.Dialer(5*time.Second)), 0)
 	s.proxy = s.newProxy()
 	// The identity probe is the sidecar's to answer: the follower behind it
 	// does not know its incarnation.
@@ -323,6 +332,7 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 			s.log.Warn("drain time over with streams open", "streams", n)
 		}
 		err = s.agent.Close()
+		s.stop()
 		s.table.stop()
 		for _, srv := range s.servers {
 			_ = srv.Close()

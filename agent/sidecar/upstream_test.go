@@ -36,9 +36,12 @@ type skipish struct {
 	streaming string
 	unhealthy atomic.Bool
 
+	failDeletes atomic.Bool // DELETE answers 500
+
 	mu        sync.Mutex
 	instances map[string]*skipInstance
-	paths     []string // every path the control and streaming APIs saw
+	paths     []string      // every path the control and streaming APIs saw
+	stalled   chan struct{} // creations and deletions wait while set (stall)
 }
 
 type skipInstance struct {
@@ -81,18 +84,59 @@ func (u *skipish) record(h http.Handler) http.Handler {
 	})
 }
 
-func (u *skipish) saw(req string) bool {
+func (u *skipish) saw(req string) bool { return u.times(req) > 0 }
+
+// times counts the requests req ("<method> <path>") the follower had.
+func (u *skipish) times(req string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	n := 0
 	for _, p := range u.paths {
 		if p == req {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
+}
+
+// stall makes creations and deletions wait, as in a stopped process, until
+// the function it returns is called (or t ends): they then go ahead whether
+// or not their caller is still there.
+func (u *skipish) stall(t testing.TB) (resume func()) {
+	gate := make(chan struct{})
+	u.mu.Lock()
+	u.stalled = gate
+	u.mu.Unlock()
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			u.mu.Lock()
+			u.stalled = nil
+			u.mu.Unlock()
+			close(gate)
+		})
+	}
+	t.Cleanup(resume) // before the servers close: they wait for their handlers
+	return resume
+}
+
+func (u *skipish) wait() {
+	u.mu.Lock()
+	gate := u.stalled
+	u.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+}
+
+func (u *skipish) live() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.instances)
 }
 
 func (u *skipish) create(w http.ResponseWriter, r *http.Request) {
+	u.wait()
 	if r.PathValue("resource") == "garbage" { // a 201 that is not an id
 		w.WriteHeader(http.StatusCreated)
 		_, _ = io.WriteString(w, "<html>created?</html>")
@@ -111,6 +155,11 @@ func (u *skipish) create(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *skipish) delete(w http.ResponseWriter, r *http.Request) {
+	u.wait()
+	if u.failDeletes.Load() {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
 	u.mu.Lock()
 	if inst, ok := u.instances[r.PathValue("uuid")]; ok {
 		close(inst.closed)
