@@ -77,7 +77,7 @@ func decodeChart(t *testing.T, vals map[string]any) rendered {
 
 // chartInstalls are the installs every chart check runs over: the default
 // (KEDA, the demo), your own service behind the sidecar on another plan,
-// the adapter and a plain HPA, an existing NATS, cert-manager.
+// the adapter and a plain HPA, an existing NATS, cert-manager, tracing.
 var chartInstalls = map[string]map[string]any{
 	"default": nil,
 	"own service, enterprise": {
@@ -91,6 +91,7 @@ var chartInstalls = map[string]map[string]any{
 	"existing NATS": {"nats": map[string]any{"install": false, "url": "tls://nats.messaging:4222", "caSecret": "nats-ca",
 		"credentials": map[string]any{"router": "hc-router-creds", "member": "hc-member-creds", "reader": "hc-reader-creds"}}},
 	"cert-manager": {"tls": map[string]any{"source": "certManager"}, "autoscaler": "hpa"},
+	"tracing":      tracingInstall,
 }
 
 func forEachInstall(t *testing.T, check func(t *testing.T, vals map[string]any, r rendered)) {

@@ -446,8 +446,10 @@ var dialled = map[string][]struct{ role, port string }{
 }
 
 // checkEgressFlows: for every connection of dialled between two workloads
-// of the rendering, the egress policies covering the caller allow it.
-// NATS is the workload serving 4222 (none with an existing NATS).
+// of the rendering, the egress policies covering the caller allow it, and
+// so do they for the OTLP collector of those that trace (and only those:
+// checkCollectorFlows). NATS is the workload serving 4222 (none with an
+// existing NATS).
 func checkEgressFlows(t *testing.T, r rendered) {
 	t.Helper()
 	roleOf := func(w workload) string {
@@ -471,12 +473,25 @@ func checkEgressFlows(t *testing.T, r rendered) {
 		}
 	}
 	assert.NotZero(t, checked)
+	checkCollectorFlows(t, r)
 }
 
 // egressAllows says whether the egress policies covering a pod labelled
 // from let it connect to port p of a pod labelled to, in its namespace
 // (no policy with Egress covering it: anything).
 func (r rendered) egressAllows(t *testing.T, from, to map[string]string, p corev1.ContainerPort) bool {
+	t.Helper()
+	return r.egressAllowsPeer(t, from, func(pp networkingv1.NetworkPolicyPort) bool { return portMatches(pp, p) },
+		func(peer networkingv1.NetworkPolicyPeer) bool {
+			return peer.PodSelector != nil && peer.NamespaceSelector == nil && peer.IPBlock == nil &&
+				(len(peer.PodSelector.MatchLabels)+len(peer.PodSelector.MatchExpressions) == 0 || selects(t, peer.PodSelector, to))
+		})
+}
+
+// egressAllowsPeer says whether the egress policies covering a pod
+// labelled from have a rule for a port port accepts and a peer peer accepts
+// (or any peer; no policy with Egress covering it: anything).
+func (r rendered) egressAllowsPeer(t *testing.T, from map[string]string, port func(networkingv1.NetworkPolicyPort) bool, peer func(networkingv1.NetworkPolicyPeer) bool) bool {
 	t.Helper()
 	limited := false
 	for _, np := range r.policies {
@@ -485,17 +500,11 @@ func (r rendered) egressAllows(t *testing.T, from, to map[string]string, p corev
 		}
 		limited = true
 		for _, e := range np.Spec.Egress {
-			if len(e.Ports) > 0 && !slices.ContainsFunc(e.Ports, func(pp networkingv1.NetworkPolicyPort) bool { return portMatches(pp, p) }) {
+			if len(e.Ports) > 0 && !slices.ContainsFunc(e.Ports, port) {
 				continue
 			}
-			if len(e.To) == 0 {
+			if len(e.To) == 0 || slices.ContainsFunc(e.To, peer) {
 				return true
-			}
-			for _, peer := range e.To {
-				if peer.PodSelector != nil && peer.NamespaceSelector == nil && peer.IPBlock == nil &&
-					(len(peer.PodSelector.MatchLabels)+len(peer.PodSelector.MatchExpressions) == 0 || selects(t, peer.PodSelector, to)) {
-					return true
-				}
 			}
 		}
 	}

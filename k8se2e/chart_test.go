@@ -141,6 +141,39 @@ func TestChartWithCertManagerInstallsServerSide(t *testing.T) {
 	}
 }
 
+// The chart with tracing on installs too: the OTEL_* env (the pod's own
+// fields among it) of the demo's processes and the egress rule to the
+// collector pass the API server's validation and read back as rendered.
+func TestChartWithTracingInstallsServerSide(t *testing.T) {
+	c := need(t)
+	const ns, svc = "traced", "traced"
+	vals := map[string]any{"service": map[string]any{"name": svc}, "tracing": map[string]any{
+		"otlpEndpoint": "http://otel-collector.observability:4317",
+		"collector":    map[string]any{"podLabels": map[string]any{"app.kubernetes.io/name": "opentelemetry-collector"}}}}
+	appliedKinds(t, c, ns, helmInstall(t, c, ns, svc, vals))
+	ctx := context.Background()
+	for _, name := range []string{svc + "-router", svc + "-scaler", svc + "-leader", svc + "-follower"} {
+		d, err := c.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		require.NoError(t, err)
+		env := map[string]corev1.EnvVar{}
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			env[e.Name] = e
+		}
+		assert.Equal(t, "http://otel-collector.observability:4317", env["OTEL_EXPORTER_OTLP_ENDPOINT"].Value, name)
+		assert.Equal(t, "spec.nodeName", env["OTEL_RESOURCE_ATTRIBUTES_NODE_NAME"].ValueFrom.FieldRef.FieldPath, name)
+	}
+	np, err := c.client.NetworkingV1().NetworkPolicies(ns).Get(ctx, svc+"-router", metav1.GetOptions{})
+	require.NoError(t, err)
+	toCollector := false
+	for _, e := range np.Spec.Egress {
+		for _, peer := range e.To {
+			toCollector = toCollector || (peer.NamespaceSelector != nil && peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] == "observability" &&
+				peer.PodSelector != nil && len(e.Ports) == 1 && e.Ports[0].Port.IntValue() == 4317)
+		}
+	}
+	assert.True(t, toCollector, "the router's egress to the collector's pods on 4317")
+}
+
 // appliedKinds checks that every object of rel reads back applied
 // server-side, none named demo, and returns their kinds.
 func appliedKinds(t *testing.T, c *cluster, ns string, rel *releasev1.Release) map[string]bool {

@@ -26,12 +26,12 @@ func exchangeOf(ctx context.Context) *exchange { return ctx.Value(exchangeKey{})
 func (rt *Router) instrument(route string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e := &exchange{Recorder: httpx.Recorder{ResponseWriter: w}, rt: rt, start: time.Now()}
-		r, endSpan := serveSpan(r, route)
-		h.ServeHTTP(e, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, e)))
+		ctx, endSpan := serveSpan(r, route)
+		h.ServeHTTP(e, r.WithContext(context.WithValue(ctx, exchangeKey{}, e)))
 		if e.Status == 0 { // nothing written: the client left before an answer
 			e.Status, e.Wrote = 499, time.Now()
 		}
-		endSpan(e.Status)
+		endSpan(e.Status, e.follower)
 		header := e.Wrote.Sub(e.start)
 		rt.met.latency.WithLabelValues(route, strconv.Itoa(e.Status)).Observe(header.Seconds())
 		if rt.cfg.AccessLog {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -17,7 +16,7 @@ import (
 // OpenTelemetry tracing. Every request the router serves (streams by their
 // opening, never per event) is a span in its client's trace (W3C
 // traceparent), and every request the router makes to a follower or the
-// leader is a client span whose trace context goes with it: creations with
+// leader carries the trace context of the span it serves: creations with
 // their placement, hold and retries, writes, deletions, and the moves of
 // streams, which follow the trace of the stream they move. The process owns
 // the tracer provider and propagator (telemetry.Setup); with tracing off
@@ -25,9 +24,8 @@ import (
 
 var tracer = otel.Tracer("github.com/headcount-dev/headcount/router")
 
-// Span names, besides "router <route>" for the requests served and
-// "upstream <method>" for those sent. A creation's placements and retries
-// are events of its span.
+// Span names, besides "router <route>" for the requests served. A
+// creation's placement is an attribute of its span, its retries events.
 const (
 	spanHold       = "router hold"
 	spanMove       = "router move"
@@ -45,36 +43,49 @@ const (
 	attrTo       = attribute.Key("headcount.move.to")
 )
 
-// tracedTransport makes every request sent on rt a client span that carries
-// its trace context to the upstream. The span ends with the response body,
-// so a stream is never sent this way (openUpstream injects the context itself).
-func tracedTransport(rt http.RoundTripper) http.RoundTripper {
-	return otelhttp.NewTransport(rt,
-		otelhttp.WithTracerProvider(otel.GetTracerProvider()),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "upstream " + r.Method }))
+// propagating sends the trace context of each request's context with it, so
+// that the upstream's span (a traced follower's, the leader's) is a child of
+// the router's span that sent it: a creation's, a write's, a move's step.
+// There is no client span per request sent: the router's span covers its
+// upstream call and names the follower (headcount.follower); a span of its
+// own, with otelhttp's attributes and metrics, cost a third more spans per
+// creation (docs/benchmarks.md). A stream is opened by openUpstream, which
+// injects the context itself.
+type propagating struct{ http.RoundTripper }
+
+func (t propagating) RoundTrip(req *http.Request) (*http.Response, error) {
+	if ctx := req.Context(); trace.SpanContextFromContext(ctx).IsValid() {
+		r := *req // a RoundTripper leaves its caller's request as it is
+		r.Header = injectTrace(ctx, req.Header)
+		req = &r
+	}
+	return t.RoundTripper.RoundTrip(req)
 }
 
 // tracedRoutes are the routes whose requests are spans; health checks and
 // unknown paths are not.
 var tracedRoutes = map[string]bool{routeCreate: true, routeSnapshot: true, routeDelete: true, routeWrite: true, routeStream: true}
 
-// serve starts the span of a request served on route, in the trace of its
-// traceparent; end records the answer's status and ends it.
-func serveSpan(r *http.Request, route string) (_ *http.Request, end func(status int)) {
+// serveSpan starts the span of a request served on route, in the trace of
+// its traceparent, and returns its context; end records the answer's status
+// and the follower that served it ("" for none), and ends it.
+func serveSpan(r *http.Request, route string) (_ context.Context, end func(status int, follower string)) {
 	if !tracedRoutes[route] {
-		return r, func(int) {}
+		return r.Context(), func(int, string) {}
 	}
 	ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := tracer.Start(ctx, "router "+route, trace.WithSpanKind(trace.SpanKindServer))
-	if span.IsRecording() {
-		span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path))
+	if !span.IsRecording() {
+		return ctx, func(int, string) {} // a no-op or unsampled span needs no end
 	}
-	return r.WithContext(ctx), func(status int) {
-		if span.IsRecording() {
-			span.SetAttributes(attribute.Int("http.response.status_code", status))
-			if status >= http.StatusInternalServerError {
-				span.SetStatus(codes.Error, http.StatusText(status))
-			}
+	return ctx, func(status int, follower string) {
+		span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
+			attribute.Int("http.response.status_code", status))
+		if follower != "" {
+			span.SetAttributes(attrFollower.String(follower))
+		}
+		if status >= http.StatusInternalServerError {
+			span.SetStatus(codes.Error, http.StatusText(status))
 		}
 		span.End()
 	}
@@ -115,13 +126,14 @@ func endSpan(span trace.Span, err error) {
 	span.End()
 }
 
-// tracePlacement runs one placement decision, recorded as an event of the
-// creation's span (an event costs less than a span of its own, and a
-// decision takes microseconds).
+// tracePlacement runs one placement decision and names the follower chosen
+// on the creation's span (an attribute, which a retry's placement
+// overwrites: events would cost more, per creation, than the retry events
+// that already tell the followers tried).
 func tracePlacement(ctx context.Context, choose func() (fleet.Member, bool)) (fleet.Member, bool) {
 	m, ok := choose()
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("placement", trace.WithAttributes(attrFollower.String(m.Follower), attribute.Bool("headcount.placed", ok)))
+	if span := trace.SpanFromContext(ctx); ok && span.IsRecording() {
+		span.SetAttributes(attrFollower.String(m.Follower))
 	}
 	return m, ok
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/headcount-dev/headcount/internal/e2e"
@@ -23,13 +24,15 @@ import (
 // spans as in production (OTEL_EXPORTER_OTLP_ENDPOINT) to a real OTLP/gRPC
 // collector in the test. A client's requests carry one trace (its
 // traceparent); the trace then holds, linked parent to child: the router's
-// creation with its placement (an event) and upstream call and the follower's span
-// under it; the write down to the leader; the stream's opening; the move of
-// the stream off its drained follower (create on the target and the target's
-// span, the target's stream up to its first event, the switch, the deletion
-// of the old instance and the old follower's span); and the deletion of the
-// moved id down to its new owner. Followers and the leader name their spans
-// by route, as otelhttp does.
+// creation, naming the follower placed on, and the follower's span under
+// it; the write and the leader's span under it; the stream's opening; the
+// move of the stream off its drained follower (its creation on the target,
+// naming it, and the target's span, the target's stream up to its first
+// event, the switch, the deletion of the old instance and the old
+// follower's span); and the deletion of the moved id and its new owner's
+// span. The router sends its own span's context with each request (no
+// client span of its own); followers and the leader name their spans by
+// route, as otelhttp does.
 func TestTraceFollowsACreationAWriteAMoveAndADeletion(t *testing.T) {
 	rec := otlptest.Start(t)
 	for _, kv := range rec.Env() {
@@ -70,6 +73,10 @@ func TestTraceFollowsACreationAWriteAMoveAndADeletion(t *testing.T) {
 	c.Until(t, `"traced"`)
 
 	owner, _, _ := strings.Cut(id, "/")
+	target := "follower-a"
+	if owner == target {
+		target = "follower-b"
+	}
 	followers[owner].Signal(t, syscall.SIGTERM)
 	require.Equal(t, "init", c.Next(t).Kind, "moved off the draining %s: a fresh init", owner)
 	select {
@@ -85,13 +92,13 @@ func TestTraceFollowsACreationAWriteAMoveAndADeletion(t *testing.T) {
 	var missing string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		spans = rec.Trace(traceID)
-		if missing = traced(spans, client).missing(); missing == "" || time.Now().After(deadline) {
+		if missing = traced(spans, client, owner, target).missing(); missing == "" || time.Now().After(deadline) {
 			break
 		}
 	}
 	require.Empty(t, missing, "the trace lacks what is listed; it has:\n%s", list(spans))
 	for _, s := range rec.Spans() {
-		if (strings.HasPrefix(s.GetName(), "router ") || strings.HasPrefix(s.GetName(), "upstream ")) && s.TraceID() != traceID {
+		if strings.HasPrefix(s.GetName(), "router ") && s.TraceID() != traceID {
 			t.Errorf("span %s of %s started a trace of its own", s.GetName(), s.Service)
 		}
 	}
@@ -104,29 +111,26 @@ type tracedSpans struct {
 	lacks  []string
 }
 
-func traced(spans []otlptest.Span, client map[string]string) *tracedSpans {
+// traced checks spans against the client's requests: the stream was
+// created on owner and moved to target.
+func traced(spans []otlptest.Span, client map[string]string, owner, target string) *tracedSpans {
 	tr := &tracedSpans{spans: spans, client: client}
 	create := tr.child("client create", client["create"], "headcount-router", "router create")
-	tr.event(create, "placement")
-	tr.child("router create's upstream POST", tr.child("router create", create, "headcount-router", "upstream POST"),
-		"headcount-follower", "POST /v1/streams/{resource}")
+	tr.attribute(create, "headcount.follower", owner)
+	tr.child("router create", create, "headcount-follower", "POST /v1/streams/{resource}")
 	write := tr.child("client write", client["write"], "headcount-router", "router write")
-	tr.child("router write's upstream PATCH", tr.child("router write", write, "headcount-router", "upstream PATCH"),
-		"headcount-leader", "PATCH /v1/inputs/{collection}")
+	tr.child("router write", write, "headcount-leader", "PATCH /v1/inputs/{collection}")
 	move := tr.child("router stream", tr.child("client stream", client["stream"], "headcount-router", "router stream"),
 		"headcount-router", "router move")
 	moveCreate := tr.child("router move", move, "headcount-router", "router move create")
-	tr.child("router move create's upstream POST", tr.child("router move create", moveCreate, "headcount-router", "upstream POST"),
-		"headcount-follower", "POST /v1/streams/{resource}")
+	tr.attribute(moveCreate, "headcount.follower", target)
+	tr.child("router move create", moveCreate, "headcount-follower", "POST /v1/streams/{resource}")
 	tr.event(tr.child("router move", move, "headcount-router", "router move open"), "first event")
-	tr.event(moveCreate, "placement")
 	tr.child("router move", move, "headcount-router", "router move switch")
 	deleteOld := tr.child("router move", move, "headcount-router", "router delete instance")
-	tr.child("router delete instance's upstream DELETE", tr.child("router delete instance", deleteOld, "headcount-router", "upstream DELETE"),
-		"headcount-follower", "DELETE /v1/streams/{id...}")
+	tr.child("router delete instance", deleteOld, "headcount-follower", "DELETE /v1/streams/{id...}")
 	del := tr.child("client delete", client["delete"], "headcount-router", "router delete")
-	tr.child("router delete's upstream DELETE", tr.child("router delete", del, "headcount-router", "upstream DELETE"),
-		"headcount-follower", "DELETE /v1/streams/{id...}")
+	tr.child("router delete", del, "headcount-follower", "DELETE /v1/streams/{id...}")
 	return tr
 }
 
@@ -144,6 +148,20 @@ func (tr *tracedSpans) child(what, parent, service, name string) string {
 	}
 	tr.lacks = append(tr.lacks, fmt.Sprintf("%s (%s) under %s", name, service, what))
 	return ""
+}
+
+// attribute checks that the span id has the string attribute key = value.
+func (tr *tracedSpans) attribute(id, key, value string) {
+	for _, s := range tr.spans {
+		if id != "" && s.SpanID() == id && slices.ContainsFunc(s.GetAttributes(), func(kv *commonpb.KeyValue) bool {
+			return kv.GetKey() == key && kv.GetValue().GetStringValue() == value
+		}) {
+			return
+		}
+	}
+	if id != "" {
+		tr.lacks = append(tr.lacks, fmt.Sprintf("attribute %s=%s of span %s", key, value, id))
+	}
 }
 
 // event checks that the span id has an event named name.

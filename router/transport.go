@@ -29,7 +29,7 @@ import (
 type upstreams struct {
 	dialStream dialFunc // an HTTP/1.1 stream's own connection
 	h1, h2     *http.Transport
-	// h1 and h2 for round trips: each a client span in the caller's trace
+	// h1 and h2 for round trips, each sending the caller's trace context
 	// (tracing.go).
 	tracedH1, tracedH2 http.RoundTripper
 	met                *transportMetrics
@@ -59,7 +59,7 @@ func newUpstreams(dialTimeout, headerTimeout time.Duration, met *transportMetric
 	p.SetUnencryptedHTTP2(true)
 	u.h2.Protocols = &p
 	u.h2.MaxConnsPerHost = h2Dials
-	u.tracedH1, u.tracedH2 = tracedTransport(u.h1), tracedTransport(resending{u.h2})
+	u.tracedH1, u.tracedH2 = propagating{u.h1}, propagating{resending{u.h2}}
 	u.h2.HTTP2 = &http.HTTP2Config{
 		MaxReceiveBufferPerStream:     h2StreamWindow,
 		MaxReceiveBufferPerConnection: h2ConnWindow,

@@ -153,3 +153,65 @@ prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
 {{- end -}}
+
+{{/* The OTEL_* env of a container that traces (8 columns in), when
+tracing.otlpEndpoint is set: the exporter's endpoint, the sampler, and the
+pod as resource attributes (the OpenTelemetry Operator's variable names),
+then tracing.env. */}}
+{{- define "hc.tracingEnv" -}}
+{{- if .Values.tracing.otlpEndpoint }}
+{{- include "hc.otelEnv" . | trim | nindent 8 }}
+{{- end }}
+{{- end -}}
+
+{{- define "hc.otelEnv" -}}
+{{- with .Values.tracing -}}
+- {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ .otlpEndpoint | quote }}}
+{{- with .sampler }}
+- {name: OTEL_TRACES_SAMPLER, value: {{ . | quote }}}
+{{- end }}
+{{- with .samplerArg }}
+- {name: OTEL_TRACES_SAMPLER_ARG, value: {{ . | quote }}}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES_POD_NAME
+  valueFrom: {fieldRef: {fieldPath: metadata.name}}
+- name: OTEL_RESOURCE_ATTRIBUTES_NODE_NAME
+  valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+{{- $attrs := list (printf "k8s.namespace.name=%s" $.Release.Namespace) "k8s.pod.name=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)" "k8s.node.name=$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)" }}
+{{- range $k, $v := .resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%v" $k $v) }}
+{{- end }}
+- {name: OTEL_RESOURCE_ATTRIBUTES, value: {{ join "," $attrs | quote }}}
+{{- with .env }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The egress rule to the OTLP collector (2 columns in), for the policies
+of the pods that may trace, when tracing.otlpEndpoint is set. */}}
+{{- define "hc.toCollector" -}}
+{{- if .Values.tracing.otlpEndpoint }}
+{{- include "hc.collectorRule" . | trim | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "hc.collectorRule" -}}
+{{- with .Values.tracing.collector -}}
+# The OTLP collector (tracing.collector).
+- to:
+  {{- if .cidrs }}
+  {{- range .cidrs }}
+  - ipBlock: {cidr: {{ . }}}
+  {{- end }}
+  {{- else }}
+  - namespaceSelector:
+      matchLabels: {kubernetes.io/metadata.name: {{ required "tracing.collector.namespace: the collector's namespace (or tracing.collector.cidrs)" .namespace }}}
+    {{- with .podLabels }}
+    podSelector:
+      matchLabels: {{ toJson . }}
+    {{- end }}
+  {{- end }}
+  ports: [{port: {{ .port }}, protocol: TCP}]
+{{- end }}
+{{- end -}}
