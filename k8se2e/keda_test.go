@@ -263,9 +263,7 @@ func renderKEDA(t *testing.T) []*unstructured.Unstructured {
 	require.NoError(t, err)
 	var first, rest []*unstructured.Unstructured
 	for _, r := range m.Resources() {
-		obj, err := r.Map()
-		require.NoError(t, err)
-		u := &unstructured.Unstructured{Object: obj}
+		u := unstructuredOf(t, r)
 		if k := u.GetKind(); k == "Namespace" || k == "CustomResourceDefinition" {
 			first = append(first, u)
 		} else {
