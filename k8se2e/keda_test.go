@@ -171,7 +171,7 @@ func (p *pod) logged(s string) bool {
 func (p *pod) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return fmt.Sprintf("(%d restarts) %s", p.restarts, p.cur.output())
+	return fmt.Sprintf("%s (%d restarts): %s", p.name, p.restarts, p.cur.output())
 }
 
 // mountSecret plays the kubelet's secret volume: every key of Secret
@@ -303,8 +303,8 @@ type kedaEnv struct {
 // startKEDA installs KEDA's manifests and runs its three processes in the
 // network namespace, where the API server must call the webhooks and the
 // metrics server at a non-loopback address; it applies overlays/pro and
-// runs one `headcount scaler` with the arguments of the overlay's scaler
-// Deployment, and NATS.
+// runs its two `headcount scaler` replicas with the command line of the
+// overlay's scaler Deployment, and NATS.
 //
 // What is played here that a cluster would provide: the kubelet (the
 // processes run with their Deployment's command line and environment,
@@ -384,8 +384,10 @@ func startKEDA(t *testing.T) *kedaEnv {
 		})
 	k.webhooks = run("keda-admission", kedaWebhooks, "--cert-dir="+certs,
 		"--metrics-bind-address=:8090", "--health-probe-bind-address=:8091")
+	// In a pod these three kubeconfigs are the in-cluster configuration.
 	k.adapter = run("keda-metrics-apiserver", kedaAdapter, "--port=8092",
-		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig)
+		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig,
+		"--lister-kubeconfig="+kubeconfig)
 
 	// The operator injects its CA into the APIService; the aggregator then
 	// verifies the metrics server with it.
