@@ -602,21 +602,29 @@ func (k *kedaEnv) webhookJudgesTheOverlays(t *testing.T) {
 		require.NotNil(t, auth, name)
 		k.a.apply(t, auth)
 		require.NoError(t, k.applyScaledObject(ctx, so, false), "overlay %s", name)
-		var st, msg string
+		// Ready, and KEDA's HPA carries this overlay's bounds: the operator
+		// took this spec.
+		min, _, _ := unstructured.NestedInt64(so.Object, "spec", "minReplicaCount")
+		max, _, _ := unstructured.NestedInt64(so.Object, "spec", "maxReplicaCount")
+		var st, msg, bounds string
 		eventually(t, 2*time.Minute, func() string {
-			return fmt.Sprintf("overlay %s: Ready %s %s\noperator: %s", name, st, msg, k.operator.output())
+			return fmt.Sprintf("overlay %s: Ready %s %s; HPA %s, want %d–%d\noperator: %s", name, st, msg, bounds, min, max, k.operator.output())
 		}, func(ctx context.Context) bool {
-			u, err := k.a.dyn.Resource(scaledObjects).Namespace(namespace).Get(ctx, so.GetName(), metav1.GetOptions{})
+			u, err := k.scaledObject(ctx)
 			if err != nil {
 				return false
 			}
-			// Ready for this generation: the operator saw the overlay's spec.
-			observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
 			st, msg = condition(u, "Ready")
-			return st == "True" && (observed == 0 || observed == u.GetGeneration())
+			h, err := k.c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Get(ctx, kedaHPA, metav1.GetOptions{})
+			if err != nil {
+				bounds = err.Error()
+				return false
+			}
+			bounds = fmt.Sprintf("%d–%d", *h.Spec.MinReplicas, h.Spec.MaxReplicas)
+			return st == "True" && int64(*h.Spec.MinReplicas) == min && int64(h.Spec.MaxReplicas) == max
 		})
 		judged++
-		t.Logf("overlay %s: accepted, Ready (%s)", name, msg)
+		t.Logf("overlay %s: accepted, Ready, KEDA's HPA %s (%s)", name, bounds, msg)
 	}
 	require.GreaterOrEqual(t, judged, 4, "the plans' overlays at least")
 
