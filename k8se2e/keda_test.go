@@ -604,11 +604,11 @@ func (k *kedaEnv) webhookJudgesTheOverlays(t *testing.T) {
 		require.NoError(t, k.applyScaledObject(ctx, so, false), "overlay %s", name)
 		// Ready, and KEDA's HPA carries this overlay's bounds: the operator
 		// took this spec.
-		min, _, _ := unstructured.NestedInt64(so.Object, "spec", "minReplicaCount")
-		max, _, _ := unstructured.NestedInt64(so.Object, "spec", "maxReplicaCount")
+		lo, _, _ := unstructured.NestedInt64(so.Object, "spec", "minReplicaCount")
+		hi, _, _ := unstructured.NestedInt64(so.Object, "spec", "maxReplicaCount")
 		var st, msg, bounds string
 		eventually(t, 2*time.Minute, func() string {
-			return fmt.Sprintf("overlay %s: Ready %s %s; HPA %s, want %d–%d\noperator: %s", name, st, msg, bounds, min, max, k.operator.output())
+			return fmt.Sprintf("overlay %s: Ready %s %s; HPA %s, want %d–%d\noperator: %s", name, st, msg, bounds, lo, hi, k.operator.output())
 		}, func(ctx context.Context) bool {
 			u, err := k.scaledObject(ctx)
 			if err != nil {
@@ -621,7 +621,7 @@ func (k *kedaEnv) webhookJudgesTheOverlays(t *testing.T) {
 				return false
 			}
 			bounds = fmt.Sprintf("%d–%d", *h.Spec.MinReplicas, h.Spec.MaxReplicas)
-			return st == "True" && int64(*h.Spec.MinReplicas) == min && int64(h.Spec.MaxReplicas) == max
+			return st == "True" && int64(*h.Spec.MinReplicas) == lo && int64(h.Spec.MaxReplicas) == hi
 		})
 		judged++
 		t.Logf("overlay %s: accepted, Ready, KEDA's HPA %s (%s)", name, bounds, msg)
