@@ -86,8 +86,21 @@ const maxRings = 8
 // follower not excluded that takes it: Preferred when that is the key's
 // first follower, Spilled otherwise. If none is within the bound (only
 // possible when some are excluded) it returns the cheapest one not
-// excluded, Spilled; None when every follower is excluded.
+// excluded, Spilled; None when every follower is excluded. It knows nothing
+// of where key's instances are: ChooseHolding with holds nil.
 func (a *Affinity) Choose(key string, ready Ready, exclude func(string) bool) (fleet.Member, Outcome) {
+	return a.ChooseHolding(key, ready, exclude, nil)
+}
+
+// ChooseHolding is Choose knowing, through holds, how many instances of key
+// the caller has seen on a follower (a router: the streams it serves; nil:
+// none known). A follower over the bound still takes a key it holds while
+// those instances cost less than the key's graph: spilling it would build
+// that graph a second time, for all its later instances, to shed less than
+// the graph costs. A hot key (instances worth more than its graph) spills as
+// before: that sheds the most load for one more graph. New graphs, and hot
+// keys, stay under the bound; the rebalancer (Over) is the backstop.
+func (a *Affinity) ChooseHolding(key string, ready Ready, exclude func(string) bool, holds func(follower string) int64) (fleet.Member, Outcome) {
 	r := a.ring(ready)
 	if len(r.points) == 0 {
 		return fleet.Member{}, None
@@ -118,7 +131,7 @@ func (a *Affinity) Choose(key string, ready Ready, exclude func(string) bool) (f
 			continue
 		}
 		cost := w.Member(m)
-		if a.takes(m, cost, bound) {
+		if a.takes(m, cost, bound) || (holds != nil && a.keepsHeld(holds(id))) {
 			if first {
 				return m, Preferred
 			}
@@ -148,6 +161,13 @@ func (a *Affinity) Over(m fleet.Member, ready Ready) bool {
 	w := a.cfg.Weights
 	bound := a.cfg.Balance*ready.Cost(w)/float64(ready.Len()) + w.Graph + w.Instance
 	return !a.takes(m, w.Member(m), bound)
+}
+
+// keepsHeld tells whether a follower over the bound that holds n instances
+// of the key being placed takes one more (ChooseHolding): while they cost
+// less than the key's graph.
+func (a *Affinity) keepsHeld(n int64) bool {
+	return n > 0 && float64(n)*a.cfg.Weights.Instance < a.cfg.Weights.Graph
 }
 
 // takes tells whether m takes one more instance: its cost within the bound,

@@ -144,6 +144,40 @@ func TestHotKeySpillsToTheFewestFollowersTheBoundAllows(t *testing.T) {
 	require.Equal(t, map[placement.Outcome]int{placement.Preferred: 100, placement.Spilled: 300}, outcomes)
 }
 
+// A follower over the bound keeps a definition it holds while its instances
+// there cost less than the definition's graph (spilling it would build the
+// graph a second time to shed less); a hot one, and a new one, spill.
+func TestOverTheBoundAFollowerKeepsWhatItHoldsCheaply(t *testing.T) {
+	s := newSim(4)
+	p := affinity(t, placement.AffinityConfig{}) // no target: the bound alone
+	k := key(t, `{"page":1}`)
+	owner, _ := p.Choose(k, placement.NewMembers(s.members()), nil)
+	for i := range 20 { // the owner far over the mean: 20 graphs, the others none
+		s.held[owner.Follower][fmt.Sprintf("other-%d", i)] = 1
+	}
+	ready := placement.NewMembers(s.members())
+	holding := func(n int64) func(string) int64 {
+		return func(f string) int64 {
+			if f == owner.Follower {
+				return n
+			}
+			return 0
+		}
+	}
+	m, out := p.ChooseHolding(k, ready, nil, holding(9)) // 0.9 < 1 graph
+	require.Equal(t, owner.Follower, m.Follower)
+	require.Equal(t, placement.Preferred, out)
+
+	m, out = p.ChooseHolding(k, ready, nil, holding(10)) // 1.0: as much as its graph
+	require.NotEqual(t, owner.Follower, m.Follower, "a hot definition spills")
+	require.Equal(t, placement.Spilled, out)
+
+	m, _ = p.Choose(k, ready, nil)
+	require.NotEqual(t, owner.Follower, m.Follower, "nothing known held: the bound alone")
+	m, _ = p.ChooseHolding(k, ready, func(f string) bool { return f == owner.Follower }, holding(1))
+	require.NotEqual(t, owner.Follower, m.Follower, "excluded whatever it holds")
+}
+
 // The pitfall the target avoids: with the mean alone as bound, an idle
 // fleet spreads a hot key over every follower.
 func TestMeanAloneSpreadsAHotKey(t *testing.T) {

@@ -130,6 +130,7 @@ func (rt *Router) createInstance(ctx context.Context, c creation) (created, erro
 		}
 		switch v.outcome {
 		case placed:
+			rt.placer.created(o, m.Follower)
 			rt.announce(m)
 			return created{member: m, resp: v.resp, key: v.key}, nil
 		case answered:

@@ -3,6 +3,7 @@ package router
 import (
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,6 +41,8 @@ type placer interface {
 	// peek picks one without counting: snapshots, and a move asking whether
 	// it has anywhere to go.
 	peek(o origin, exclude func(follower string) bool) (fleet.Member, bool)
+	// created records that an instance of o placed on follower was created.
+	created(o origin, follower string)
 	// load is what the rebalancer evens out between followers.
 	load(m fleet.Member) float64
 	// over tells whether the rebalancer moves streams off m, the most
@@ -71,14 +74,18 @@ type policyPlacer struct {
 	policy   placement.Policy
 	affinity *placement.Affinity // the policy, under affinity: keys, cost, groups, its bound
 	weights  fleet.CostWeights
+	// holdings is what this router knows each follower holds of each
+	// definition: affinity keeps a definition on a follower over the bound
+	// while its instances there cost less than its graph. nil: nothing known.
+	holdings *holdings
 	// least-loaded's rebalancing spread: start above threshold × the mean
 	// load, stop at stop × the mean
 	threshold, stop float64
 	outcomes        *prometheus.CounterVec // outcome
 }
 
-func newPlacer(view Fleet, cfg Config) (*policyPlacer, error) {
-	p := &policyPlacer{view: view, service: cfg.Service, policy: placement.LeastLoaded{}, weights: fleet.DefaultCostWeights,
+func newPlacer(view Fleet, cfg Config, holdings *holdings) (*policyPlacer, error) {
+	p := &policyPlacer{view: view, service: cfg.Service, policy: placement.LeastLoaded{}, weights: fleet.DefaultCostWeights, holdings: holdings,
 		threshold: cfg.Moves.RebalanceThreshold, stop: cfg.Moves.RebalanceStop,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headcount_router_placement_outcomes_total", ConstLabels: prometheus.Labels{"service": cfg.Service},
@@ -114,16 +121,30 @@ func (p *policyPlacer) peek(o origin, exclude func(string) bool) (fleet.Member, 
 	return p.view.PeekWith(p.service, p.chooser(o, exclude, &out))
 }
 
+func (p *policyPlacer) created(o origin, follower string) {
+	if p.affinity == nil || p.holdings == nil {
+		return
+	}
+	if key, keyed := o.key(); keyed {
+		p.holdings.placed(key, follower, time.Now())
+	}
+}
+
 // chooser returns the choice of o's follower the view runs under its lock,
 // which sets out: o.together first when it is ready and not excluded; the
 // least loaded when o's params have no definition key (nothing is known
 // about sharing). The key is computed here, outside the lock.
 func (p *policyPlacer) chooser(o origin, exclude func(string) bool, out *placement.Outcome) func(fleet.ReadySet) (fleet.Member, bool) {
-	policy, key := p.policy, ""
+	choose, key := p.policy.Choose, ""
 	if p.affinity != nil {
 		var keyed bool
 		if key, keyed = o.key(); !keyed {
-			policy = placement.LeastLoaded{}
+			choose = placement.LeastLoaded{}.Choose
+		} else if p.holdings != nil {
+			holds := func(follower string) int64 { return p.holdings.holding(key, follower) }
+			choose = func(key string, ready placement.Ready, exclude func(string) bool) (fleet.Member, placement.Outcome) {
+				return p.affinity.ChooseHolding(key, ready, exclude, holds)
+			}
 		}
 	}
 	return func(ready fleet.ReadySet) (fleet.Member, bool) {
@@ -135,7 +156,7 @@ func (p *policyPlacer) chooser(o origin, exclude func(string) bool, out *placeme
 		if t, ok := ready.Member(o.together); ok && (exclude == nil || !exclude(t.Follower)) {
 			m, *out = t, placement.Preferred
 		} else {
-			m, *out = policy.Choose(key, ready, exclude)
+			m, *out = choose(key, ready, exclude)
 		}
 		return m, *out != placement.None
 	}

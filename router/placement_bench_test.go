@@ -30,7 +30,7 @@ func BenchmarkPlacer(b *testing.B) {
 			if err := cfg.defaults(); err != nil {
 				b.Fatal(err)
 			}
-			p, err := newPlacer(view, cfg)
+			p, err := newPlacer(view, cfg, newHoldings(newStreamSet()))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -27,7 +27,7 @@ func placerOn(t *testing.T, target int64, loads map[string][2]int64) (*policyPla
 	cfg.Placement.Target = target
 	require.NoError(t, cfg.defaults())
 	require.Equal(t, PlacementAffinity, cfg.Placement.Policy, "the default")
-	p, err := newPlacer(view, cfg)
+	p, err := newPlacer(view, cfg, nil)
 	require.NoError(t, err)
 	return p, placement.NewMembers(view.Members("svc"))
 }
@@ -91,4 +91,53 @@ func TestRebalancerJudgesByThePolicy(t *testing.T) {
 	require.True(t, p.keeps(m, streamsOf(hot, 20), ready), "hot's own follower, within the bound once they left: they would come back")
 	require.False(t, p.keeps(m, streamsOf(spilled, 10), ready), "a definition spilled there goes to its own follower")
 	require.False(t, p.keeps(m, streamsOf(`not json`, 1), ready), "no key: nothing to keep")
+}
+
+// The stream set counts this router's open streams of each definition per
+// follower, through moves and ends: what the placer tells affinity a
+// follower holds.
+func TestStreamSetCountsEachDefinitionPerFollower(t *testing.T) {
+	ss := newStreamSet()
+	a, b := streamsOf(`{"a":1}`, 3), streamsOf(`{"b":2}`, 1)
+	for _, s := range append(a, b...) {
+		s.definition, _ = origin{resource: s.resource, params: s.params}.key()
+		ss.add(s, "f-1")
+	}
+	defA, defB := a[0].definition, b[0].definition
+	require.Equal(t, int64(3), ss.holding(defA, "f-1"))
+	require.Equal(t, int64(1), ss.holding(defB, "f-1"))
+	ss.move(a[0], "f-1", "f-2")
+	ss.move(a[0], "f-1", "f-2") // already moved: nothing changes
+	require.Equal(t, int64(2), ss.holding(defA, "f-1"))
+	require.Equal(t, int64(1), ss.holding(defA, "f-2"))
+	ss.remove(b[0], "f-1")
+	ss.remove(b[0], "f-1")
+	require.Zero(t, ss.holding(defB, "f-1"))
+	ss.add(&stream{resource: "posts", params: []byte(`not json`)}, "f-1") // no definition: not counted
+	require.Equal(t, int64(2), ss.holding(defA, "f-1"))
+	require.Len(t, ss.held, 2, "no entry left for what no stream holds")
+}
+
+// What a router knows a follower holds: the larger of its open streams
+// there and its recent placements there (a stream it placed and serves
+// counts once); placements are forgotten a minute after the last.
+func TestHoldingsCountStreamsAndRecentPlacements(t *testing.T) {
+	ss := newStreamSet()
+	h := newHoldings(ss)
+	streams := streamsOf(`{"a":1}`, 2)
+	def, _ := origin{resource: "posts", params: []byte(`{"a":1}`)}.key()
+	now := time.Now()
+	for _, s := range streams {
+		s.definition = def
+		h.placed(def, "f-1", now)
+	}
+	h.placed(def, "f-1", now)
+	require.Equal(t, int64(3), h.holding(def, "f-1"), "three placed, their streams served elsewhere")
+	for _, s := range streams {
+		ss.add(s, "f-1")
+	}
+	require.Equal(t, int64(3), h.holding(def, "f-1"), "placed and served: counted once")
+	h.placed(def, "f-2", now.Add(2*recentFor)) // sweeps what was placed two minutes before
+	require.Equal(t, int64(2), h.holding(def, "f-1"), "the placements forgotten, the streams remain")
+	require.Equal(t, int64(1), h.holding(def, "f-2"))
 }

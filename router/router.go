@@ -132,7 +132,7 @@ func New(nc Conn, view Fleet, cfg Config) (*Router, error) {
 		rt.moves, err = rt.newMover()
 	}
 	if err == nil {
-		rt.placer, err = newPlacer(view, cfg)
+		rt.placer, err = newPlacer(view, cfg, newHoldings(rt.moves.streams))
 	}
 	if err != nil {
 		cancel()

@@ -22,6 +22,10 @@ type stream struct {
 	resource string
 	params   []byte
 	movable  bool // the follower returned resource and params
+	// definition is the instance's definition key (fleet.DefinitionKey),
+	// "" when its params have none: placement asks where this router's
+	// streams of a definition are (streamSet.holding).
+	definition string
 
 	mu           sync.Mutex
 	cur          *upstream
@@ -81,6 +85,9 @@ func (rt *Router) stream(w http.ResponseWriter, r *http.Request) {
 	h.Del("Last-Event-ID")
 	s := &stream{ctx: ctx, header: h, cur: up}
 	s.resource, s.params, s.movable = fleet.DecodeOrigin(resp.Header.Get(fleet.HeaderResource), resp.Header.Get(fleet.HeaderParams))
+	if s.movable {
+		s.definition, _ = origin{resource: s.resource, params: s.params}.key()
+	}
 	if asked != up.id {
 		s.aliases = []string{asked}
 	}

@@ -6,18 +6,30 @@ import (
 	"github.com/headcount-dev/headcount/internal/sets"
 )
 
-// streamSet indexes the open streams by the follower serving them.
+// streamSet indexes the open streams by the follower serving them, and
+// counts them by definition and follower for placement (holding).
 type streamSet struct {
 	mu         sync.Mutex
 	byFollower map[string]map[*stream]struct{}
+	held       map[held]int64
 	n          int
 	empty      chan struct{} // closed while no stream is open
 }
 
+// held is a definition on a follower.
+type held struct{ definition, follower string }
+
 func newStreamSet() *streamSet {
 	empty := make(chan struct{})
 	close(empty)
-	return &streamSet{byFollower: map[string]map[*stream]struct{}{}, empty: empty}
+	return &streamSet{byFollower: map[string]map[*stream]struct{}{}, held: map[held]int64{}, empty: empty}
+}
+
+// holding is how many of the open streams of definition follower serves.
+func (ss *streamSet) holding(definition, follower string) int64 {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.held[held{definition, follower}]
 }
 
 func (ss *streamSet) add(s *stream, follower string) {
@@ -59,6 +71,9 @@ func (ss *streamSet) put(s *stream, follower string) {
 		return
 	}
 	set[s] = struct{}{}
+	if s.definition != "" {
+		ss.held[held{s.definition, follower}]++
+	}
 	if ss.n == 0 {
 		ss.empty = make(chan struct{})
 	}
@@ -73,6 +88,11 @@ func (ss *streamSet) take(s *stream, follower string) bool {
 	delete(set, s)
 	if len(set) == 0 {
 		delete(ss.byFollower, follower)
+	}
+	if k := (held{s.definition, follower}); s.definition != "" {
+		if ss.held[k]--; ss.held[k] <= 0 {
+			delete(ss.held, k)
+		}
 	}
 	if ss.n--; ss.n == 0 {
 		close(ss.empty)

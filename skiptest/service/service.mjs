@@ -12,7 +12,7 @@
 //   SKIP_RESOURCE_PREFIX    read by @skipruntime/server itself: instance ids
 //                           become <prefix>/<uuid>
 import { runService } from "@skipruntime/server";
-import { asLeader, asFollower } from "@skipruntime/helpers";
+import { asLeader, asFollower, Sum } from "@skipruntime/helpers";
 
 class PostsResource {
   instantiate(collections) {
@@ -43,9 +43,33 @@ class ScoredResource {
   }
 }
 
+// "tallied": the same params-dependent mapper over every row of posts, its
+// output summed into one entry: the graph is as large, but a stream carries
+// one number where "scored" carries every row, so that a follower's memory
+// and CPU are the graphs' more than the streams'.
+class Total {
+  constructor(weight) {
+    this.weight = weight;
+  }
+  mapEntry(key, values) {
+    let sum = 0;
+    for (const v of values.toArray()) sum += Number(v) || 0;
+    return [["total", sum * this.weight]];
+  }
+}
+
+class TalliedResource {
+  constructor(params) {
+    this.weight = Number(params?.weight ?? 1);
+  }
+  instantiate(collections) {
+    return collections.posts.map(Total, this.weight).reduce(Sum);
+  }
+}
+
 const service = {
   initialData: { posts: [] },
-  resources: { posts: PostsResource, scored: ScoredResource },
+  resources: { posts: PostsResource, scored: ScoredResource, tallied: TalliedResource },
   createGraph(inputs) {
     return { posts: inputs.posts };
   },
