@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resource"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
@@ -103,9 +104,7 @@ func renderOverlay(t *testing.T, name string) []*unstructured.Unstructured {
 	require.NoError(t, err)
 	var objs []*unstructured.Unstructured
 	for _, r := range m.Resources() {
-		obj, err := r.Map()
-		require.NoError(t, err)
-		u := &unstructured.Unstructured{Object: obj}
+		u := unstructuredOf(t, r)
 		if u.GetKind() == "Namespace" {
 			objs = append([]*unstructured.Unstructured{u}, objs...)
 		} else {
@@ -113,6 +112,17 @@ func renderOverlay(t *testing.T, name string) []*unstructured.Unstructured {
 		}
 	}
 	return objs
+}
+
+// unstructuredOf is a rendered resource as the API machinery holds objects
+// (JSON numbers as int64: kustomize's ints are something DeepCopy refuses).
+func unstructuredOf(t *testing.T, r *resource.Resource) *unstructured.Unstructured {
+	t.Helper()
+	b, err := r.MarshalJSON()
+	require.NoError(t, err)
+	u := &unstructured.Unstructured{}
+	require.NoError(t, u.UnmarshalJSON(b))
+	return u
 }
 
 // applyFiles applies every object of the YAML files (CRDs from modules).

@@ -171,7 +171,7 @@ func (p *pod) logged(s string) bool {
 func (p *pod) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return fmt.Sprintf("(%d restarts) %s", p.restarts, p.cur.output())
+	return fmt.Sprintf("%s (%d restarts): %s", p.name, p.restarts, p.cur.output())
 }
 
 // mountSecret plays the kubelet's secret volume: every key of Secret
@@ -263,9 +263,7 @@ func renderKEDA(t *testing.T) []*unstructured.Unstructured {
 	require.NoError(t, err)
 	var first, rest []*unstructured.Unstructured
 	for _, r := range m.Resources() {
-		obj, err := r.Map()
-		require.NoError(t, err)
-		u := &unstructured.Unstructured{Object: obj}
+		u := unstructuredOf(t, r)
 		if k := u.GetKind(); k == "Namespace" || k == "CustomResourceDefinition" {
 			first = append(first, u)
 		} else {
@@ -305,8 +303,8 @@ type kedaEnv struct {
 // startKEDA installs KEDA's manifests and runs its three processes in the
 // network namespace, where the API server must call the webhooks and the
 // metrics server at a non-loopback address; it applies overlays/pro and
-// runs one `headcount scaler` with the arguments of the overlay's scaler
-// Deployment, and NATS.
+// runs its two `headcount scaler` replicas with the command line of the
+// overlay's scaler Deployment, and NATS.
 //
 // What is played here that a cluster would provide: the kubelet (the
 // processes run with their Deployment's command line and environment,
@@ -386,8 +384,10 @@ func startKEDA(t *testing.T) *kedaEnv {
 		})
 	k.webhooks = run("keda-admission", kedaWebhooks, "--cert-dir="+certs,
 		"--metrics-bind-address=:8090", "--health-probe-bind-address=:8091")
+	// In a pod these three kubeconfigs are the in-cluster configuration.
 	k.adapter = run("keda-metrics-apiserver", kedaAdapter, "--port=8092",
-		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig)
+		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig,
+		"--lister-kubeconfig="+kubeconfig)
 
 	// The operator injects its CA into the APIService; the aggregator then
 	// verifies the metrics server with it.
@@ -602,21 +602,29 @@ func (k *kedaEnv) webhookJudgesTheOverlays(t *testing.T) {
 		require.NotNil(t, auth, name)
 		k.a.apply(t, auth)
 		require.NoError(t, k.applyScaledObject(ctx, so, false), "overlay %s", name)
-		var st, msg string
+		// Ready, and KEDA's HPA carries this overlay's bounds: the operator
+		// took this spec.
+		lo, _, _ := unstructured.NestedInt64(so.Object, "spec", "minReplicaCount")
+		hi, _, _ := unstructured.NestedInt64(so.Object, "spec", "maxReplicaCount")
+		var st, msg, bounds string
 		eventually(t, 2*time.Minute, func() string {
-			return fmt.Sprintf("overlay %s: Ready %s %s\noperator: %s", name, st, msg, k.operator.output())
+			return fmt.Sprintf("overlay %s: Ready %s %s; HPA %s, want %d–%d\noperator: %s", name, st, msg, bounds, lo, hi, k.operator.output())
 		}, func(ctx context.Context) bool {
-			u, err := k.a.dyn.Resource(scaledObjects).Namespace(namespace).Get(ctx, so.GetName(), metav1.GetOptions{})
+			u, err := k.scaledObject(ctx)
 			if err != nil {
 				return false
 			}
-			// Ready for this generation: the operator saw the overlay's spec.
-			observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
 			st, msg = condition(u, "Ready")
-			return st == "True" && (observed == 0 || observed == u.GetGeneration())
+			h, err := k.c.client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Get(ctx, kedaHPA, metav1.GetOptions{})
+			if err != nil {
+				bounds = err.Error()
+				return false
+			}
+			bounds = fmt.Sprintf("%d–%d", *h.Spec.MinReplicas, h.Spec.MaxReplicas)
+			return st == "True" && int64(*h.Spec.MinReplicas) == lo && int64(h.Spec.MaxReplicas) == hi
 		})
 		judged++
-		t.Logf("overlay %s: accepted, Ready (%s)", name, msg)
+		t.Logf("overlay %s: accepted, Ready, KEDA's HPA %s (%s)", name, bounds, msg)
 	}
 	require.GreaterOrEqual(t, judged, 4, "the plans' overlays at least")
 
