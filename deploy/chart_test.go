@@ -84,7 +84,7 @@ var chartInstalls = map[string]map[string]any{
 		"plan": "enterprise",
 		"service": map[string]any{"name": "hackernews",
 			"leader":   map[string]any{"image": "ghcr.io/example/hackernews-leader:1.4.0", "args": []any{"leader.mjs"}},
-			"follower": map[string]any{"image": "ghcr.io/example/hackernews-follower:1.4.0", "args": []any{"follower.mjs"}}},
+			"follower": map[string]any{"image": "ghcr.io/example/hackernews-follower:1.4.0", "command": []any{"node"}, "args": []any{"follower.mjs"}}},
 		"gateway": map[string]any{"enabled": true, "parentRefs": []any{map[string]any{"name": "public"}}},
 	},
 	"hpa": {"autoscaler": "hpa", "plan": "starter"},

@@ -3,7 +3,6 @@ package deploy
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -164,22 +163,17 @@ func certManagerSecrets(t *testing.T, r rendered) map[string]*corev1.Secret {
 		require.Contains(t, issuer, "ca", "a CA Issuer")
 		ca := cas[issuer["ca"].(map[string]any)["secretName"].(string)]
 		require.NotNil(t, ca, "the Issuer's CA is a rendered Certificate")
-		tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: spec["commonName"].(string)}}
-		if dns, ok := spec["dnsNames"].([]any); ok {
-			for _, n := range dns {
-				tmpl.DNSNames = append(tmpl.DNSNames, n.(string))
-			}
+		var dnsNames, usages []string
+		dns, _ := spec["dnsNames"].([]any)
+		for _, n := range dns {
+			dnsNames = append(dnsNames, n.(string))
 		}
-		if usages, ok := spec["usages"].([]any); ok {
-			for _, u := range usages {
-				switch u {
-				case "server auth":
-					tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-				case "client auth":
-					tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
-				}
-			}
+		us, _ := spec["usages"].([]any)
+		for _, u := range us {
+			usages = append(usages, u.(string))
 		}
+		tmpl, err := certtest.Described(spec["commonName"].(string), dnsNames, usages)
+		require.NoError(t, err)
 		der, key, err := ca.Issue(tmpl)
 		require.NoError(t, err)
 		name := spec["secretName"].(string)

@@ -80,12 +80,20 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 // start runs a child process in its own process group, logging to a buffer
 // (and to dir/<name>.log for CI's artifacts).
 func start(dir, name string, argv ...string) (*proc, error) {
+	return startEnv(dir, name, nil, argv...)
+}
+
+// startEnv is start with env added to the test's environment.
+func startEnv(dir, name string, env []string, argv ...string) (*proc, error) {
 	f, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	p := &proc{name: name, done: make(chan struct{}), log: &bytes.Buffer{}, mu: &sync.Mutex{}}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	w := io.MultiWriter(lockedWriter{p.mu, p.log}, f)
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/headcount-dev/headcount/natsembed"
-	"github.com/headcount-dev/headcount/scaler/deletioncost"
 )
 
 const (
@@ -158,22 +156,7 @@ func TestDeletionCostPicksTheEmptiestFollowers(t *testing.T) {
 	}
 
 	// The scaler annotates each pod with its live instances.
-	var seen map[string]string
-	eventually(t, 30*time.Second, func() string { return fmt.Sprintf("annotations %v, want %v", seen, counts) },
-		func(ctx context.Context) bool {
-			seen = map[string]string{}
-			list, err := livePods(ctx, c)
-			if err != nil {
-				return false
-			}
-			for _, p := range list {
-				seen[p.Name] = p.Annotations[deletioncost.Annotation]
-				if seen[p.Name] != strconv.FormatInt(counts[p.Name], 10) {
-					return false
-				}
-			}
-			return true
-		})
+	waitDeletionCosts(t, c, counts)
 
 	scale(t, c, 2)
 	left := waitPods(t, c, 2)

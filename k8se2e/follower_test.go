@@ -1,10 +1,12 @@
 package k8se2e
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"github.com/headcount-dev/headcount/agent"
@@ -35,6 +37,13 @@ func startFollower(nc *nats.Conn, host, pod string) (*fakeFollower, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(fleet.IdentityPath, a.IdentityHandler())
+	// A creation a router places here is one more instance (the follower's
+	// answer: 201 and the new instance's id).
+	mux.HandleFunc("POST /v1/streams/{resource}", func(w http.ResponseWriter, _ *http.Request) {
+		a.Add(1)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, pod+"/"+uuid.NewString())
+	})
 	f := &fakeFollower{Agent: a, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() { _ = f.srv.Serve(ln) }()
 	a.Ready()

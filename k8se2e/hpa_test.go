@@ -213,25 +213,7 @@ func TestHPAScalesOnTheAdaptersMetric(t *testing.T) {
 		"--tls-cert-file", filepath.Join(tlsDir, "tls.crt"), "--tls-private-key-file", filepath.Join(tlsDir, "tls.key"))...)
 
 	for _, v := range []string{"v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"} {
-		var cond string
-		eventually(t, 90*time.Second, func() string { return v + " Available: " + cond + "\nadapter: " + adapter.output() },
-			func(ctx context.Context) bool {
-				c.check(t)
-				u, err := a.dyn.Resource(apiServices).Get(ctx, v, metav1.GetOptions{})
-				if err != nil {
-					cond = err.Error()
-					return false
-				}
-				conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-				for _, x := range conds {
-					m := x.(map[string]any)
-					if m["type"] == "Available" {
-						cond = fmt.Sprint(m["status"], " ", m["reason"], " ", m["message"])
-						return m["status"] == "True"
-					}
-				}
-				return false
-			})
+		waitAPIService(t, c, a, v, func() string { return "\nadapter: " + adapter.output() })
 	}
 
 	// Short windows for the test; the overlay's are production's.
@@ -330,6 +312,31 @@ func injectAdapterCA(t *testing.T, a *applier, objs []*unstructured.Unstructured
 	}
 	require.NotZero(t, injected)
 	return dir
+}
+
+// waitAPIService waits for APIService name to be Available; logs says what
+// the processes behind it wrote.
+func waitAPIService(t *testing.T, c *cluster, a *applier, name string, logs func() string) {
+	t.Helper()
+	var cond string
+	eventually(t, 3*time.Minute, func() string { return name + " Available: " + cond + logs() },
+		func(ctx context.Context) bool {
+			c.check(t)
+			u, err := a.dyn.Resource(apiServices).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				cond = err.Error()
+				return false
+			}
+			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+			for _, x := range conds {
+				m := x.(map[string]any)
+				if m["type"] == "Available" {
+					cond = fmt.Sprint(m["status"], " ", m["reason"], " ", m["message"])
+					return m["status"] == "True"
+				}
+			}
+			return false
+		})
 }
 
 func pro() replicas.Plan {

@@ -16,12 +16,14 @@ import (
 // HEADCOUNT_K8S_REQUIRE=1 turns every skip into a failure (CI).
 var (
 	env struct {
-		cluster   *cluster
-		ns        *netns // nil without root: the HPA test skips
-		nsReason  string
-		headcount string // the built binary
-		adapter   string // the built headcount-adapter, "" when not in this tree
-		reason    string // why the cluster is not there
+		cluster    *cluster
+		ns         *netns // nil without root: the HPA test skips
+		nsReason   string
+		headcount  string // the built binary
+		adapter    string // the built headcount-adapter, "" when not in this tree
+		reason     string // why the cluster is not there
+		kedaBin    string // KEDA's binaries (HEADCOUNT_KEDA_BIN), "" when not built
+		kedaReason string
 	}
 )
 
@@ -50,6 +52,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	env.kedaBin, env.kedaReason = kedaBinDir()
 	bin := os.Getenv("HEADCOUNT_K8S_BIN")
 	if bin == "" {
 		env.reason = "HEADCOUNT_K8S_BIN is not set (the directory of etcd, kube-apiserver, kube-controller-manager)"
@@ -177,6 +180,23 @@ func createNetns() (*netns, error) {
 func (n *netns) delete() {
 	_ = exec.Command("ip", "link", "del", n.hostIf).Run()
 	_ = exec.Command("ip", "netns", "del", n.name).Run()
+	_ = os.RemoveAll(n.etc())
+}
+
+// etc is the directory whose files `ip netns exec` mounts over /etc's.
+func (n *netns) etc() string { return filepath.Join("/etc/netns", n.name) }
+
+// setHosts gives the processes run in the namespace an /etc/hosts naming
+// these addresses (the cluster DNS they would have in a pod).
+func (n *netns) setHosts(names map[string][]string) error {
+	if err := os.MkdirAll(n.etc(), 0o755); err != nil {
+		return err
+	}
+	hosts := "127.0.0.1 localhost\n"
+	for ip, ns := range names {
+		hosts += ip + " " + strings.Join(ns, " ") + "\n"
+	}
+	return os.WriteFile(filepath.Join(n.etc(), "hosts"), []byte(hosts), 0o644)
 }
 
 // exec is argv run inside the namespace.
@@ -202,5 +222,6 @@ func removeStaleNetns() {
 			continue
 		}
 		_ = exec.Command("ip", "netns", "del", name).Run()
+		_ = os.RemoveAll(filepath.Join("/etc/netns", name))
 	}
 }

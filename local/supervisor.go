@@ -14,10 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/keep"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
@@ -56,8 +56,8 @@ type SupervisorConfig struct {
 	// Gate, if set, holds every start until it is open; a process that exits
 	// after the gate closed (its leader went away) restarts as soon as the
 	// gate opens again, without a crash backoff.
-	Gate Gate
-	// RestartAtOnce restarts a process that ran for restartAtOnceAfter or
+	Gate keep.Gate
+	// RestartAtOnce restarts a process that ran for keep.AtOnceAfter or
 	// more at once (the leader: everything waits for it); a crash loop still
 	// backs off.
 	RestartAtOnce bool
@@ -278,180 +278,27 @@ func (s *Supervisor) stopGroup(g *group) {
 	}
 }
 
-// keep runs g's processes, restarting them with backoff when one exits on
-// its own, until g is told to stop.
+// keep runs g's processes until g is told to stop.
 func (s *Supervisor) keep(g *group) {
-	backoff := time.Second
-	for {
-		closings, ok := s.awaitGate(g)
-		if !ok {
-			return
-		}
-		started := time.Now()
-		stopped := s.runOnce(g)
-		if s.cfg.Exited != nil {
-			s.cfg.Exited(g.id)
-		}
-		if stopped {
-			return
-		}
-		ran := time.Since(started)
-		if ran > time.Minute {
-			backoff = time.Second
-		}
-		delay := backoff
-		if s.cfg.RestartAtOnce && ran >= restartAtOnceAfter {
-			delay = 0
-		}
-		switch s.pause(g, delay, closings) {
-		case pauseStopped:
-			return
-		case pauseGateClosed:
-			// Its leader's absence made it exit: not a crash of its own.
-			s.cfg.Logger.Info("restart waits for the leader", "member", g.id)
-			backoff = time.Second
-		case pauseElapsed:
-			backoff = min(2*backoff, 30*time.Second)
-		}
-		s.mu.Lock()
-		g.restarts++
-		s.mu.Unlock()
-	}
-}
-
-// restartAtOnceAfter is how long a RestartAtOnce process must have run for
-// its exit to count as a fault rather than a crash loop.
-const restartAtOnceAfter = 10 * time.Second
-
-// gateState is the gate's state, an always open one without a Gate.
-func (s *Supervisor) gateState() (uint64, bool, <-chan struct{}) {
-	if s.cfg.Gate == nil {
-		return 0, true, nil
-	}
-	return s.cfg.Gate.State()
-}
-
-// awaitGate waits until the gate is open (the closings so far) or g is
-// told to stop (false).
-func (s *Supervisor) awaitGate(g *group) (uint64, bool) {
-	for {
-		closings, open, changed := s.gateState()
-		if open {
-			return closings, true
-		}
-		select {
-		case <-g.stop:
-			return 0, false
-		case <-changed:
-		}
-	}
-}
-
-type pauseEnd int
-
-const (
-	pauseElapsed    pauseEnd = iota
-	pauseStopped             // g was told to stop
-	pauseGateClosed          // the gate has closed since closings
-)
-
-// pause waits d before a restart, cut short when the gate has closed since
-// it counted closings.
-func (s *Supervisor) pause(g *group, d time.Duration, closings uint64) pauseEnd {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		now, _, changed := s.gateState()
-		if now != closings {
-			return pauseGateClosed
-		}
-		select {
-		case <-g.stop:
-			return pauseStopped
-		case <-timer.C:
-			return pauseElapsed
-		case <-changed:
-		}
-	}
-}
-
-// runOnce launches g's processes and waits until they are gone: stopped
-// for good (true), or one exited on its own and the others were killed.
-func (s *Supervisor) runOnce(g *group) (stopped bool) {
-	procs, err := s.launch(g)
-	if err != nil {
-		s.cfg.Logger.Error("member did not start", "member", g.id, "err", err)
-		return false
-	}
-	select {
-	case <-g.stop:
-		s.terminate(procs)
-		s.cfg.Logger.Info("member stopped", "member", g.id)
-		return true
-	case p := <-exitOfAny(procs):
-		s.cfg.Logger.Warn("member process exited; restarting", "member", g.id, "cmd", p.cmd.Path, "err", p.err)
-		s.kill(procs)
-		return false
-	}
-}
-
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-func (s *Supervisor) launch(g *group) ([]*process, error) {
-	cmds, err := s.cfg.Spawn(g.id)
-	if err != nil {
-		return nil, err
-	}
-	var procs []*process
-	var pids []int
-	for _, c := range cmds {
-		// Own process group: SIGTERM reaches a shell's children too; and die
-		// with the supervisor rather than linger.
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := c.Start(); err != nil {
-			s.kill(procs)
-			return nil, fmt.Errorf("%s: %w", c.Path, err)
-		}
-		p := &process{cmd: c, done: make(chan struct{})}
-		go func() { p.err = c.Wait(); close(p.done) }()
-		procs = append(procs, p)
-		pids = append(pids, c.Process.Pid)
-	}
-	s.mu.Lock()
-	g.pids = pids
-	s.mu.Unlock()
-	return procs, nil
-}
-
-func exitOfAny(procs []*process) <-chan *process {
-	out := make(chan *process, len(procs))
-	for _, p := range procs {
-		go func() { <-p.done; out <- p }()
-	}
-	return out
-}
-
-// terminate stops procs in reverse order: SIGTERM, then SIGKILL after StopTimeout.
-func (s *Supervisor) terminate(procs []*process) {
-	for _, p := range slices.Backward(procs) {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(s.cfg.StopTimeout):
-			s.cfg.Logger.Warn("follower did not drain in time; killing it", "pid", p.cmd.Process.Pid)
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
-	}
-}
-
-func (s *Supervisor) kill(procs []*process) {
-	for _, p := range procs {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+	_ = keep.Run(keep.Config{
+		Name:  g.id,
+		Spawn: func() ([]*exec.Cmd, error) { return s.cfg.Spawn(g.id) },
+		Gate:  s.cfg.Gate, RestartAtOnce: s.cfg.RestartAtOnce, StopTimeout: s.cfg.StopTimeout,
+		Started: func(pids []int) {
+			s.mu.Lock()
+			g.pids = pids
+			s.mu.Unlock()
+		},
+		Exited: func() {
+			if s.cfg.Exited != nil {
+				s.cfg.Exited(g.id)
+			}
+		},
+		Restarting: func() {
+			s.mu.Lock()
+			g.restarts++
+			s.mu.Unlock()
+		},
+		Logger: s.cfg.Logger,
+	}, g.stop)
 }

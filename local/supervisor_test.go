@@ -2,6 +2,8 @@ package local
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"sync"
 	"sync/atomic"
@@ -12,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/headcount-dev/headcount/fleet"
+	"github.com/headcount-dev/headcount/internal/keep"
 	"github.com/headcount-dev/headcount/replicas"
 )
 
@@ -188,40 +191,44 @@ func TestSupervisorConfigErrorsNameTheFieldAndValue(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// Followers wait for a ready leader; one that exits while its leader is
-// away (Skip's followers do) restarts when the leader is back, however many
-// times in a row: never while it is away, never on a doubled backoff.
+// Followers wait for their leader (up's gate: its healthcheck answers);
+// one that exits while its leader is away (Skip's followers do) restarts
+// when the leader is back, however many times in a row: never while it is
+// away, never on a doubled backoff.
 func TestSupervisorRestartsFollowersWhenTheirLeaderIsBack(t *testing.T) {
-	view := fleet.NewView()
-	leaderUp := func(incarnation string) {
-		r := report("leader-1", 0)
-		r.Role, r.Incarnation = fleet.RoleLeader, incarnation
-		view.Apply(r, time.Now())
-	}
-	gate := newLeaderGate(view, "svc")
+	var leaderUp atomic.Bool
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !leaderUp.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer leader.Close()
+	gate := keep.NewHTTPGate(leader.URL, 20*time.Millisecond, time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go gate.Watch(ctx)
 	var launches atomic.Int32
 	s, _ := run(t, SupervisorConfig{
-		Service: "svc", View: view, Policy: replicas.Policy{Target: 10, Min: 1, Max: 1},
+		Service: "svc", View: fleet.NewView(), Policy: replicas.Policy{Target: 10, Min: 1, Max: 1},
 		Spawn: sleepers(&launches), Gate: gate,
 	})
 	closedFor := 1500 * time.Millisecond // longer than the first crash backoff (1 s)
 	time.Sleep(closedFor)
 	require.Zero(t, launches.Load(), "no follower before its leader")
-	leaderUp("a")
-	gate.poke()
+	leaderUp.Store(true)
 	require.Eventually(t, func() bool { p := s.Processes(); return len(p) == 1 && len(p[0].PIDs) == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	// Four leader restarts in a row: a doubling backoff would wait 1, 2, 4
 	// and 8 s.
-	for i, inc := range []string{"b", "c", "d", "e"} {
+	for i := range 4 {
 		pid := s.Processes()[0].PIDs[0]
-		gate.exited("leader-1")
+		leaderUp.Store(false)
+		gate.Lost()                                            // up saw the leader's processes exit
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL)) // it exits when its leader does
 		time.Sleep(closedFor)
 		require.Equal(t, int32(i+1), launches.Load(), "restart %d: nothing while the leader is away", i+1)
 		back := time.Now()
-		leaderUp(inc)
-		gate.poke()
+		leaderUp.Store(true)
 		require.Eventually(t, func() bool { return launches.Load() == int32(i+2) }, 5*time.Second, 5*time.Millisecond,
 			"restart %d: at once when the leader is back", i+1)
 		t.Logf("restart %d: %v after the leader was back", i+1, time.Since(back).Round(time.Millisecond))

@@ -21,6 +21,8 @@ import (
 
 	"github.com/headcount-dev/headcount/fleet"
 	"github.com/headcount-dev/headcount/internal/freeport"
+	"github.com/headcount-dev/headcount/internal/holdproxy"
+	"github.com/headcount-dev/headcount/internal/keep"
 	"github.com/headcount-dev/headcount/internal/wiring"
 	"github.com/headcount-dev/headcount/livepage"
 	"github.com/headcount-dev/headcount/natsauth"
@@ -126,7 +128,7 @@ type system struct {
 
 	leaderControl, leaderStreaming string
 	leaderSup, sup                 *Supervisor
-	leaderGate                     *leaderGate
+	leaderGate                     *keep.HTTPGate
 	scaler                         *scaler.Scaler
 	router                         *router.Router
 	page                           *livepage.Page
@@ -220,14 +222,28 @@ func (s *system) watch() error {
 // compose builds the supervisor, the scaler and the router on the view and
 // has the watcher tell each of them about changes.
 func (s *system) compose() error {
+	leaderControl, leaderStreaming := s.leaderControl, s.leaderStreaming
+	var gate keep.Gate = s.leaderGate
+	if s.cfg.FollowerCmd != "" {
+		// A follower command (Skip's) exits when its leader goes: it is
+		// restarted at once and reaches the leader through hold proxies,
+		// so that it loads while the leader is away and serves as soon as
+		// it is back.
+		var err error
+		if leaderControl, leaderStreaming, err = s.holdLeader(); err != nil {
+			return err
+		}
+		gate = nil
+	}
 	var err error
 	s.sup, err = NewSupervisor(SupervisorConfig{
 		Service: s.cfg.Service, View: s.view, Policy: s.cfg.Policy,
 		ScaleDownWindow: s.cfg.ScaleDownWindow, StopTimeout: s.cfg.DrainTimeout + 10*time.Second,
-		Spawn:  s.cfg.followerSpawn(s.access, s.leaderControl, s.leaderStreaming),
-		Exited: s.access.exited,
-		Gate:   s.leaderGate,
-		Logger: s.cfg.Logger,
+		Spawn:         s.cfg.followerSpawn(s.access, leaderControl, leaderStreaming),
+		Exited:        s.access.exited,
+		Gate:          gate,
+		RestartAtOnce: gate == nil,
+		Logger:        s.cfg.Logger,
 	})
 	if err != nil {
 		return err
@@ -374,8 +390,10 @@ func (s *system) addrs() Addrs {
 // supervisor that restarts it at once: the demo leader (`<exe> leader`), or
 // LeaderCmd behind a sidecar. Its ports are fixed, so the followers find a
 // restarted leader where they found the first (the leader's own ports, not
-// its sidecar's); the leader gate tells the followers' supervisor whether it
-// is up.
+// its sidecar's). The leader gate tells the followers' supervisor whether
+// it is up: open while the leader process itself answers its healthcheck
+// (what its followers need, checked every leaderProbe: sooner than its
+// sidecar's report of it), closed at once when it exits.
 func (s *system) startLeader() error {
 	cfg := s.cfg
 	ports, err := freeport.Ports("127.0.0.1", 2)
@@ -383,8 +401,11 @@ func (s *system) startLeader() error {
 		return err
 	}
 	s.leaderControl, s.leaderStreaming = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
-	s.leaderGate = newLeaderGate(s.view, cfg.Service)
-	s.watcher.OnChange(func(string) { s.leaderGate.poke() })
+	s.leaderGate = keep.NewHTTPGate("http://"+s.leaderControl+"/v1/healthcheck", leaderProbe, time.Second)
+	gateCtx, stopGate := context.WithCancel(context.Background())
+	gateDone := make(chan struct{})
+	go func() { s.leaderGate.Watch(gateCtx); close(gateDone) }()
+	s.stack.push(func() { stopGate(); <-gateDone })
 	access := s.access
 	s.leaderSup, err = NewSupervisor(SupervisorConfig{
 		Service: cfg.Service, View: s.view, IDPrefix: "leader",
@@ -398,7 +419,7 @@ func (s *system) startLeader() error {
 		},
 		Exited: func(id string) {
 			access.exited(id)
-			s.leaderGate.exited(id)
+			s.leaderGate.Lost()
 		},
 		RestartAtOnce: true,
 		StopTimeout:   10 * time.Second, Logger: cfg.Logger,
@@ -412,6 +433,31 @@ func (s *system) startLeader() error {
 	s.stack.push(func() { cancel(); <-done })
 	return nil
 }
+
+// holdLeader starts a hold proxy to each of the leader's ports and returns
+// their addresses.
+func (s *system) holdLeader() (control, streaming string, err error) {
+	var addrs []string
+	for _, target := range []string{s.leaderControl, s.leaderStreaming} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", "", err
+		}
+		p := holdproxy.Start(ln, target, leaderHold, s.cfg.Logger)
+		s.stack.push(p.Close)
+		addrs = append(addrs, p.Addr())
+	}
+	return addrs[0], addrs[1], nil
+}
+
+// leaderHold is how long a follower's connection waits for its leader in a
+// hold proxy: longer than a leader restart; past it, the follower exits and
+// is started again.
+const leaderHold = 2 * time.Minute
+
+// leaderProbe is how often up asks the leader process's healthcheck: its
+// followers start this soon after it answers.
+const leaderProbe = 100 * time.Millisecond
 
 // demoMember is the command of a demo leader or follower (`<exe> <role>`)
 // with its NATS identity.

@@ -46,9 +46,31 @@ func TestUpRealSkipLeaderKillCostsNoStream(t *testing.T) {
 }
 
 // The same with up's demo leader, its own process: its followers live on
-// through the outage and follow the new leader.
+// through the outage and follow the new leader. Kept down 30 s: up's next
+// start of the demo leader waits while a file exists (heldLeader).
 func TestUpDemoLeaderKillCostsNoStream(t *testing.T) {
-	leaderKill(t, upService{resource: "collection", params: `{"name":"posts"}`}, 0)
+	for _, down := range []time.Duration{0, 30 * time.Second} {
+		t.Run(fmt.Sprintf("down %v", down), func(t *testing.T) {
+			svc := upService{resource: "collection", params: `{"name":"posts"}`}
+			if down > 0 {
+				svc.hold = filepath.Join(t.TempDir(), "hold")
+				svc.started = func(t *testing.T, bin string) { heldLeader(t, bin, svc.hold) }
+			}
+			leaderKill(t, svc, down)
+		})
+	}
+}
+
+// heldLeader puts a wrapper at bin, the executable a running up starts its
+// demo leader and followers from (read once, at its start): a leader it
+// starts from now on waits while the file hold exists, as the real-Skip
+// test's leader command does.
+func heldLeader(t *testing.T, bin, hold string) {
+	real := bin + ".real"
+	require.NoError(t, os.Link(bin, real))
+	wrapper := "#!/bin/sh\nwhile [ \"$1\" = leader ] && [ -e '" + hold + "' ]; do sleep 0.1; done\nexec '" + real + "' \"$@\"\n"
+	require.NoError(t, os.WriteFile(bin+".wrapper", []byte(wrapper), 0o755))
+	require.NoError(t, os.Rename(bin+".wrapper", bin))
 }
 
 // upService is what runs under up in a leader-kill run.
@@ -57,11 +79,17 @@ type upService struct {
 	resource, params string   // what a creation makes
 	followersExit    bool     // Skip 0.0.15's followers exit with their leader
 	hold             string   // a file that keeps a starting leader waiting ("": none)
+	// started, if set, runs once up runs from the binary bin.
+	started func(t *testing.T, bin string)
 }
 
 func leaderKill(t *testing.T, svc upService, down time.Duration) {
-	up := e2e.StartUp(t, e2e.Binary(t), append([]string{"--service", "skipsvc",
+	bin := e2e.Binary(t)
+	up := e2e.StartUp(t, bin, append([]string{"--service", "skipsvc",
 		"--target", "100", "--min", "2", "--max", "2", "--instance-ttl", "5s", "--drain-timeout", "10s"}, svc.args...)...)
+	if svc.started != nil {
+		svc.started(t, bin)
+	}
 	nc := natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds))
 	view := fleet.NewView()
 	w, err := fleet.Watch(nc, view, fleet.WatchConfig{Services: []string{"skipsvc"}, Logger: quiet()})
@@ -135,9 +163,10 @@ func leaderKill(t *testing.T, svc upService, down time.Duration) {
 		}
 		return ready == 2
 	}, 90*time.Second, 10*time.Millisecond, "both followers ready (restarted if they exit with the leader): %+v", view.Members("skipsvc"))
-	t.Logf("leader ready %v after kill -9; both followers ready %v after the leader",
-		leaderBack.Sub(killed).Round(time.Millisecond), followersBack.Sub(leaderBack).Round(time.Millisecond))
-	assert.Less(t, followersBack.Sub(leaderBack), 30*time.Second, "followers serving soon after the leader is ready (target 3 s)")
+	recovery := followersBack.Sub(leaderBack)
+	t.Logf("leader ready %v after kill -9; both followers ready %v after the leader (load average %s)",
+		leaderBack.Sub(killed).Round(time.Millisecond), recovery.Round(time.Millisecond), loadAverage())
+	assert.LessOrEqual(t, recovery, 3*time.Second, "followers serving again within 3 s of the leader being ready")
 
 	h := <-held
 	t.Logf("a write sent once the leader was gone: %d after %v (Retry-After %q)", h.code, h.took.Round(time.Millisecond), h.retryAfter)
@@ -273,4 +302,13 @@ func leaderPID(t *testing.T, nc *nats.Conn, w *fleet.Watcher) int {
 			t.Fatal("no decision with the leader's processes")
 		}
 	}
+}
+
+// loadAverage is the machine's 1-minute load average, for the figures' context.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(data))[0]
 }

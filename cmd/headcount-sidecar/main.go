@@ -20,5 +20,6 @@ func newRoot() *cobra.Command {
 	root := g.SidecarCommand()
 	root.Use = "headcount-sidecar"
 	root.Version = version
+	root.AddCommand(g.SuperviseCommand())
 	return g.Root(root)
 }

@@ -40,6 +40,21 @@ func TestFlagsAreTheSidecarCommands(t *testing.T) {
 	require.ErrorContains(t, root.Execute(), "--instance-ttl 0s: must be above zero")
 }
 
+// The chart's init container gives the follower's container the supervisor
+// with `supervise --copy-to`: the copy is this binary, runnable from there.
+func TestSuperviseCopiesItselfForAnInitContainer(t *testing.T) {
+	bin := e2e.Build(t, "headcount-sidecar")
+	dir := t.TempDir()
+	out, err := exec.Command(bin, "supervise", "--copy-to", dir).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	copied := dir + "/headcount-sidecar"
+	out, err = exec.Command(copied, "supervise", "--help").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "--leader-health")
+	_, err = exec.Command(copied, "supervise", "--health-addr", "127.0.0.1:0", "--", "true").Output()
+	require.ErrorContains(t, err, "exit status 1", "no --leader-health: refused")
+}
+
 const (
 	mib     = 1 << 20
 	streams = 300

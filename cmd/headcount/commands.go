@@ -14,6 +14,7 @@ func commands(g *cli.Global) []*cobra.Command {
 		routerCmd(g),
 		scalerCmd(g),
 		g.SidecarCommand(),
+		g.SuperviseCommand(),
 		upCmd(g),
 		statusCmd(g),
 		authCalloutCmd(g),

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -83,4 +84,22 @@ func (ca *CA) Write(dir, caName, certName, keyName string, tmpl *x509.Certificat
 // its owner only.
 func WritePEM(dir, name, typ string, der []byte) error {
 	return os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+}
+
+// Described is the certificate a cert-manager Certificate describes: its
+// commonName, dnsNames and usages ("server auth", "client auth"); tests issue
+// it where no cert-manager runs.
+func Described(commonName string, dnsNames, usages []string) (*x509.Certificate, error) {
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: commonName}, DNSNames: dnsNames}
+	for _, u := range usages {
+		switch u {
+		case "server auth":
+			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+		case "client auth":
+			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+		default:
+			return nil, fmt.Errorf("usage %q", u)
+		}
+	}
+	return tmpl, nil
 }
