@@ -92,7 +92,10 @@ func TestUnavailableFollowerIsRetriedElsewhere(t *testing.T) {
 	nc := natstest.Connect(t, url)
 	busy := startMember(t, nc, "follower-busy", unavailable)
 	startMember(t, nc, "follower-ok")
-	r := startRouter(t, url, "r-1")
+	// Least-loaded, so that the busy follower is tried: under affinity ten
+	// creations of one definition stay on its follower, which may be the
+	// one that answers.
+	r := startRouter(t, url, "r-1", leastLoaded)
 	r.waitReady(t, 2)
 	for range 10 {
 		id := r.create(t)

@@ -248,20 +248,29 @@ func logPlacements(t *testing.T, defs map[uint64]map[string]int, registries []*p
 	}
 }
 
-// waitIdle waits until the processes neither ran nor waited to run for
-// more than 5 % of two consecutive seconds, so that a measurement starts
-// and ends with their work done. Waiting counts: on a loaded machine a
-// process with work to do may get less than 5 % of a core (its threads'
-// run-queue time, /proc/<pid>/task/*/schedstat, tells it is not idle); and
-// 100 writes to 400 streams can take minutes to drain.
+// waitIdle waits until, for two consecutive seconds, the processes spent
+// less than 5 % of a core and none had its main thread (where Node runs
+// JavaScript and Skip's runtime) runnable in more than one of ten samples,
+// so that a measurement starts and ends with their work done. CPU alone is
+// not enough on a loaded machine: a follower with work to do may get less
+// than 5 % of a core, but its main thread then stays runnable. 100 writes
+// to 400 streams can take minutes to drain.
 func waitIdle(t *testing.T, pids []int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Minute)
-	last, quiet := busySeconds(t, pids), 0
+	last, quiet := cpuSeconds(t, pids), 0
 	for time.Now().Before(deadline) {
-		time.Sleep(time.Second)
-		now := busySeconds(t, pids)
-		if now-last < 0.05 {
+		runnable := map[int]int{}
+		for range 10 {
+			time.Sleep(100 * time.Millisecond)
+			for _, pid := range pids {
+				if stat := proc(t, pid, "stat"); strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])[0] == "R" {
+					runnable[pid]++
+				}
+			}
+		}
+		now := cpuSeconds(t, pids)
+		if now-last < 0.05 && slices.Max(append(slices.Collect(maps.Values(runnable)), 0)) <= 1 {
 			quiet++
 		} else {
 			quiet = 0
@@ -272,27 +281,6 @@ func waitIdle(t *testing.T, pids []int) {
 		last = now
 	}
 	t.Logf("followers still busy after 5 minutes")
-}
-
-// busySeconds sums the time the threads of pids ran or waited on a run
-// queue (the first two fields of each thread's schedstat, in ns).
-func busySeconds(t *testing.T, pids []int) float64 {
-	t.Helper()
-	var ns float64
-	for _, pid := range pids {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		require.NoError(t, err)
-		for _, task := range tasks {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, task.Name()))
-			if err != nil {
-				continue // the thread ended
-			}
-			for _, f := range strings.Fields(string(b))[:2] {
-				ns += number(t, f)
-			}
-		}
-	}
-	return ns / 1e9
 }
 
 // cpuSeconds sums the user and system CPU of pids from /proc (USER_HZ 100).
