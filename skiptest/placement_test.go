@@ -178,7 +178,7 @@ func runSideBySide(t *testing.T, policy, resource string, draws []uint64) sideBy
 			}
 		}
 		return instances == int64(len(draws))
-	}, 60*time.Second, 50*time.Millisecond, "the followers report the %d instances", len(draws))
+	}, 3*time.Minute, 50*time.Millisecond, "the followers report the %d instances", len(draws)) // minutes at load 50
 	out := sideBySide{definitions: len(defs)}
 	var most, sum float64
 	for _, m := range followers {
