@@ -59,7 +59,9 @@ func TestRealSkipBehindSidecarsAndARouter(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond, "two ready followers and a leader registered: %+v", view.Totals(service))
 	_ = leaderSC
 
-	_, rtControl, rtStreaming := startRouter(t, url, "r-1")
+	// Least-loaded placement: these creations share one definition, which
+	// affinity would keep on one follower (docs/placement.md).
+	_, rtControl, rtStreaming := startRouter(t, url, "r-1", leastLoaded)
 
 	// Creations through the router land on both followers, least loaded first,
 	// with Skip's own "<prefix>/<uuid>" ids.
@@ -238,3 +240,7 @@ func port(t *testing.T, addr string) int {
 	require.NoError(t, err)
 	return n
 }
+
+// leastLoaded spreads creations by count: for tests of the mechanics of
+// spreading, moving and rebalancing with instances of one definition.
+func leastLoaded(c *router.Config) { c.Placement.Policy = router.PlacementLeastLoaded }

@@ -24,7 +24,7 @@ func TestUpRunsRealSkipBehindSidecars(t *testing.T) {
 	dir := skiptest.Setup(t)
 	run := "cd '" + dir + "' && exec node " + skiptest.ServiceFile
 	up := e2e.StartUp(t, e2e.Binary(t), "--service", "skipsvc", "--leader-cmd", run, "--follower-cmd", run,
-		"--target", "3", "--plan", "starter", "--instance-ttl", "2s", "--scale-down-window", "3s", "--drain-timeout", "10s")
+		"--target", "3", "--plan", "starter", "--placement", "least-loaded", "--instance-ttl", "2s", "--scale-down-window", "3s", "--drain-timeout", "10s")
 
 	view := fleet.NewView()
 	w, err := fleet.Watch(natstest.Connect(t, up.NATS, nats.UserCredentials(up.Creds)), view, fleet.WatchConfig{Services: []string{"skipsvc"}, Logger: quiet()})
