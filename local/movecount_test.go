@@ -24,10 +24,13 @@ import (
 // moves were under way: a move's instance counted twice raises the live count
 // above the streams open, and with few streams per replica the target with it.
 type highWater struct {
-	mu       sync.Mutex
-	live     int64 // the most the view counted since the last reset
-	metric   int64 // the most KEDA's GetMetrics answered since the last reset
-	target   int64 // the highest target up decided since the last reset
+	mu     sync.Mutex
+	live   int64 // the most the view counted since the last reset
+	metric int64 // the most KEDA's GetMetrics answered since the last reset
+	// target is the highest target up raised to since the last reset: a
+	// target the scale-down window still holds from before it is no new
+	// decision.
+	target   int64
 	owners   map[string]string
 	moves    int
 	decision fleet.Decision
@@ -132,7 +135,9 @@ func TestUpMovesCountEachInstanceOnce(t *testing.T) {
 			return
 		}
 		h.mu.Lock()
-		h.target = max(h.target, d.Target)
+		if d.Target > h.decision.Target {
+			h.target = max(h.target, d.Target)
+		}
 		h.decision = d
 		h.mu.Unlock()
 	})
